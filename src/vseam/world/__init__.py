@@ -1,0 +1,8 @@
+"""The organism world: drawn scenes, questions at three semantic levels, exact answer-flipping edits."""
+
+from vseam.world.questions import CATEGORIES, KINDS, WorldItem, answer_vocabulary, generate, make_item
+from vseam.world.scene import ALL_SHAPES, COLORS, ICONS, SHAPES, TEXTURES, Obj, Scene, render, render_pil
+from vseam.world.write import write_world
+
+__all__ = ["CATEGORIES", "KINDS", "WorldItem", "answer_vocabulary", "generate", "make_item", "ALL_SHAPES",
+           "COLORS", "ICONS", "SHAPES", "TEXTURES", "Obj", "Scene", "render", "render_pil", "write_world"]

@@ -1,0 +1,292 @@
+"""Questions about organism scenes at three semantic levels, each with an exact answer-flipping edit.
+
+Six categories, two per level, with the roles of the real seed data: object (Shape, Icon), attribute
+(Color, Texture), relation (Horizontal, Vertical). Each item is one scene, one question (yes/no
+"verify" or single-word "query"), and an edited scene in which only the queried concept changed, so
+the gold answer changes by construction. Items are balanced by answer within each category and kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vseam.data.sample import EditRecord, Sample
+from vseam.world.scene import ALL_SHAPES, COLORS, ICONS, SHAPES, TEXTURES, Scene, random_scene, render_pil
+
+CATEGORIES = {  # category -> semantic level
+    "Shape": "object",
+    "Icon": "object",
+    "Color": "attribute",
+    "Texture": "attribute",
+    "Horizontal": "relation",
+    "Vertical": "relation",
+}
+KINDS = ("verify", "query")  # yes/no, single word
+_TYPES_SEMANTIC = {"object": "obj", "attribute": "attr", "relation": "rel"}
+_MAX_TRIES = 1000
+
+
+@dataclass
+class WorldItem:
+    """A question about a scene and its exact counterfactual (only the queried concept changed)."""
+
+    id: str
+    category: str
+    kind: str
+    question: str
+    answer: str
+    scene: Scene
+    edited_scene: Scene
+    edited_answer: str
+    involved: list[int]  # indices of the queried objects in scene.objects (target first)
+    mask_cells: list[tuple[int, int]]  # (row, col) of every cell the edit changed
+    change: dict
+    edit_prompt: str
+    program: list[dict] = field(default_factory=list)  # GQA-style semantic program
+
+    @property
+    def level(self) -> str:
+        return CATEGORIES[self.category]
+
+    @property
+    def mask_boxes(self) -> list[list[int]]:
+        return [[b["x"], b["y"], b["w"], b["h"]] for b in (self.scene.box(r, c) for r, c in self.mask_cells)]
+
+    def sample(self, image_path: str | None = None) -> Sample:
+        return Sample(id=self.id, question=self.question, answer=self.answer, image_path=image_path,
+                      benchmark="organism", category=self.category, level=self.level,
+                      meta={"kind": self.kind}, image=None if image_path else render_pil(self.scene))
+
+    def edited_sample(self, image_path: str | None = None) -> Sample:
+        return Sample(id=f"{self.id}@edit", question=self.question, answer=self.edited_answer,
+                      image_path=image_path, benchmark="organism", category=self.category, level=self.level,
+                      meta={"kind": self.kind}, image=None if image_path else render_pil(self.edited_scene))
+
+    def gqa_record(self) -> dict:
+        """The item as a GQA-style annotation record (fields of the real seed files, plus our own)."""
+        objs = self.scene.objects
+        return {
+            "question_id": self.id,
+            "imageId": self.id,
+            "question": self.question,
+            "answer": self.answer,
+            "types": {"semantic": _TYPES_SEMANTIC[self.level], "structural": self.kind,
+                      "detailed": f"{self.category.lower()}{self.kind.capitalize()}"},
+            "semantic": self.program,
+            "involved_objects": [objs[i].shape for i in self.involved],
+            "object_positions": [self.scene.box(objs[i].row, objs[i].col) for i in self.involved],
+            "category": self.category,
+            "level": self.level,
+            "benchmark": "organism",
+            "scene": self.scene.to_dict(),
+            "edit": {"edited_answer": self.edited_answer, "change": self.change, "mask": self.mask_boxes,
+                     "edit_prompt": self.edit_prompt},
+        }
+
+    def edit_record(self, image: str, edited_image: str) -> EditRecord:
+        return EditRecord(id=self.id, question=self.question, answer=self.answer, image=image,
+                          edited_image=edited_image, edit_prompt=self.edit_prompt,
+                          edited_answer=self.edited_answer, mask=self.mask_boxes, level=self.level,
+                          category=self.category, change=self.change, benchmark="organism")
+
+
+def _yn(b: bool) -> str:
+    return "Yes" if b else "No"
+
+
+def _pick(rng: np.random.Generator, options) -> str:
+    options = list(options)
+    return options[int(rng.integers(len(options)))]
+
+
+def _sel(shape: str, i: int) -> dict:
+    return {"operation": "select", "dependencies": [], "argument": f"{shape} ({i})"}
+
+
+# --- object level ---------------------------------------------------------------------------------
+
+def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int):
+    vocab = SHAPES if category == "Shape" else ICONS
+    if kind == "verify":
+        target = vocab[(slot // 2) % len(vocab)]
+        present = slot % 2 == 0
+        for _ in range(_MAX_TRIES):
+            scene = random_scene(rng, grid, cell)
+            idx = scene.find(target)
+            if present and idx is None:
+                # put the target in place of a random object, keeping its colour, texture and cell
+                idx = int(rng.integers(len(scene.objects)))
+                scene = scene.with_object(idx, shape=target)
+            if not present and idx is not None:
+                continue
+            if present:
+                free = [s for s in vocab if scene.find(s) is None]
+                if not free:
+                    continue
+                new = _pick(rng, free)
+            else:
+                idx = int(rng.integers(len(scene.objects)))
+                new = target
+            old = scene.objects[idx].shape
+            edited = scene.with_object(idx, shape=new)
+            o = scene.objects[idx]
+            q = f"Is there a {target}?"
+            program = [{"operation": "select", "dependencies": [], "argument": target},
+                       {"operation": "exist", "dependencies": [0], "argument": ""}]
+            return (scene, q, _yn(present), edited, _yn(not present), [idx], [(o.row, o.col)],
+                    {"what": "object", "from": old, "to": new}, f"replace the {old} with a {new}", program)
+    else:
+        target = vocab[slot % len(vocab)]
+        for _ in range(_MAX_TRIES):
+            scene = random_scene(rng, grid, cell)
+            idx = scene.find(target)
+            if idx is None:
+                idx = int(rng.integers(len(scene.objects)))
+                scene = scene.with_object(idx, shape=target)
+            color = scene.objects[idx].color
+            if any(o.color == color for j, o in enumerate(scene.objects) if j != idx):
+                continue  # the question names the object by its colour, which must be unique
+            free = [s for s in vocab if scene.find(s) is None]
+            if not free:
+                continue
+            new = _pick(rng, free)
+            edited = scene.with_object(idx, shape=new)
+            o = scene.objects[idx]
+            q = f"What shape is the {color} object?"
+            program = [{"operation": "filter color", "dependencies": [], "argument": color},
+                       {"operation": "query", "dependencies": [0], "argument": "name"}]
+            return (scene, q, target, edited, new, [idx], [(o.row, o.col)],
+                    {"what": "object", "from": target, "to": new}, f"replace the {target} with a {new}", program)
+    raise RuntimeError(f"could not build a {category}/{kind} item")
+
+
+# --- attribute level ------------------------------------------------------------------------------
+
+def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int):
+    attr, vocab = ("color", tuple(COLORS)) if category == "Color" else ("texture", TEXTURES)
+    scene = random_scene(rng, grid, cell)
+    idx = int(rng.integers(len(scene.objects)))
+    o = scene.objects[idx]
+    if kind == "verify":
+        asked = vocab[(slot // 2) % len(vocab)]
+        holds = slot % 2 == 0
+        cur = asked if holds else _pick(rng, [v for v in vocab if v != asked])
+        scene = scene.with_object(idx, **{attr: cur})
+        new = _pick(rng, [v for v in vocab if v != asked]) if holds else asked
+        q = f"Is the {o.shape} {asked}?"
+        answer, edited_answer = _yn(holds), _yn(not holds)
+        program = [_sel(o.shape, idx), {"operation": f"verify {attr}", "dependencies": [0], "argument": asked}]
+    else:
+        cur = vocab[slot % len(vocab)]
+        scene = scene.with_object(idx, **{attr: cur})
+        new = _pick(rng, [v for v in vocab if v != cur])
+        q = f"What {attr} is the {o.shape}?"
+        answer, edited_answer = cur, new
+        program = [_sel(o.shape, idx), {"operation": "query", "dependencies": [0], "argument": attr}]
+    edited = scene.with_object(idx, **{attr: new})
+    return (scene, q, answer, edited, edited_answer, [idx], [(o.row, o.col)],
+            {"what": attr, "object": o.shape, "from": cur, "to": new},
+            f"make the {o.shape} {new} instead of {cur}", program)
+
+
+# --- relation level -------------------------------------------------------------------------------
+
+_REL = {  # category -> (axis attribute, word for "smaller coordinate", word for "larger coordinate")
+    "Horizontal": ("col", "left", "right"),
+    "Vertical": ("row", "above", "below"),
+}
+
+
+def _rel_phrase(word: str) -> str:
+    return f"{word} of" if word in ("left", "right") else word
+
+
+def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int):
+    axis, lo, hi = _REL[category]
+    other = "row" if axis == "col" else "col"
+    for _ in range(_MAX_TRIES):
+        scene = random_scene(rng, grid, cell)
+        ia, ib = (int(v) for v in rng.choice(len(scene.objects), size=2, replace=False))
+        a, b = scene.objects[ia], scene.objects[ib]
+        pa, pb = getattr(a, axis), getattr(b, axis)
+        if pa == pb:
+            continue
+        is_lo = pa < pb  # a is left of / above b
+        if kind == "verify":
+            word = (lo, hi)[(slot // 2) % 2]
+            want = slot % 2 == 0  # balanced answers for each relation word
+            if (word == lo) != (is_lo == want):
+                continue
+        else:
+            if is_lo != (slot % 2 == 0):
+                continue
+        # move a along the axis to the other side of b, keeping its other coordinate: only this
+        # relation changes (the relation along the other axis stays as it was)
+        targets = [p for p in range(grid) if (p > pb if is_lo else p < pb)]
+        occupied = scene.occupied()
+        free = [p for p in targets
+                if ((getattr(a, other), p) if axis == "col" else (p, getattr(a, other))) not in occupied]
+        if not free:
+            continue
+        p_new = _pick(rng, free)
+        edited = scene.with_object(ia, **{axis: p_new})
+        na = edited.objects[ia]
+        cells = [(a.row, a.col), (na.row, na.col)]
+        rel_now, rel_new = (lo, hi) if is_lo else (hi, lo)
+        if kind == "verify":
+            q = f"Is the {a.shape} {_rel_phrase(word)} the {b.shape}?"
+            answer, edited_answer = _yn(word == rel_now), _yn(word == rel_new)
+            program = [_sel(b.shape, ib), {"operation": "relate", "dependencies": [0],
+                                           "argument": f"{a.shape},{_rel_phrase(word)},s ({ia})"},
+                       {"operation": "exist", "dependencies": [1], "argument": ""}]
+        else:
+            q = f"Is the {a.shape} {lo} or {_rel_phrase(hi)} the {b.shape}?"
+            answer, edited_answer = rel_now, rel_new
+            program = [_sel(a.shape, ia), _sel(b.shape, ib),
+                       {"operation": "choose rel", "dependencies": [0, 1], "argument": f"{lo}|{hi}"}]
+        change = {"what": "relation", "object": a.shape, "reference": b.shape, "from": rel_now, "to": rel_new,
+                  "moved_from": [a.row, a.col], "moved_to": [na.row, na.col]}
+        return (scene, q, answer, edited, edited_answer, [ia, ib], cells, change,
+                f"move the {a.shape} {_rel_phrase(rel_new)} the {b.shape}", program)
+    raise RuntimeError(f"could not build a {category}/{kind} item")
+
+
+_BUILDERS = {"object": _object, "attribute": _attribute, "relation": _relation}
+
+
+def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: int = 3, cell: int = 16,
+              split: str = "all") -> WorldItem:
+    """One item; ``slot`` picks the answer class (cycled for balance), the rng is keyed by (seed, ...)."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown organism category {category!r}; known: {list(CATEGORIES)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown question kind {kind!r}; known: {KINDS}")
+    key = [seed, list(CATEGORIES).index(category), KINDS.index(kind), index]
+    rng = np.random.default_rng(key)
+    out = _BUILDERS[CATEGORIES[category]](rng, category, kind, slot, grid, cell)
+    scene, q, ans, edited, edited_ans, involved, cells, change, prompt, program = out
+    return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind,
+                     question=q, answer=ans, scene=scene, edited_scene=edited, edited_answer=edited_ans,
+                     involved=involved, mask_cells=cells, change=change, edit_prompt=prompt, program=program)
+
+
+def generate(category: str, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, grid: int = 3, cell: int = 16,
+             split: str = "all", start: int = 0) -> list[WorldItem]:
+    """``n`` items of one category, kinds interleaved, balanced by answer within each kind.
+
+    Deterministic in (seed, category, kind, index); ``start`` continues a stream (index offset) so
+    disjoint ranges of one seed give disjoint, reproducible sets.
+    """
+    items = []
+    for i in range(start, start + n):
+        kind = kinds[i % len(kinds)]
+        j = i // len(kinds)  # running index within this kind: answers cycle through it
+        items.append(make_item(category, kind, j, seed, j, grid, cell, split))
+    return items
+
+
+def answer_vocabulary() -> list[str]:
+    """Every answer the world can ask for (for tokenizer training and answer-space checks)."""
+    return ["Yes", "No", *ALL_SHAPES, *COLORS, *TEXTURES, "left", "right", "above", "below"]

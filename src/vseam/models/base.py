@@ -1,0 +1,305 @@
+"""One adapter interface over LLaVA and InstructBLIP: prompts, batched inputs, answer tokens, scoring,
+and the language-model structure (decoder layers, ``o_proj``, heads) that interventions reach.
+
+A VLM is split in two: ``embed`` (vision tower, projector / Q-Former, merged into the token
+embeddings; run once per image) and ``lm_logits`` (the language model on those embeddings,
+logits at the last position only). Every analysis intervenes in the second part only, so images are
+encoded once and reused across all ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from vseam.data.sample import Sample, load_image
+
+YES_NO = {"yes", "no"}
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to stop a forward pass once the wanted tensors are captured."""
+
+
+@dataclass
+class Encoded:
+    """A batch ready for the model: processor outputs plus the answer token ids of each sample."""
+
+    inputs: dict[str, torch.Tensor]  # processor outputs (input_ids, attention_mask, pixel_values, ...)
+    answer_ids: list[list[int]]  # per sample: token ids that count as the answer (see answer_token_ids)
+    target: torch.Tensor  # [B] the first token of the gold answer as written (the training target)
+    ids: list[str] = field(default_factory=list)
+
+    def to(self, device) -> "Encoded":
+        return Encoded({k: v.to(device) for k, v in self.inputs.items()}, self.answer_ids,
+                       self.target.to(device), self.ids)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.target.shape[0])
+
+    def answer_mask(self, vocab_size: int) -> torch.Tensor:
+        """Bool [B, V]: True at the answer token ids of each sample."""
+        mask = torch.zeros(self.batch_size, vocab_size, dtype=torch.bool, device=self.target.device)
+        for i, ids in enumerate(self.answer_ids):
+            mask[i, ids] = True
+        return mask
+
+
+@dataclass
+class Embedded:
+    """Inputs of the language model: merged embeddings, attention mask, position ids."""
+
+    inputs_embeds: torch.Tensor  # [B, T, d]
+    attention_mask: torch.Tensor  # [B, T]
+    position_ids: torch.Tensor  # [B, T]
+
+    def repeat(self, n: int) -> "Embedded":
+        """Each sample repeated ``n`` times in a row (sample-major): rows b*n ... b*n+n-1 are sample b."""
+        return Embedded(self.inputs_embeds.repeat_interleave(n, 0), self.attention_mask.repeat_interleave(n, 0),
+                        self.position_ids.repeat_interleave(n, 0))
+
+    def index(self, idx) -> "Embedded":
+        return Embedded(self.inputs_embeds[idx], self.attention_mask[idx], self.position_ids[idx])
+
+
+@dataclass
+class ScoreResult:
+    """Per-sample answer probability, correctness and prediction."""
+
+    prob: torch.Tensor  # [N] summed probability of the answer token ids at the last position
+    correct: torch.Tensor  # [N] bool: arg-max token is one of the answer ids
+    pred_token_id: torch.Tensor  # [N]
+    pred_token: list[str]
+    ids: list[str]
+    logit: torch.Tensor | None = None  # [N] mean logit of the answer token ids
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.float().mean()) if len(self.correct) else float("nan")
+
+
+def answer_stats(logits: torch.Tensor, answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From last-position logits [B, V] and the answer mask [B, V]: (prob, correct, mean logit)."""
+    logits = logits.float()
+    probs = logits.softmax(-1)
+    prob = (probs * answer_mask).sum(-1)
+    pred = logits.argmax(-1)
+    correct = answer_mask.gather(1, pred[:, None]).squeeze(1)
+    mean_logit = (logits * answer_mask).sum(-1) / answer_mask.sum(-1).clamp(min=1)
+    return prob, correct, mean_logit
+
+
+class VLMAdapter:
+    """A frozen VLM seen through the interface every analysis uses. Subclasses set the architecture."""
+
+    arch: str = "base"
+    default_template: str = "{question}"
+
+    def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"  # the answer is read at the last position of every row
+        self.template = template or self.default_template
+        self.name = name or getattr(model.config, "_name_or_path", "") or self.arch
+        self.decoder = find_decoder(model)
+        self.layers: nn.ModuleList = self.decoder.layers
+        self.lm_head: nn.Module = model.get_output_embeddings()
+        text_config = model.config.get_text_config()
+        self.num_layers = len(self.layers)
+        self.num_heads = int(text_config.num_attention_heads)
+        in_features = self.o_proj(0).in_features
+        if in_features % self.num_heads:
+            raise ValueError(f"o_proj input width {in_features} is not a multiple of {self.num_heads} heads")
+        self.head_dim = in_features // self.num_heads
+        self.num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or self.num_heads)
+        self.vocab_size = self.lm_head.out_features
+        self._answer_cache: dict[str, tuple[list[int], int]] = {}
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def attention(self, layer: int) -> nn.Module:
+        return self.layers[layer].self_attn
+
+    def o_proj(self, layer: int) -> nn.Linear:
+        return self.attention(layer).o_proj
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(num_layers, num_heads, head_dim) of the language model."""
+        return self.num_layers, self.num_heads, self.head_dim
+
+    def visual_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Bool [B, T]: where the image tokens (LLaVA) or query tokens (InstructBLIP) sit."""
+        return input_ids == self.image_token_id
+
+    @property
+    def image_token_id(self) -> int:
+        cfg = self.model.config
+        tid = getattr(cfg, "image_token_id", None)
+        if tid is None:
+            tid = getattr(cfg, "image_token_index", None)
+        return int(tid)
+
+    # ----------------------------------------------------------------- text
+    def prompt(self, question: str) -> str:
+        return self.template.format(question=question.strip())
+
+    def answer_token_ids(self, answer: str) -> tuple[list[int], int]:
+        """Token ids that count as the answer, and the gold first token.
+
+        The gold token is the first token of ``answer`` as the model would emit it after the prompt
+        (a leading-space piece such as "▁Yes"). Multi-token answers count by their first token.
+        Yes/no answers are case-insensitive: "yes", "Yes", "YES" count when each is one token.
+        """
+        if answer in self._answer_cache:
+            return self._answer_cache[answer]
+        answer = answer.strip()
+        if not answer:
+            raise ValueError("empty answer cannot be tokenized")
+        gold = self._first_continuation_token(answer)
+        ids = [gold]
+        if answer.lower() in YES_NO:
+            for variant in {answer.lower(), answer.capitalize(), answer.upper()} - {answer}:
+                pieces = self._continuation_tokens(variant)
+                if len(pieces) == 1 and pieces[0] not in ids:
+                    ids.append(pieces[0])
+        self._answer_cache[answer] = (ids, gold)
+        return ids, gold
+
+    def _continuation_tokens(self, answer: str) -> list[int]:
+        base = self.prompt("x").replace("<image>", "")
+        ids_p = self.tokenizer(base, add_special_tokens=False)["input_ids"]
+        ids_pa = self.tokenizer(base + " " + answer, add_special_tokens=False)["input_ids"]
+        i = 0
+        while i < min(len(ids_p), len(ids_pa)) and ids_p[i] == ids_pa[i]:
+            i += 1
+        return ids_pa[i:]
+
+    def _first_continuation_token(self, answer: str) -> int:
+        cont = self._continuation_tokens(answer)
+        if not cont:
+            raise ValueError(f"answer {answer!r} adds no token after the prompt")
+        if cont[0] == self.tokenizer.unk_token_id:
+            raise ValueError(f"answer {answer!r} starts with an unknown token")
+        return cont[0]
+
+    # ----------------------------------------------------------------- inputs
+    def processor_kwargs(self) -> dict:
+        return {}
+
+    def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
+        """Preprocess a batch: prompts, images, left padding, answer ids. Raises MissingImageError."""
+        if images is None:
+            images = [load_image(s) for s in samples]
+        prompts = [self.prompt(s.question) for s in samples]
+        inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True,
+                                **self.processor_kwargs())
+        inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        answer_ids, target = [], []
+        for s in samples:
+            try:
+                ids, gold = self.answer_token_ids(s.answer)
+            except ValueError as e:
+                raise ValueError(f"sample {s.id!r}: {e}") from e
+            answer_ids.append(ids)
+            target.append(gold)
+        return Encoded(inputs, answer_ids, torch.tensor(target), [s.id for s in samples])
+
+    # ----------------------------------------------------------------- forward
+    def model_inputs(self, enc: Encoded) -> dict:
+        inputs = dict(enc.inputs)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    def embed(self, enc: Encoded) -> Embedded:
+        """Run the vision side once; return the language model's inputs (merged token embeddings)."""
+        captured = {}
+
+        def grab(module, args, kwargs):
+            captured["inputs_embeds"] = kwargs["inputs_embeds"]
+            raise _StopForward
+
+        handle = self.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.model(**self.model_inputs(enc), use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if "inputs_embeds" not in captured:
+            raise RuntimeError(f"{type(self.model).__name__}: the language model was never called")
+        mask = enc.inputs["attention_mask"].to(self.device)
+        return Embedded(captured["inputs_embeds"], mask, position_ids_from_mask(mask))
+
+    def lm_hidden(self, emb: Embedded) -> torch.Tensor:
+        """Final (normed) hidden state at the last position, [B, d]."""
+        out = self.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
+                           position_ids=emb.position_ids, use_cache=False)
+        return out.last_hidden_state[:, -1]
+
+    def lm_logits(self, emb: Embedded) -> torch.Tensor:
+        """Logits at the last position only, [B, V]."""
+        return self.lm_head(self.lm_hidden(emb))
+
+    def last_logits(self, enc: Encoded) -> torch.Tensor:
+        return self.lm_logits(self.embed(enc))
+
+    @torch.no_grad()
+    def score(self, samples: Sequence[Sample], batch_size: int = 8, progress: bool = False) -> ScoreResult:
+        """Answer probability, correctness and prediction for every sample (batched, no grad)."""
+        probs, corrects, preds, logits_, ids = [], [], [], [], []
+        it = range(0, len(samples), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc="score", unit="batch")
+        for start in it:
+            enc = self.encode(samples[start:start + batch_size]).to(self.device)
+            logits = self.last_logits(enc)
+            p, c, ml = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
+            probs.append(p.cpu()); corrects.append(c.cpu()); logits_.append(ml.cpu())
+            preds.append(logits.argmax(-1).cpu()); ids += enc.ids
+        if not probs:
+            empty = torch.zeros(0)
+            return ScoreResult(empty, empty.bool(), empty.long(), [], [], empty)
+        pred = torch.cat(preds)
+        return ScoreResult(torch.cat(probs), torch.cat(corrects), pred,
+                           self.tokenizer.convert_ids_to_tokens(pred.tolist()), ids, torch.cat(logits_))
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def find_decoder(model: nn.Module) -> nn.Module:
+    """The language model's decoder stack: the module whose ``layers`` hold ``self_attn.o_proj``.
+
+    Found by structure, not by name, so it works for LLaVA (``model.language_model``), InstructBLIP
+    (``language_model.model``) and other layouts. Vision towers use ``out_proj`` and are skipped.
+    """
+    found = []
+    for name, module in model.named_modules():
+        layers = getattr(module, "layers", None)
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            attn = getattr(layers[0], "self_attn", None)
+            if attn is not None and isinstance(getattr(attn, "o_proj", None), nn.Linear):
+                found.append((name, module))
+    if not found:
+        raise ValueError(f"{type(model).__name__}: no decoder with layers[i].self_attn.o_proj found")
+    if len(found) > 1:
+        raise ValueError(f"{type(model).__name__}: several decoders found: {[n for n, _ in found]}")
+    return found[0][1]

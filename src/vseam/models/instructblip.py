@@ -1,0 +1,28 @@
+"""InstructBLIP-Vicuna (``InstructBlipForConditionalGeneration``): vision + Q-Former + Llama/Vicuna.
+
+The Q-Former's query outputs stand at the start of the sequence as ``num_query_tokens`` image tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from vseam.data.sample import Sample
+from vseam.models.base import Encoded, VLMAdapter
+
+
+class InstructBlipAdapter(VLMAdapter):
+    arch = "instructblip"
+    # SPEC section 0
+    default_template = "Question: {question} Answer using a single word."
+
+    def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
+        enc = super().encode(samples, images)
+        # The processor pads the Q-Former text on the LM tokenizer's side (left); the Q-Former has
+        # absolute positions, so left padding would change its output with the batch. Re-pad right.
+        qtok = self.processor.qformer_tokenizer
+        q = qtok([self.prompt(s.question) for s in samples], padding=True, padding_side="right",
+                 return_tensors="pt")
+        enc.inputs["qformer_input_ids"] = q["input_ids"]
+        enc.inputs["qformer_attention_mask"] = q["attention_mask"]
+        return enc

@@ -1,0 +1,9 @@
+"""LLaVA-1.5 (``LlavaForConditionalGeneration``): CLIP vision tower + projector + Llama/Vicuna."""
+
+from vseam.models.base import VLMAdapter
+
+
+class LlavaAdapter(VLMAdapter):
+    arch = "llava"
+    # SPEC section 0
+    default_template = "USER: <image>\n{question} Please answer with a single word.\nASSISTANT:"

@@ -1,0 +1,74 @@
+"""Build an adapter from a model config: a hub id, a local folder, or a tiny random build (``tiny:ARCH``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vseam.models.base import VLMAdapter
+from vseam.models.instructblip import InstructBlipAdapter
+from vseam.models.llava import LlavaAdapter
+
+ADAPTERS: dict[str, type[VLMAdapter]] = {"llava": LlavaAdapter, "instructblip": InstructBlipAdapter}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelNotFoundError(RuntimeError):
+    """The model is neither a local folder nor in the local Hugging Face cache (offline)."""
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_adapter(cfg: Any) -> VLMAdapter:
+    """Load the model named by ``cfg`` (a ModelConfig or mapping) and wrap it in its adapter."""
+    get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+    arch = get("arch")
+    if arch not in ADAPTERS:
+        raise ValueError(f"model.arch={arch!r}: expected one of {sorted(ADAPTERS)}")
+    path = str(get("path"))
+    dtype = DTYPES[get("dtype", "float32")]
+    device = resolve_device(get("device", "auto"))
+    template = get("prompt_template", None) or None
+    if path.startswith("tiny:"):
+        from vseam.models.tiny import build_tiny_instructblip, build_tiny_llava
+
+        build = build_tiny_llava if arch == "llava" else build_tiny_instructblip
+        model, processor = build(seed=int(get("seed", 0) or 0))
+    else:
+        model, processor = _from_pretrained(path, arch, dtype=dtype, device_map=get("device_map", None),
+                                            local_files_only=bool(get("local_files_only", False)),
+                                            attn_implementation=get("attn_implementation", None))
+    model.requires_grad_(False)
+    if get("device_map", None) is None:
+        model.to(device=device, dtype=dtype)
+    return ADAPTERS[arch](model, processor, template=template, name=get("name", None) or path)
+
+
+def _from_pretrained(path: str, arch: str, *, dtype, device_map, local_files_only: bool, attn_implementation):
+    from transformers import AutoProcessor, InstructBlipForConditionalGeneration, LlavaForConditionalGeneration
+
+    model_cls = {"llava": LlavaForConditionalGeneration, "instructblip": InstructBlipForConditionalGeneration}[arch]
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    is_local = Path(path).expanduser().exists()
+    kwargs: dict = {"local_files_only": offline or is_local, "trust_remote_code": False}
+    try:
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        model = model_cls.from_pretrained(path, dtype=dtype, device_map=device_map,
+                                          attn_implementation=attn_implementation, **kwargs)
+    except OSError as e:
+        if is_local:
+            raise ModelNotFoundError(f"model folder {path!r} is incomplete or unreadable: {e}") from e
+        raise ModelNotFoundError(
+            f"model {path!r} is not available offline. Download it on a machine with internet, e.g. "
+            f"`hf download {path} --local-dir models/{path.split('/')[-1]}`, then either "
+            f"set model.path=models/{path.split('/')[-1]} or put it in the Hugging Face cache "
+            f"(HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')})."
+        ) from e
+    return model, processor

@@ -1,0 +1,173 @@
+"""Tiny random LLaVA and InstructBLIP models of the real HF classes, built from configs with no download.
+
+Used by the tests (every code path of the 7B models, in seconds) and as the starting point of the
+organism's models. Sizes are keyword arguments; defaults are the smallest that keep the structure:
+grouped-query attention in the language model (fewer KV heads than query heads), a Q-Former for
+InstructBLIP, a Llama language model for both (as Vicuna is).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from vseam.models.tokenizer import build_tokenizer
+
+
+def _llama_config(tokenizer, *, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
+                  initializer_range, max_position_embeddings):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads or num_heads,
+        max_position_embeddings=max_position_embeddings,
+        initializer_range=initializer_range,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_llava(
+    tokenizer=None,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    vision_heads: int = 4,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int | None = 2,
+    intermediate_size: int | None = None,
+    initializer_range: float = 0.02,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+):
+    """A random ``LlavaForConditionalGeneration`` (CLIP vision + Llama LM) and its ``LlavaProcessor``."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=vision_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        initializer_range=initializer_range,
+    )
+    text = _llama_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                         num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
+                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings)
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        do_convert_rgb=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+    )
+    return model, processor
+
+
+def build_tiny_instructblip(
+    tokenizer=None,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    vision_heads: int = 4,
+    qformer_hidden_size: int = 32,
+    qformer_layers: int = 2,
+    qformer_heads: int = 4,
+    num_query_tokens: int = 8,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int | None = 2,
+    intermediate_size: int | None = None,
+    initializer_range: float = 0.02,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+):
+    """A random ``InstructBlipForConditionalGeneration`` (vision + Q-Former + Llama LM) and its processor."""
+    from transformers import (
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+        InstructBlipQFormerConfig,
+        InstructBlipVisionConfig,
+    )
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
+    vision = InstructBlipVisionConfig(
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=vision_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        initializer_range=initializer_range,
+    )
+    qformer = InstructBlipQFormerConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=qformer_hidden_size,
+        num_hidden_layers=qformer_layers,
+        num_attention_heads=qformer_heads,
+        intermediate_size=2 * qformer_hidden_size,
+        encoder_hidden_size=vision_hidden_size,
+        cross_attention_frequency=1,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=initializer_range,
+    )
+    text = _llama_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                         num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
+                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings)
+    config = InstructBlipConfig(
+        vision_config=vision.to_dict(),
+        qformer_config=qformer.to_dict(),
+        text_config=text.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        initializer_range=initializer_range,
+    )
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(config).eval()
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size}, do_convert_rgb=True)
+    # The Q-Former reads the question too; it shares the LM tokenizer's vocabulary here (right padding).
+    qformer_tokenizer = copy.deepcopy(tokenizer)
+    qformer_tokenizer.padding_side = "right"
+    processor = InstructBlipProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        qformer_tokenizer=qformer_tokenizer,
+        num_query_tokens=num_query_tokens,
+    )
+    return model, processor

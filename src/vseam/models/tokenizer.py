@@ -1,0 +1,69 @@
+"""A SentencePiece-style BPE tokenizer built locally (no download), for tiny test models and the organism.
+
+Like Llama's tokenizer it marks word starts with "▁" (Metaspace), so the answer "Yes" continuing
+"ASSISTANT:" is the token "▁Yes", and it prepends ``<s>``. Any printable ASCII text can be
+tokenized (the alphabet is seeded with it), frequent words of the corpus become single tokens.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Iterable
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+
+# Words every tiny tokenizer knows as single tokens: the prompt templates and common answers.
+BASE_CORPUS = [
+    "USER: <image>\n{q} Please answer with a single word.\nASSISTANT: Yes",
+    "USER: <image>\n{q} Please answer with a single word.\nASSISTANT: No",
+    "Question: {q} Answer using a single word. yes",
+    "Question: {q} Answer using a single word. no",
+    "Is there a dog? Is the cat on the table? What color is the car? What is the man riding?",
+    "red green blue yellow white black brown orange purple pink gray wood metal glass plastic",
+    "left right above below on under top bottom in front of behind next to near",
+    "circle square triangle cross star heart diamond ring",
+]
+
+
+def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_frequency: int = 1):
+    """Train a small BPE tokenizer on ``BASE_CORPUS + texts`` and wrap it as a transformers tokenizer.
+
+    Returned tokenizer pads on the left (batched last-token scoring needs it). ``<image>`` is a special
+    token of the vocabulary; it is not set as ``tokenizer.image_token`` because InstructBLIP's processor
+    then expects an ``AddedToken`` there (it registers its own otherwise).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = list(BASE_CORPUS) + list(texts)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    # Newlines are their own pieces so that "word.\nASSISTANT:" is not one token.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("\n", behavior="isolated"),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        ]
+    )
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    alphabet = list(string.ascii_letters + string.digits + string.punctuation) + ["▁", "\n"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    # Repeat the corpus so that every word of it reaches the merge threshold.
+    tok.train_from_iterator(corpus * 4, trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+    )

@@ -1,0 +1,6 @@
+"""Analyses of a VLM's attention heads: `python analyze.py ANALYSIS [group=choice ...] [key=value ...]`."""
+
+from vseam.cli import analyze_main
+
+if __name__ == "__main__":
+    analyze_main()

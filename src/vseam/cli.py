@@ -1,0 +1,63 @@
+"""Command-line entry points behind ``train.py`` and ``analyze.py``: parse, validate, dispatch."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+from vseam.config import ConfigError, describe_groups, env_defaults, load_config, resolve_out_dir, save_config
+
+# name -> (module, function, one-line description). Each function takes the resolved config.
+ANALYSES: dict[str, tuple[str, str, str]] = {
+    "heads": ("vseam.attribution.run", "run_heads", "head attribution: positive / negative / signed L x H scores"),
+    "edit": ("vseam.editing.run", "run_edit", "semantic editing of real images and the effective-edit filter"),
+    "eval": ("vseam.evaluation.run", "run_eval", "score a model (optionally modulated) on GQA / POPE / COCO-QA"),
+}
+
+
+def _resolve(module: str, func: str) -> Callable:
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"{module}.{func} is not available: {e}") from e
+
+
+def _help(prog: str, usage: str, extra: str = "") -> str:
+    return (f"usage: {usage}\n\n{extra}config groups (group=choice; files in configs/<group>/):\n{describe_groups()}\n\n"
+            "any key: a.b=value (e.g. trainer.devices=8 modulation.k_pos=20 out_dir=runs/x); "
+            "keys and their meaning: configs/*/*.yaml\n")
+
+
+def analyze_main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    analyses = "analyses:\n" + "\n".join(f"  {k:<8} {v[2]}" for k, v in ANALYSES.items()) + "\n\n"
+    usage = "python analyze.py ANALYSIS [group=choice ...] [key=value ...]"
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_help("analyze.py", usage, analyses))
+        raise SystemExit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in ANALYSES:
+        raise SystemExit(f"unknown analysis {name!r}; choices: {', '.join(ANALYSES)}")
+    return _run(name, *ANALYSES[name][:2], rest)
+
+
+def train_main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(_help("train.py", "python train.py [group=choice ...] [key=value ...]",
+                    "Learns per-head scales and offsets of the key heads of a frozen VLM (SPEC section 3).\n\n"))
+        raise SystemExit(0)
+    return _run("train", "vseam.modulation.run", "run_train", argv)
+
+
+def _run(command: str, module: str, func: str, argv: list[str]) -> dict:
+    env_defaults()
+    try:
+        cfg = load_config(argv)
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
+    fn = _resolve(module, func)
+    out = resolve_out_dir(cfg, command)
+    save_config(cfg, out)
+    return fn(cfg)

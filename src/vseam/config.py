@@ -1,0 +1,229 @@
+"""The run configuration: a schema of dataclasses, YAML files in ``configs/`` split by concern, and
+command-line overrides.
+
+``configs/config.yaml`` names one file per group (``defaults:``); ``load_config`` merges the schema,
+each group's file, the top-level keys and then the command line: ``group=choice`` picks another file
+of a group (``model=llava-1.5-7b``), ``a.b=value`` sets a key (also what a W&B sweep agent passes
+with ``${args_no_hyphens}``). Unknown keys, wrong types and unknown group choices fail here, before
+any model loads, with a message naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class ConfigError(ValueError):
+    """A bad key, value or group choice in the configuration or on the command line."""
+
+
+# ----------------------------------------------------------------------------------------- schema
+@dataclass
+class ModelConfig:
+    name: str = "organism-llava"  # a label for results and W&B (the group file's name)
+    arch: str = "llava"  # llava | instructblip: which adapter (prompt template, structure)
+    path: str = "checkpoints/organism/llava"  # hub id, local folder, or tiny:<arch> (a tiny random build)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    device_map: Optional[str] = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
+    local_files_only: bool = False  # never touch the network (HF_HUB_OFFLINE=1 does the same)
+    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None = transformers' default
+    prompt_template: Optional[str] = None  # override the model's template; "{question}" is replaced
+    seed: int = 0  # weight seed of tiny:<arch> random builds
+
+
+@dataclass
+class DataConfig:
+    name: str = "organism"  # a label for results and W&B
+    format: str = "organism"  # organism | gqa | pope | cocoqa
+    root: Optional[str] = "data/organism"  # organism: folder the world is written to (built when absent)
+    annotations: list[str] = field(default_factory=list)  # annotation files (gqa/pope/cocoqa); organism: by category
+    image_dir: Optional[str] = None  # folder of the images; organism: <root>/images
+    image_pattern: Optional[str] = None  # file name pattern; None = the format's default ({imageId}.jpg, ...)
+    categories: list[str] = field(default_factory=list)  # keep only these categories; empty = all
+    limit: Optional[int] = None  # at most this many samples per annotation file; None = all
+    n_per_category: int = 200  # organism: questions written per category
+    world_seed: int = 0  # organism: seed of the drawn world
+    world_split: str = "test"  # organism: which split of the world to draw (train | val | test)
+    batch_size: int = 8  # samples per forward pass
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass
+class AttributionConfig:
+    method: str = "exact"  # exact | atp (attribution patching)
+    ablation: str = "mean"  # mean (mean of the other heads) | zero
+    top_k: int = 10  # length of the top-K head lists
+
+
+@dataclass
+class ModulationConfig:
+    k_pos: int = 10  # top-K positive heads to modulate
+    k_neg: int = 10  # top-K negative heads to modulate
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"  # Lightning accelerator: auto | cpu | gpu
+    devices: Any = 1  # Lightning devices: an int, a list of ids, or "auto"
+    strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    max_epochs: int = 5  # passes over the train split
+    seed: int = 0  # seed_everything
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "vseam"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team); None = your default
+    mode: str = "offline"  # W&B mode: offline | online | disabled
+    tags: list[str] = field(default_factory=list)  # W&B tags
+
+
+@dataclass
+class EditConfig:
+    pass
+
+
+@dataclass
+class RootConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    modulation: ModulationConfig = field(default_factory=ModulationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    out_dir: Optional[str] = None  # where the run writes; None = runs/<command>/<date-time>
+    seed: int = 0  # global seed (sampling, splits, random heads)
+    run_name: Optional[str] = None  # W&B run name; None = derived from out_dir
+
+
+GROUPS = ("model", "data", "attribution", "modulation", "trainer", "logger", "edit")
+
+
+# ----------------------------------------------------------------------------------------- loading
+def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # yaml errors carry line numbers; keep the file name with them
+        raise ConfigError(f"{path}: cannot be read as YAML: {e}") from e
+
+
+def _valid_keys(node: Any) -> list[str]:
+    try:
+        return sorted(str(k) for k in node.keys())
+    except Exception:
+        return []
+
+
+def _explain(e: OmegaConfBaseException, schema: DictConfig, where: str) -> ConfigError:
+    key = getattr(e, "full_key", None) or getattr(e, "key", None) or ""
+    if isinstance(e, (ConfigKeyError, ConfigAttributeError)):
+        parent = schema
+        parts = str(key).split(".")
+        for p in parts[:-1]:
+            parent = parent.get(p) if isinstance(parent, DictConfig) and p in parent else None
+        valid = _valid_keys(parent) if parent is not None else []
+        return ConfigError(f"{where}: unknown key {key!r}; valid keys here: {valid}")
+    if isinstance(e, ValidationError):
+        msg = str(e).splitlines()[0]
+        return ConfigError(f"{where}: bad value for {key!r}: {msg}")
+    return ConfigError(f"{where}: {e}")
+
+
+def _merge(base: DictConfig, other: Any, where: str, schema: DictConfig) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as e:
+        raise _explain(e, schema, where) from e
+
+
+def parse_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Split ``key=value`` arguments into group choices and dotted overrides; leading dashes are dropped."""
+    choices, dotlist = {}, []
+    for arg in argv:
+        a = arg.lstrip("-")
+        if "=" not in a:
+            raise ConfigError(f"argument {arg!r} is not key=value (groups: {', '.join(GROUPS)})")
+        key, value = a.split("=", 1)
+        if key in GROUPS:
+            choices[key] = value
+        else:
+            dotlist.append(f"{key}={value}")
+    return choices, dotlist
+
+
+def load_config(argv: list[str] | None = None, config_dir: str | Path | None = None,
+                top: str = "config.yaml") -> DictConfig:
+    """Compose the run configuration from ``configs/`` and ``key=value`` arguments; validate it."""
+    config_dir = Path(config_dir) if config_dir else CONFIG_DIR
+    schema = OmegaConf.structured(RootConfig)
+    top_cfg = _load_yaml(config_dir / top)
+    defaults = dict(top_cfg.pop("defaults", {}) or {})
+    choices, dotlist = parse_overrides(list(argv or []))
+    unknown = set(defaults) - set(GROUPS)
+    if unknown:
+        raise ConfigError(f"{config_dir / top}: defaults name unknown groups {sorted(unknown)}; groups: {list(GROUPS)}")
+    defaults.update(choices)
+    cfg = schema
+    for group, choice in defaults.items():
+        if choice in (None, "null", "none") and group != "logger":
+            continue
+        path = config_dir / group / f"{choice}.yaml"
+        if not path.exists():
+            raise ConfigError(f"{group}={choice!r}: no such choice; valid choices: {group_choices(group, config_dir)}")
+        cfg = _merge(cfg, {group: _load_yaml(path)}, str(path), schema)
+    cfg = _merge(cfg, top_cfg, str(config_dir / top), schema)
+    try:
+        cli = OmegaConf.from_dotlist(dotlist)
+    except Exception as e:
+        raise ConfigError(f"command line: {e}") from e
+    cfg = _merge(cfg, cli, "command line", schema)
+    OmegaConf.set_readonly(cfg, False)
+    return cfg
+
+
+def resolve_out_dir(cfg: DictConfig, command: str) -> Path:
+    """``cfg.out_dir``, or a new ``runs/<command>/<date-time>`` (set back into cfg)."""
+    if not cfg.out_dir:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        cfg.out_dir = str(Path("runs") / command / stamp)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_config(cfg: DictConfig, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config next to the results (atomically)."""
+    from vseam.utils.io import write_text
+
+    return write_text(Path(out_dir) / name, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def describe_groups(config_dir: Path = CONFIG_DIR) -> str:
+    lines = []
+    for g in GROUPS:
+        ch = group_choices(g, config_dir)
+        if ch:
+            lines.append(f"  {g:<12} {', '.join(ch)}")
+    return "\n".join(lines)
+
+
+def env_defaults() -> None:
+    """Offline-safe defaults: W&B offline unless the user chose otherwise."""
+    os.environ.setdefault("WANDB_MODE", "offline")

@@ -1,0 +1,51 @@
+"""Turn a data config into samples: the organism world (built on first use) or benchmark files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vseam.data.readers import read_benchmark
+from vseam.data.sample import Sample
+
+
+def ensure_world(data_cfg: Any) -> Path:
+    """Write the organism world under ``data_cfg.root`` unless it is already there; return the root."""
+    root = Path(data_cfg.root)
+    if not (root / "world.json").exists():
+        from vseam.world.write import write_world
+
+        write_world(root, n_per_category=int(data_cfg.n_per_category), seed=int(data_cfg.world_seed),
+                    split=str(data_cfg.world_split))
+    return root
+
+
+def annotation_files(data_cfg: Any) -> list[Path]:
+    if data_cfg.format == "organism":
+        import json
+
+        root = ensure_world(data_cfg)
+        files = json.loads((root / "world.json").read_text())["files"]["annotations"]
+        return [root / f for f in files]
+    if not data_cfg.annotations:
+        raise ValueError(f"data.annotations is empty: format {data_cfg.format!r} needs annotation files")
+    return [Path(p) for p in data_cfg.annotations]
+
+
+def load_samples(data_cfg: Any) -> list[Sample]:
+    """All samples named by ``data_cfg`` (categories filtered, ``limit`` per file), in file order."""
+    image_dir = data_cfg.image_dir
+    if data_cfg.format == "organism" and not image_dir:
+        image_dir = str(Path(data_cfg.root) / "images")
+    samples: list[Sample] = []
+    for path in annotation_files(data_cfg):
+        if not path.exists():
+            raise FileNotFoundError(f"data.annotations: {path} does not exist")
+        samples += read_benchmark(data_cfg.format, path, image_dir=image_dir,
+                                  image_pattern=data_cfg.image_pattern, limit=data_cfg.limit)
+    if data_cfg.categories:
+        keep = set(data_cfg.categories)
+        samples = [s for s in samples if s.category in keep]
+        if not samples:
+            raise ValueError(f"data.categories={list(keep)} matches no sample")
+    return samples

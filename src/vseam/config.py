@@ -92,7 +92,35 @@ class LoggerConfig:
 
 @dataclass
 class EditConfig:
-    pass
+    # prompts (vseam.editing.rules / writers)
+    prompt_writer: str = "rules"  # rules (deterministic, from the GQA program) | llm (few-shot, edit.llm_model)
+    llm_model: Optional[str] = None  # text-generation model id or folder for prompt_writer=llm
+    seed: int = 0  # seeds the substitute choice and the inpainting noise (per sample, order-independent)
+    relation_mask: str = "both"  # relation edits repaint: both objects | subject | object
+    prefer_opposites: bool = True  # spatial substitute = the opposite relation (on -> under) when there is one
+    strict_vocabulary: bool = False  # skip object questions whose object is not in the category's vocabulary
+    vocab: dict[str, list[str]] = field(default_factory=dict)  # replace a vocabulary (Animal, color, action, ...)
+    # masks (vseam.editing.masks / sam)
+    mask_margin: float = 0.1  # dilate each box by this fraction of its width/height on every side
+    mask_margin_px: int = 4  # ... plus this many pixels
+    box_reference_size: Optional[list[int]] = None  # [W, H] the boxes are given in; null = the image's pixels
+    sam: bool = False  # refine the box masks with SAM (kept inside the dilated boxes)
+    sam_model: str = "facebook/sam-vit-base"  # SAM model id, local folder, or tiny (random)
+    sam_dilate_px: int = 4  # dilation of SAM's mask, so the inpainting blends at its border
+    # inpainting (vseam.editing.inpaint)
+    model: str = "runwayml/stable-diffusion-inpainting"  # diffusers inpainting pipeline: hub id, local folder, or tiny
+    steps: int = 50  # denoising steps
+    guidance: float = 7.5  # classifier-free guidance scale
+    negative_prompt: str = "low quality, blurry"  # "" = none
+    resolution: int = 512  # square side the pipeline sees (multiple of 8); results are resized back
+    batch_size: int = 4  # images per pipeline call
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (float16 on GPU, float32 on CPU) | float32 | float16 | bfloat16
+    local_files_only: bool = False  # never download the pipeline / SAM
+    progress: bool = True  # progress bars
+    # effective-edit filter (vseam.editing.filter), with cfg.model
+    filter: bool = True  # keep pairs the model answers correctly clean and not edited
+    filter_batch_size: int = 8  # samples per forward pass of the filter
 
 
 @dataclass

@@ -1,0 +1,299 @@
+"""The editing run behind ``analyze.py edit``: read a GQA-style file, plan each edit by rule, mask,
+inpaint in batches, write the edited images and a manifest, then apply the effective-edit filter.
+
+Layout of ``out_dir``: ``edited/<category>/<id>.png``, ``masks/<category>/<id>.png``,
+``manifest.jsonl`` (``EditRecord`` lines, the organism's format), ``skips.jsonl`` (id, kind, reason),
+``edit_report.json`` (counts), and with the filter ``manifest.effective.jsonl`` + ``filter_report.json``.
+Resumable: samples already in the manifest or the skip list are not redone; every finished batch is
+appended at once, so a killed run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vseam.data.sample import EditRecord, MissingImageError, Sample, load_image
+from vseam.editing.masks import BoxOutsideImageError, box_mask
+from vseam.editing.rules import EditPlan, NotCovered
+from vseam.utils.io import append_jsonl, atomic_path, read_jsonl, write_json, write_text
+
+MANIFEST = "manifest.jsonl"
+SKIPS = "skips.jsonl"
+EFFECTIVE = "manifest.effective.jsonl"
+SKIP_KINDS = ("missing_image", "box_outside_image", "not_covered")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", str(name)) or "_"
+
+
+def _key(category: str | None, sid: str) -> str:
+    # ids are unique per annotation file only; the category keeps two subsets' ids apart
+    return f"{category or 'all'}/{sid}"
+
+
+def _save_png(path: Path, image) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _reference_size(sample: Sample, default: Sequence[int] | None) -> tuple[int, int] | None:
+    w, h = sample.meta.get("width"), sample.meta.get("height")
+    if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0:
+        return int(w), int(h)
+    return (int(default[0]), int(default[1])) if default else None
+
+
+def edit_samples(samples: Sequence[Sample], out_dir: str | Path, inpainter: Callable, writer: Callable[[Sample], EditPlan],
+                 *, margin: float = 0.1, margin_px: int = 4, box_reference_size: Sequence[int] | None = None,
+                 refiner: Any = None, batch_size: int = 4, progress: bool = True) -> dict:
+    """Edit every sample not done yet; return the counts (also written to ``edit_report.json``).
+
+    ``inpainter(images, masks, prompts, ids) -> images`` (an ``Inpainter``); ``writer(sample) ->
+    EditPlan`` (rules or LLM). Missing images, boxes outside the image and questions the writer does
+    not cover are appended to ``skips.jsonl`` with their reason and the run goes on.
+    """
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest, skips = out / MANIFEST, out / SKIPS
+    done = {_key(r.get("category"), r["id"]) for r in read_jsonl(manifest)}
+    done |= {_key(r.get("category"), r["id"]) for r in read_jsonl(skips)}
+    pending, seen = [], set()
+    for s in samples:
+        k = _key(s.category, s.id)
+        if k in seen:
+            raise ValueError(f"sample id {s.id!r} appears twice in category {s.category!r}")
+        seen.add(k)
+        if k not in done:
+            pending.append(s)
+    run = Counter()
+    run["already_done"] = len(samples) - len(pending)
+
+    def skip(s: Sample, kind: str, reason: str) -> None:
+        append_jsonl(skips, [{"id": s.id, "category": s.category, "level": s.level, "kind": kind,
+                              "reason": reason, "image": s.image_path}])
+        run[f"skipped_{kind}"] += 1
+
+    batch: list[tuple[Sample, EditPlan, Any, np.ndarray, Any]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        edited = inpainter([b[2] for b in batch], [b[3] for b in batch], [b[1].edit_prompt for b in batch],
+                           [_key(b[0].category, b[0].id) for b in batch])
+        records = []
+        for (s, plan, _img, mask, mask_field), im in zip(batch, edited):
+            sub = _safe(s.category or "all")
+            ed_path = out / "edited" / sub / f"{_safe(s.id)}.png"
+            _save_png(ed_path, im)
+            mask_path = out / "masks" / sub / f"{_safe(s.id)}.png"
+            from PIL import Image
+
+            _save_png(mask_path, Image.fromarray(mask.astype(np.uint8) * 255, mode="L"))
+            records.append(EditRecord(
+                id=s.id, question=s.question, answer=s.answer, image=str(Path(s.image_path).resolve())
+                if s.image_path else "", edited_image=str(ed_path), edit_prompt=plan.edit_prompt,
+                edited_answer=plan.edited_answer, mask=mask_field if mask_field is not None else str(mask_path),
+                level=s.level, category=s.category, change=plan.change(), benchmark=s.benchmark,
+            ).to_dict())
+        append_jsonl(manifest, records)  # after the images: a manifest line always has its files
+        run["edited"] += len(records)
+        batch.clear()
+
+    it: Any = pending
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(pending, desc="edit", unit="sample")
+    for s in it:
+        try:
+            plan = writer(s)
+        except NotCovered as e:
+            skip(s, "not_covered", str(e))
+            continue
+        try:
+            image = load_image(s)
+        except MissingImageError as e:
+            skip(s, "missing_image", str(e))
+            continue
+        try:
+            mask, dil = box_mask(plan.boxes, image.size, _reference_size(s, box_reference_size), margin, margin_px)
+        except BoxOutsideImageError as e:
+            skip(s, "box_outside_image", str(e))
+            continue
+        mask_field: Any = [[float(v) for v in b] for b in dil]
+        if refiner is not None:
+            mask, refined = refiner.refine(image, plan.boxes, mask)
+            if refined:
+                mask_field = None  # the mask PNG is the mask
+        batch.append((s, plan, image, mask, mask_field))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    report = edit_report(out)
+    report["this_run"] = dict(run)
+    write_json(out / "edit_report.json", report)
+    return report
+
+
+def edit_report(out_dir: str | Path) -> dict:
+    """Counts over everything written so far: edited and skipped (by kind and by reason), per category."""
+    out = Path(out_dir)
+    recs, skips = read_jsonl(out / MANIFEST), read_jsonl(out / SKIPS)
+    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"edited": 0, "skipped": {k: 0 for k in SKIP_KINDS}})
+    for r in recs:
+        per[r.get("category") or "all"]["edited"] += 1
+    for r in skips:
+        per[r.get("category") or "all"]["skipped"][r["kind"]] = per[r.get("category") or "all"]["skipped"].get(
+            r["kind"], 0) + 1
+    by_kind = Counter(r["kind"] for r in skips)
+    by_reason = Counter(_reason_class(r["reason"]) for r in skips)
+    return {"edited": len(recs), "skipped": len(skips), "skips_by_kind": {k: by_kind.get(k, 0) for k in SKIP_KINDS},
+            "skips_by_reason": dict(by_reason.most_common()), "categories": {k: per[k] for k in sorted(per)},
+            "manifest": str(out / MANIFEST), "skip_list": str(out / SKIPS)}
+
+
+def _reason_class(reason: str) -> str:
+    # group reasons that differ only in names/paths/numbers ("image not found: /x/1.jpg")
+    r = re.sub(r"'[^']*'|\"[^\"]*\"|/\S+|\d+", "_", reason)
+    return r[:120]
+
+
+# ------------------------------------------------------------------------------------------- filter
+
+def filter_manifest(out_dir: str | Path, adapter: Any, batch_size: int = 8, progress: bool = False,
+                    log_fn: Callable[[dict], None] | None = None) -> dict:
+    """Run the effective-edit filter over the whole manifest; write the kept records and the report."""
+    import json
+
+    from vseam.editing.filter import effective_edits, log_report
+
+    out = Path(out_dir)
+    records = [EditRecord.from_dict(r) for r in read_jsonl(out / MANIFEST)]
+    kept, report = effective_edits(records, adapter, batch_size=batch_size, progress=progress)
+    write_text(out / EFFECTIVE, "".join(json.dumps(r.to_dict()) + "\n" for r in kept))
+    report["effective_manifest"] = str(out / EFFECTIVE)
+    write_json(out / "filter_report.json", report)
+    log_report(report, log_fn)
+    return report
+
+
+# -------------------------------------------------------------------------------------------- entry
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    if node is None:
+        return default
+    v = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if v is None else v
+
+
+def load_samples(data: Any) -> list[Sample]:
+    """The samples named by the data config (GQA-style files; the organism's files by default)."""
+    from vseam.data.readers import read_benchmark
+
+    fmt = str(_get(data, "format", "gqa"))
+    files = [str(f) for f in (_get(data, "annotations", []) or [])]
+    image_dir = _get(data, "image_dir")
+    if fmt == "organism":
+        root = Path(str(_get(data, "root", "data/organism")))
+        if not files:
+            files = sorted(str(p) for p in root.glob("*.json") if p.name != "world.json")
+        image_dir = image_dir or str(root / "images")
+    if fmt not in ("gqa", "organism"):
+        raise ValueError(f"edit needs GQA-style annotations (data.format=gqa or organism), got {fmt!r}")
+    if not files:
+        raise ValueError("no annotation files: set data.annotations=[...]")
+    cats = set(_get(data, "categories", []) or [])
+    samples: list[Sample] = []
+    for f in files:
+        got = read_benchmark(fmt, f, image_dir, image_pattern=_get(data, "image_pattern"), limit=_get(data, "limit"))
+        samples += [s for s in got if not cats or s.category in cats]
+    return samples
+
+
+def make_writer(e: Any) -> Callable[[Sample], EditPlan]:
+    from vseam.editing.writers import LLMWriter, RuleWriter
+
+    vocab = {str(k): list(v) for k, v in (_get(e, "vocab", {}) or {}).items()}
+    rules = RuleWriter(seed=int(_get(e, "seed", 0)), vocab=vocab, relation_mask=str(_get(e, "relation_mask", "both")),
+                       prefer_opposites=bool(_get(e, "prefer_opposites", True)),
+                       strict_vocabulary=bool(_get(e, "strict_vocabulary", False)))
+    kind = str(_get(e, "prompt_writer", "rules"))
+    if kind == "rules":
+        return rules
+    if kind == "llm":
+        model = _get(e, "llm_model")
+        if not model:
+            raise ValueError("edit.prompt_writer=llm needs edit.llm_model (a text-generation model id or folder)")
+        return LLMWriter.from_pretrained(str(model), fallback=rules)
+    raise ValueError(f"edit.prompt_writer must be rules or llm, got {kind!r}")
+
+
+def _wandb_logger(cfg: Any, out_dir: Path) -> tuple[Callable[[dict], None] | None, Callable[[], None]]:
+    lg = _get(cfg, "logger")
+    if str(_get(lg, "kind", "none")) != "wandb" or str(_get(lg, "mode", "offline")) == "disabled":
+        return None, lambda: None
+    import wandb
+
+    run = wandb.init(project=_get(lg, "project", "vseam"), entity=_get(lg, "entity"), mode=_get(lg, "mode", "offline"),
+                     name=_get(cfg, "run_name"), tags=list(_get(lg, "tags", []) or []), dir=str(out_dir),
+                     job_type="edit", reinit=True)
+
+    def log(d: dict) -> None:
+        run.log(d)
+        run.summary.update(d)
+
+    return log, run.finish
+
+
+def run_edit(cfg: Any, *, pipe: Any = None, adapter: Any = None) -> dict:
+    """``analyze.py edit``: editing of ``cfg.data`` into ``cfg.out_dir``, then the filter with ``cfg.model``.
+
+    ``pipe`` / ``adapter`` replace the pipeline / model the config names (tests, notebooks).
+    """
+    from vseam.editing.inpaint import Inpainter, load_inpaint_pipeline
+
+    e = _get(cfg, "edit")
+    out = Path(str(_get(cfg, "out_dir", "runs/edit"))).resolve()
+    samples = load_samples(_get(cfg, "data"))
+    writer = make_writer(e)
+    if pipe is None:
+        pipe = load_inpaint_pipeline(str(_get(e, "model", "runwayml/stable-diffusion-inpainting")),
+                                     device=str(_get(e, "device", "auto")), dtype=str(_get(e, "dtype", "auto")),
+                                     local_files_only=bool(_get(e, "local_files_only", False)))
+    inpainter = Inpainter(pipe, steps=int(_get(e, "steps", 50)), guidance=float(_get(e, "guidance", 7.5)),
+                          negative_prompt=_get(e, "negative_prompt", "low quality, blurry") or None,
+                          seed=int(_get(e, "seed", 0)), resolution=int(_get(e, "resolution", 512)))
+    refiner = None
+    if bool(_get(e, "sam", False)):
+        from vseam.editing.sam import SamRefiner
+
+        refiner = SamRefiner.from_pretrained(str(_get(e, "sam_model", "facebook/sam-vit-base")),
+                                             device=str(_get(e, "device", "auto")),
+                                             local_files_only=bool(_get(e, "local_files_only", False)),
+                                             dilate_px=int(_get(e, "sam_dilate_px", 4)))
+    ref = _get(e, "box_reference_size")
+    result = {"out_dir": str(out), "samples": len(samples)}
+    result["edit"] = edit_samples(
+        samples, out, inpainter, writer, margin=float(_get(e, "mask_margin", 0.1)),
+        margin_px=int(_get(e, "mask_margin_px", 4)), box_reference_size=list(ref) if ref else None,
+        refiner=refiner, batch_size=int(_get(e, "batch_size", 4)), progress=bool(_get(e, "progress", True)))
+    if bool(_get(e, "filter", True)):
+        if adapter is None:
+            from vseam.models import load_adapter
+
+            adapter = load_adapter(_get(cfg, "model"))
+        log_fn, finish = _wandb_logger(cfg, out)
+        try:
+            rep = filter_manifest(out, adapter, batch_size=int(_get(e, "filter_batch_size", 8)),
+                                  progress=bool(_get(e, "progress", True)), log_fn=log_fn)
+        finally:
+            finish()
+        result["filter"] = {"total": rep["total"], "categories": rep["categories"]}
+    write_json(out / "edit_summary.json", result)
+    return result

@@ -62,9 +62,11 @@ def _from_pretrained(path: str, arch: str, *, dtype, device_map, local_files_onl
         processor = AutoProcessor.from_pretrained(path, **kwargs)
         model = model_cls.from_pretrained(path, dtype=dtype, device_map=device_map,
                                           attn_implementation=attn_implementation, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         if is_local:
             raise ModelNotFoundError(f"model folder {path!r} is incomplete or unreadable: {e}") from e
+        if isinstance(e, ValueError):
+            raise
         raise ModelNotFoundError(
             f"model {path!r} is not available offline. Download it on a machine with internet, e.g. "
             f"`hf download {path} --local-dir models/{path.split('/')[-1]}`, then either "

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random LLaVA / InstructBLIP adapters and a few drawn samples (no download)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vseam.data import Sample
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+QUESTIONS = [
+    ("Is there a circle?", "Yes"),
+    ("What color is the big square on the left of the table?", "red"),
+    ("Is the cat under the car?", "no"),
+    ("Which animal is this?", "giraffe"),  # a multi-token answer in the tiny vocabulary
+]
+
+
+def make_images(n: int, size: int = 32, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.RandomState(seed)
+    return [Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def samples() -> list[Sample]:
+    ims = make_images(len(QUESTIONS))
+    return [Sample(id=f"s{i}", question=q, answer=a, image=im, category="Test", level="object")
+            for i, ((q, a), im) in enumerate(zip(QUESTIONS, ims))]
+
+
+def _adapter(arch: str):
+    from vseam.models import load_adapter
+
+    return load_adapter({"arch": arch, "path": f"tiny:{arch}", "dtype": "float32", "device": "cpu", "seed": 0})
+
+
+@pytest.fixture(scope="session")
+def tiny_llava():
+    return _adapter("llava")
+
+
+@pytest.fixture(scope="session")
+def tiny_instructblip():
+    return _adapter("instructblip")
+
+
+@pytest.fixture(scope="session", params=["llava", "instructblip"])
+def tiny_adapter(request, tiny_llava, tiny_instructblip):
+    return {"llava": tiny_llava, "instructblip": tiny_instructblip}[request.param]

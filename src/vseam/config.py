@@ -69,6 +69,29 @@ class AttributionConfig:
 class ModulationConfig:
     k_pos: int = 10  # top-K positive heads to modulate
     k_neg: int = 10  # top-K negative heads to modulate
+    scale: str = "scalar"  # per-head scale a: scalar (one per head) | vector (one per head dim) | none
+    offset: bool = True  # learn the per-head offset v in R^D
+    lr: float = 0.01  # AdamW learning rate of the modulation parameters
+    weight_decay: float = 0.0  # AdamW weight decay
+    l1: float = 0.0  # weight of the L1 penalty on (scale - 1), summed over heads; 0 = off
+    scheduler: str = "constant"  # learning-rate schedule: constant | cosine (over all steps)
+    warmup_steps: int = 0  # linear warm-up steps
+    head_scores: Optional[str] = None  # head_scores.json (or its folder) to pick heads from; None = compute on train
+    attribution_limit: Optional[int] = 240  # when computing scores: at most this many train samples; None = all
+    methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "lora", "ia3"])
+    # ^ what to run and compare: none | heuristic | learned | random | lora | ia3
+    heuristic_lambda: float = 1.0  # heuristic rescaling: scale = clip(1 + lambda * signed score, 0, 2)
+    k_random: Optional[int] = None  # heads of the random-heads control; None = as many as the key heads
+    baseline_lr: float = 0.001  # learning rate of the LoRA / IA3 baselines
+    lora_r: int = 4  # LoRA rank
+    lora_alpha: int = 8  # LoRA alpha (scaling alpha / r)
+    lora_dropout: float = 0.0  # LoRA dropout
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # LM linear layers given LoRA
+    ia3_targets: list[str] = field(default_factory=lambda: ["k_proj", "v_proj", "down_proj"])  # LM layers given IA3
+    val_fraction: float = 0.15  # share of each category held out for validation (model selection)
+    test_fraction: float = 0.3  # share of each category held out for the test split (reported only)
+    cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
+    checkpoint: Optional[str] = None  # a saved modulation (.safetensors) to apply in `analyze.py eval`
 
 
 @dataclass
@@ -79,6 +102,19 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     max_epochs: int = 5  # passes over the train split
     seed: int = 0  # seed_everything
+    max_steps: int = -1  # stop after this many optimizer steps; -1 = run max_epochs
+    limit_train_batches: Any = 1.0  # fraction (float) or number (int) of train batches per epoch
+    limit_val_batches: Any = 1.0  # fraction (float) or number (int) of validation batches
+    log_every_n_steps: int = 10  # logging interval in steps
+    gradient_clip_val: Optional[float] = None  # clip the gradient norm; None = off
+    accumulate_grad_batches: int = 1  # batches per optimizer step
+    gradient_checkpointing: bool = False  # recompute LM layers in backward (7B: less memory, more time)
+    monitor: str = "val/loss"  # metric that picks the best checkpoint: val/loss | val/acc
+    monitor_mode: str = "min"  # min for val/loss, max for val/acc
+    check_val_every_n_epoch: int = 1  # validate every N epochs
+    num_sanity_val_steps: int = 0  # Lightning's validation sanity check batches before training
+    enable_progress_bar: bool = False  # Lightning's progress bar (off: one line per epoch instead)
+    deterministic: bool = False  # torch deterministic algorithms
 
 
 @dataclass
@@ -88,6 +124,9 @@ class LoggerConfig:
     entity: Optional[str] = None  # W&B entity (team); None = your default
     mode: str = "offline"  # W&B mode: offline | online | disabled
     tags: list[str] = field(default_factory=list)  # W&B tags
+    save_dir: Optional[str] = None  # where logger files go; None = <out_dir>/logs
+    artifact: bool = True  # W&B: upload the learned modulation file as an artifact (online runs only)
+    norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps; 0 = never
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""Parameter-efficient baselines from ``peft`` on the language model only (LoRA, IA3), for comparison with
+the learned head modulation on the same data and split.
+
+The adapter goes onto a deep copy of the VLM, so the frozen model that the other methods share stays
+untouched (for a 7B model on one GPU that copy doubles memory: leave lora / ia3 out of
+``modulation.methods`` there, or run them alone). Only language-model modules are targeted, so the
+cached vision-side embeddings stay valid.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+from torch import nn
+
+
+def decoder_module_names(adapter, suffixes: Sequence[str]) -> list[str]:
+    """Full names (in ``adapter.model``) of the decoder's linear layers whose name ends in one of ``suffixes``."""
+    prefix = next(n for n, m in adapter.model.named_modules() if m is adapter.decoder)
+    names = [f"{prefix}.{n}" if prefix else n for n, m in adapter.decoder.named_modules()
+             if isinstance(m, nn.Linear) and n.split(".")[-1] in suffixes]
+    if not names:
+        raise ValueError(f"no language-model linear layer named {list(suffixes)} in {type(adapter.model).__name__}")
+    return names
+
+
+def peft_copy(adapter, kind: str, *, r: int = 4, alpha: int = 8, dropout: float = 0.0,
+              lora_targets: Sequence[str] = ("q_proj", "v_proj"),
+              ia3_targets: Sequence[str] = ("k_proj", "v_proj", "down_proj"),
+              ia3_feedforward: Sequence[str] = ("down_proj",)):
+    """A new adapter over a deep copy of the model with a LoRA or IA3 adapter; only its parameters train."""
+    from peft import IA3Config, LoraConfig, inject_adapter_in_model
+
+    if kind == "lora":
+        targets = decoder_module_names(adapter, lora_targets)
+        config = LoraConfig(r=int(r), lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=targets,
+                            bias="none")
+    elif kind == "ia3":
+        targets = decoder_module_names(adapter, ia3_targets)
+        ff = [t for t in targets if t.split(".")[-1] in ia3_feedforward]
+        config = IA3Config(target_modules=targets, feedforward_modules=ff)
+    else:
+        raise ValueError(f"peft baseline {kind!r}: expected lora or ia3")
+    model = copy.deepcopy(adapter.model)
+    model.requires_grad_(False)
+    model = inject_adapter_in_model(config, model)
+    for name, p in model.named_parameters():
+        # peft names its parameters lora_A / lora_B / ia3_l; everything else stays frozen.
+        p.requires_grad_(any(tag in name for tag in ("lora_", "ia3_")))
+    new = type(adapter)(model, adapter.processor, template=adapter.template, name=adapter.name)
+    return new
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,87 @@
+"""Language-model inputs per sample, computed once by the frozen vision side and reused every epoch.
+
+Only language-model heads are modulated (and LoRA / IA3 baselines touch only the language model), so
+the merged token embeddings of a sample never change during training: the vision tower, projector or
+Q-Former runs once per sample, not once per epoch and method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from vseam.data.sample import Sample
+from vseam.models.base import Embedded, position_ids_from_mask
+
+
+@dataclass
+class _Entry:
+    embeds: torch.Tensor  # [T_i, d] the real (unpadded) tokens
+    target: int  # gold first answer token
+    answer_ids: list[int]  # every token id that counts as the answer
+
+
+@dataclass
+class Batch:
+    """A left-padded batch of cached language-model inputs with its targets."""
+
+    emb: Embedded
+    target: torch.Tensor  # [B]
+    answer_ids: list[list[int]]
+    ids: list[str]
+
+    def answer_mask(self, vocab_size: int) -> torch.Tensor:
+        mask = torch.zeros(len(self.answer_ids), vocab_size, dtype=torch.bool, device=self.target.device)
+        for i, ids in enumerate(self.answer_ids):
+            mask[i, ids] = True
+        return mask
+
+
+class EmbeddingCache:
+    """Sample id -> merged embeddings. ``enabled=False`` recomputes every time (same numbers, slower)."""
+
+    def __init__(self, adapter, enabled: bool = True):
+        self.adapter = adapter
+        self.enabled = enabled
+        self.store: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @torch.no_grad()
+    def _compute(self, samples: Sequence[Sample], images=None) -> list[_Entry]:
+        enc = self.adapter.encode(samples, images=images).to(self.adapter.device)
+        emb = self.adapter.embed(enc)
+        out = []
+        for i in range(len(samples)):
+            keep = emb.attention_mask[i].bool()
+            out.append(_Entry(emb.inputs_embeds[i][keep].detach().clone(), int(enc.target[i]), list(enc.answer_ids[i])))
+        return out
+
+    def entries(self, samples: Sequence[Sample], images=None) -> list[_Entry]:
+        if not self.enabled:
+            return self._compute(samples, images)
+        todo = [i for i, s in enumerate(samples) if s.id not in self.store]
+        if todo:
+            new = self._compute([samples[i] for i in todo], None if images is None else [images[i] for i in todo])
+            for i, e in zip(todo, new):
+                self.store[samples[i].id] = e
+        return [self.store[s.id] for s in samples]
+
+    def batch(self, samples: Sequence[Sample], images=None, device=None) -> Batch:
+        """Left-padded ``Embedded`` for ``samples`` (padding is masked out, so values there do not matter)."""
+        entries = self.entries(samples, images)
+        device = device or self.adapter.device
+        T = max(e.embeds.shape[0] for e in entries)
+        d = entries[0].embeds.shape[1]
+        x = torch.zeros(len(entries), T, d, dtype=entries[0].embeds.dtype, device=device)
+        mask = torch.zeros(len(entries), T, dtype=torch.long, device=device)
+        for i, e in enumerate(entries):
+            n = e.embeds.shape[0]
+            x[i, T - n:] = e.embeds.to(device)
+            mask[i, T - n:] = 1
+        emb = Embedded(x, mask, position_ids_from_mask(mask))
+        target = torch.tensor([e.target for e in entries], device=device)
+        return Batch(emb, target, [e.answer_ids for e in entries], [s.id for s in samples])

@@ -1,0 +1,91 @@
+"""Save and load a learned modulation on its own: the per-head parameters, the head list and the model id
+and shape, as one small safetensors file (a few KB), never the VLM.
+
+Any run (evaluation, analysis) applies a saved modulation with ``load_modulation(path, adapter)`` and
+``intervene(adapter, modulation)``. Loading onto a model of another shape fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vseam.interventions import HeadModulation
+from vseam.modulation.heads import HeadShapeError, check_heads
+from vseam.utils.io import save_safetensors
+
+FORMAT = "vseam.modulation/1"
+
+
+def modulation_tensors(mod: HeadModulation) -> dict[str, torch.Tensor]:
+    out = {"layer_index": mod.layer_index, "head_index": mod.head_index}
+    if mod.scale is not None:
+        out["scale"] = mod.scale
+    if mod.offset is not None:
+        out["offset"] = mod.offset
+    return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in out.items()}
+
+
+def save_modulation(path: str | Path, mod: HeadModulation, *, model: str, num_layers: int, num_heads: int,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``mod`` with its head list and the model's id and shape (safetensors metadata is str -> str)."""
+    meta = {
+        "format": FORMAT,
+        "model": str(model),
+        "num_layers": str(num_layers),
+        "num_heads": str(num_heads),
+        "head_dim": str(mod.head_dim),
+        "scale": mod.scale_kind,
+        "offset": str(mod.offset is not None).lower(),
+        "heads": json.dumps(mod.heads),
+        "extra": json.dumps(extra or {}),
+    }
+    return save_safetensors(path, modulation_tensors(mod), metadata=meta)
+
+
+def read_modulation(path: str | Path) -> tuple[HeadModulation, dict[str, Any]]:
+    """The modulation stored in ``path`` and its metadata (model, num_layers, num_heads, head_dim, ...)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"modulation file {path} does not exist")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a vseam modulation file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    heads = [tuple(h) for h in json.loads(meta["heads"])]
+    mod = HeadModulation(heads, int(meta["head_dim"]), scale=meta["scale"], offset=meta["offset"] == "true")
+    with torch.no_grad():
+        if mod.scale is not None:
+            mod.scale.copy_(tensors["scale"])
+        if mod.offset is not None:
+            mod.offset.copy_(tensors["offset"])
+    info = {"model": meta["model"], "num_layers": int(meta["num_layers"]), "num_heads": int(meta["num_heads"]),
+            "head_dim": int(meta["head_dim"]), "heads": heads, "extra": json.loads(meta.get("extra", "{}"))}
+    return mod, info
+
+
+def check_fits(info: dict[str, Any], num_layers: int, num_heads: int, head_dim: int, where: str) -> None:
+    """Raise ``HeadShapeError`` when a saved modulation was made for another model shape."""
+    saved = (info["num_layers"], info["num_heads"], info["head_dim"])
+    if saved != (num_layers, num_heads, head_dim):
+        raise HeadShapeError(
+            f"{where} was trained on model {info.get('model') or '?'} with {saved[0]} layers x {saved[1]} heads x "
+            f"head_dim {saved[2]}; this model has {num_layers} x {num_heads} x {head_dim}. A modulation only "
+            f"applies to a model of the shape it was trained on.")
+    check_heads(info["heads"], num_layers, num_heads, where)
+
+
+def load_modulation(path: str | Path, adapter=None, *, trainable: bool = False) -> HeadModulation:
+    """Read a saved modulation; with ``adapter``, check that it fits and move it to the model's device."""
+    mod, info = read_modulation(path)
+    if adapter is not None:
+        check_fits(info, adapter.num_layers, adapter.num_heads, adapter.head_dim, f"modulation {path}")
+        mod = mod.to(adapter.device)
+    mod.requires_grad_(trainable)
+    return mod

@@ -1,0 +1,310 @@
+"""The training job behind ``python train.py``: select key heads from a head-attribution result, learn
+their scales and offsets on a frozen VLM, and compare with the baselines on the same held-out split.
+
+Steps: load the model and samples; split train / val / test; head scores from the configured file or
+computed on the train split; train each method (model selection on val); evaluate every method on
+test; print a table and write ``summary.json``, ``modulation.safetensors`` and per-sample predictions
+into ``out_dir`` (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from vseam.data.load import load_samples
+from vseam.evaluation.score import EvalResult, evaluate
+from vseam.interventions import HeadModulation
+from vseam.models import load_adapter
+from vseam.modulation.attribution import compute_head_scores
+from vseam.modulation.baselines import count_trainable, peft_copy
+from vseam.modulation.cache import EmbeddingCache
+from vseam.modulation.checkpoint import save_modulation
+from vseam.modulation.data import ModulationDataModule, readable, split_samples
+from vseam.modulation.heads import (
+    HeadScores, check_heads, heuristic_scales, load_head_scores, random_heads, select_key_heads,
+)
+from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
+from vseam.utils.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
+TRAINED = ("learned", "random", "lora", "ia3")
+LEVEL_ORDER = ("object", "attribute", "relation")
+
+
+def is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def say(msg: str) -> None:
+    if is_rank_zero():
+        print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- pieces
+def make_logger(cfg, out: Path):
+    """The configured experiment logger (W&B offline unless configured online), or None."""
+    lc = cfg.logger
+    save_dir = Path(lc.save_dir or out / "logs")
+    if lc.kind == "none":
+        return None
+    if lc.kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(str(save_dir), name="train")
+    if lc.kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+        from omegaconf import OmegaConf
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_MODE", lc.mode)
+        logger = WandbLogger(project=lc.project, entity=lc.entity, name=cfg.run_name or Path(cfg.out_dir).name,
+                             save_dir=str(save_dir), mode=lc.mode, tags=list(lc.tags), log_model=False)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        return logger
+    raise ValueError(f"logger.kind={lc.kind!r}: expected wandb, csv or none")
+
+
+def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache) -> HeadScores:
+    mc = cfg.modulation
+    if mc.head_scores:
+        scores = load_head_scores(mc.head_scores)
+        scores.check_shape(adapter.num_layers, adapter.num_heads, f"modulation.head_scores={mc.head_scores}")
+        return scores
+    subset = train if mc.attribution_limit is None else train[: int(mc.attribution_limit)]
+    say(f"computing head scores on {len(subset)} train samples (set modulation.head_scores to reuse a result)")
+    return compute_head_scores(adapter, subset, mode=cfg.attribution.ablation, batch_size=int(cfg.data.batch_size),
+                               cache=cache, dataset=f"{cfg.data.name}:train")
+
+
+def build_trainer(cfg, method: str, out: Path, logger) -> tuple[L.Trainer, ModelCheckpoint]:
+    tc = cfg.trainer
+    monitor = f"{method}/{tc.monitor}"
+    ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints" / method), filename="best", monitor=monitor,
+                           mode=tc.monitor_mode, save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks: list = [ckpt]
+    if logger is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer = L.Trainer(
+        accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy, precision=tc.precision,
+        max_epochs=tc.max_epochs, max_steps=tc.max_steps, limit_train_batches=tc.limit_train_batches,
+        limit_val_batches=tc.limit_val_batches, log_every_n_steps=tc.log_every_n_steps,
+        gradient_clip_val=tc.gradient_clip_val, accumulate_grad_batches=tc.accumulate_grad_batches,
+        check_val_every_n_epoch=tc.check_val_every_n_epoch, num_sanity_val_steps=tc.num_sanity_val_steps,
+        enable_progress_bar=tc.enable_progress_bar, deterministic=tc.deterministic, logger=logger or False,
+        callbacks=callbacks, default_root_dir=str(out), enable_model_summary=False,
+        # the DataModule shards with its own DistributedSampler (same global batches on 1 or N processes)
+        use_distributed_sampler=False,
+    )
+    return trainer, ckpt
+
+
+def fit(cfg, method: str, adapter, modulation: HeadModulation | None, dm: ModulationDataModule, out: Path, logger,
+        cache: EmbeddingCache, lr: float) -> tuple[FrozenVLMModule, dict]:
+    """Train one method; load its best checkpoint (by validation); return the module and fit facts."""
+    mc, tc = cfg.modulation, cfg.trainer
+    module = FrozenVLMModule(adapter, modulation, lr=lr, weight_decay=mc.weight_decay,
+                             l1=mc.l1 if modulation is not None else 0.0, scheduler=mc.scheduler,
+                             warmup_steps=mc.warmup_steps, cache=cache,
+                             gradient_checkpointing=tc.gradient_checkpointing, method=method,
+                             norm_every=cfg.logger.norm_every if logger is not None else 0)
+    trainer, ckpt = build_trainer(cfg, method, out, logger)
+    t0 = time.time()
+    try:
+        trainer.fit(module, datamodule=dm)
+    except NonFiniteLossError as e:
+        kept = ckpt.best_model_path or ckpt.last_model_path
+        raise SystemExit(f"{e}\nlast good checkpoint: {kept or 'none (no validation finished yet)'}") from None
+    info = {"fit_seconds": round(time.time() - t0, 2), "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch), "best_checkpoint": ckpt.best_model_path,
+            "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None}
+    if ckpt.best_model_path:
+        module.load_trained(ckpt.best_model_path)
+    module.eval()
+    return module, info
+
+
+def _method_row(result: EvalResult, val: EvalResult, trainable: int, extra: dict) -> dict:
+    s = result.summary()
+    return {"test": {"accuracy": s["accuracy"], "n": s["n"], "skipped": s["skipped"],
+                     "by_level": {k: v["acc"] for k, v in s["by_level"].items()},
+                     "by_category": {k: v["acc"] for k, v in s["by_category"].items()}},
+            "val_accuracy": val.summary()["accuracy"], "trainable_params": int(trainable), **extra}
+
+
+def format_table(methods: dict[str, dict], total_params: int) -> str:
+    levels = [lv for lv in LEVEL_ORDER if any(lv in m["test"]["by_level"] for m in methods.values())]
+    head = f"{'method':<10} {'trainable':>10} {'% of model':>10} {'val acc':>8} {'test acc':>8} " + \
+        " ".join(f"{lv:>9}" for lv in levels)
+    lines = [head, "-" * len(head)]
+
+    def f(x):
+        return f"{x:.3f}" if isinstance(x, float) else "  -  "
+
+    for name, m in methods.items():
+        pct = 100.0 * m["trainable_params"] / max(1, total_params)
+        lines.append(f"{name:<10} {m['trainable_params']:>10,d} {pct:>9.4f}% {f(m['val_accuracy']):>8} "
+                     f"{f(m['test']['accuracy']):>8} " +
+                     " ".join(f"{f(m['test']['by_level'].get(lv)):>9}" for lv in levels))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- the job
+def run_train(cfg) -> dict:
+    """Run the training job described by ``cfg`` (see configs/); return the summary dict."""
+    mc, tc = cfg.modulation, cfg.trainer
+    unknown = [m for m in mc.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"modulation.methods: unknown {unknown}; choices: {list(METHODS)}")
+    if mc.scale == "none" and not mc.offset and any(m in ("learned", "random") for m in mc.methods):
+        raise ValueError("modulation.scale=none and modulation.offset=false leave nothing to learn")
+    out = Path(cfg.out_dir or "runs/train/latest")
+    t_start = time.time()
+    L.seed_everything(int(tc.seed), workers=True, verbose=False)
+
+    adapter = load_adapter(cfg.model)
+    total_params = sum(p.numel() for p in adapter.model.parameters())
+    samples, skipped = readable(load_samples(cfg.data))
+    if skipped:
+        say(f"skipped {len(skipped)} samples with missing images (first: {skipped[0]['reason']})")
+    splits = split_samples(samples, mc.val_fraction, mc.test_fraction, int(cfg.seed))
+    say(f"model {adapter.name}: {adapter.num_layers} layers x {adapter.num_heads} heads x {adapter.head_dim}; "
+        f"samples train/val/test = {len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}")
+    cache = EmbeddingCache(adapter, enabled=bool(mc.cache_embeddings))
+    dm = ModulationDataModule(splits, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
+                              seed=int(cfg.seed))
+    bs = int(cfg.data.batch_size)
+    logger = make_logger(cfg, out)
+
+    need_scores = any(m in ("heuristic", "learned", "random") for m in mc.methods)
+    scores = obtain_head_scores(cfg, adapter, splits["train"], cache) if need_scores else None
+    key = select_key_heads(scores, int(mc.k_pos), int(mc.k_neg)) if scores is not None else {"all": []}
+    check_heads(key["all"], adapter.num_layers, adapter.num_heads, "key heads")
+    if need_scores and not key["all"] and any(m in ("learned",) for m in mc.methods):
+        raise ValueError("no head has a positive or negative score > 0: nothing to modulate (more samples?)")
+    if scores is not None:
+        say(f"key heads ({scores.method}): positive {key['positive']} negative {key['negative']}")
+
+    results: dict[str, dict] = {}
+    evals: dict[str, EvalResult] = {}
+    learned_mod: HeadModulation | None = None
+
+    def record(name: str, test: EvalResult, val: EvalResult, trainable: int, **extra):
+        evals[name] = test
+        results[name] = _method_row(test, val, trainable, extra)
+        r = results[name]
+        say(f"[{name}] trainable={trainable:,d} val_acc={r['val_accuracy']} test_acc={r['test']['accuracy']}")
+        if logger is not None:
+            logger.log_metrics({f"{name}/test/acc": r["test"]["accuracy"] or 0.0,
+                                f"{name}/val/acc_final": r["val_accuracy"] or 0.0,
+                                **{f"{name}/test/acc_{k}": v for k, v in r["test"]["by_level"].items() if v is not None}})
+
+    def ev(mod=None, logits_fn=None, use_adapter=adapter, use_cache=cache):
+        kw = dict(batch_size=bs, cache=use_cache, logits_fn=logits_fn)
+        return (evaluate(use_adapter, splits["test"], mod, **kw), evaluate(use_adapter, splits["val"], mod, **kw))
+
+    for method in mc.methods:
+        if method == "none":
+            record("none", *ev(), 0)
+        elif method == "heuristic":
+            if scores.signed is None:
+                say("[heuristic] skipped: the signed score matrix is undefined")
+                continue
+            scales = heuristic_scales(scores.signed, float(mc.heuristic_lambda))
+            mod = HeadModulation.from_scales(scales, adapter.head_dim).to(adapter.device)
+            record("heuristic", *ev(mod), 0, fixed_params=int(scales.numel()), heuristic_lambda=float(mc.heuristic_lambda))
+        elif method in ("learned", "random"):
+            if method == "learned":
+                heads = key["all"]
+            else:
+                k = int(mc.k_random) if mc.k_random is not None else max(1, len(key["all"]))
+                heads = random_heads(adapter.num_layers, adapter.num_heads, k, seed=int(cfg.seed), exclude=key["all"])
+            mod = HeadModulation(heads, adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(adapter.device)
+            module, info = fit(cfg, method, adapter, mod, dm, out, logger, cache, float(mc.lr))
+            record(method, *ev(module.modulation), count_trainable(mod), heads=[list(h) for h in heads], **info)
+            if method == "learned":
+                learned_mod = module.modulation
+        elif method in ("lora", "ia3"):
+            peft_adapter = peft_copy(adapter, method, r=mc.lora_r, alpha=mc.lora_alpha, dropout=mc.lora_dropout,
+                                     lora_targets=list(mc.lora_targets), ia3_targets=list(mc.ia3_targets))
+            # LM-only adapters leave the vision side as it is: the cached embeddings stay valid.
+            pcache = EmbeddingCache(peft_adapter, enabled=cache.enabled)
+            pcache.store = cache.store
+            module, info = fit(cfg, method, peft_adapter, None, dm, out, logger, pcache, float(mc.baseline_lr))
+            trainable = count_trainable(peft_adapter.model)
+            record(method, *ev(use_adapter=peft_adapter, use_cache=pcache), trainable, **info)
+            del module, peft_adapter
+
+    summary = {
+        "model": adapter.name, "shape": list(adapter.shape), "total_params": int(total_params),
+        "data": cfg.data.name, "splits": {k: len(v) for k, v in splits.items()}, "skipped": skipped,
+        "head_scores": None if scores is None else {"method": scores.method, "source": mc.head_scores or "computed",
+                                                    **{k: v for k, v in scores.meta.items() if k != "top_k"}},
+        "key_heads": {k: [list(h) for h in v] for k, v in key.items()},
+        "methods": results, "seconds": round(time.time() - t_start, 1),
+    }
+    table = format_table(results, total_params)
+    if is_rank_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        if learned_mod is not None:
+            path = save_modulation(out / "modulation.safetensors", learned_mod, model=adapter.name,
+                                   num_layers=adapter.num_layers, num_heads=adapter.num_heads,
+                                   extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"]})
+            summary["modulation_file"] = str(path)
+        if scores is not None:
+            write_json(out / "head_scores_used.json", scores.to_dict())
+        write_json(out / "summary.json", summary)
+        write_text(out / "table.txt", table + "\n")
+        _write_predictions(out, evals)
+        print("\n" + table + f"\n\nwritten: {out / 'summary.json'} ({summary['seconds']} s)", flush=True)
+        if logger is not None:
+            _log_tables(logger, results, evals, out, cfg)
+    if logger is not None and hasattr(logger, "finalize"):
+        logger.finalize("success")
+    return summary
+
+
+def _write_predictions(out: Path, evals: dict[str, EvalResult]) -> None:
+    from vseam.utils.io import append_jsonl
+
+    path = out / "predictions.jsonl"
+    if path.exists():
+        path.unlink()
+    append_jsonl(path, [{"method": m, **r} for m, e in evals.items() for r in e.records])
+
+
+def _log_tables(logger, results: dict, evals: dict[str, EvalResult], out: Path, cfg) -> None:
+    """W&B: the comparison table, a before/after per-sample table and the modulation file (online)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    levels = [lv for lv in LEVEL_ORDER if any(lv in m["test"]["by_level"] for m in results.values())]
+    logger.log_table("comparison", columns=["method", "trainable_params", "val_acc", "test_acc", *levels],
+                     data=[[k, m["trainable_params"], m["val_accuracy"], m["test"]["accuracy"],
+                            *[m["test"]["by_level"].get(lv) for lv in levels]] for k, m in results.items()])
+    if "none" in evals and "learned" in evals:
+        after = {r["id"]: r for r in evals["learned"].records}
+        rows = [[r["id"], r["category"], r["level"], r["answer"], r["pred_token"], after[r["id"]]["pred_token"],
+                 r["prob"], after[r["id"]]["prob"], r["correct"], after[r["id"]]["correct"]]
+                for r in evals["none"].records if r["id"] in after]
+        logger.log_table("before_after", columns=["id", "category", "level", "answer", "pred_before", "pred_after",
+                                                  "prob_before", "prob_after", "correct_before", "correct_after"],
+                         data=rows)
+    mod_file = out / "modulation.safetensors"
+    if cfg.logger.artifact and cfg.logger.mode == "online" and mod_file.exists():
+        import wandb
+
+        art = wandb.Artifact(f"modulation-{Path(cfg.out_dir).name}", type="modulation")
+        art.add_file(str(mod_file))
+        logger.experiment.log_artifact(art)

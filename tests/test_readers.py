@@ -253,3 +253,19 @@ def test_pattern_needing_missing_field(tmp_path):
 def test_unknown_format():
     with pytest.raises(ValueError, match="unknown benchmark format"):
         read_benchmark("vqa", DATA / "gqa" / "Color.sample.json", None)
+
+
+def test_reads_what_the_organism_writes(tmp_path):
+    from vseam.world.write import write_world
+
+    summary = write_world(tmp_path, n_per_category=3, seed=0)
+    for cat, level in summary["levels"].items():
+        samples = read_benchmark("organism", tmp_path / f"{cat}.json", tmp_path / "images")
+        raw = json.loads((tmp_path / f"{cat}.json").read_text())
+        assert len(samples) == len(raw) == 3
+        for s, r in zip(samples, raw):
+            assert (s.id, s.question, s.answer) == (r["question_id"], r["question"], r["answer"])
+            assert (s.benchmark, s.category, s.level) == ("organism", cat, level)
+            assert s.image_path == str(tmp_path / "images" / f"{r['imageId']}.png")
+            assert Path(s.image_path).exists()
+            assert s.meta["object_positions"] == r["object_positions"]

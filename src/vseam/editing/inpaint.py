@@ -45,14 +45,19 @@ def load_inpaint_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtyp
         from vseam.editing.tiny import build_tiny_inpaint_pipeline
 
         return build_tiny_inpaint_pipeline().to(dev)
+    import warnings
+
     from diffusers import AutoPipelineForInpainting
 
     kwargs: dict[str, Any] = {"torch_dtype": dt, "local_files_only": local_files_only}
-    try:
-        pipe = AutoPipelineForInpainting.from_pretrained(model, safety_checker=None, requires_safety_checker=False,
-                                                         **kwargs)
-    except TypeError:  # pipelines without a safety checker reject those keywords
-        pipe = AutoPipelineForInpainting.from_pretrained(model, **kwargs)
+    with warnings.catch_warnings():
+        # newest diffusers renamed torch_dtype to dtype; the old name works in every supported version
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        try:
+            pipe = AutoPipelineForInpainting.from_pretrained(model, safety_checker=None,
+                                                             requires_safety_checker=False, **kwargs)
+        except TypeError:  # pipelines without a safety checker reject those keywords
+            pipe = AutoPipelineForInpainting.from_pretrained(model, **kwargs)
     pipe = pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)  # our own progress bar counts samples, not steps
     return pipe

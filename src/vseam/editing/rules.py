@@ -60,7 +60,7 @@ SPATIAL_OPPOSITES: dict[str, str] = {
     "above": "below", "below": "above",
     "on top of": "under", "under": "on top of", "underneath": "on top of", "beneath": "on top of",
     "on": "under", "next to": "far from", "beside": "far from", "near": "far from",
-    "inside": "outside", "outside": "inside",
+    "inside": "outside", "outside": "inside", "left of": "right of", "right of": "left of",
 }
 
 TEMPLATES: dict[str, str] = {
@@ -225,8 +225,8 @@ def boxes_for(names: list[str], meta: dict) -> list[list[float]]:
 
 # ----------------------------------------------------------------------------------------- rules
 
-_EXIST_Q = re.compile(r"^(?:is|are) there (?:an?|any|some|the)?\s*(?P<obj>.+?) in (?:this|the) "
-                      r"(?:picture|image|photo|photograph|scene)\s*\?$", re.I)
+_EXIST_Q = re.compile(r"^(?:is|are) there (?:an?|any|some|the)?\s*(?P<obj>.+?)(?: in (?:this|the) "
+                      r"(?:picture|image|photo|photograph|scene))?\s*\?$", re.I)
 
 
 def _plan_object(s: Sample, category: str | None, vocab: dict[str, list[str]], rng: random.Random,

@@ -240,9 +240,17 @@ def _wandb_logger(cfg: Any, out_dir: Path) -> tuple[Callable[[dict], None] | Non
         return None, lambda: None
     import wandb
 
+    save_dir = Path(str(_get(lg, "save_dir", out_dir / "logs")))
+    save_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # a plain mapping / namespace config
+        config = None
     run = wandb.init(project=_get(lg, "project", "vseam"), entity=_get(lg, "entity"), mode=_get(lg, "mode", "offline"),
-                     name=_get(cfg, "run_name"), tags=list(_get(lg, "tags", []) or []), dir=str(out_dir),
-                     job_type="edit", reinit=True)
+                     name=_get(cfg, "run_name", out_dir.name), tags=list(_get(lg, "tags", []) or []),
+                     dir=str(save_dir), job_type="edit", config=config)
 
     def log(d: dict) -> None:
         run.log(d)

@@ -353,7 +353,7 @@ def test_edit_run_writes_skips_and_resumes(tmp_path, tiny_pipe):
     assert "covered" in skips["not_covered"]["reason"]
     assert json.loads((out / "edit_report.json").read_text())["edited"] == 3
 
-    lines = read_jsonl(out / "manifest.jsonl")
+    lines = read_jsonl(out / "edits.jsonl")
     assert [r["id"] for r in lines] == ids[:3]
     color = json.loads((DATA / "gqa" / "Color.sample.json").read_text())
     for r in lines:
@@ -378,14 +378,14 @@ def test_edit_run_writes_skips_and_resumes(tmp_path, tiny_pipe):
     before = {p: p.stat().st_mtime_ns for p in (out / "edited").rglob("*.png")}
     rep2 = _run_samples(ann, imgs, out, tiny_pipe)
     assert rep2["this_run"] == {"already_done": 6} and rep2["edited"] == 3 and rep2["skipped"] == 3
-    assert len(read_jsonl(out / "manifest.jsonl")) == 3
+    assert len(read_jsonl(out / "edits.jsonl")) == 3
     assert {p: p.stat().st_mtime_ns for p in (out / "edited").rglob("*.png")} == before
 
     # a run killed before its last batch was recorded: only that sample is redone
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines[:2]))
+    (out / "edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines[:2]))
     rep3 = _run_samples(ann, imgs, out, tiny_pipe)
     assert rep3["this_run"] == {"already_done": 5, "edited": 1}
-    assert [r["id"] for r in read_jsonl(out / "manifest.jsonl")] == ids[:3]
+    assert [r["id"] for r in read_jsonl(out / "edits.jsonl")] == ids[:3]
 
 
 # ------------------------------------------------------------------------------------------ filter
@@ -448,7 +448,7 @@ def test_run_edit_from_config_with_tiny_models(tmp_path, tiny_pipe):
     res = run_edit(cfg)
     assert res["samples"] == 5 and res["edit"]["edited"] == 3
     assert res["edit"]["skips_by_kind"] == {"missing_image": 1, "box_outside_image": 1, "not_covered": 0}
-    records = [EditRecord.from_dict(r) for r in read_jsonl(out / "manifest.jsonl")]
+    records = [EditRecord.from_dict(r) for r in read_jsonl(out / "edits.jsonl")]
     # the filter agrees with the adapter's own scores on the same pairs
     from vseam.editing.filter import edited_probe
 
@@ -456,10 +456,29 @@ def test_run_edit_from_config_with_tiny_models(tmp_path, tiny_pipe):
     clean = adapter.score([r.clean_sample() for r in records])
     edited = adapter.score([edited_probe(r) for r in records])
     want = [r.id for r, a, b in zip(records, clean.correct.tolist(), edited.correct.tolist()) if a and not b]
-    kept = [r["id"] for r in read_jsonl(out / "manifest.effective.jsonl")]
+    kept = [r["id"] for r in read_jsonl(out / "edits.effective.jsonl")]
     assert kept == want
     rep = json.loads((out / "filter_report.json").read_text())
     assert rep["total"]["pairs"] == 3 and rep["total"]["kept"] == len(want)
     assert rep["total"]["clean_correct"] == int(clean.correct.sum())
     assert res["filter"]["categories"]["Color"]["pairs"] == 3
     assert json.loads((out / "edit_summary.json").read_text())["edit"]["edited"] == 3
+
+
+def test_run_edit_on_the_organism_filters_its_exact_edits(tmp_path):
+    from vseam.config import load_config
+    from vseam.editing.run import read_manifest, run_edit
+
+    world = tmp_path / "world"
+    cfg = load_config(["model=tiny-llava", "data=organism", f"data.root={world}", "data.n_per_category=2",
+                       "data.categories=[Color,Shape]", "logger=none", "edit.progress=false",
+                       f"out_dir={tmp_path / 'out'}"])
+    res = run_edit(cfg)  # no inpainting pipeline is loaded: edit.model is never touched
+    organism = read_manifest(world, effective=False)
+    assert len(organism) == 12  # 6 categories x 2
+    mine = read_manifest(tmp_path / "out", effective=False)
+    assert [r.to_dict() for r in mine] == [r.to_dict() for r in organism if r.category in ("Color", "Shape")]
+    assert res["edit"]["edited"] == 4 and res["filter"]["total"]["pairs"] == 4
+    kept = read_manifest(tmp_path / "out")  # the effective subset
+    assert len(kept) == res["filter"]["total"]["kept"]
+    assert {r.id for r in kept} <= {r.id for r in mine}

@@ -2,10 +2,12 @@
 inpaint in batches, write the edited images and a manifest, then apply the effective-edit filter.
 
 Layout of ``out_dir``: ``edited/<category>/<id>.png``, ``masks/<category>/<id>.png``,
-``manifest.jsonl`` (``EditRecord`` lines, the organism's format), ``skips.jsonl`` (id, kind, reason),
-``edit_report.json`` (counts), and with the filter ``manifest.effective.jsonl`` + ``filter_report.json``.
-Resumable: samples already in the manifest or the skip list are not redone; every finished batch is
-appended at once, so a killed run loses at most the batch in flight.
+``edits.jsonl`` (``EditRecord`` lines: the organism's manifest name and format), ``skips.jsonl`` (id,
+kind, reason), ``edit_report.json`` (counts), and with the filter ``edits.effective.jsonl`` +
+``filter_report.json``. Resumable: samples already in the manifest or the skip list are not redone;
+every finished batch is appended at once, so a killed run loses at most the batch in flight.
+With ``data.format=organism`` the world's exact edits are used as they are (no inpainting) and only
+the filter runs.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from vseam.editing.masks import BoxOutsideImageError, box_mask
 from vseam.editing.rules import EditPlan, NotCovered
 from vseam.utils.io import append_jsonl, atomic_path, read_jsonl, write_json, write_text
 
-MANIFEST = "manifest.jsonl"
+MANIFEST = "edits.jsonl"
 SKIPS = "skips.jsonl"
-EFFECTIVE = "manifest.effective.jsonl"
+EFFECTIVE = "edits.effective.jsonl"
 SKIP_KINDS = ("missing_image", "box_outside_image", "not_covered")
 
 
@@ -192,28 +194,15 @@ def _get(node: Any, key: str, default: Any = None) -> Any:
     return default if v is None else v
 
 
-def load_samples(data: Any) -> list[Sample]:
-    """The samples named by the data config (GQA-style files; the organism's files by default)."""
-    from vseam.data.readers import read_benchmark
-
-    fmt = str(_get(data, "format", "gqa"))
-    files = [str(f) for f in (_get(data, "annotations", []) or [])]
-    image_dir = _get(data, "image_dir")
-    if fmt == "organism":
-        root = Path(str(_get(data, "root", "data/organism")))
-        if not files:
-            files = sorted(str(p) for p in root.glob("*.json") if p.name != "world.json")
-        image_dir = image_dir or str(root / "images")
-    if fmt not in ("gqa", "organism"):
-        raise ValueError(f"edit needs GQA-style annotations (data.format=gqa or organism), got {fmt!r}")
-    if not files:
-        raise ValueError("no annotation files: set data.annotations=[...]")
-    cats = set(_get(data, "categories", []) or [])
-    samples: list[Sample] = []
-    for f in files:
-        got = read_benchmark(fmt, f, image_dir, image_pattern=_get(data, "image_pattern"), limit=_get(data, "limit"))
-        samples += [s for s in got if not cats or s.category in cats]
-    return samples
+def read_manifest(path: str | Path, effective: bool = True) -> list[EditRecord]:
+    """Edit records from a manifest file, or from a folder (an edit run's ``out_dir`` or the organism's
+    root): its ``edits.effective.jsonl`` when ``effective`` and present, else its ``edits.jsonl``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / EFFECTIVE if effective and (p / EFFECTIVE).exists() else p / MANIFEST
+    if not p.exists():
+        raise FileNotFoundError(f"no edit manifest at {p}")
+    return [EditRecord.from_dict(r) for r in read_jsonl(p)]
 
 
 def make_writer(e: Any) -> Callable[[Sample], EditPlan]:
@@ -259,15 +248,41 @@ def _wandb_logger(cfg: Any, out_dir: Path) -> tuple[Callable[[dict], None] | Non
     return log, run.finish
 
 
+def _organism_edits(cfg: Any, out: Path) -> dict:
+    """The organism's exact edits of the configured samples, copied into ``out/edits.jsonl``."""
+    import json
+
+    from vseam.data.load import ensure_world, load_samples
+
+    root = ensure_world(_get(cfg, "data"))
+    keep = {_key(s.category, s.id) for s in load_samples(_get(cfg, "data"))}
+    recs = [r for r in read_manifest(root, effective=False) if _key(r.category, r.id) in keep]
+    write_text(out / MANIFEST, "".join(json.dumps(r.to_dict()) + "\n" for r in recs))
+    report = {"source": f"organism exact edits ({root / MANIFEST})", "edited": len(recs), "skipped": 0,
+              "manifest": str(out / MANIFEST)}
+    write_json(out / "edit_report.json", report)
+    return report
+
+
 def run_edit(cfg: Any, *, pipe: Any = None, adapter: Any = None) -> dict:
     """``analyze.py edit``: editing of ``cfg.data`` into ``cfg.out_dir``, then the filter with ``cfg.model``.
 
     ``pipe`` / ``adapter`` replace the pipeline / model the config names (tests, notebooks).
     """
+    from vseam.data.load import load_samples
     from vseam.editing.inpaint import Inpainter, load_inpaint_pipeline
 
     e = _get(cfg, "edit")
     out = Path(str(_get(cfg, "out_dir", "runs/edit"))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = str(_get(_get(cfg, "data"), "format", "gqa"))
+    if fmt == "organism":  # exact edits exist already: no diffusion, only the filter
+        result = {"out_dir": str(out), "edit": _organism_edits(cfg, out)}
+        result["samples"] = result["edit"]["edited"]
+        return _filter_step(cfg, e, out, adapter, result)
+    if fmt != "gqa":
+        raise ValueError(f"edit needs GQA-style annotations with object_positions (data.format=gqa or organism), "
+                         f"got data.format={fmt!r}")
     samples = load_samples(_get(cfg, "data"))
     writer = make_writer(e)
     if pipe is None:
@@ -291,6 +306,10 @@ def run_edit(cfg: Any, *, pipe: Any = None, adapter: Any = None) -> dict:
         samples, out, inpainter, writer, margin=float(_get(e, "mask_margin", 0.1)),
         margin_px=int(_get(e, "mask_margin_px", 4)), box_reference_size=list(ref) if ref else None,
         refiner=refiner, batch_size=int(_get(e, "batch_size", 4)), progress=bool(_get(e, "progress", True)))
+    return _filter_step(cfg, e, out, adapter, result)
+
+
+def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dict:
     if bool(_get(e, "filter", True)):
         if adapter is None:
             from vseam.models import load_adapter

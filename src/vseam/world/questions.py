@@ -222,18 +222,25 @@ def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int):
         else:
             if is_lo != (slot % 2 == 0):
                 continue
-        # move a along the axis to the other side of b, keeping its other coordinate: only this
-        # relation changes (the relation along the other axis stays as it was)
-        targets = [p for p in range(grid) if (p > pb if is_lo else p < pb)]
+        # move a or b along the axis to the other side of the other one, keeping its other coordinate:
+        # only this relation changes (the relation along the other axis stays as it was). Moving
+        # either one keeps both positions informative (moving only a would pin b to the middle).
         occupied = scene.occupied()
-        free = [p for p in targets
-                if ((getattr(a, other), p) if axis == "col" else (p, getattr(a, other))) not in occupied]
-        if not free:
+        moves = []
+        for mover, fixed_pos in ((ia, pb), (ib, pa)):
+            o = scene.objects[mover]
+            mover_is_lo = getattr(o, axis) < fixed_pos
+            for p in range(grid):
+                if (p > fixed_pos) if mover_is_lo else (p < fixed_pos):
+                    cell_rc = (getattr(o, other), p) if axis == "col" else (p, getattr(o, other))
+                    if cell_rc not in occupied:
+                        moves.append((mover, p))
+        if not moves:
             continue
-        p_new = _pick(rng, free)
-        edited = scene.with_object(ia, **{axis: p_new})
-        na = edited.objects[ia]
-        cells = [(a.row, a.col), (na.row, na.col)]
+        mover, p_new = moves[int(rng.integers(len(moves)))]
+        edited = scene.with_object(mover, **{axis: p_new})
+        old_o, new_o = scene.objects[mover], edited.objects[mover]
+        cells = [(old_o.row, old_o.col), (new_o.row, new_o.col)]
         rel_now, rel_new = (lo, hi) if is_lo else (hi, lo)
         if kind == "verify":
             q = f"Is the {a.shape} {_rel_phrase(word)} the {b.shape}?"
@@ -247,9 +254,12 @@ def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int):
             program = [_sel(a.shape, ia), _sel(b.shape, ib),
                        {"operation": "choose rel", "dependencies": [0, 1], "argument": f"{lo}|{hi}"}]
         change = {"what": "relation", "object": a.shape, "reference": b.shape, "from": rel_now, "to": rel_new,
-                  "moved_from": [a.row, a.col], "moved_to": [na.row, na.col]}
-        return (scene, q, answer, edited, edited_answer, [ia, ib], cells, change,
-                f"move the {a.shape} {_rel_phrase(rel_new)} the {b.shape}", program)
+                  "moved": old_o.shape, "moved_from": [old_o.row, old_o.col], "moved_to": [new_o.row, new_o.col]}
+        if mover == ia:
+            prompt = f"move the {a.shape} {_rel_phrase(rel_new)} the {b.shape}"
+        else:
+            prompt = f"move the {b.shape} {_rel_phrase(rel_now)} the {a.shape}"
+        return (scene, q, answer, edited, edited_answer, [ia, ib], cells, change, prompt, program)
     raise RuntimeError(f"could not build a {category}/{kind} item")
 
 

@@ -44,7 +44,7 @@ def load_inpaint_pipeline(model: str = DEFAULT_MODEL, device: str = "auto", dtyp
     if model in ("tiny", "tiny:sd-inpaint"):
         from vseam.editing.tiny import build_tiny_inpaint_pipeline
 
-        return build_tiny_inpaint_pipeline().to(dev)
+        return build_tiny_inpaint_pipeline().to(dev).to(dt)
     import warnings
 
     from diffusers import AutoPipelineForInpainting

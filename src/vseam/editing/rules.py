@@ -242,22 +242,21 @@ def _plan_object(s: Sample, category: str | None, vocab: dict[str, list[str]], r
         raise NotCovered(f"object question with a non yes/no answer {s.answer!r}")
     if s.answer.lower() == "no":
         raise NotCovered("object absent (answer No): there is no region to edit")
-    cat_vocab = vocab.get(category or "", None)
+    cat_vocab = next((v for k, v in vocab.items() if k.lower() == (category or "").lower()), None)
     if cat_vocab is None:
         raise NotCovered(f"no object vocabulary for category {category!r}")
     in_vocab = singular(obj) in {singular(v) for v in cat_vocab}
     if strict and not in_vocab:
         raise NotCovered(f"object {obj!r} is not in the {category} vocabulary")
     sub = _choose(rng, cat_vocab, singular(obj))
-    is_plural = singular(obj) != canonical(obj) and singular(obj) not in ("sheep", "deer")
-    sub_word = plural(sub) if is_plural else sub
-    boxes = boxes_for([obj], s.meta)
+    many = is_plural(obj) and singular(obj) not in ("sheep", "deer")  # "Is there an elephants ..."
+    sub_word = plural(sub) if many else sub
+    a_to = sub_word if many else f"a {sub}"
+    cf_q = f"Are there {sub_word} in this picture?" if many else f"Is there {article(sub)} {sub} in this picture?"
     return EditPlan(
         id=s.id, level="object", kind="object", target=obj, source=obj, substitute=sub_word,
-        edit_prompt=fix_articles(templates["object"].format(
-            to=sub_word, target=obj, a_to=sub_word if is_plural else f"a {sub}", **{"from": obj})),
-        edited_answer=_NO, cf_question=f"Is there {article(sub)} {sub} in this picture?" if not is_plural
-        else f"Are there {sub_word} in this picture?", cf_answer=_YES, boxes=boxes, objects=[obj])
+        edit_prompt=fix_articles(templates["object"].format(to=sub_word, target=obj, a_to=a_to, **{"from": obj})),
+        edited_answer=_NO, cf_question=cf_q, cf_answer=_YES, boxes=boxes_for([obj], s.meta), objects=[obj])
 
 
 def _attribute_kind(s: Sample, category: str | None) -> str:

@@ -268,7 +268,7 @@ def _image(w, h, seed=0):
 def test_inpainter_changes_only_the_mask(tiny_pipe):
     from vseam.editing.inpaint import Inpainter
 
-    inp = Inpainter(tiny_pipe, steps=2, guidance=7.5, seed=0, resolution=32)
+    inp = Inpainter(tiny_pipe, steps=2, guidance=7.5, seed=0, resolution=16)
     imgs = [_image(40, 24, 1), _image(30, 30, 2)]
     masks = [np.zeros((24, 40), bool), np.zeros((30, 30), bool)]
     masks[0][4:14, 10:30] = True
@@ -332,7 +332,7 @@ def _run_samples(ann, imgs, out, pipe, **kw):
     from vseam.editing.run import edit_samples
 
     samples = read_benchmark("gqa", ann, imgs)
-    inp = Inpainter(pipe, steps=2, resolution=32, seed=0)
+    inp = Inpainter(pipe, steps=2, resolution=16, seed=0)
     return edit_samples(samples, out, inp, RuleWriter(seed=0), box_reference_size=[500, 500], batch_size=2,
                         progress=False, **kw)
 
@@ -442,7 +442,7 @@ def test_run_edit_from_config_with_tiny_models(tmp_path, tiny_pipe):
     tiny_pipe.save_pretrained(pipe_dir)
     out = tmp_path / "run"
     cfg = load_config(["model=tiny-llava", "data=gqa", f"data.annotations=[{ann}]", f"data.image_dir={imgs}",
-                       "data.categories=[Color]", f"edit.model={pipe_dir}", "edit.steps=2", "edit.resolution=32",
+                       "data.categories=[Color]", f"edit.model={pipe_dir}", "edit.steps=2", "edit.resolution=16",
                        "edit.box_reference_size=[500,500]", "edit.progress=false", "edit.batch_size=3",
                        "logger=none", f"out_dir={out}"])
     res = run_edit(cfg)

@@ -60,9 +60,15 @@ class DataConfig:
 
 @dataclass
 class AttributionConfig:
-    method: str = "exact"  # exact | atp (attribution patching)
+    method: str = "exact"  # exact | atp (attribution patching: one forward + one backward per batch)
     ablation: str = "mean"  # mean (mean of the other heads) | zero
     top_k: int = 10  # length of the top-K head lists
+    rescore_top_k: int = 0  # atp: re-score the estimate's top-K positive/negative/signed heads exactly; 0 = off
+    rows_per_forward: int = 64  # ablated (sample, head) copies per forward pass; halves itself on CUDA OOM
+    chunk_size: int = 16  # samples per saved progress chunk (the resume unit and the unit sharded over ranks)
+    resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
+    progress: bool = True  # tqdm progress bar with ETA (rank 0)
+    heatmaps: bool = True  # write heatmap_{positive,negative,signed}.png
 
 
 @dataclass

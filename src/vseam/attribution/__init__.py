@@ -1,0 +1,15 @@
+"""Head attribution (SPEC section 2): exact mean-substitution scores (fast engine and the reference
+loop), attribution patching, the score math, and the resumable, sharded sweep behind
+``python analyze.py heads``."""
+
+from vseam.attribution.exact import ExactEngine, clean_run, run_from_layer
+from vseam.attribution.outputs import load_head_scores
+from vseam.attribution.patching import estimated_ablated_probs
+from vseam.attribution.reference import reference_ablated_probs, reference_baseline
+from vseam.attribution.scores import HeadScores, head_scores, spearman, top_k, top_k_overlap, top_k_set
+
+__all__ = [
+    "ExactEngine", "clean_run", "run_from_layer", "estimated_ablated_probs", "reference_ablated_probs",
+    "reference_baseline", "HeadScores", "head_scores", "top_k", "top_k_set", "top_k_overlap", "spearman",
+    "load_head_scores",
+]

@@ -1,0 +1,117 @@
+"""Result files of head attribution: ``head_scores.json`` (small schema), ``head_scores.safetensors``
+(the matrices and per-sample values), labelled PNG heatmaps, and a reader for other tools.
+
+``head_scores.json`` keys: ``schema``, ``model_id``, ``arch``, ``num_layers``, ``num_heads``,
+``method``, ``ablation``, ``dataset_id``, ``n`` (scored samples), ``n_total``, ``skipped`` (``[{id,
+reason}]``), ``n_skipped``, ``baseline`` (``accuracy``, ``mean_prob``), ``n_correct``, ``n_incorrect``,
+``positive`` / ``negative`` / ``signed`` (L x H lists, or null when undefined), ``undefined`` (names of
+undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative``, ``signed``: lists of
+``{layer, head, score}``, null when undefined), ``exact_heads`` (for ``atp+exact_topk``: the heads whose
+scores are exact), ``files`` and ``config``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vseam.attribution.scores import HeadScores, top_k
+from vseam.utils.io import save_figure, save_safetensors, write_json
+
+SCHEMA = "vseam.head_scores/1"
+MATRICES = ("positive", "negative", "signed")
+UNDEFINED_REASON = {"positive": "no baseline-correct sample", "negative": "no baseline-incorrect sample",
+                    "signed": "no scored sample"}
+
+
+def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: int, num_heads: int, method: str,
+                 ablation: str, dataset_id: str, n_total: int, skipped: list[dict], prob: torch.Tensor,
+                 correct: torch.Tensor, k: int, exact_heads: list[list[int]] | None = None,
+                 config: dict | None = None) -> dict:
+    """The ``head_scores.json`` dictionary (no NaN: undefined matrices are null and named)."""
+    n = int(prob.numel())
+    mats = scores.matrices()
+    return {
+        "schema": SCHEMA,
+        "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
+        "method": method, "ablation": ablation, "dataset_id": dataset_id,
+        "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
+        "baseline": {"accuracy": float(correct.float().mean()) if n else None,
+                     "mean_prob": float(prob.float().mean()) if n else None},
+        "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
+        **{name: (None if m is None else m.tolist()) for name, m in mats.items()},
+        "undefined": {name: UNDEFINED_REASON[name] for name, m in mats.items() if m is None},
+        "top_k": {"k": k, **{name: top_k(m, k) for name, m in mats.items()}},
+        "exact_heads": exact_heads,
+        "config": config,
+    }
+
+
+def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: torch.Tensor, correct: torch.Tensor,
+                  ablated: torch.Tensor, ids: list[str], heatmaps: bool = True) -> dict[str, str]:
+    """Write JSON, safetensors and heatmaps atomically; return {kind: path} (also stored in the JSON)."""
+    out = Path(out_dir)
+    files: dict[str, str] = {}
+    tensors = {name: m for name, m in scores.matrices().items() if m is not None}
+    tensors.update({"prob": prob.float(), "correct": correct.to(torch.uint8), "ablated": ablated.float()})
+    meta = {"schema": SCHEMA, "method": result["method"], "ablation": result["ablation"],
+            "model_id": str(result["model_id"]), "dataset_id": str(result["dataset_id"]),
+            "ids": json.dumps(ids), "undefined": json.dumps(sorted(result["undefined"]))}
+    files["safetensors"] = str(save_safetensors(out / "head_scores.safetensors", tensors, metadata=meta))
+    if heatmaps:
+        for name, m in scores.matrices().items():
+            if m is not None:
+                fig = heatmap_figure(m, name, result)
+                files[f"heatmap_{name}"] = str(save_figure(out / f"heatmap_{name}.png", fig))
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+    files["json"] = str(out / "head_scores.json")
+    result["files"] = files
+    write_json(out / "head_scores.json", result)
+    return files
+
+
+def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
+    """A labelled layer x head heat map of one score matrix."""
+    import matplotlib
+
+    matrix_np = matrix.detach().float().cpu().numpy()
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    L, H = matrix_np.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.22 * H + 2), max(3.0, 0.18 * L + 1.5)))
+    if name == "signed":
+        lim = float(abs(matrix_np).max()) or 1.0
+        im = ax.imshow(matrix_np, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    else:
+        im = ax.imshow(matrix_np, cmap="viridis", aspect="auto", origin="lower")
+    over = {"positive": f"{result['n_correct']} baseline-correct samples",
+            "negative": f"{result['n_incorrect']} baseline-incorrect samples",
+            "signed": f"all {result['n']} samples"}[name]
+    ax.set_title(f"{name} head score ({result['method']}, {result['ablation']} ablation)\n"
+                 f"{result['model_id']} on {result['dataset_id']}: mean over {over}", fontsize=9)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    fig.colorbar(im, ax=ax, label={"positive": "mean max(0, p - p_ablated)",
+                                   "negative": "mean max(0, p_ablated - p)",
+                                   "signed": "mean (p - p_ablated)"}[name])
+    return fig
+
+
+def load_head_scores(path: str | Path) -> dict[str, Any]:
+    """Read ``head_scores.json`` (a file or its folder); matrices come back as tensors (None if undefined)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "head_scores.json"
+    d = json.loads(path.read_text())
+    if d.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
+    for name in MATRICES:
+        if d.get(name) is not None:
+            d[name] = torch.tensor(d[name])
+    return d

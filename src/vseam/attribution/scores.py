@@ -1,0 +1,112 @@
+"""Pure score math of head attribution (SPEC section 2): positive / negative / signed matrices, top-K
+lists, and the agreement measures (Spearman, top-K overlap) between two score matrices.
+
+Everything here works on tensors of per-sample probabilities, so it is tested without a model. A
+matrix that has no sample to average over (no baseline-correct sample for ``pos``, no incorrect one
+for ``neg``) is *undefined*: it is returned as ``None``, never as zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class HeadScores:
+    """The three L x H matrices and the counts they were averaged over."""
+
+    positive: torch.Tensor | None  # [L, H] mean over correct samples of max(0, p - p_abl); None if n_correct == 0
+    negative: torch.Tensor | None  # [L, H] mean over incorrect samples of max(0, p_abl - p); None if n_incorrect == 0
+    signed: torch.Tensor | None  # [L, H] mean over all samples of (p - p_abl); None if N == 0
+    n_correct: int
+    n_incorrect: int
+
+    @property
+    def n(self) -> int:
+        return self.n_correct + self.n_incorrect
+
+    def matrices(self) -> dict[str, torch.Tensor | None]:
+        return {"positive": self.positive, "negative": self.negative, "signed": self.signed}
+
+
+def head_scores(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor) -> HeadScores:
+    """Scores from baseline probabilities ``prob`` [N], correctness ``correct`` [N] (bool) and the
+    ablated probabilities ``ablated`` [N, L, H] (``ablated[i, l, h]`` = p_i with head (l, h) ablated).
+
+    Sums run in float64 over samples in index order, so the result depends only on the per-sample
+    values, not on how they were batched or sharded.
+    """
+    if ablated.dim() != 3 or prob.shape != ablated.shape[:1] or correct.shape != prob.shape:
+        raise ValueError(f"shapes do not fit: prob {tuple(prob.shape)}, correct {tuple(correct.shape)}, "
+                         f"ablated {tuple(ablated.shape)} (expected [N], [N], [N, L, H])")
+    correct = correct.bool()
+    drop = prob.double()[:, None, None] - ablated.double()  # p - p_abl: > 0 when the head helped
+    n_c, n_i = int(correct.sum()), int((~correct).sum())
+    pos = drop[correct].clamp(min=0).sum(0) / n_c if n_c else None
+    neg = (-drop[~correct]).clamp(min=0).sum(0) / n_i if n_i else None
+    signed = drop.sum(0) / len(prob) if len(prob) else None
+    as32 = lambda m: None if m is None else m.float()  # noqa: E731
+    return HeadScores(as32(pos), as32(neg), as32(signed), n_c, n_i)
+
+
+def top_k(matrix: torch.Tensor | None, k: int) -> list[dict] | None:
+    """The ``k`` highest entries as ``[{"layer", "head", "score"}]``, best first.
+
+    Ties break by (layer, head) ascending so the list is deterministic. NaN entries (heads that were
+    not scored) are never selected. ``None`` in, ``None`` out (an undefined matrix has no top-K).
+    """
+    if matrix is None:
+        return None
+    L, H = matrix.shape
+    flat = matrix.detach().double().reshape(-1).cpu()
+    valid = (~flat.isnan()).nonzero().squeeze(1).tolist()
+    # sort by score descending, then by flat index ascending (stable tie-break)
+    order = sorted(valid, key=lambda i: (-float(flat[i]), i))[: max(0, k)]
+    return [{"layer": i // H, "head": i % H, "score": float(flat[i])} for i in order]
+
+
+def top_k_set(matrix: torch.Tensor | None, k: int) -> set[tuple[int, int]]:
+    lst = top_k(matrix, k) or []
+    return {(d["layer"], d["head"]) for d in lst}
+
+
+def top_k_overlap(a: torch.Tensor | None, b: torch.Tensor | None, k: int) -> int | None:
+    """How many of ``a``'s top-``k`` heads are among ``b``'s top-``k``; None if either is undefined."""
+    if a is None or b is None:
+        return None
+    return len(top_k_set(a, k) & top_k_set(b, k))
+
+
+def spearman(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
+    """Spearman rank correlation of two matrices over their entries (average ranks for ties).
+
+    None when either is undefined; NaN when either is constant (no ranking to compare).
+    """
+    if a is None or b is None:
+        return None
+    x, y = a.detach().double().reshape(-1).cpu(), b.detach().double().reshape(-1).cpu()
+    if x.shape != y.shape:
+        raise ValueError(f"spearman: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    keep = ~(x.isnan() | y.isnan())
+    x, y = _ranks(x[keep]), _ranks(y[keep])
+    x, y = x - x.mean(), y - y.mean()
+    den = (x.square().sum() * y.square().sum()).sqrt()
+    return float((x * y).sum() / den) if den > 0 else float("nan")
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata 'average')."""
+    order = torch.argsort(v, stable=True)
+    sorted_v = v[order]
+    ranks = torch.empty_like(v)
+    n = len(v)
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and sorted_v[j + 1] == sorted_v[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks

@@ -1,0 +1,203 @@
+"""The resumable, shardable sweep over samples: per-sample baseline and ablated probabilities.
+
+Samples are cut into fixed chunks of ``chunk_size`` (in dataset order). Chunk ``c`` belongs to rank
+``c % world_size``; each finished chunk is saved atomically under ``progress_dir`` with a fingerprint
+of everything that shapes its numbers. A restarted run with the same config loads finished chunks
+and computes only the rest, so it ends bit-identical to an uninterrupted run; and because a chunk
+is computed the same way whatever rank holds it, any number of ranks gives the same numbers as one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from vseam.attribution.exact import ExactEngine
+from vseam.attribution.patching import estimated_ablated_probs
+from vseam.data.sample import MissingImageError, Sample, load_image
+from vseam.models.base import VLMAdapter, answer_stats
+from vseam.utils.io import save_safetensors
+
+log = logging.getLogger(__name__)
+
+METHODS = ("exact", "atp")
+
+
+class ProgressMismatchError(RuntimeError):
+    """Saved progress was made with a different configuration than this run's."""
+
+
+@dataclass
+class ChunkResult:
+    """Per-sample results of one chunk (samples whose image loaded)."""
+
+    index: int
+    ids: list[str]
+    prob: torch.Tensor  # [n] baseline probability of the answer
+    correct: torch.Tensor  # [n] bool, baseline arg-max is an answer token
+    ablated: torch.Tensor  # [n, L, H] probability with each head ablated (NaN = head not scored)
+    skipped: list[dict] = field(default_factory=list)  # [{"id", "reason"}]
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        meta = {"fingerprint": fingerprint, "index": str(self.index), "ids": json.dumps(self.ids),
+                "skipped": json.dumps(self.skipped)}
+        save_safetensors(path, {"prob": self.prob, "correct": self.correct.to(torch.uint8),
+                                "ablated": self.ablated}, metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> "ChunkResult":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("fingerprint") != fingerprint:
+                raise ProgressMismatchError(
+                    f"{path} was written by a run with a different configuration or sample set; use a fresh "
+                    f"out_dir, or attribution.resume=false to discard the saved progress")
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        return cls(int(meta["index"]), json.loads(meta["ids"]), t["prob"], t["correct"].bool(), t["ablated"],
+                   json.loads(meta["skipped"]))
+
+
+def fingerprint(**parts) -> str:
+    """A short hash of the JSON of ``parts`` (config values, sample ids): what a chunk's numbers depend on."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_answers(adapter: VLMAdapter, samples: Sequence[Sample]) -> None:
+    """Fail before any model work when an answer cannot be tokenized, naming the sample."""
+    for s in samples:
+        try:
+            adapter.answer_token_ids(s.answer)
+        except ValueError as e:
+            raise ValueError(f"sample {s.id!r} (answer {s.answer!r}): {e}") from None
+
+
+def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(i, min(n, i + chunk_size)) for i in range(0, n, chunk_size)]
+
+
+class Sweep:
+    """Runs ``method`` (exact | atp) over the chunks of one rank, saving and reusing progress."""
+
+    def __init__(self, adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact",
+                 mode: str = "mean", batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64,
+                 heads: torch.Tensor | None = None, progress_dir: str | Path | None = None, tag: str | None = None,
+                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1):
+        if method not in METHODS:
+            raise ValueError(f"attribution.method={method!r}: expected one of {METHODS}")
+        if method == "atp" and heads is not None:
+            raise ValueError("attribution patching scores all heads at once; a head subset is for the exact engine")
+        self.adapter, self.samples, self.method, self.mode = adapter, list(samples), method, mode
+        self.batch_size, self.chunk_size = max(1, int(batch_size)), max(1, int(chunk_size))
+        self.heads = None if heads is None else heads.bool().cpu()
+        self.engine = ExactEngine(adapter, mode=mode, rows_per_forward=rows_per_forward)
+        self.progress_dir = Path(progress_dir) if progress_dir else None
+        self.tag = tag or method
+        self.rank, self.world_size = rank, world_size
+        self.bounds = chunk_bounds(len(self.samples), self.chunk_size)
+        self.fingerprint = fingerprint(
+            method=method, mode=mode, batch_size=self.batch_size, chunk_size=self.chunk_size,
+            heads=None if self.heads is None else self.heads.int().flatten().tolist(),
+            ids=[s.id for s in self.samples], **(fingerprint_parts or {}))
+
+    # ------------------------------------------------------------------ chunks
+    def my_chunks(self) -> list[int]:
+        return [c for c in range(len(self.bounds)) if c % self.world_size == self.rank]
+
+    def chunk_path(self, c: int) -> Path | None:
+        return None if self.progress_dir is None else self.progress_dir / f"{self.tag}-chunk{c:05d}.safetensors"
+
+    def load_done(self, c: int) -> ChunkResult | None:
+        path = self.chunk_path(c)
+        if path is None or not path.exists():
+            return None
+        return ChunkResult.load(path, self.fingerprint)
+
+    def work_units(self, c: int) -> int:
+        """Progress-bar units of a chunk: layers x samples for exact, samples for atp."""
+        lo, hi = self.bounds[c]
+        return (hi - lo) * (self.adapter.num_layers if self.method == "exact" else 1)
+
+    def run(self, on_progress: Callable[[int], None] | None = None,
+            on_chunk: Callable[[ChunkResult], None] | None = None) -> list[ChunkResult]:
+        """This rank's chunk results, in chunk order: loaded when saved, computed otherwise.
+
+        ``on_progress(units)`` advances a progress bar; ``on_chunk(result)`` is called after each newly
+        computed chunk is saved (W&B progress; tests raise there to simulate a kill).
+        """
+        results = []
+        for c in self.my_chunks():
+            done = self.load_done(c)
+            if done is not None:
+                results.append(done)
+                if on_progress:
+                    on_progress(self.work_units(c))
+                continue
+            res = self.compute_chunk(c, on_progress)
+            path = self.chunk_path(c)
+            if path is not None:
+                res.save(path, self.fingerprint)
+            results.append(res)
+            if on_chunk:
+                on_chunk(res)
+        return results
+
+    def compute_chunk(self, c: int, on_progress: Callable[[int], None] | None = None) -> ChunkResult:
+        lo, hi = self.bounds[c]
+        valid, images, skipped = [], [], []
+        for s in self.samples[lo:hi]:
+            try:
+                images.append(load_image(s))
+                valid.append(s)
+            except MissingImageError as e:
+                skipped.append({"id": s.id, "reason": str(e)})
+                if on_progress:
+                    on_progress(self.work_units(c) // (hi - lo))
+        a = self.adapter
+        L, H = a.num_layers, a.num_heads
+        probs, corrects, ablated = [], [], []
+        for start in range(0, len(valid), self.batch_size):
+            batch, imgs = valid[start:start + self.batch_size], images[start:start + self.batch_size]
+            enc = a.encode(batch, imgs).to(a.device)
+            mask = enc.answer_mask(a.vocab_size)
+            with torch.no_grad():
+                emb = a.embed(enc)
+            if self.method == "exact":
+                step = (lambda l, n=len(batch): on_progress(n)) if on_progress else None
+                p_abl, clean = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
+                p, ok, _ = answer_stats(clean.logits, mask)
+            else:
+                p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode)
+                if on_progress:
+                    on_progress(len(batch))
+            probs.append(p.float().cpu())
+            corrects.append(ok.cpu())
+            ablated.append(p_abl.float().cpu())
+        if valid:
+            prob, correct, abl = torch.cat(probs), torch.cat(corrects), torch.cat(ablated)
+        else:
+            prob, correct, abl = torch.zeros(0), torch.zeros(0, dtype=torch.bool), torch.zeros(0, L, H)
+        return ChunkResult(c, [s.id for s in valid], prob, correct, abl, skipped)
+
+
+def merge_chunks(chunks: Sequence[ChunkResult], num_layers: int, num_heads: int) -> ChunkResult:
+    """All chunks in chunk order, concatenated into one (index -1)."""
+    chunks = sorted(chunks, key=lambda r: r.index)
+    idx = [r.index for r in chunks]
+    if len(set(idx)) != len(idx):
+        raise RuntimeError(f"chunks computed twice: {idx}")
+    ids = [i for r in chunks for i in r.ids]
+    skipped = [s for r in chunks for s in r.skipped]
+    if not chunks:
+        return ChunkResult(-1, [], torch.zeros(0), torch.zeros(0, dtype=torch.bool),
+                           torch.zeros(0, num_layers, num_heads), [])
+    return ChunkResult(-1, ids, torch.cat([r.prob for r in chunks]), torch.cat([r.correct for r in chunks]),
+                       torch.cat([r.ablated for r in chunks]), skipped)

@@ -1,0 +1,219 @@
+"""Integration tier of head attribution on tiny random models: the fast exact engine against the
+reference loop, attribution patching against a finite difference, bad input, and the end-to-end run
+(outputs, resume after a kill, re-scoring, 2-process DDP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vseam.attribution.exact import ExactEngine
+from vseam.attribution.patching import ablation_delta, estimated_ablated_probs
+from vseam.attribution.reference import reference_ablated_probs, reference_baseline
+from vseam.attribution.sweep import ProgressMismatchError, Sweep, check_answers
+from vseam.data import Sample
+from vseam.interventions import Patch, Read, intervene
+from vseam.models.base import answer_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _engine_probs(adapter, samples, mode="mean", rows=64, heads=None):
+    enc = adapter.encode(samples)
+    with torch.no_grad():
+        emb = adapter.embed(enc)
+    mask = enc.answer_mask(adapter.vocab_size)
+    p_abl, clean = ExactEngine(adapter, mode=mode, rows_per_forward=rows).ablated_probs(emb, mask, heads)
+    p, c, _ = answer_stats(clean.logits, mask)
+    return p_abl, p, c
+
+
+@pytest.mark.parametrize("mode", ["mean", "zero"])
+def test_exact_engine_equals_reference(tiny_adapter, samples, mode):
+    if mode == "zero" and tiny_adapter.arch != "llava":
+        pytest.skip("zero ablation differs only in the replacement; one architecture covers it")
+    # the samples' prompts differ in length, so the batch is left-padded while the reference is not
+    p_abl, p, c = _engine_probs(tiny_adapter, samples, mode=mode, rows=5)  # 5: rows split mid-sample
+    ref = reference_ablated_probs(tiny_adapter, samples, mode=mode)
+    ref_p, ref_c = reference_baseline(tiny_adapter, samples)
+    assert not ref.isnan().any()
+    assert (p_abl - ref).abs().max() <= 1e-5
+    assert (p - ref_p).abs().max() <= 1e-5
+    assert torch.equal(c, ref_c)
+    # the ablations do something, so the comparison is not between two copies of the baseline
+    assert (ref - ref_p[:, None, None]).abs().max() > 1e-6
+
+
+def test_exact_engine_head_subset_and_copies_per_forward(tiny_llava, samples):
+    full, _, _ = _engine_probs(tiny_llava, samples, rows=64)
+    heads = torch.zeros(tiny_llava.num_layers, tiny_llava.num_heads, dtype=torch.bool)
+    heads[1, 2] = heads[0, 0] = True
+    sub, _, _ = _engine_probs(tiny_llava, samples, rows=1, heads=heads)
+    assert sub[:, ~heads].isnan().all()
+    torch.testing.assert_close(sub[:, heads], full[:, heads], atol=1e-6, rtol=0)
+
+
+def test_attribution_patching_is_the_first_order_term(tiny_llava, samples):
+    """The estimate equals d/d(eps) p(z + eps * (z' - z)) at eps = 0, checked by a central difference
+    in float64 on one head of one layer."""
+    a = tiny_llava
+    enc = a.encode(samples)
+    mask = enc.answer_mask(a.vocab_size)
+    a.model.double()
+    try:
+        with torch.no_grad():
+            emb = a.embed(enc)
+        est, p, _ = estimated_ablated_probs(a, emb, mask, mode="mean")
+        layer, head, eps = 1, 2, 1e-2  # smaller steps meet float32 parts of the model (rotary tables)
+        with torch.no_grad(), intervene(a, Read([layer])) as cache:
+            a.lm_logits(emb)
+        z = cache[layer]
+        step = torch.zeros_like(z)
+        step[:, :, head] = ablation_delta(z, "mean")[:, :, head]
+        probs = []
+        for sign in (1, -1):
+            with torch.no_grad(), intervene(a, Patch(layer, z + sign * eps * step, heads=[head])):
+                probs.append((a.lm_logits(emb).double().softmax(-1) * mask).sum(-1))
+        fd = (probs[0] - probs[1]) / (2 * eps)
+    finally:
+        a.model.float()
+    assert fd.abs().max() > 1e-7  # a head with an effect to estimate
+    torch.testing.assert_close((est[:, layer, head] - p).double(), fd, rtol=1e-3, atol=1e-9)
+
+
+def test_untokenizable_answer_names_the_sample(tiny_llava, samples):
+    bad = Sample(id="q-42", question="What is it?", answer="   ", image=samples[0].image)
+    with pytest.raises(ValueError, match="q-42"):
+        check_answers(tiny_llava, [samples[0], bad])
+
+
+def test_missing_image_is_a_counted_skip(tiny_llava, samples, tmp_path):
+    gone = Sample(id="gone", question="Is there a circle?", answer="Yes", image_path=str(tmp_path / "nope.png"))
+    sweep = Sweep(tiny_llava, [samples[0], gone, samples[1]], batch_size=2, chunk_size=8)
+    (res,) = sweep.run()
+    assert res.ids == ["s0", "s1"]
+    assert res.skipped[0]["id"] == "gone" and "nope.png" in res.skipped[0]["reason"]
+    assert not res.ablated.isnan().any() and res.ablated.shape[0] == 2
+
+
+# ----------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n_per_category=2, seed=0)
+    return root
+
+
+def _cfg(world, out, *extra):
+    from vseam.config import load_config
+
+    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=1",
+                        "data.batch_size=2", "attribution.chunk_size=2", "attribution.progress=false",
+                        f"out_dir={out}", *extra])
+
+
+class _Kill(RuntimeError):
+    pass
+
+
+def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
+    from vseam.attribution.run import run_heads
+
+    full = run_heads(_cfg(world, tmp_path / "full"))
+    assert full["method"] == "exact" and full["n"] == full["n_total"] > 2
+    assert full["n_correct"] + full["n_incorrect"] == full["n"]
+    out = tmp_path / "full"
+    for f in ["head_scores.json", "head_scores.safetensors", "config.yaml", "heatmap_signed.png"]:
+        assert (out / f).exists(), f
+    d = json.loads((out / "head_scores.json").read_text())
+    for key in ["model_id", "num_layers", "num_heads", "method", "ablation", "dataset_id", "n", "skipped",
+                "baseline", "n_correct", "n_incorrect", "positive", "negative", "signed", "top_k"]:
+        assert key in d, key
+    for name in ("positive", "negative"):  # a heatmap exactly for each defined matrix
+        assert (out / f"heatmap_{name}.png").exists() == (d[name] is not None)
+
+    # kill after the first chunk, then start again with the same config
+    calls = []
+
+    def kill(res):
+        calls.append(res.index)
+        raise _Kill
+
+    cfg = _cfg(world, tmp_path / "killed")
+    with pytest.raises(_Kill):
+        run_heads(cfg, on_chunk=kill)
+    assert not (tmp_path / "killed" / "head_scores.json").exists()
+    recomputed = []
+    run_heads(cfg, on_chunk=lambda r: recomputed.append(r.index))
+    assert calls == [0] and 0 not in recomputed and recomputed  # chunk 0 was loaded, the rest computed
+    a, b = load_file(out / "head_scores.safetensors"), load_file(tmp_path / "killed" / "head_scores.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    # the same progress folder with another ablation is refused, not silently mixed
+    with pytest.raises(ProgressMismatchError):
+        run_heads(_cfg(world, tmp_path / "killed", "attribution.ablation=zero"))
+
+
+def test_atp_with_exact_rescoring(world, tmp_path):
+    from vseam.attribution.run import run_heads
+
+    exact = load_file_scores(run_heads(_cfg(world, tmp_path / "exact")))
+    res = run_heads(_cfg(world, tmp_path / "atp", "attribution.method=atp", "attribution.rescore_top_k=2"))
+    assert res["method"] == "atp+exact_topk" and res["exact_heads"]
+    atp = load_file_scores(res)
+    for l, h in res["exact_heads"]:
+        torch.testing.assert_close(atp["ablated"][:, l, h], exact["ablated"][:, l, h], atol=1e-6, rtol=0)
+
+
+def load_file_scores(result):
+    return load_file(result["files"]["safetensors"])
+
+
+def test_wandb_offline_run(world, tmp_path):
+    from vseam.attribution.run import run_heads
+
+    run_heads(_cfg(world, tmp_path, "logger=wandb", "logger.mode=offline"))
+    runs = list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
+    assert runs, "no offline W&B run was written"
+
+
+@pytest.mark.slow  # ~50-70 s on 2 shared cores: two interpreter start-ups and a gloo group
+def test_ddp_two_processes_equal_one(world, tmp_path):
+    """Chunks sharded over 2 CPU processes (DDP, gloo) give bit-identical files to 1 process.
+
+    Both use one intra-op thread per process: CPU kernels may sum in another order with another thread
+    count, and that, not the sharding, would be what differs.
+    """
+    from vseam.attribution.run import run_heads
+
+    common = ["data.batch_size=2", "attribution.chunk_size=2", "trainer.accelerator=cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_heads(_cfg(world, tmp_path / "one", *common))
+    finally:
+        torch.set_num_threads(threads)
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    out = tmp_path / "two"
+    args = [sys.executable, str(ROOT / "analyze.py"), "heads", "model=tiny-llava", "logger=none",
+            f"data.root={world}", "data.limit=1", "attribution.progress=false", *common, "trainer.devices=2",
+            "trainer.strategy=ddp", f"out_dir={out}"]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((out / "head_scores.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    a, b = load_file(one["files"]["safetensors"]), load_file(out / "head_scores.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -10,7 +10,7 @@ Checkpoints hold only the trainable parameters and the modulation's head list (a
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import Any, Sequence
 
 import lightning as L
@@ -54,7 +54,11 @@ class FrozenVLMModule(L.LightningModule):
             raise ValueError(f"method {method!r}: nothing to train (every parameter is frozen)")
         if gradient_checkpointing:
             # Non-reentrant: the inputs (cached embeddings) need no grad, gradients still reach the hooks.
-            self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kw = {"use_reentrant": False}
+            if hasattr(self.vlm, "activation_checkpointing_enable"):  # transformers >= 5.2 name
+                self.vlm.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+            else:
+                self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
         V = adapter.vocab_size
         self.train_acc = MulticlassAccuracy(num_classes=V, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=V, average="micro")
@@ -75,10 +79,39 @@ class FrozenVLMModule(L.LightningModule):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ------------------------------------------------------------------ steps
-    def logits(self, batch: Batch) -> torch.Tensor:
-        ctx = intervene(self.adapter, self.modulation) if self.modulation is not None else nullcontext()
-        with ctx:
+    def logits(self, batch: Batch, keep_hooks: bool = False) -> torch.Tensor:
+        """Last-position logits with the modulation applied.
+
+        ``keep_hooks``: leave the modulation hooks on until ``release_hooks()`` (called after backward),
+        because gradient checkpointing re-runs the layers, hooks included, during the backward pass.
+        """
+        if self.modulation is None:
             return self.adapter.lm_logits(batch.emb).float()
+        if not keep_hooks:
+            with intervene(self.adapter, self.modulation):
+                return self.adapter.lm_logits(batch.emb).float()
+        self.release_hooks()
+        self._hooks = ExitStack()
+        self._hooks.enter_context(intervene(self.adapter, self.modulation))
+        return self.adapter.lm_logits(batch.emb).float()
+
+    def release_hooks(self) -> None:
+        stack, self._hooks = getattr(self, "_hooks", None), None
+        if stack is not None:
+            stack.close()
+
+    def on_after_backward(self) -> None:
+        self.release_hooks()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.release_hooks()  # also when no backward ran (e.g. a skipped step)
+        if self.modulation is None or self.norm_every <= 0 or self.global_step % self.norm_every:
+            return
+        self.log_dict({f"{self.method}/{k}": v for k, v in head_norms(self.modulation).items()}, on_step=True,
+                      on_epoch=False, batch_size=len(batch))
+
+    def teardown(self, stage: str) -> None:
+        self.release_hooks()  # never leave hooks on the shared model, also after an exception
 
     def l1_penalty(self) -> torch.Tensor:
         if self.l1 <= 0 or self.modulation is None or self.modulation.scale is None:
@@ -87,7 +120,7 @@ class FrozenVLMModule(L.LightningModule):
 
     def _step(self, samples: Sequence[Sample], stage: str):
         batch = self.cache.batch(samples, device=self.device)
-        logits = self.logits(batch)
+        logits = self.logits(batch, keep_hooks=stage == "train")
         ce = F.cross_entropy(logits, batch.target)
         pred = logits.argmax(-1)
         # A prediction counts as correct when it is any accepted answer token (yes/no case variants).
@@ -101,10 +134,12 @@ class FrozenVLMModule(L.LightningModule):
         reg = self.l1_penalty()
         loss = ce + reg
         if not torch.isfinite(loss):
+            self.release_hooks()
             raise NonFiniteLossError(
-                f"non-finite training loss ({float(loss)}) at step {self.global_step} (epoch {self.current_epoch}, "
+                f"non-finite training loss ({loss.item()}) at step {self.global_step} (epoch {self.current_epoch}, "
                 f"batch {batch_idx}) of method {self.method!r}; stopping. The last good checkpoint is kept.")
-        self.log(f"{self.method}/train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{self.method}/train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=n)
         self.log(f"{self.method}/train/ce", ce, on_step=True, on_epoch=False, batch_size=n)
         if self.l1 > 0:
             self.log(f"{self.method}/train/l1", reg, on_step=True, on_epoch=False, batch_size=n)
@@ -121,10 +156,6 @@ class FrozenVLMModule(L.LightningModule):
         self.log(f"{self.method}/test/loss", ce, on_epoch=True, sync_dist=True, batch_size=n)
         self.log(f"{self.method}/test/acc", metric, on_epoch=True, batch_size=n)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if self.modulation is None or self.norm_every <= 0 or self.global_step % self.norm_every:
-            return
-        self.log_dict({f"{self.method}/{k}": v for k, v in head_norms(self.modulation).items()}, on_step=True, on_epoch=False, batch_size=len(batch))
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
 from vseam.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
+
+# The frozen VLM is in eval mode on purpose (no dropout); Lightning's notice about it is noise here.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
 TRAINED = ("learned", "random", "lora", "ia3")

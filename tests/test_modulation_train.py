@@ -1,0 +1,146 @@
+"""End-to-end tests of the training job (``run_train`` / ``python train.py``) on a tiny random LLaVA and a
+small organism world: the summary and files it writes, the W&B sweep agent's exact argv, 2-process DDP
+against 1 process, and clear errors for head lists of another shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vseam.config import load_config
+from vseam.modulation.checkpoint import load_modulation, read_modulation
+from vseam.modulation.heads import HeadShapeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory) -> str:
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n_per_category=14, seed=5)
+    return str(root)
+
+
+def _tiny_args(world_root: str, out: Path) -> list[str]:
+    return ["model=tiny-llava", f"data.root={world_root}", f"out_dir={out}", "trainer.accelerator=cpu",
+            "data.batch_size=8", "modulation.k_pos=2", "modulation.k_neg=2", "modulation.attribution_limit=24"]
+
+
+def _env() -> dict:
+    env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return env
+
+
+def _head_scores_file(path: Path, L: int = 2, H: int = 4) -> Path:
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.rand(L, H, generator=g), torch.rand(L, H, generator=g)
+    path.write_text(json.dumps({"model": "tiny", "method": "exact", "num_layers": L, "num_heads": H,
+                                "positive": pos.tolist(), "negative": neg.tolist(), "signed": (pos - neg).tolist()}))
+    return path
+
+
+def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_root, capsys):
+    from vseam.modulation.run import run_train
+
+    out = tmp_path / "run"
+    cfg = load_config(_tiny_args(world_root, out) + ["logger=csv", "trainer.max_epochs=2", "modulation.lr=0.05"])
+    summary = run_train(cfg)
+    printed = capsys.readouterr().out
+    assert set(summary["methods"]) == {"none", "heuristic", "learned", "random", "lora", "ia3"}
+    for name in summary["methods"]:
+        assert name in printed
+    m = summary["methods"]
+    assert m["none"]["trainable_params"] == 0 and m["heuristic"]["trainable_params"] == 0
+    k = len(summary["key_heads"]["all"])
+    assert k > 0 and m["learned"]["trainable_params"] == k * (1 + 8)  # scalar scale + offset of head_dim 8
+    assert m["random"]["trainable_params"] == m["learned"]["trainable_params"]
+    assert m["lora"]["trainable_params"] > m["learned"]["trainable_params"] > 0
+    assert set(m["learned"]["test"]["by_level"]) == {"object", "attribute", "relation"}
+    assert m["learned"]["test"]["n"] == summary["splits"]["test"]
+    assert m["learned"]["steps"] > 0 and m["learned"]["best_checkpoint"]
+    assert summary["head_scores"]["dataset"].endswith(":train") and summary["head_scores"]["n"] == 24
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["methods"]["learned"]["test"] == m["learned"]["test"]
+    mod, info = read_modulation(out / "modulation.safetensors")
+    assert [tuple(h) for h in summary["key_heads"]["all"]] == mod.heads
+    assert (out / "modulation.safetensors").stat().st_size < 10_000
+    assert all(p.stat().st_size < 20_000 for p in (out / "checkpoints" / "learned").glob("*.ckpt"))
+    preds = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 6 * summary["splits"]["test"]
+    assert list((out / "logs").rglob("metrics.csv"))
+
+
+def test_head_list_for_another_shape_fails_before_training(tmp_path, world_root):
+    from vseam.modulation.run import run_train
+
+    scores = _head_scores_file(tmp_path / "head_scores.json", L=32, H=32)
+    cfg = load_config(_tiny_args(world_root, tmp_path / "run") + ["logger=none", f"modulation.head_scores={scores}"])
+    with pytest.raises(HeadShapeError, match="32 layers x 32 heads.*this model has 2 x 4"):
+        run_train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sweep_agent_argv_runs_train_py(tmp_path, world_root):
+    """Build the command exactly as ``wandb agent`` does from configs/sweep.yaml and run it."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    sweep = yaml.safe_load((REPO / "configs" / "sweep.yaml").read_text())
+    assert sweep["command"] == ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+    swept = {"modulation.lr", "modulation.k_pos", "modulation.k_neg", "modulation.scale", "modulation.offset",
+             "modulation.l1"}
+    assert swept <= set(sweep["parameters"])
+    # One point of the search space, as the sweep controller would send it (first value / range minimum) ...
+    params = {k: (v["values"][0] if "values" in v else v.get("value", v.get("min")))
+              for k, v in sweep["parameters"].items()}
+    params["modulation.offset"] = False  # a bool exactly as the agent formats it ("False")
+    params["modulation.scale"] = "vector"
+    # ... plus a smoke-test model and data, as a user would add fixed `value:` parameters to the sweep file.
+    for a in _tiny_args(world_root, tmp_path / "run") + ["trainer.max_steps=3", "logger=none"]:
+        key, value = a.split("=", 1)
+        params[key] = value
+    args = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
+    sweep_vars = {**args, "interpreter": ["python"], "program": [sweep["program"]], "env": ["/usr/bin/env"]}
+    argv = []
+    for c in create_sweep_command(list(sweep["command"])):
+        argv += sweep_vars[c[2:-1]] if c.startswith("${") else [c]
+    assert "modulation.offset=False" in argv and "modulation.methods=[learned]" in argv
+    env = _env()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert list(summary["methods"]) == ["learned"]
+    mod, _ = read_modulation(tmp_path / "run" / "modulation.safetensors")
+    assert mod.offset is None and mod.scale.shape == (len(mod.heads), 8)
+    assert summary["head_scores"]["source"] == "computed"
+
+
+def test_ddp_two_processes_end_with_the_parameters_of_one(tmp_path, world_root):
+    """Same global batch (8) on 1 process and on 2 gloo processes of 4 each: same learned parameters."""
+    scores = _head_scores_file(tmp_path / "head_scores.json")
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"ddp{n}"
+        argv = [sys.executable, "train.py", *_tiny_args(world_root, out), "logger=none", "modulation.methods=[learned]",
+                f"modulation.head_scores={scores}", "modulation.scale=vector", "modulation.lr=0.05",
+                "trainer.max_steps=5", f"trainer.devices={n}", f"trainer.strategy={'ddp' if n > 1 else 'auto'}"]
+        proc = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("written:") == 1  # only rank 0 writes (and prints) results
+        runs[n] = load_modulation(out / "modulation.safetensors")
+        assert json.loads((out / "summary.json").read_text())["methods"]["learned"]["steps"] == 5
+    a, b = runs[1], runs[2]
+    assert a.heads == b.heads
+    assert not torch.allclose(a.scale, torch.ones_like(a.scale))  # it did train
+    torch.testing.assert_close(a.scale, b.scale, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.offset, b.offset, atol=1e-5, rtol=1e-4)

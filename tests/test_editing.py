@@ -482,3 +482,41 @@ def test_run_edit_on_the_organism_filters_its_exact_edits(tmp_path):
     kept = read_manifest(tmp_path / "out")  # the effective subset
     assert len(kept) == res["filter"]["total"]["kept"]
     assert {r.id for r in kept} <= {r.id for r in mine}
+
+
+def test_edit_run_with_a_refiner_gets_scaled_boxes_and_records_the_mask_png(tmp_path):
+    from vseam.editing.run import edit_counts, edit_samples
+
+    ann, imgs, ids = _write_world(tmp_path)
+    seen = []
+
+    class HalfRefiner:  # keeps the left half of the box mask, as a segmenter would keep the object
+        def refine(self, image, boxes, box_mask):
+            seen.append(boxes)
+            m = box_mask.copy()
+            cols = np.where(box_mask.any(0))[0]
+            m[:, cols[len(cols) // 2]:] = False
+            return m, True
+
+    def paint_white(images, masks, prompts, ids_):
+        return [Image.new("RGB", im.size, (255, 255, 255)) for im in images]
+
+    samples = read_benchmark("gqa", ann, imgs)
+    out = tmp_path / "out"
+    rep = edit_samples(samples, out, paint_white, RuleWriter(seed=0), box_reference_size=[500, 500],
+                       refiner=HalfRefiner(), batch_size=8, progress=False)
+    assert rep["edited"] == 3
+    color = json.loads((DATA / "gqa" / "Color.sample.json").read_text())
+    b = color[ids[0]]["object_positions"][0]
+    # annotation [0, 500)^2 -> the 50x40 image
+    assert seen[0] == [pytest.approx([b["x"] * 0.1, b["y"] * 0.08, b["w"] * 0.1, b["h"] * 0.08])]
+    for r in read_jsonl(out / "edits.jsonl"):
+        assert r["mask"] == str((out / "masks" / "Color" / f"{r['id']}.png").resolve())
+        m = np.asarray(Image.open(r["mask"])) > 0
+        ed = np.asarray(Image.open(r["edited_image"]))
+        clean = np.asarray(Image.open(r["image"]).convert("RGB"))
+        assert (ed[m] == 255).all() and (ed[~m] == clean[~m]).all()
+    flat = edit_counts(rep)
+    assert flat == {"edit/edited": 3, "edit/skipped": 3, "edit/skipped/missing_image": 1,
+                    "edit/skipped/box_outside_image": 1, "edit/skipped/not_covered": 1,
+                    "edit/Color/edited": 3, "edit/Spatial/edited": 0}

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vseam.data.sample import EditRecord, MissingImageError, Sample, load_image
-from vseam.editing.masks import BoxOutsideImageError, box_mask
+from vseam.editing.masks import BoxOutsideImageError, box_mask, paste_unmasked, scale_box
 from vseam.editing.rules import EditPlan, NotCovered
 from vseam.utils.io import append_jsonl, atomic_path, read_jsonl, write_json, write_text
 
@@ -88,13 +88,16 @@ def edit_samples(samples: Sequence[Sample], out_dir: str | Path, inpainter: Call
             return
         edited = inpainter([b[2] for b in batch], [b[3] for b in batch], [b[1].edit_prompt for b in batch],
                            [_key(b[0].category, b[0].id) for b in batch])
+        from PIL import Image
+
         records = []
-        for (s, plan, _img, mask, mask_field), im in zip(batch, edited):
+        for (s, plan, img, mask, mask_field), im in zip(batch, edited):
+            # whatever the inpainter did, only the masked region may change
+            im = Image.fromarray(paste_unmasked(np.asarray(img), np.asarray(im.convert("RGB").resize(img.size)), mask))
             sub = _safe(s.category or "all")
             ed_path = out / "edited" / sub / f"{_safe(s.id)}.png"
             _save_png(ed_path, im)
             mask_path = out / "masks" / sub / f"{_safe(s.id)}.png"
-            from PIL import Image
 
             _save_png(mask_path, Image.fromarray(mask.astype(np.uint8) * 255, mode="L"))
             records.append(EditRecord(
@@ -129,8 +132,9 @@ def edit_samples(samples: Sequence[Sample], out_dir: str | Path, inpainter: Call
             skip(s, "box_outside_image", str(e))
             continue
         mask_field: Any = [[float(v) for v in b] for b in dil]
-        if refiner is not None:
-            mask, refined = refiner.refine(image, plan.boxes, mask)
+        if refiner is not None:  # SAM is prompted with the annotated boxes in the image's pixels
+            scaled = [scale_box(b, _reference_size(s, box_reference_size), image.size) for b in plan.boxes]
+            mask, refined = refiner.refine(image, scaled, mask)
             if refined:
                 mask_field = None  # the mask PNG is the mask
         batch.append((s, plan, image, mask, mask_field))
@@ -309,18 +313,29 @@ def run_edit(cfg: Any, *, pipe: Any = None, adapter: Any = None) -> dict:
     return _filter_step(cfg, e, out, adapter, result)
 
 
-def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dict:
-    if bool(_get(e, "filter", True)):
-        if adapter is None:
-            from vseam.models import load_adapter
+def edit_counts(report: dict, prefix: str = "edit") -> dict:
+    """The editing counts as flat W&B keys: ``edit/edited``, ``edit/skipped/<kind>``, ``edit/<category>/edited``."""
+    flat = {f"{prefix}/edited": report.get("edited", 0), f"{prefix}/skipped": report.get("skipped", 0)}
+    flat.update({f"{prefix}/skipped/{k}": v for k, v in (report.get("skips_by_kind") or {}).items()})
+    for cat, d in (report.get("categories") or {}).items():
+        flat[f"{prefix}/{cat}/edited"] = d["edited"]
+    return flat
 
-            adapter = load_adapter(_get(cfg, "model"))
-        log_fn, finish = _wandb_logger(cfg, out)
-        try:
+
+def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dict:
+    log_fn, finish = _wandb_logger(cfg, out)
+    try:
+        if log_fn is not None:
+            log_fn(edit_counts(result["edit"]))
+        if bool(_get(e, "filter", True)):
+            if adapter is None:
+                from vseam.models import load_adapter
+
+                adapter = load_adapter(_get(cfg, "model"))
             rep = filter_manifest(out, adapter, batch_size=int(_get(e, "filter_batch_size", 8)),
                                   progress=bool(_get(e, "progress", True)), log_fn=log_fn)
-        finally:
-            finish()
-        result["filter"] = {"total": rep["total"], "categories": rep["categories"]}
+            result["filter"] = {"total": rep["total"], "categories": rep["categories"]}
+    finally:
+        finish()
     write_json(out / "edit_summary.json", result)
     return result

@@ -98,7 +98,6 @@ def edit_samples(samples: Sequence[Sample], out_dir: str | Path, inpainter: Call
             ed_path = out / "edited" / sub / f"{_safe(s.id)}.png"
             _save_png(ed_path, im)
             mask_path = out / "masks" / sub / f"{_safe(s.id)}.png"
-
             _save_png(mask_path, Image.fromarray(mask.astype(np.uint8) * 255, mode="L"))
             records.append(EditRecord(
                 id=s.id, question=s.question, answer=s.answer, image=str(Path(s.image_path).resolve())
@@ -155,8 +154,8 @@ def edit_report(out_dir: str | Path) -> dict:
     for r in recs:
         per[r.get("category") or "all"]["edited"] += 1
     for r in skips:
-        per[r.get("category") or "all"]["skipped"][r["kind"]] = per[r.get("category") or "all"]["skipped"].get(
-            r["kind"], 0) + 1
+        counts = per[r.get("category") or "all"]["skipped"]
+        counts[r["kind"]] = counts.get(r["kind"], 0) + 1
     by_kind = Counter(r["kind"] for r in skips)
     by_reason = Counter(_reason_class(r["reason"]) for r in skips)
     return {"edited": len(recs), "skipped": len(skips), "skips_by_kind": {k: by_kind.get(k, 0) for k in SKIP_KINDS},

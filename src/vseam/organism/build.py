@@ -1,0 +1,199 @@
+"""Build the organism's models: tokenizer, tiny LLaVA / InstructBLIP from scratch, training, checkpoints.
+
+``build_organism`` trains one architecture with Lightning, keeps an early snapshot as the
+under-trained variant (the first validation whose mean accuracy reaches ``undertrained_at``), and
+writes both as ``save_pretrained`` folders with ``accuracy.json`` (held-out accuracy) and
+``training.json`` (learning curve, wall time, settings).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vseam.utils.io import write_json
+
+
+@dataclass
+class OrganismTrainConfig:
+    arch: str = "llava"  # llava | instructblip
+    seed: int = 0  # weights, data order and the train/val/test worlds
+    # model sizes (cells of the world = ViT patches: one object is one image token)
+    image_size: int = 48
+    patch_size: int = 16
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    hidden_size: int = 64
+    num_layers: int = 3
+    num_heads: int = 4
+    intermediate_size: int = 128
+    initializer_range: float = 0.1  # 0.02 sits at chance for thousands of steps at this size
+    qformer_hidden_size: int = 64  # instructblip only
+    qformer_layers: int = 2  # instructblip only
+    num_query_tokens: int = 9  # instructblip only (= number of patches)
+    vocab_size: int = 512  # BPE vocabulary cap
+    # data
+    n_train_per_category: int = 1000  # world items per category (x2 with their edited twins)
+    n_val_per_category: int = 50
+    n_test_per_category: int = 100  # fresh held-out items for accuracy.json
+    with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
+    batch_size: int = 64
+    # optimisation
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_steps: int = 2500
+    val_every: int = 100
+    attribute_from: int = 400  # curriculum: first step with attribute questions (objects from step 0)
+    relation_from: int = 800  # curriculum: first step with relation questions
+    undertrained_at: float = 0.78  # snapshot at the first validation with mean accuracy >= this
+    threads: int = 1  # torch threads; one thread is faster than two on 2 shared cores
+    extra: dict = field(default_factory=dict)
+
+
+def world_texts(n: int = 40) -> list[str]:
+    """Questions and answers of every category and kind, to train the tokenizer on."""
+    from vseam.world.questions import CATEGORIES, answer_vocabulary, generate
+
+    texts = [it.question for c in CATEGORIES for it in generate(c, n, seed=12345, split="tok")]
+    return texts + [" ".join(answer_vocabulary())]
+
+
+def build_model(cfg: OrganismTrainConfig):
+    """A random model of ``cfg.arch`` with the organism's tokenizer: ``(model, processor)``."""
+    from vseam.models.tiny import build_tiny_instructblip, build_tiny_llava
+    from vseam.models.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(world_texts(), vocab_size=cfg.vocab_size)
+    common = dict(image_size=cfg.image_size, patch_size=cfg.patch_size, vision_hidden_size=cfg.vision_hidden_size,
+                  vision_layers=cfg.vision_layers, vision_heads=cfg.vision_heads, hidden_size=cfg.hidden_size,
+                  num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=None,
+                  intermediate_size=cfg.intermediate_size, initializer_range=cfg.initializer_range, seed=cfg.seed)
+    if cfg.arch == "llava":
+        return build_tiny_llava(tok, **common)
+    if cfg.arch == "instructblip":
+        return build_tiny_instructblip(tok, qformer_hidden_size=cfg.qformer_hidden_size,
+                                       qformer_layers=cfg.qformer_layers, num_query_tokens=cfg.num_query_tokens,
+                                       **common)
+    raise ValueError(f"arch={cfg.arch!r}: expected llava or instructblip")
+
+
+def make_adapter(model, processor, arch: str):
+    from vseam.models import InstructBlipAdapter, LlavaAdapter
+
+    return {"llava": LlavaAdapter, "instructblip": InstructBlipAdapter}[arch](model, processor)
+
+
+def save_checkpoint(out: Path, model, processor, accuracy: dict, training: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    write_json(out / "accuracy.json", accuracy)
+    write_json(out / "training.json", training)
+
+
+def _snapshot_callback(threshold: float):
+    import lightning as L
+
+    class UndertrainedSnapshot(L.Callback):
+        """Keep the weights at the first validation whose mean accuracy reaches ``threshold``."""
+
+        def __init__(self):
+            self.state, self.entry = None, None
+
+        def on_validation_end(self, trainer, pl_module):
+            if self.state is None and pl_module.history and pl_module.history[-1]["val_acc/mean"] >= threshold:
+                self.state = copy.deepcopy(pl_module.model.state_dict())
+                self.entry = dict(pl_module.history[-1])
+
+    return UndertrainedSnapshot()
+
+
+def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> dict:
+    """Train ``cfg.arch`` from scratch; write ``<out_root>/<arch>`` and ``<out_root>/<arch>-undertrained``."""
+    import lightning as L
+
+    from vseam.organism.data import OrganismDataModule
+    from vseam.organism.evaluate import accuracy_report, heldout_items
+    from vseam.organism.module import OrganismModule
+
+    log = log or (lambda msg: print(f"[{cfg.arch} {time.strftime('%H:%M:%S')}] {msg}", flush=True))
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    t0 = time.time()
+    model, processor = build_model(cfg)
+    adapter = make_adapter(model, processor, cfg.arch)
+    dm = OrganismDataModule(adapter, n_train_per_category=cfg.n_train_per_category,
+                            n_val_per_category=cfg.n_val_per_category, seed=cfg.seed, with_edits=cfg.with_edits,
+                            batch_size=cfg.batch_size, cell=cfg.patch_size, grid=cfg.image_size // cfg.patch_size,
+                            curriculum={"object": 0, "attribute": cfg.attribute_from, "relation": cfg.relation_from},
+                            steps=cfg.max_steps)
+    dm.setup()
+    t_data = time.time() - t0
+    module = OrganismModule(adapter, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                            max_steps=cfg.max_steps, log=log)
+    snap = _snapshot_callback(cfg.undertrained_at)
+    trainer = L.Trainer(max_steps=cfg.max_steps, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        val_check_interval=cfg.val_every, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=0, callbacks=[snap], deterministic=True)
+    t1 = time.time()
+    trainer.fit(module, datamodule=dm)
+    t_train = time.time() - t1
+    model.eval()
+
+    test = heldout_items(cfg.n_test_per_category, cfg.seed)
+    settings = asdict(cfg)
+    results = {}
+    final_state = copy.deepcopy(model.state_dict())
+    variants = [("", final_state, module.history[-1] if module.history else None)]
+    if snap.state is not None:
+        variants.append(("-undertrained", snap.state, snap.entry))
+    else:
+        log(f"no validation reached mean accuracy {cfg.undertrained_at}: no under-trained snapshot")
+    for suffix, state, entry in variants:
+        model.load_state_dict(state)
+        acc = accuracy_report(adapter, test)
+        acc.update({"test_world_seed": cfg.seed * 1000 + 3, "n_per_category": cfg.n_test_per_category,
+                    "step": entry["step"] if entry else None})
+        training = {"settings": settings, "wall_time_s": {"data": t_data, "train": t_train},
+                    "steps": int(trainer.global_step), "snapshot": entry, "learning_curve": module.history,
+                    "torch_threads": cfg.threads}
+        out = Path(out_root) / f"{cfg.arch}{suffix}"
+        save_checkpoint(out, model, processor, acc, training)
+        results[out.name] = acc
+        log(f"{out}: held-out accuracy {json.dumps({k: round(v, 3) for k, v in acc['level'].items()})} "
+            f"overall {acc['overall']:.3f} (step {acc['step']})")
+    model.load_state_dict(final_state)
+    log(f"{cfg.arch}: data {t_data:.0f}s, training {t_train:.0f}s for {trainer.global_step} steps")
+    return results
+
+
+# Per-architecture settings that differ from the dataclass defaults (the shipped checkpoints' recipe).
+ARCH_DEFAULTS: dict[str, dict] = {
+    "llava": {},
+    "instructblip": {},
+}
+
+
+def train_config(arch: str, overrides: dict | None = None) -> OrganismTrainConfig:
+    """The recipe of ``arch`` with ``key=value`` overrides (strings are cast to each field's type)."""
+    if arch not in ARCH_DEFAULTS:
+        raise ValueError(f"arch={arch!r}: expected one of {sorted(ARCH_DEFAULTS)}")
+    cfg = OrganismTrainConfig(arch=arch, **ARCH_DEFAULTS[arch])
+    for key, value in (overrides or {}).items():
+        if key not in OrganismTrainConfig.__dataclass_fields__ or key == "extra":
+            raise ValueError(f"unknown organism training key {key!r}; known: "
+                             f"{sorted(k for k in OrganismTrainConfig.__dataclass_fields__ if k != 'extra')}")
+        current = getattr(cfg, key)
+        if isinstance(value, str) and not isinstance(current, str):
+            value = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else type(current)(value)
+        setattr(cfg, key, value)
+    return cfg

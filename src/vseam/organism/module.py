@@ -1,0 +1,80 @@
+"""LightningModule that trains a tiny VLM from scratch on the organism world (answer-token cross-entropy).
+
+The forward pass is the evaluation adapter's own (vision side -> merged embeddings -> language model,
+positions counted over real tokens), so the trained model is scored exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from vseam.organism.encode import lm_logits
+
+LEVELS = ("object", "attribute", "relation")
+
+
+class OrganismModule(L.LightningModule):
+    def __init__(self, adapter, lr: float = 2e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
+                 max_steps: int = 2000, min_lr_ratio: float = 0.05, log=None):
+        super().__init__()
+        self.adapter = adapter
+        self.model = adapter.model  # registered here so Lightning sees (and trains) the parameters
+        self.lr, self.weight_decay = lr, weight_decay
+        self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
+        self.history: list[dict] = []  # learning curve: one entry per validation
+        self.log_fn = log  # called with each learning-curve entry (progress of long runs)
+        self._loss_ema: float | None = None
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return lm_logits(self.adapter, batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["target"])
+        acc = (logits.argmax(-1) == batch["target"]).float().mean()
+        v = float(loss.detach())
+        self._loss_ema = v if self._loss_ema is None else 0.95 * self._loss_ema + 0.05 * v
+        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, batch_size=len(batch["target"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch)
+        self._val.append(((logits.argmax(-1) == batch["target"]).cpu(), batch["level_index"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        correct = torch.cat([c for c, _ in self._val]).float()
+        level = torch.cat([lv for _, lv in self._val])
+        self._val.clear()
+        accs = {name: float(correct[level == i].mean()) for i, name in enumerate(LEVELS) if (level == i).any()}
+        entry = {"step": int(self.global_step), "train_loss": self._loss_ema,
+                 **{f"val_acc/{k}": v for k, v in accs.items()},
+                 "val_acc/min_level": min(accs.values()), "val_acc/mean": float(correct.mean())}
+        self.history.append(entry)
+        if self.log_fn is not None:
+            self.log_fn(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
+        self.log_dict({k: v for k, v in entry.items() if k.startswith("val_acc")}, prog_bar=True)
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        t = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                # norms, biases and embeddings are not decayed (the usual transformer recipe)
+                (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,96 @@
+"""Benchmark evaluation: metric math (no model), and ``analyze.py eval`` on the GQA / POPE / COCO-QA
+annotation samples with generated images, a missing image counted as a skip, with and without a
+saved modulation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vseam.data.readers import read_benchmark
+from vseam.evaluation import evaluate, grouped_accuracy, is_yes, pope_metrics, summarize
+from vseam.interventions import HeadModulation
+from vseam.modulation.checkpoint import save_modulation
+
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
+FILES = {"gqa": FIXTURES / "gqa" / "Color.sample.json", "pope": FIXTURES / "pope" / "coco_pope_random.sample.jsonl",
+         "cocoqa": FIXTURES / "cocoqa" / "color_coco_qa.sample.csv"}
+
+
+def test_pope_metrics_by_hand():
+    pred = [True, True, False, False, True]
+    gold = [True, False, False, True, True]  # TP 2, FP 1, FN 1, TN 1
+    m = pope_metrics(pred, gold)
+    assert m["n"] == 5
+    assert m["accuracy"] == pytest.approx(3 / 5) and m["yes_ratio"] == pytest.approx(3 / 5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert pope_metrics([], [])["accuracy"] is None
+
+
+def test_yes_reading_and_grouped_accuracy():
+    assert is_yes("▁Yes") and is_yes("yes") and is_yes("YES") and not is_yes("▁No") and not is_yes("▁yesterday")
+    recs = [{"level": "object", "correct": True}, {"level": "object", "correct": False},
+            {"level": "relation", "correct": True}, {"level": None, "correct": False}]
+    assert grouped_accuracy(recs, "level") == {"object": {"acc": 0.5, "n": 2}, "relation": {"acc": 1.0, "n": 1}}
+    s = summarize(recs, skipped=[{"id": "x", "reason": "gone"}])
+    assert s["accuracy"] == 0.5 and s["skipped"] == 1 and summarize([])["accuracy"] is None
+
+
+def _make_images(samples, image_dir: Path, leave_out: int = 1) -> int:
+    """Draw an image for every referenced file except the last ``leave_out`` distinct ones."""
+    paths = sorted({s.image_path for s in samples})
+    rng = np.random.RandomState(0)
+    for p in paths[: len(paths) - leave_out]:
+        Image.fromarray(rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
+    missing = set(paths[len(paths) - leave_out:])
+    return sum(s.image_path in missing for s in samples)
+
+
+@pytest.mark.parametrize("fmt", ["gqa", "pope", "cocoqa"])
+def test_evaluate_counts_missing_images_as_skips(fmt, tmp_path, tiny_llava):
+    samples = read_benchmark(fmt, FILES[fmt], image_dir=tmp_path, limit=8)
+    n_missing = _make_images(samples, tmp_path)
+    assert n_missing > 0
+    res = evaluate(tiny_llava, samples, batch_size=4)
+    assert len(res.skipped) == n_missing and len(res.records) == len(samples) - n_missing
+    assert all("image not found" in s["reason"] for s in res.skipped)
+    s = res.summary()
+    assert s["skipped"] == n_missing and s["n"] == len(res.records)
+    ref = tiny_llava.score([x for x in samples if x.id in {r["id"] for r in res.records}])
+    assert [r["correct"] for r in res.records] == ref.correct.tolist()
+    torch.testing.assert_close(torch.tensor([r["prob"] for r in res.records]), ref.prob, atol=1e-5, rtol=1e-4)
+    if fmt == "pope":
+        assert set(s["pope"]) == {"random"} and s["pope"]["random"]["n"] == len(res.records)
+
+
+def test_analyze_eval_pope_with_a_saved_modulation(tmp_path, tiny_llava):
+    from vseam.cli import analyze_main
+
+    samples = read_benchmark("pope", FILES["pope"], image_dir=tmp_path / "img", limit=8)  # two images
+    (tmp_path / "img").mkdir()
+    n_missing = _make_images(samples, tmp_path / "img")
+    mod = HeadModulation([(0, 1), (1, 2)], tiny_llava.head_dim, scale="scalar")
+    with torch.no_grad():
+        mod.scale.fill_(0.0)  # silence two heads: the answer probabilities must move
+        mod.offset.normal_(generator=torch.Generator().manual_seed(0))
+    mpath = save_modulation(tmp_path / "m.safetensors", mod, model="tiny", num_layers=2, num_heads=4)
+    out = tmp_path / "eval"
+    summary = analyze_main(["eval", "model=tiny-llava", "data.format=pope", f"data.annotations=[{FILES['pope']}]",
+                            f"data.image_dir={tmp_path / 'img'}", "data.limit=8", "logger=none", f"out_dir={out}",
+                            f"modulation.checkpoint={mpath}"])
+    on_disk = json.loads((out / "eval_results.json").read_text())
+    assert set(on_disk["results"]) == {"base", "modulated"}
+    for r in on_disk["results"].values():
+        assert r["skipped"] == n_missing and r["n"] == 8 - n_missing > 0
+        assert set(r["pope"]["random"]) == {"n", "accuracy", "precision", "recall", "f1", "yes_ratio"}
+    preds = [json.loads(x) for x in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    base = [p["prob"] for p in preds if p["run"] == "base"]
+    modded = [p["prob"] for p in preds if p["run"] == "modulated"]
+    assert len(base) == len(modded) == 8 - n_missing and base != modded
+    assert summary["modulation"] == str(mpath)

@@ -78,6 +78,26 @@ def test_head_scores_file_schema_and_undefined_matrix(tmp_path):
         head_scores_from_dict(bad)
 
 
+def test_reads_the_attribution_engines_result_file(tmp_path):
+    from vseam.attribution.outputs import build_result
+    from vseam.attribution.scores import head_scores
+
+    g = torch.Generator().manual_seed(0)
+    prob = torch.rand(6, generator=g)
+    ablated = torch.rand(6, 2, 3, generator=g)
+    correct = torch.tensor([True, False, True, True, False, False])
+    theirs = head_scores(prob, correct, ablated)
+    result = build_result(theirs, model_id="tiny", arch="llava", num_layers=2, num_heads=3, method="exact",
+                          ablation="mean", dataset_id="d", n_total=6, skipped=[], prob=prob, correct=correct, k=2)
+    (tmp_path / "head_scores.json").write_text(json.dumps(result))
+    ours = load_head_scores(tmp_path / "head_scores.json")
+    assert ours.model == "tiny" and ours.shape == (2, 3)
+    torch.testing.assert_close(ours.positive, theirs.positive)
+    torch.testing.assert_close(ours.signed, theirs.signed)
+    want = [(d["layer"], d["head"]) for d in result["top_k"]["positive"] if d["score"] > 0]
+    assert select_key_heads(ours, 2, 0)["positive"] == want
+
+
 def test_random_heads_deterministic_distinct_and_avoid_key_heads():
     a = random_heads(4, 4, 5, seed=1, exclude=[(0, 0), (1, 1)])
     assert a == random_heads(4, 4, 5, seed=1, exclude=[(0, 0), (1, 1)])
@@ -274,3 +294,16 @@ def test_peft_baseline_trains_only_its_adapter_and_leaves_the_shared_model(kind,
     assert count_trainable(tiny_llava.model) == 0
     for k, v in tiny_llava.model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_bf16_mixed_training_then_float32_evaluation(tmp_path, tiny_llava, world_samples):
+    """bf16-mixed (the 7B GPU setting) runs here on the CPU; embeddings cached under autocast still serve
+    a float32 evaluation afterwards."""
+    from vseam.evaluation import evaluate
+
+    mod = HeadModulation([(0, 1), (1, 2)], tiny_llava.head_dim, scale="vector")
+    module = FrozenVLMModule(tiny_llava, mod, lr=0.05)
+    _trainer(tmp_path, max_steps=3, precision="bf16-mixed").fit(module, datamodule=_dm(world_samples))
+    assert mod.scale.dtype == torch.float32 and not torch.equal(mod.scale.detach(), torch.ones_like(mod.scale))
+    res = evaluate(tiny_llava, world_samples[:8], mod, cache=module.cache)
+    assert len(res.records) == 8 and all(0.0 <= r["prob"] <= 1.0 for r in res.records)

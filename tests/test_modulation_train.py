@@ -53,7 +53,8 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     from vseam.modulation.run import run_train
 
     out = tmp_path / "run"
-    cfg = load_config(_tiny_args(world_root, out) + ["logger=csv", "trainer.max_epochs=2", "modulation.lr=0.05"])
+    cfg = load_config(_tiny_args(world_root, out) + ["logger=wandb", "logger.mode=offline", "logger.norm_every=1",
+                                                     "trainer.max_epochs=2", "modulation.lr=0.05"])
     summary = run_train(cfg)
     printed = capsys.readouterr().out
     assert set(summary["methods"]) == {"none", "heuristic", "learned", "random", "lora", "ia3"}
@@ -77,7 +78,13 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     assert all(p.stat().st_size < 20_000 for p in (out / "checkpoints" / "learned").glob("*.ckpt"))
     preds = (out / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 6 * summary["splits"]["test"]
-    assert list((out / "logs").rglob("metrics.csv"))
+    # the offline W&B run holds the config, losses, lr, per-head norms and the tables
+    (run_file,) = list((out / "logs").rglob("run-*.wandb"))
+    data = run_file.read_bytes()
+    l, h = summary["key_heads"]["all"][0]
+    for key in ["learned/train/loss", "learned/val/acc", "lr-AdamW", f"learned/heads/L{l}H{h}/scale_dev",
+                f"learned/heads/L{l}H{h}/offset_norm", "lora/test/acc", "comparison", "before_after", "k_pos"]:
+        assert key.encode() in data, key
 
 
 def test_head_list_for_another_shape_fails_before_training(tmp_path, world_root):

@@ -121,6 +121,7 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0  # Lightning's validation sanity check batches before training
     enable_progress_bar: bool = False  # Lightning's progress bar (off: one line per epoch instead)
     deterministic: bool = False  # torch deterministic algorithms
+    torch_threads: int = 0  # torch intra-op CPU threads; 0 = torch's default (1 can be faster on a shared CPU)
 
 
 @dataclass

@@ -76,7 +76,8 @@ class EmbeddingCache:
         device = device or self.adapter.device
         T = max(e.embeds.shape[0] for e in entries)
         d = entries[0].embeds.shape[1]
-        x = torch.zeros(len(entries), T, d, dtype=entries[0].embeds.dtype, device=device)
+        # In the model's dtype: entries made under autocast (bf16-mixed) may be bf16 while the model is not.
+        x = torch.zeros(len(entries), T, d, dtype=self.adapter.dtype, device=device)
         mask = torch.zeros(len(entries), T, dtype=torch.long, device=device)
         for i, e in enumerate(entries):
             n = e.embeds.shape[0]

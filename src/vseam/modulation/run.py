@@ -175,6 +175,8 @@ def run_train(cfg) -> dict:
     out = Path(cfg.out_dir or "runs/train/latest")
     t_start = time.time()
     L.seed_everything(int(tc.seed), workers=True, verbose=False)
+    if int(tc.torch_threads) > 0:
+        torch.set_num_threads(int(tc.torch_threads))
 
     adapter = load_adapter(cfg.model)
     total_params = sum(p.numel() for p in adapter.model.parameters())
@@ -273,8 +275,10 @@ def run_train(cfg) -> dict:
         print("\n" + table + f"\n\nwritten: {out / 'summary.json'} ({summary['seconds']} s)", flush=True)
         if logger is not None:
             _log_tables(logger, results, evals, out, cfg)
-    if logger is not None and hasattr(logger, "finalize"):
+    if logger is not None:
         logger.finalize("success")
+        if is_rank_zero() and type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()  # flush and close the run now (also when run_train is called in-process)
     return summary
 
 

@@ -60,6 +60,27 @@ def test_exact_engine_head_subset_and_copies_per_forward(tiny_llava, samples):
     torch.testing.assert_close(sub[:, heads], full[:, heads], atol=1e-6, rtol=0)
 
 
+def test_out_of_memory_halves_the_copies_per_forward(tiny_llava, samples, monkeypatch):
+    import vseam.attribution.exact as exact
+
+    full, _, _ = _engine_probs(tiny_llava, samples, rows=64)
+    real = exact.run_from_layer
+
+    def small_memory(adapter, clean, layer, rows, *edits):
+        if len(rows) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(adapter, clean, layer, rows, *edits)
+
+    monkeypatch.setattr(exact, "run_from_layer", small_memory)
+    enc = tiny_llava.encode(samples)
+    with torch.no_grad():
+        emb = tiny_llava.embed(enc)
+    engine = ExactEngine(tiny_llava, rows_per_forward=16)
+    got, _ = engine.ablated_probs(emb, enc.answer_mask(tiny_llava.vocab_size))
+    assert engine.rows_per_forward == 2  # 16 -> 8 -> 4 -> 2
+    torch.testing.assert_close(got, full, atol=1e-6, rtol=0)
+
+
 def test_attribution_patching_is_the_first_order_term(tiny_llava, samples):
     """The estimate equals d/d(eps) p(z + eps * (z' - z)) at eps = 0, checked by a central difference
     in float64 on one head of one layer."""

@@ -2,7 +2,7 @@
 (the matrices and per-sample values), labelled PNG heatmaps, and a reader for other tools.
 
 ``head_scores.json`` keys: ``schema``, ``model_id``, ``arch``, ``num_layers``, ``num_heads``,
-``method``, ``ablation``, ``dataset_id``, ``n`` (scored samples), ``n_total``, ``skipped`` (``[{id,
+``method``, ``ablation``, ``dataset_id``, ``dataset`` (format, categories, files), ``n`` (scored samples), ``n_total``, ``skipped`` (``[{id,
 reason}]``), ``n_skipped``, ``baseline`` (``accuracy``, ``mean_prob``), ``n_correct``, ``n_incorrect``,
 ``positive`` / ``negative`` / ``signed`` (L x H lists, or null when undefined), ``undefined`` (names of
 undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative``, ``signed``: lists of
@@ -30,14 +30,14 @@ UNDEFINED_REASON = {"positive": "no baseline-correct sample", "negative": "no ba
 def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: int, num_heads: int, method: str,
                  ablation: str, dataset_id: str, n_total: int, skipped: list[dict], prob: torch.Tensor,
                  correct: torch.Tensor, k: int, exact_heads: list[list[int]] | None = None,
-                 config: dict | None = None) -> dict:
+                 dataset: dict | None = None, config: dict | None = None) -> dict:
     """The ``head_scores.json`` dictionary (no NaN: undefined matrices are null and named)."""
     n = int(prob.numel())
     mats = scores.matrices()
     return {
         "schema": SCHEMA,
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
-        "method": method, "ablation": ablation, "dataset_id": dataset_id,
+        "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
                      "mean_prob": float(prob.float().mean()) if n else None},

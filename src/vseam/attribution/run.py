@@ -163,7 +163,9 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         result = build_result(scores, model_id=adapter.name, arch=adapter.arch, num_layers=L, num_heads=H,
                               method=method, ablation=acfg.ablation, dataset_id=cfg.data.name,
                               n_total=len(samples), skipped=first.skipped, prob=first.prob, correct=first.correct,
-                              k=int(acfg.top_k), exact_heads=exact_heads, config=config_dict)
+                              k=int(acfg.top_k), exact_heads=exact_heads, config=config_dict,
+                              dataset={k: config_dict["data"].get(k) for k in
+                                       ("name", "format", "root", "annotations", "categories", "limit")})
         result["seconds"] = round(time.time() - started, 3)
         result["world_size"] = fabric.world_size
         write_results(out, result, scores, first.prob, first.correct, ablated, first.ids, heatmaps=acfg.heatmaps)

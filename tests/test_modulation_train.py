@@ -151,3 +151,29 @@ def test_ddp_two_processes_end_with_the_parameters_of_one(tmp_path, world_root):
     assert not torch.allclose(a.scale, torch.ones_like(a.scale))  # it did train
     torch.testing.assert_close(a.scale, b.scale, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(a.offset, b.offset, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_default_train_py_on_the_organism_within_20_minutes(tmp_path):
+    """`python train.py` with no arguments but out_dir: the shipped under-trained organism, every method."""
+    import time
+
+    from vseam.config import load_config as _load
+
+    model_dir = REPO / _load([]).model.path
+    if not (model_dir / "config.json").exists():
+        pytest.skip(f"the organism checkpoint {model_dir} is not built (scripts/build_organism.py)")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "train.py", f"out_dir={tmp_path}", "logger=csv"], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=1500)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert elapsed <= 20 * 60, f"default run took {elapsed:.0f} s"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    m = summary["methods"]
+    assert set(m) == {"none", "heuristic", "learned", "random", "lora", "ia3"}
+    for name in m:
+        assert name in proc.stdout
+        assert set(m[name]["test"]["by_level"]) == {"object", "attribute", "relation"}
+    # the learned modulation must not be worse than the frozen model on held-out data
+    assert m["learned"]["test"]["accuracy"] >= m["none"]["test"]["accuracy"]

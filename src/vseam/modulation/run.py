@@ -142,7 +142,8 @@ def _method_row(result: EvalResult, val: EvalResult, trainable: int, extra: dict
     s = result.summary()
     return {"test": {"accuracy": s["accuracy"], "n": s["n"], "skipped": s["skipped"],
                      "by_level": {k: v["acc"] for k, v in s["by_level"].items()},
-                     "by_category": {k: v["acc"] for k, v in s["by_category"].items()}},
+                     "by_category": {k: v["acc"] for k, v in s["by_category"].items()},
+                     **({"pope": s["pope"]} if "pope" in s else {})},
             "val_accuracy": val.summary()["accuracy"], "trainable_params": int(trainable), **extra}
 
 

@@ -33,7 +33,7 @@ from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import (
     HeadScores, check_heads, heuristic_scales, load_head_scores, random_heads, select_key_heads,
 )
-from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
+from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError, head_norms
 from vseam.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the st
 METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
 TRAINED = ("learned", "random", "lora", "ia3")
 LEVEL_ORDER = ("object", "attribute", "relation")
+_OUT_ENV = "VSEAM_TRAIN_OUT_DIR"
 
 
 def is_rank_zero() -> bool:
@@ -174,6 +175,12 @@ def run_train(cfg) -> dict:
     if mc.scale == "none" and not mc.offset and any(m in ("learned", "random") for m in mc.methods):
         raise ValueError("modulation.scale=none and modulation.offset=false leave nothing to learn")
     out = Path(cfg.out_dir or "runs/train/latest")
+    # DDP children re-run train.py; without an explicit out_dir they would pick a new time-stamped folder.
+    # The launching process names its folder in the environment, which the children inherit.
+    if os.environ.get(_OUT_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
+        out = Path(os.environ[_OUT_ENV])
+        cfg.out_dir = str(out)
+    os.environ[_OUT_ENV] = str(out)
     t_start = time.time()
     L.seed_everything(int(tc.seed), workers=True, verbose=False)
     if int(tc.torch_threads) > 0:
@@ -238,7 +245,8 @@ def run_train(cfg) -> dict:
                 heads = random_heads(adapter.num_layers, adapter.num_heads, k, seed=int(cfg.seed), exclude=key["all"])
             mod = HeadModulation(heads, adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(adapter.device)
             module, info = fit(cfg, method, adapter, mod, dm, out, logger, cache, float(mc.lr))
-            record(method, *ev(module.modulation), count_trainable(mod), heads=[list(h) for h in heads], **info)
+            record(method, *ev(module.modulation), count_trainable(mod), heads=[list(h) for h in heads],
+                   head_norms=head_norms(module.modulation), **info)
             if method == "learned":
                 learned_mod = module.modulation
         elif method in ("lora", "ia3"):

@@ -120,10 +120,10 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny model (head_dim = hidden / heads)")
     ap.add_argument("--samples", type=int, default=4, help="samples of the speed comparison")
-    ap.add_argument("--ref-heads", type=int, default=64, help="heads the reference loop runs (0 = all); time is scaled")
+    ap.add_argument("--ref-heads", type=int, default=32, help="heads the reference loop runs (0 = all); time is scaled")
     ap.add_argument("--batch-size", type=int, default=4, help="samples per batch in the agreement comparison")
     ap.add_argument("--rows", type=int, default=64, help="exact engine: ablated copies per forward")
-    ap.add_argument("--agreement-samples", type=int, default=48, help="samples of the Spearman / top-10 comparison")
+    ap.add_argument("--agreement-samples", type=int, default=24, help="samples of the Spearman / top-10 comparison")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     a = ap.parse_args(argv)
     if a.threads:

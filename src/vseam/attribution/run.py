@@ -24,15 +24,28 @@ from vseam.attribution.sweep import ChunkResult, Sweep, check_answers, merge_chu
 
 log = logging.getLogger(__name__)
 
+_OUT_ENV = "VSEAM_HEADS_OUT_DIR"
+
 
 def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -> dict:
     """Run head attribution for ``cfg`` (a resolved RootConfig); returns the ``head_scores.json`` dict.
 
     ``on_chunk`` is called after each newly computed and saved chunk (tests use it to simulate a kill).
     """
+    import os
+
     from lightning.fabric import Fabric
 
+    # DDP children re-run the command line; without an explicit out_dir each would pick its own
+    # time-stamped folder. The launching process names its folder in the environment they inherit.
+    if os.environ.get(_OUT_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
+        cfg.out_dir = os.environ[_OUT_ENV]
+    if cfg.out_dir:
+        os.environ[_OUT_ENV] = str(cfg.out_dir)
     tcfg = cfg.trainer
+    threads = int(getattr(tcfg, "torch_threads", 0) or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
     fabric = Fabric(accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
                     num_nodes=int(getattr(tcfg, "num_nodes", 1) or 1))
     fabric.launch()

@@ -118,7 +118,9 @@ def test_untokenizable_answer_names_the_sample(tiny_llava, samples):
 def test_missing_image_is_a_counted_skip(tiny_llava, samples, tmp_path):
     gone = Sample(id="gone", question="Is there a circle?", answer="Yes", image_path=str(tmp_path / "nope.png"))
     sweep = Sweep(tiny_llava, [samples[0], gone, samples[1]], batch_size=2, chunk_size=8)
-    (res,) = sweep.run()
+    seen = []
+    (res,) = sweep.run(on_progress=seen.append)
+    assert sum(seen) == sweep.work_units(0)  # the progress bar ends full, skipped samples included
     assert res.ids == ["s0", "s1"]
     assert res.skipped[0]["id"] == "gone" and "nope.png" in res.skipped[0]["reason"]
     assert not res.ablated.isnan().any() and res.ablated.shape[0] == 2

@@ -97,7 +97,9 @@ def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
                  f"{result['model_id']} on {result['dataset_id']}: mean over {over}", fontsize=9)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    fig.colorbar(im, ax=ax, label={"positive": "mean max(0, p - p_ablated)",
+    ax.set_xticks(range(0, H, 1 if H <= 16 else 4))
+    ax.set_yticks(range(0, L, 1 if L <= 16 else 4))
+    fig.colorbar(im, ax=ax, format="%.1e", label={"positive": "mean max(0, p - p_ablated)",
                                    "negative": "mean max(0, p_ablated - p)",
                                    "signed": "mean (p - p_ablated)"}[name])
     return fig

@@ -81,8 +81,8 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="sample-layer" if "exact" in desc else "sample",
-                            dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=desc, unit="layer pass" if "exact" in desc else "sample",
+                            unit_scale=True, dynamic_ncols=True)
 
     def update(self, n: int) -> None:
         if self.bar is not None:

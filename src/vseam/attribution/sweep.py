@@ -122,9 +122,11 @@ class Sweep:
         return ChunkResult.load(path, self.fingerprint)
 
     def work_units(self, c: int) -> int:
-        """Progress-bar units of a chunk: layers x samples for exact, samples for atp."""
+        """Progress-bar units of a chunk, proportional to its cost so the ETA holds: for exact, an
+        ablation in layer l runs L - l layers, so a sample costs L + (L-1) + ... + 1 layer passes."""
         lo, hi = self.bounds[c]
-        return (hi - lo) * (self.adapter.num_layers if self.method == "exact" else 1)
+        L = self.adapter.num_layers
+        return (hi - lo) * (L * (L + 1) // 2 if self.method == "exact" else 1)
 
     def run(self, on_progress: Callable[[int], None] | None = None,
             on_chunk: Callable[[ChunkResult], None] | None = None) -> list[ChunkResult]:
@@ -171,7 +173,7 @@ class Sweep:
             with torch.no_grad():
                 emb = a.embed(enc)
             if self.method == "exact":
-                step = (lambda l, n=len(batch): on_progress(n)) if on_progress else None
+                step = (lambda l, n=len(batch): on_progress(n * (L - l))) if on_progress else None
                 p_abl, clean = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
                 p, ok, _ = answer_stats(clean.logits, mask)
             else:

@@ -43,12 +43,13 @@ class OrganismTrainConfig:
     n_val_per_category: int = 50
     n_test_per_category: int = 100  # fresh held-out items for accuracy.json
     with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
+    dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
     batch_size: int = 64
     # optimisation
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    max_steps: int = 2500
+    max_steps: int = 3000
     val_every: int = 100
     attribute_from: int = 400  # curriculum: first step with attribute questions (objects from step 0)
     relation_from: int = 800  # curriculum: first step with relation questions
@@ -65,12 +66,27 @@ def world_texts(n: int = 40) -> list[str]:
     return texts + [" ".join(answer_vocabulary())]
 
 
+def build_organism_tokenizer(vocab_size: int = 512):
+    """The shared local BPE tokenizer, with "?" split off words, so "moon" in "What color is the moon?"
+    is the same token as in "Is the moon red?" (and as the answer "moon"): one concept, one token."""
+    from tokenizers import pre_tokenizers
+
+    from vseam.models.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(world_texts(), vocab_size=vocab_size)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("\n", behavior="isolated"),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        pre_tokenizers.Split("?", behavior="isolated"),
+    ])
+    return tok
+
+
 def build_model(cfg: OrganismTrainConfig):
     """A random model of ``cfg.arch`` with the organism's tokenizer: ``(model, processor)``."""
     from vseam.models.tiny import build_tiny_instructblip, build_tiny_llava
-    from vseam.models.tokenizer import build_tokenizer
 
-    tok = build_tokenizer(world_texts(), vocab_size=cfg.vocab_size)
+    tok = build_organism_tokenizer(cfg.vocab_size)
     common = dict(image_size=cfg.image_size, patch_size=cfg.patch_size, vision_hidden_size=cfg.vision_hidden_size,
                   vision_layers=cfg.vision_layers, vision_heads=cfg.vision_heads, hidden_size=cfg.hidden_size,
                   num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=None,
@@ -138,7 +154,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     dm.setup()
     t_data = time.time() - t0
     module = OrganismModule(adapter, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                            max_steps=cfg.max_steps, log=log)
+                            max_steps=cfg.max_steps, dense_loss_weight=cfg.dense_loss_weight, log=log)
     snap = _snapshot_callback(cfg.undertrained_at)
     trainer = L.Trainer(max_steps=cfg.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

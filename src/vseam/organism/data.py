@@ -56,6 +56,62 @@ class CurriculumBatches(Sampler):
             yield pool[torch.randint(len(pool), (self.batch_items,), generator=g)].tolist()
 
 
+def cell_targets(tokenizer, scenes) -> torch.Tensor:
+    """[N, grid*grid] token ids: the shape word of each cell in row-major (patch) order, <pad> if empty."""
+    out = torch.full((len(scenes), scenes[0].grid ** 2), tokenizer.pad_token_id, dtype=torch.long)
+    ids = {}
+    for n, scene in enumerate(scenes):
+        for o in scene.objects:
+            if o.shape not in ids:
+                ids[o.shape] = tokenizer(o.shape, add_special_tokens=False)["input_ids"][0]
+            out[n, o.row * scene.grid + o.col] = ids[o.shape]
+    return out
+
+
+def key_word_and_target(item, edited: bool = False) -> tuple[str, str]:
+    """The question word where the lookup happens, and what that lookup should find in the scene.
+
+    Attribute: at the shape word, its colour / texture. Object: at the shape word, whether it is there
+    (verify); at the colour word, the shape of that colour (query). Relation: at the second shape
+    word, where the first one is relative to it. For query questions this is the answer itself; for
+    verify questions the last position still has to compare it with the asked value.
+    """
+    scene = item.edited_scene if edited else item.scene
+    objs = scene.objects
+    if item.level == "object":
+        if item.kind == "verify":
+            word = item.question.split()[-1].rstrip("?")
+            return word, "Yes" if scene.find(word) is not None else "No"
+        color = item.question.split()[-2]
+        return color, next(o.shape for o in objs if o.color == color)
+    if item.level == "attribute":
+        o = objs[item.involved[0]]
+        return o.shape, (o.color if item.category == "Color" else o.texture)
+    a, b = objs[item.involved[0]], objs[item.involved[1]]
+    if item.category == "Horizontal":
+        return b.shape, "left" if a.col < b.col else "right"
+    return b.shape, "above" if a.row < b.row else "below"
+
+
+def key_targets(tokenizer, input_ids: torch.Tensor, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column of the (last) key word in each row of ``input_ids`` and the target token id there."""
+    first = {}
+
+    def tid(w: str) -> int:
+        if w not in first:
+            first[w] = tokenizer(w, add_special_tokens=False)["input_ids"][0]
+        return first[w]
+
+    pos = torch.empty(len(pairs), dtype=torch.long)
+    tgt = torch.empty(len(pairs), dtype=torch.long)
+    for n, (word, target) in enumerate(pairs):
+        hits = (input_ids[n] == tid(word)).nonzero()
+        if len(hits) == 0:
+            raise ValueError(f"row {n}: the key word {word!r} is not a token of the question")
+        pos[n], tgt[n] = hits[-1, 0], tid(target)
+    return pos, tgt
+
+
 def draw_items(n_per_category: int, seed: int, split: str, kinds=KINDS, categories=None, grid: int = 3,
                cell: int = 16):
     items = [it for c in (categories or CATEGORIES)
@@ -88,7 +144,14 @@ class OrganismDataModule(L.LightningDataModule):
         if self.with_edits:
             samples += [it.edited_sample() for it in train]
             groups = [[i, i + len(train)] for i in range(len(train))]
-        self.train_set = TensorRows(encode_samples(self.adapter, samples), groups)
+        tensors = encode_samples(self.adapter, samples)
+        scenes = [it.scene for it in train] + ([it.edited_scene for it in train] if self.with_edits else [])
+        tensors["cell_target"] = cell_targets(self.adapter.tokenizer, scenes)
+        pairs = [key_word_and_target(it) for it in train]
+        if self.with_edits:
+            pairs += [key_word_and_target(it, edited=True) for it in train]
+        tensors["key_pos"], tensors["key_target"] = key_targets(self.adapter.tokenizer, tensors["input_ids"], pairs)
+        self.train_set = TensorRows(tensors, groups)
         self.train_levels = [it.level for it in train]
         vt = encode_samples(self.adapter, [it.sample() for it in val])
         vt["level_index"] = torch.tensor([LEVELS.index(it.level) for it in val])

@@ -35,10 +35,17 @@ def encode_samples(adapter, samples: list[Sample], batch_size: int = 256) -> dic
     return out
 
 
+NOT_MODEL_INPUTS = ("target", "cell_target", "level_index", "key_pos", "key_target")  # our own columns beside the processor's
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
+
+
 def lm_logits(adapter, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Last-position logits [B, V] by the adapter's own forward path (positions over real tokens)."""
     from vseam.models.base import Encoded
 
-    inputs = {k: v for k, v in batch.items() if k != "target"}
+    inputs = model_inputs(batch)
     enc = Encoded(inputs, [], batch["target"])
     return adapter.lm_logits(adapter.embed(enc))

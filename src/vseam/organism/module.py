@@ -12,20 +12,24 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from vseam.organism.encode import lm_logits
+from vseam.organism.encode import lm_logits, model_inputs
 
 LEVELS = ("object", "attribute", "relation")
 
 
 class OrganismModule(L.LightningModule):
     def __init__(self, adapter, lr: float = 2e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
-                 max_steps: int = 2000, min_lr_ratio: float = 0.05, log=None):
+                 max_steps: int = 2000, min_lr_ratio: float = 0.05, dense_loss_weight: float = 0.0, log=None):
         super().__init__()
         self.adapter = adapter
-        self.model = adapter.model  # registered here so Lightning sees (and trains) the parameters
+        # registered here so Lightning sees (and trains) the parameters. The model stays in eval mode,
+        # as the adapter left it: no dropout (the Q-Former's 0.1 only slows these small runs down), so
+        # a training step and a scoring pass compute the same function.
+        self.model = adapter.model
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
         self.history: list[dict] = []  # learning curve: one entry per validation
+        self.dense_loss_weight = dense_loss_weight
         self.log_fn = log  # called with each learning-curve entry (progress of long runs)
         self._loss_ema: float | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -33,14 +37,39 @@ class OrganismModule(L.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         return lm_logits(self.adapter, batch)
 
+    def dense_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the last position [B, V], at the image tokens [B, n_cells, V] and at the key word [B, V]."""
+        from vseam.models.base import Encoded
+
+        a = self.adapter
+        emb = a.embed(Encoded(model_inputs(batch), [], batch["target"]))
+        hidden = a.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
+                           position_ids=emb.position_ids, use_cache=False).last_hidden_state
+        visual = a.visual_token_mask(batch["input_ids"])
+        n = batch["cell_target"].shape[1]
+        cells = hidden[visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n]
+        key = hidden[torch.arange(hidden.shape[0]), batch["key_pos"]]
+        return a.lm_head(hidden[:, -1]), a.lm_head(cells), a.lm_head(key)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
+        if self.dense_loss_weight > 0 and "cell_target" in batch:
+            # Dense supervision, two read-outs through the LM head: image token k (cell k for LLaVA,
+            # query k for InstructBLIP) names the shape in cell k, and the question's key word (the
+            # shape or colour it looks up) predicts what the lookup finds there. The lookup is what
+            # the answer needs and what a single last-position target teaches only slowly.
+            logits, cell_logits, key_logits = self.dense_logits(batch)
+            cell_loss = F.cross_entropy(cell_logits.flatten(0, 1), batch["cell_target"].flatten())
+            key_loss = F.cross_entropy(key_logits, batch["key_target"])
+            self.log_dict({"train/cell_loss": cell_loss, "train/key_loss": key_loss}, batch_size=len(batch["target"]))
+            dense = cell_loss + key_loss
+        else:
+            logits, dense = self(batch), 0.0
         loss = F.cross_entropy(logits, batch["target"])
         acc = (logits.argmax(-1) == batch["target"]).float().mean()
         v = float(loss.detach())
         self._loss_ema = v if self._loss_ema is None else 0.95 * self._loss_ema + 0.05 * v
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, batch_size=len(batch["target"]))
-        return loss
+        return loss + self.dense_loss_weight * dense
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch)

@@ -77,7 +77,7 @@ class ModulationConfig:
     k_neg: int = 10  # top-K negative heads to modulate
     scale: str = "scalar"  # per-head scale a: scalar (one per head) | vector (one per head dim) | none
     offset: bool = True  # learn the per-head offset v in R^D
-    lr: float = 0.01  # AdamW learning rate of the modulation parameters
+    lr: float = 0.05  # AdamW learning rate of the modulation parameters
     weight_decay: float = 0.0  # AdamW weight decay
     l1: float = 0.0  # weight of the L1 penalty on (scale - 1), summed over heads; 0 = off
     scheduler: str = "constant"  # learning-rate schedule: constant | cosine (over all steps)

@@ -125,6 +125,8 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=64, help="exact engine: ablated copies per forward")
     ap.add_argument("--agreement-samples", type=int, default=24, help="samples of the Spearman / top-10 comparison")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    ap.add_argument("--organism", default=str(ORGANISM), help="trained organism checkpoint of the agreement part")
+    ap.add_argument("--skip-speed", action="store_true", help="only the agreement part")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -143,6 +145,16 @@ def main(argv=None):
     print(f"model: {adapter.name} (hidden {a.hidden}, head_dim {adapter.head_dim}, ~{T} tokens), "
           f"{len(speed_samples)} samples, torch threads {torch.get_num_threads()}", flush=True)
 
+    if a.skip_speed:
+        exact_speedup = atp_speedup = max_diff = c_ref = c_exact = c_atp = float("nan")
+        c_exact = c_atp = 1.0
+    else:
+        exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp = speed(a, adapter, speed_samples)
+    agreement_part(a, samples, exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp)
+
+
+def speed(a, adapter, speed_samples):
+    L, H = adapter.num_layers, adapter.num_heads
     heads = spread_heads(L, H, a.ref_heads)
     # Interleaved: for each sample, the reference, then the exact engine, then attribution patching, so
     # all three see the same load on a shared machine (timings drift by 2-3x over minutes here).
@@ -171,15 +183,20 @@ def main(argv=None):
     print(f"\nexact vs reference: {exact_speedup:.1f}x faster wall, {c_ref / c_exact:.1f}x CPU time; max |diff| "
           f"{max_diff:.2e} over {int(known.sum())} (sample, head) values (target >= 20x, <= 1e-5)")
     print(f"atp vs exact: {atp_speedup:.1f}x faster wall, {c_exact / c_atp:.1f}x CPU time (target >= 50x)")
+    return exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp
+
+
+def agreement_part(a, samples, exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp):
 
     from vseam.models import load_adapter
 
-    if (ORGANISM / "config.json").exists():
-        org = load_adapter({"arch": "llava", "path": str(ORGANISM), "dtype": "float32", "device": "cpu"})
-        where = f"trained organism ({ORGANISM})"
+    organism = Path(a.organism)
+    if (organism / "config.json").exists():
+        org = load_adapter({"arch": "llava", "path": str(organism), "dtype": "float32", "device": "cpu"})
+        where = f"trained organism ({organism})"
     else:
         org = load_adapter({"arch": "llava", "path": "tiny:llava", "dtype": "float32", "device": "cpu"})
-        where = "tiny random llava (no trained organism at checkpoints/organism/llava yet)"
+        where = f"tiny random llava (no trained organism at {organism} yet)"
     agr, s_exact = agreement(org, samples[:a.agreement_samples], a.batch_size, a.rows)
     print(f"\nagreement of attribution patching with exact scores on the {where}, "
           f"{a.agreement_samples} samples ({s_exact.n_correct} baseline-correct):")
@@ -187,6 +204,9 @@ def main(argv=None):
         rho_s = "undefined" if rho is None else f"{rho:.3f}"
         ov_s = "undefined" if ov is None else f"{ov}/10"
         print(f"  {name:10} spearman {rho_s:>9}   top-10 overlap {ov_s}")
+    n_heads = org.num_layers * org.num_heads
+    print(f"  ({org.num_layers} layers x {org.num_heads} heads: two random top-10 lists share {100 / n_heads:.1f} "
+          f"heads on average{'; the overlap says little here' if n_heads < 40 else ''})")
     rho, ov = agr["signed"]
     print(f"exact_speedup={exact_speedup:.2f} max_abs_diff={max_diff:.3g} atp_speedup={atp_speedup:.2f} "
           f"spearman={rho:.3f} top10_overlap={ov} exact_speedup_cpu={c_ref / c_exact:.2f} "

@@ -119,7 +119,7 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny model (head_dim = hidden / heads)")
-    ap.add_argument("--samples", type=int, default=4, help="samples of the speed comparison")
+    ap.add_argument("--samples", type=int, default=2, help="samples of the speed comparison")
     ap.add_argument("--ref-heads", type=int, default=32, help="heads the reference loop runs (0 = all); time is scaled")
     ap.add_argument("--batch-size", type=int, default=4, help="samples per batch in the agreement comparison")
     ap.add_argument("--rows", type=int, default=64, help="exact engine: ablated copies per forward")

@@ -240,3 +240,18 @@ def test_ddp_two_processes_equal_one(world, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_benchmark_script_prints_its_summary_line(tmp_path):
+    """The speed benchmark end to end on a 2 x 4 model; its last line is the machine-readable summary."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TMPDIR": str(tmp_path)}
+    args = [sys.executable, str(ROOT / "benchmarks" / "attribution_speed.py"), "--layers", "2", "--heads", "4",
+            "--hidden", "16", "--samples", "1", "--ref-heads", "4", "--agreement-samples", "2", "--threads", "1",
+            "--organism", str(tmp_path / "no-organism")]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    fields = dict(kv.split("=") for kv in last.split())
+    assert list(fields)[:5] == ["exact_speedup", "max_abs_diff", "atp_speedup", "spearman", "top10_overlap"]
+    assert float(fields["max_abs_diff"]) <= 1e-5
+    assert float(fields["exact_speedup"]) > 0 and float(fields["atp_speedup"]) > 0

@@ -177,3 +177,42 @@ def test_default_train_py_on_the_organism_within_20_minutes(tmp_path):
         assert set(m[name]["test"]["by_level"]) == {"object", "attribute", "relation"}
     # the learned modulation must not be worse than the frozen model on held-out data
     assert m["learned"]["test"]["accuracy"] >= m["none"]["test"]["accuracy"]
+
+
+def test_run_level_nan_stop_names_the_step_and_the_kept_checkpoint(tmp_path, world_root, tiny_llava, monkeypatch):
+    """A run whose loss turns NaN after one good epoch exits naming the step and the checkpoint it kept."""
+    from lightning.pytorch.callbacks import Callback
+
+    from vseam.data.load import load_samples
+    from vseam.interventions import HeadModulation
+    from vseam.modulation.cache import EmbeddingCache
+    from vseam.modulation.data import ModulationDataModule, split_samples
+    from vseam.modulation import run as run_mod
+
+    cfg = load_config(_tiny_args(world_root, tmp_path) + ["logger=none", "trainer.max_epochs=3"])
+    splits = split_samples(load_samples(cfg.data), 0.15, 0.3, seed=0)
+    dm = ModulationDataModule(splits, batch_size=8)
+    steps_per_epoch = -(-len(splits["train"]) // 8)
+
+    class Diverge(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 2:
+                with torch.no_grad():
+                    pl_module.modulation.scale.fill_(float("inf"))
+
+    real_build = run_mod.build_trainer
+
+    def build_with_divergence(*a, **kw):
+        trainer, ckpt = real_build(*a, **kw)
+        trainer.callbacks.append(Diverge())
+        return trainer, ckpt
+
+    mod = HeadModulation([(0, 1), (1, 2)], tiny_llava.head_dim)
+    monkeypatch.setattr(run_mod, "build_trainer", build_with_divergence)
+    with pytest.raises(SystemExit) as exc:
+        run_mod.fit(cfg, "learned", tiny_llava, mod, dm, tmp_path, None, EmbeddingCache(tiny_llava), 0.01)
+    msg = str(exc.value)
+    assert f"at step {steps_per_epoch + 2}" in msg and "learned" in msg
+    kept = msg.split("last good checkpoint: ")[1].strip()
+    state = torch.load(kept, weights_only=False)
+    assert state["epoch"] == 0 and torch.isfinite(state["state_dict"]["modulation.scale"]).all()

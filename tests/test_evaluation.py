@@ -82,7 +82,7 @@ def test_analyze_eval_pope_with_a_saved_modulation(tmp_path, tiny_llava):
     mpath = save_modulation(tmp_path / "m.safetensors", mod, model="tiny", num_layers=2, num_heads=4)
     out = tmp_path / "eval"
     summary = analyze_main(["eval", "model=tiny-llava", "data.format=pope", f"data.annotations=[{FILES['pope']}]",
-                            f"data.image_dir={tmp_path / 'img'}", "data.limit=8", "logger=none", f"out_dir={out}",
+                            f"data.image_dir={tmp_path / 'img'}", "data.limit=8", "logger=wandb", "logger.mode=offline", f"out_dir={out}",
                             f"modulation.checkpoint={mpath}"])
     on_disk = json.loads((out / "eval_results.json").read_text())
     assert set(on_disk["results"]) == {"base", "modulated"}
@@ -94,3 +94,7 @@ def test_analyze_eval_pope_with_a_saved_modulation(tmp_path, tiny_llava):
     modded = [p["prob"] for p in preds if p["run"] == "modulated"]
     assert len(base) == len(modded) == 8 - n_missing and base != modded
     assert summary["modulation"] == str(mpath)
+    (run_file,) = list((out / "logs").rglob("run-*.wandb"))  # the offline W&B run has the metrics
+    data = run_file.read_bytes()
+    for key in ["base/accuracy", "modulated/pope/random/f1", "modulated/skipped", "by_category"]:
+        assert key.encode() in data, key

@@ -9,6 +9,7 @@ numbers (SPEC section 2 definitions), more slowly; the result says which one ran
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Sequence
 
 import torch
@@ -81,5 +82,6 @@ def compute_head_scores(adapter, samples: Sequence[Sample], *, mode: str = "mean
     prob, correct, abl = torch.cat(probs), torch.cat(corrects), torch.cat(ablated)
     pos, neg, signed, n_c, n_i = _score_math(prob, correct, abl)
     return HeadScores(adapter.num_layers, adapter.num_heads, pos, neg, signed, model=adapter.name, method=method,
-                      meta={"ablation": mode, "dataset": dataset, "n": len(prob), "n_correct": n_c,
+                      meta={"ablation": mode, "dataset": dataset, "n": len(prob),
+                            "categories": dict(sorted(Counter(str(x.category) for x in samples).items())), "n_correct": n_c,
                             "n_incorrect": n_i, "baseline_accuracy": float(correct.float().mean())})

@@ -86,7 +86,13 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache) -> Head
         scores = load_head_scores(mc.head_scores)
         scores.check_shape(adapter.num_layers, adapter.num_heads, f"modulation.head_scores={mc.head_scores}")
         return scores
-    subset = train if mc.attribution_limit is None else train[: int(mc.attribution_limit)]
+    subset = list(train)
+    if mc.attribution_limit is not None and len(subset) > int(mc.attribution_limit):
+        # a seeded draw over the whole split: the split is ordered by category, a prefix would not be
+        import random
+
+        keep = sorted(random.Random(int(cfg.seed)).sample(range(len(subset)), int(mc.attribution_limit)))
+        subset = [subset[i] for i in keep]
     say(f"computing head scores on {len(subset)} train samples (set modulation.head_scores to reuse a result)")
     return compute_head_scores(adapter, subset, mode=cfg.attribution.ablation, batch_size=int(cfg.data.batch_size),
                                cache=cache, dataset=f"{cfg.data.name}:train")

@@ -308,3 +308,20 @@ def test_bf16_mixed_training_then_float32_evaluation(tmp_path, tiny_llava, world
     assert mod.scale.dtype == torch.float32 and not torch.equal(mod.scale.detach(), torch.ones_like(mod.scale))
     res = evaluate(tiny_llava, world_samples[:8], mod, cache=module.cache)
     assert len(res.records) == 8 and all(0.0 <= r["prob"] <= 1.0 for r in res.records)
+
+
+def test_overhead_benchmark_prints_its_machine_readable_line(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "modulation_overhead.py"
+    spec = importlib.util.spec_from_file_location("modulation_overhead", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--layers", "2", "--heads", "4", "--hidden", "32", "--batch", "2", "--repeats", "5", "--k", "4"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    fields = dict(kv.split("=") for kv in last.split())
+    assert set(fields) == {"step_overhead", "trainable_fraction"}
+    # K=20 heads x (1 scale + 128 offset dims) over LLaVA-1.5-7B's parameter count (meta build)
+    assert out["trainable_fraction"] == pytest.approx(20 * 129 / 7_063_427_072)
+    assert float(fields["step_overhead"]) == pytest.approx(out["step_overhead"], abs=1e-3) and out["step_overhead"] > 0

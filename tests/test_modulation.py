@@ -325,3 +325,15 @@ def test_overhead_benchmark_prints_its_machine_readable_line(capsys):
     # K=20 heads x (1 scale + 128 offset dims) over LLaVA-1.5-7B's parameter count (meta build)
     assert out["trainable_fraction"] == pytest.approx(20 * 129 / 7_063_427_072)
     assert float(fields["step_overhead"]) == pytest.approx(out["step_overhead"], abs=1e-3) and out["step_overhead"] > 0
+
+
+def test_rank_heads_orders_by_scale_change():
+    from vseam.modulation.run import rank_heads
+
+    mod = HeadModulation([(0, 0), (0, 1), (1, 0)], 4, scale="scalar")
+    with torch.no_grad():
+        mod.scale.copy_(torch.tensor([1.1, 0.5, 1.0]))
+        mod.offset[2].fill_(1.0)
+    r = rank_heads(mod)
+    assert [(x["layer"], x["head"]) for x in r] == [(0, 1), (0, 0), (1, 0)]
+    assert r[0]["scale_dev"] == pytest.approx(0.5) and r[2]["offset_norm"] == pytest.approx(2.0)

@@ -63,6 +63,7 @@ class AttributionConfig:
     method: str = "exact"  # exact | atp (attribution patching: one forward + one backward per batch)
     ablation: str = "mean"  # mean (mean of the other heads) | zero
     top_k: int = 10  # length of the top-K head lists
+    atp_space: str = "logodds"  # atp: first order in the answer's log-odds (robust to saturation) | prob
     rescore_top_k: int = 0  # atp: re-score the estimate's top-K positive/negative/signed heads exactly; 0 = off
     rows_per_forward: int = 64  # ablated (sample, head) copies per forward pass; halves itself on CUDA OOM
     chunk_size: int = 16  # samples per saved progress chunk (the resume unit and the unit sharded over ranks)
@@ -80,6 +81,7 @@ class ModulationConfig:
     lr: float = 0.05  # AdamW learning rate of the modulation parameters
     weight_decay: float = 0.0  # AdamW weight decay
     l1: float = 0.0  # weight of the L1 penalty on (scale - 1), summed over heads; 0 = off
+    select: str = "key"  # heads the learned method modulates: key (top-K from attribution) | all (rank by l1)
     scheduler: str = "constant"  # learning-rate schedule: constant | cosine (over all steps)
     warmup_steps: int = 0  # linear warm-up steps
     head_scores: Optional[str] = None  # head_scores.json (or its folder) to pick heads from; None = compute on train

@@ -145,6 +145,17 @@ def fit(cfg, method: str, adapter, modulation: HeadModulation | None, dm: Modula
     return module, info
 
 
+def rank_heads(mod: HeadModulation) -> list[dict]:
+    """Modulated heads ordered by |scale - 1| (then offset norm), largest first."""
+    rows = []
+    with torch.no_grad():
+        for i, (l, h) in enumerate(mod.heads):
+            dev = float((mod.scale[i] - 1).norm()) if mod.scale is not None else 0.0
+            off = float(mod.offset[i].norm()) if mod.offset is not None else 0.0
+            rows.append({"layer": l, "head": h, "scale_dev": dev, "offset_norm": off})
+    return sorted(rows, key=lambda r: (-r["scale_dev"], -r["offset_norm"], r["layer"], r["head"]))
+
+
 def _method_row(result: EvalResult, val: EvalResult, trainable: int, extra: dict) -> dict:
     s = result.summary()
     return {"test": {"accuracy": s["accuracy"], "n": s["n"], "skipped": s["skipped"],
@@ -206,11 +217,15 @@ def run_train(cfg) -> dict:
     bs = int(cfg.data.batch_size)
     logger = make_logger(cfg, out)
 
-    need_scores = any(m in ("heuristic", "learned", "random") for m in mc.methods)
+    if mc.select not in ("key", "all"):
+        raise ValueError(f"modulation.select={mc.select!r}: expected key or all")
+    every_head = [(l, h) for l in range(adapter.num_layers) for h in range(adapter.num_heads)]
+    need_scores = "heuristic" in mc.methods or (mc.select == "key" and
+                                                 any(m in ("learned", "random") for m in mc.methods))
     scores = obtain_head_scores(cfg, adapter, splits["train"], cache) if need_scores else None
     key = select_key_heads(scores, int(mc.k_pos), int(mc.k_neg)) if scores is not None else {"all": []}
     check_heads(key["all"], adapter.num_layers, adapter.num_heads, "key heads")
-    if need_scores and not key["all"] and any(m in ("learned",) for m in mc.methods):
+    if mc.select == "key" and not key["all"] and "learned" in mc.methods:
         raise ValueError("no head has a positive or negative score > 0: nothing to modulate (more samples?)")
     if scores is not None:
         say(f"key heads ({scores.method}): positive {key['positive']} negative {key['negative']}")
@@ -245,8 +260,11 @@ def run_train(cfg) -> dict:
             record("heuristic", *ev(mod), 0, fixed_params=int(scales.numel()), heuristic_lambda=float(mc.heuristic_lambda))
         elif method in ("learned", "random"):
             if method == "learned":
-                heads = key["all"]
+                heads = key["all"] if mc.select == "key" else every_head
             else:
+                if mc.select == "all" and mc.k_random is None:
+                    say("[random] skipped: modulation.select=all already modulates every head")
+                    continue
                 k = int(mc.k_random) if mc.k_random is not None else max(1, len(key["all"]))
                 heads = random_heads(adapter.num_layers, adapter.num_heads, k, seed=int(cfg.seed), exclude=key["all"])
             mod = HeadModulation(heads, adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(adapter.device)
@@ -255,6 +273,8 @@ def run_train(cfg) -> dict:
                    head_norms=head_norms(module.modulation), **info)
             if method == "learned":
                 learned_mod = module.modulation
+                # heads ranked by how far training moved their scale (with modulation.l1 > 0: LoFiT-style selection)
+                results[method]["ranking"] = rank_heads(module.modulation)
         elif method in ("lora", "ia3"):
             peft_adapter = peft_copy(adapter, method, r=mc.lora_r, alpha=mc.lora_alpha, dropout=mc.lora_dropout,
                                      lora_targets=list(mc.lora_targets), ia3_targets=list(mc.ia3_targets))

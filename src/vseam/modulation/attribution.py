@@ -8,7 +8,6 @@ numbers (SPEC section 2 definitions), more slowly; the result says which one ran
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from typing import Sequence
 
@@ -20,7 +19,6 @@ from vseam.models.base import answer_stats
 from vseam.modulation.cache import EmbeddingCache
 from vseam.modulation.heads import HeadScores
 
-log = logging.getLogger(__name__)
 
 
 def _ablated_probs_direct(adapter, batch, mode: str) -> torch.Tensor:

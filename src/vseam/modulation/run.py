@@ -9,12 +9,10 @@ into ``out_dir`` (rank 0 only).
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -36,7 +34,6 @@ from vseam.modulation.heads import (
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError, head_norms
 from vseam.utils.io import write_json, write_text
 
-log = logging.getLogger(__name__)
 
 # The frozen VLM is in eval mode on purpose (no dropout); Lightning's notice about it is noise here.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")

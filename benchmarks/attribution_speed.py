@@ -6,7 +6,7 @@ One run, side by side, on the same samples:
    (per sample and head: load + preprocess the image, full model forward, full logits) against the
    fast exact engine: wall time and max |difference| of the ablated probabilities;
 2. attribution patching against the exact engine on the same grid: wall time;
-3. agreement of attribution patching with the exact scores (Spearman over the L x H signed matrix,
+3. agreement of attribution patching (log-odds and plain probability estimates) with the exact scores (Spearman over the L x H signed matrix,
    overlap of the top-10 heads) on the trained organism (``checkpoints/organism/llava``) when it
    exists, otherwise on a tiny random model (said in the output).
 
@@ -84,14 +84,14 @@ def exact_grid(adapter, samples, batch_size, rows):
     return torch.cat(outs), torch.cat(probs), torch.cat(corrects)
 
 
-def atp_grid(adapter, samples, batch_size):
+def atp_grid(adapter, samples, batch_size, space="logodds"):
     outs = []
     for i in range(0, len(samples), batch_size):
         enc = adapter.encode(samples[i:i + batch_size])
         mask = enc.answer_mask(adapter.vocab_size)
         with torch.no_grad():
             emb = adapter.embed(enc)
-        outs.append(estimated_ablated_probs(adapter, emb, mask)[0])
+        outs.append(estimated_ablated_probs(adapter, emb, mask, space=space)[0])
     return torch.cat(outs)
 
 
@@ -103,15 +103,19 @@ def spread_heads(L, H, n):
     return [(i // H, i % H) for i in flat]
 
 
-def agreement(adapter, samples, batch_size, rows):
+def agreement(adapter, samples, batch_size, rows, spaces=("logodds", "prob")):
+    """{space: {matrix: (spearman, top-10 overlap)}} of attribution patching against the exact scores."""
     exact, p, c = exact_grid(adapter, samples, batch_size, rows)
-    est = atp_grid(adapter, samples, batch_size)
-    s_exact, s_est = head_scores(p, c, exact), head_scores(p, c, est)
-    rows_out = {}
-    for name in ("signed", "positive", "negative"):
-        a, b = getattr(s_exact, name), getattr(s_est, name)
-        rows_out[name] = (spearman(a, b), top_k_overlap(a, b, 10))
-    return rows_out, s_exact
+    s_exact = head_scores(p, c, exact)
+    out = {}
+    for space in spaces:
+        s_est = head_scores(p, c, atp_grid(adapter, samples, batch_size, space))
+        out[space] = {}
+        for name in ("signed", "positive", "negative"):
+            a, b = getattr(s_exact, name), getattr(s_est, name)
+            small = max(1, adapter.num_layers * adapter.num_heads // 4)  # meaningful on small grids too
+            out[space][name] = (spearman(a, b), top_k_overlap(a, b, 10), small, top_k_overlap(a, b, small))
+    return out, s_exact
 
 
 def main(argv=None):
@@ -127,6 +131,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--organism", default=str(ORGANISM), help="trained organism checkpoint of the agreement part")
     ap.add_argument("--skip-speed", action="store_true", help="only the agreement part")
+    ap.add_argument("--atp-space", default="logodds", choices=["logodds", "prob"],
+                    help="space of the estimate in the summary line (both are printed)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -165,7 +171,7 @@ def speed(a, adapter, speed_samples):
         refs.append(r); t_ref_run += dt; c_ref_run += dc
         (e, _, _), dt, dc = timed(lambda: exact_grid(adapter, [s], a.batch_size, a.rows))
         exacts.append(e); t_exact += dt; c_exact += dc
-        est_s, dt, dc = timed(lambda: atp_grid(adapter, [s], a.batch_size))
+        est_s, dt, dc = timed(lambda: atp_grid(adapter, [s], a.batch_size, a.atp_space))
         ests.append(est_s); t_atp += dt; c_atp += dc
     ref, exact = torch.cat(refs), torch.cat(exacts)
     t_ref, c_ref = t_ref_run * (L * H) / len(heads), c_ref_run * (L * H) / len(heads)
@@ -222,15 +228,17 @@ def agreement_part(a, samples, exact_speedup, atp_speedup, max_diff, c_ref, c_ex
     agr, s_exact = agreement(org, samples[:a.agreement_samples], a.batch_size, a.rows)
     print(f"\nagreement of attribution patching with exact scores on the {where}, "
           f"{a.agreement_samples} samples ({s_exact.n_correct} baseline-correct):")
-    for name, (rho, ov) in agr.items():
-        rho_s = "undefined" if rho is None else f"{rho:.3f}"
-        ov_s = "undefined" if ov is None else f"{ov}/{min(10, org.num_layers * org.num_heads)}"
-        print(f"  {name:10} spearman {rho_s:>9}   top-10 overlap {ov_s}")
+    for space, table in agr.items():
+        for name, (rho, ov, small, ov_small) in table.items():
+            rho_s = "undefined" if rho is None else f"{rho:.3f}"
+            ov_s = "undefined" if ov is None else f"{ov}/{min(10, org.num_layers * org.num_heads)}"
+            small_s = "undefined" if ov_small is None else f"{ov_small}/{small}"
+            print(f"  {space:8} {name:10} spearman {rho_s:>9}   top-10 overlap {ov_s:>9}   top-{small} overlap {small_s}")
     n_heads = org.num_layers * org.num_heads
     k = min(10, n_heads)
     print(f"  ({org.num_layers} layers x {org.num_heads} heads: two random top-{k} lists share {k * k / n_heads:.1f} "
           f"heads on average{'; the overlap says little here' if n_heads < 40 else ''})")
-    rho, ov = agr["signed"]
+    rho, ov = agr[a.atp_space]["signed"][:2]
     print(f"exact_speedup={exact_speedup:.2f} max_abs_diff={max_diff:.3g} atp_speedup={atp_speedup:.2f} "
           f"spearman={rho:.3f} top10_overlap={ov} exact_speedup_cpu={c_ref / c_exact:.2f} "
           f"atp_speedup_cpu={c_exact / c_atp:.2f}")

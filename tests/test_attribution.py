@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from vseam.attribution.exact import ExactEngine
-from vseam.attribution.patching import ablation_delta, estimated_ablated_probs
+from vseam.attribution.patching import ablation_delta, estimated_ablated_probs, first_order
 from vseam.attribution.reference import reference_ablated_probs, reference_baseline
 from vseam.attribution.sweep import ProgressMismatchError, Sweep, check_answers
 from vseam.data import Sample
@@ -81,9 +81,10 @@ def test_out_of_memory_halves_the_copies_per_forward(tiny_llava, samples, monkey
     torch.testing.assert_close(got, full, atol=1e-6, rtol=0)
 
 
-def test_attribution_patching_is_the_first_order_term(tiny_llava, samples):
-    """The estimate equals d/d(eps) p(z + eps * (z' - z)) at eps = 0, checked by a central difference
-    in float64 on one head of one layer."""
+@pytest.mark.parametrize("space", ["prob", "logodds"])
+def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space):
+    """The per-head estimate equals d/d(eps) m(z + eps * (z' - z)) at eps = 0 for the metric m of the
+    space (p, or the answer's log-odds), checked by a central difference in float64 on one head."""
     a = tiny_llava
     enc = a.encode(samples)
     mask = enc.answer_mask(a.vocab_size)
@@ -91,22 +92,29 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples):
     try:
         with torch.no_grad():
             emb = a.embed(enc)
-        est, p, _ = estimated_ablated_probs(a, emb, mask, mode="mean")
+        _, delta, p, _ = first_order(a, emb, mask, mode="mean", space=space)
         layer, head, eps = 1, 2, 1e-2  # smaller steps meet float32 parts of the model (rotary tables)
         with torch.no_grad(), intervene(a, Read([layer])) as cache:
             a.lm_logits(emb)
         z = cache[layer]
         step = torch.zeros_like(z)
         step[:, :, head] = ablation_delta(z, "mean")[:, :, head]
-        probs = []
+        values = []
         for sign in (1, -1):
             with torch.no_grad(), intervene(a, Patch(layer, z + sign * eps * step, heads=[head])):
-                probs.append((a.lm_logits(emb).double().softmax(-1) * mask).sum(-1))
-        fd = (probs[0] - probs[1]) / (2 * eps)
+                prob = (a.lm_logits(emb).double().softmax(-1) * mask).sum(-1)
+                values.append(prob if space == "prob" else torch.log(prob / (1 - prob)))
+        fd = (values[0] - values[1]) / (2 * eps)
+        est, p2, _ = estimated_ablated_probs(a, emb, mask, mode="mean", space=space)
     finally:
         a.model.float()
     assert fd.abs().max() > 1e-7  # a head with an effect to estimate
-    torch.testing.assert_close((est[:, layer, head] - p).double(), fd, rtol=1e-3, atol=1e-9)
+    torch.testing.assert_close(delta[:, layer, head].double(), fd, rtol=1e-3, atol=1e-9)
+    # the estimate of p_abl is p moved by the first-order change (directly, or through the sigmoid)
+    lo = torch.logit(p2.double())
+    want = p2.double() + (delta[:, layer, head].double() if space == "prob"
+                          else torch.sigmoid(lo + delta[:, layer, head].double()) - torch.sigmoid(lo))
+    torch.testing.assert_close(est[:, layer, head].double(), want, rtol=0, atol=1e-6)
 
 
 def test_untokenizable_answer_names_the_sample(tiny_llava, samples):

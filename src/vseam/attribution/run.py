@@ -152,7 +152,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         return merge_chunks(_gather(fabric, mine), L, H)
 
     method = acfg.method
-    first = sweep_all(Sweep(adapter, samples, method=method, **common), f"heads {method}")
+    first = sweep_all(Sweep(adapter, samples, method=method, space=acfg.atp_space, **common), f"heads {method}")
     ablated, exact_heads = first.ablated, None
     if method == "atp" and int(acfg.rescore_top_k) > 0:
         est = head_scores(first.prob, first.correct, first.ablated)
@@ -179,6 +179,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
                               k=int(acfg.top_k), exact_heads=exact_heads, config=config_dict,
                               dataset={k: config_dict["data"].get(k) for k in
                                        ("name", "format", "root", "annotations", "categories", "limit")})
+        result["atp_space"] = acfg.atp_space if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)
         result["world_size"] = fabric.world_size
         write_results(out, result, scores, first.prob, first.correct, ablated, first.ids, heatmaps=acfg.heatmaps)

@@ -89,13 +89,14 @@ class Sweep:
 
     def __init__(self, adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact",
                  mode: str = "mean", batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64,
-                 heads: torch.Tensor | None = None, progress_dir: str | Path | None = None, tag: str | None = None,
+                 heads: torch.Tensor | None = None, space: str = "logodds",
+                 progress_dir: str | Path | None = None, tag: str | None = None,
                  fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1):
         if method not in METHODS:
             raise ValueError(f"attribution.method={method!r}: expected one of {METHODS}")
         if method == "atp" and heads is not None:
             raise ValueError("attribution patching scores all heads at once; a head subset is for the exact engine")
-        self.adapter, self.samples, self.method, self.mode = adapter, list(samples), method, mode
+        self.adapter, self.samples, self.method, self.mode, self.space = adapter, list(samples), method, mode, space
         self.batch_size, self.chunk_size = max(1, int(batch_size)), max(1, int(chunk_size))
         self.heads = None if heads is None else heads.bool().cpu()
         self.engine = ExactEngine(adapter, mode=mode, rows_per_forward=rows_per_forward)
@@ -106,7 +107,7 @@ class Sweep:
         self.fingerprint = fingerprint(
             method=method, mode=mode, batch_size=self.batch_size, chunk_size=self.chunk_size,
             heads=None if self.heads is None else self.heads.int().flatten().tolist(),
-            ids=[s.id for s in self.samples], **(fingerprint_parts or {}))
+            space=space if method == "atp" else None, ids=[s.id for s in self.samples], **(fingerprint_parts or {}))
 
     # ------------------------------------------------------------------ chunks
     def my_chunks(self) -> list[int]:
@@ -177,7 +178,7 @@ class Sweep:
                 p_abl, clean = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
                 p, ok, _ = answer_stats(clean.logits, mask)
             else:
-                p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode)
+                p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space)
                 if on_progress:
                     on_progress(len(batch))
             probs.append(p.float().cpu())

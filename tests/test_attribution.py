@@ -196,6 +196,18 @@ def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
         run_heads(_cfg(world, tmp_path / "killed", "attribution.ablation=zero"))
 
 
+@pytest.mark.parametrize("bad", ["attribution.method=exactly", "attribution.ablation=noise",
+                                 "attribution.atp_space=logit", "attribution.chunk_size=0"])
+def test_bad_attribution_choices_fail_before_the_model_loads(world, tmp_path, bad, monkeypatch):
+    import vseam.models
+    from vseam.attribution.run import run_heads
+
+    monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    key = bad.split("=")[0].split(".")[1]
+    with pytest.raises(ValueError, match=key):
+        run_heads(_cfg(world, tmp_path, bad))
+
+
 def test_atp_with_exact_rescoring(world, tmp_path):
     from vseam.attribution.run import run_heads
 

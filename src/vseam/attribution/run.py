@@ -28,7 +28,8 @@ _OUT_ENV = "VSEAM_HEADS_OUT_DIR"
 
 
 def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -> dict:
-    """Run head attribution for ``cfg`` (a resolved RootConfig); returns the ``head_scores.json`` dict.
+    """Run head attribution for ``cfg`` (a resolved RootConfig); returns the ``head_scores.json`` dict
+    on rank 0 (an empty dict on the other ranks).
 
     ``on_chunk`` is called after each newly computed and saved chunk (tests use it to simulate a kill).
     """
@@ -93,6 +94,22 @@ class _Progress:
             self.bar.close()
 
 
+def _validate(acfg: Any) -> None:
+    """Bad choices fail before any model loads, naming the key."""
+    from vseam.attribution.patching import SPACES
+    from vseam.attribution.sweep import METHODS
+
+    for key, value, valid in (("method", acfg.method, METHODS), ("ablation", acfg.ablation, ("mean", "zero")),
+                              ("atp_space", acfg.atp_space, SPACES)):
+        if value not in valid:
+            raise ValueError(f"attribution.{key}={value!r}: expected one of {list(valid)}")
+    for key in ("top_k", "rows_per_forward", "chunk_size"):
+        if int(acfg[key]) < 1:
+            raise ValueError(f"attribution.{key}={acfg[key]!r}: expected a positive integer")
+    if int(acfg.rescore_top_k) < 0:
+        raise ValueError(f"attribution.rescore_top_k={acfg.rescore_top_k!r}: expected >= 0")
+
+
 def _run(cfg: Any, fabric, on_chunk) -> dict:
     from omegaconf import OmegaConf
 
@@ -102,6 +119,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     from vseam.models import load_adapter
 
     acfg = cfg.attribution
+    _validate(acfg)
     if not cfg.out_dir:
         raise ValueError("out_dir is not set (analyze.py sets it; direct callers must)")
     out = Path(cfg.out_dir)

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from vseam.organism.build import ARCH_DEFAULTS, build_organism, train_config
+from vseam.organism.build import ARCH_DEFAULTS, build_organism, plot_learning_curves, train_config
 from vseam.utils.io import write_json
 
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                      indent=1))
     if a.arch == "both":
         write_json(Path(a.out) / "summary.json", summary)
+    plot_learning_curves(a.out)
     return 0
 
 

@@ -11,7 +11,7 @@ import torch
 
 from vseam.organism.build import OrganismTrainConfig, build_model, make_adapter, train_config
 from vseam.organism.data import (CurriculumBatches, TensorRows, cell_targets, draw_items, key_targets,
-                                 key_word_and_target)
+                                 key_words_and_targets)
 from vseam.organism.encode import encode_samples
 from vseam.organism.module import OrganismModule
 
@@ -30,7 +30,7 @@ def _tiny_training(arch: str, steps: int, seed: int = 0):
     tensors = encode_samples(adapter, [it.sample() for it in items] + [it.edited_sample() for it in items])
     tensors["cell_target"] = cell_targets(adapter.tokenizer, [it.scene for it in items] +
                                           [it.edited_scene for it in items])
-    pairs = [key_word_and_target(it) for it in items] + [key_word_and_target(it, edited=True) for it in items]
+    pairs = [key_words_and_targets(it) for it in items] + [key_words_and_targets(it, edited=True) for it in items]
     tensors["key_pos"], tensors["key_target"] = key_targets(adapter.tokenizer, tensors["input_ids"], pairs)
     batch = {k: v for k, v in tensors.items()}
     module = OrganismModule(adapter, lr=3e-3, warmup_steps=1, max_steps=steps, dense_loss_weight=1.0)
@@ -41,7 +41,7 @@ def _tiny_training(arch: str, steps: int, seed: int = 0):
         assert torch.allclose(logits, module(batch), atol=1e-5)  # the training read-out is the scoring one
         ce = torch.nn.functional.cross_entropy
         loss = ce(logits, batch["target"]) + ce(cell_logits.flatten(0, 1), batch["cell_target"].flatten()) + ce(
-            key_logits, batch["key_target"])
+            key_logits.flatten(0, 1), batch["key_target"].flatten(), ignore_index=-100)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -92,14 +92,17 @@ def test_key_word_targets_follow_the_scene():
     tok = build_organism_tokenizer()
     items = draw_items(4, seed=1, split="train")
     for it in items:
-        word, target = key_word_and_target(it)
-        assert word in it.question
-        if it.kind == "query":  # the lookup finds the answer itself; on the edited scene, the edited answer
-            assert target == it.answer and key_word_and_target(it, edited=True)[1] == it.edited_answer
-    ids = tok(["What color is the moon?", "Is there a moon?"], padding=True, return_tensors="pt")["input_ids"]
-    pos, tgt = key_targets(tok, ids, [("moon", "red"), ("moon", "Yes")])
-    assert [tok.convert_ids_to_tokens(int(ids[i, pos[i]])) for i in range(2)] == ["▁moon", "▁moon"]
-    assert tok.convert_ids_to_tokens(tgt.tolist()) == ["▁red", "▁Yes"]
+        keys = key_words_and_targets(it)
+        assert all(word in it.question for word, _ in keys)
+        assert len(keys) == (2 if it.level == "relation" else 1)
+        if it.kind == "query":  # the last lookup finds the answer itself (on the edited scene, the edited one)
+            assert keys[-1][1] == it.answer and key_words_and_targets(it, edited=True)[-1][1] == it.edited_answer
+    ids = tok(["What color is the moon?", "Is the moon left of the star?"], padding=True,
+              return_tensors="pt")["input_ids"]
+    pos, tgt = key_targets(tok, ids, [[("moon", "red")], [("moon", "middle"), ("star", "left")]])
+    assert tok.convert_ids_to_tokens(ids[0, pos[0, 0]].item()) == "▁moon" and tgt[0, 1] == -100
+    assert [tok.convert_ids_to_tokens(ids[1, p].item()) for p in pos[1]] == ["▁moon", "▁star"]
+    assert tok.convert_ids_to_tokens(tgt[1].tolist()) == ["▁middle", "▁left"]
 
 
 def test_pair_rows_keep_clean_and_edited_together():
@@ -145,8 +148,12 @@ def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(vari
     assert abs(got["overall"] - recorded["overall"]) <= 0.07, (got, recorded)
     for level, acc in recorded["level"].items():
         assert abs(got["level"][level] - acc) <= 0.12, (level, got["level"], recorded["level"])
-    if variant.endswith("undertrained"):
-        assert 0.65 <= got["overall"] <= 0.9, got  # headroom for modulation, well above chance
-    else:
-        assert recorded["min_level"] >= 0.9, recorded
-        assert got["min_level"] >= 0.85, got
+    if variant.endswith("undertrained"):  # headroom for modulation, yet well above chance
+        trained = json.loads((CKPT / arch / "accuracy.json").read_text())
+        assert recorded["overall"] < trained["overall"] and got["overall"] >= 0.6, (got, trained)
+
+
+@pytest.mark.parametrize("arch", ["llava", "instructblip"])
+def test_trained_checkpoints_meet_the_90_percent_target(arch):
+    recorded = json.loads((_shipped(arch) / "accuracy.json").read_text())
+    assert recorded["min_level"] >= 0.9, recorded["level"]

@@ -51,9 +51,10 @@ class OrganismTrainConfig:
     warmup_steps: int = 100
     max_steps: int = 3000
     val_every: int = 100
-    attribute_from: int = 400  # curriculum: first step with attribute questions (objects from step 0)
-    relation_from: int = 800  # curriculum: first step with relation questions
+    attribute_from: int = 300  # curriculum: first step with attribute questions (objects from step 0)
+    relation_from: int = 500  # curriculum: first step with relation questions
     undertrained_at: float = 0.78  # snapshot at the first validation with mean accuracy >= this
+    undertrained_fallback_ratio: float = 0.9  # if none reaches it: first validation >= this x final mean
     threads: int = 1  # torch threads; one thread is faster than two on 2 shared cores
     extra: dict = field(default_factory=dict)
 
@@ -62,8 +63,12 @@ def world_texts(n: int = 40) -> list[str]:
     """Questions and answers of every category and kind, to train the tokenizer on."""
     from vseam.world.questions import CATEGORIES, answer_vocabulary, generate
 
+    from vseam.organism.data import AXIS_WORDS
+
     texts = [it.question for c in CATEGORIES for it in generate(c, n, seed=12345, split="tok")]
-    return texts + [" ".join(answer_vocabulary())]
+    # every answer and dense-supervision target must be one token
+    words = answer_vocabulary() + [w for ws in AXIS_WORDS.values() for w in ws]
+    return texts + [" ".join(words)] * 4
 
 
 def build_organism_tokenizer(vocab_size: int = 512):
@@ -114,21 +119,33 @@ def save_checkpoint(out: Path, model, processor, accuracy: dict, training: dict)
     write_json(out / "training.json", training)
 
 
-def _snapshot_callback(threshold: float):
+def _snapshot_callback():
     import lightning as L
 
-    class UndertrainedSnapshot(L.Callback):
-        """Keep the weights at the first validation whose mean accuracy reaches ``threshold``."""
+    class Snapshots(L.Callback):
+        """Keep the weights at every validation (tiny models: a few MB each) to pick the under-trained one."""
 
         def __init__(self):
-            self.state, self.entry = None, None
+            self.states: list[tuple[dict, dict]] = []
 
         def on_validation_end(self, trainer, pl_module):
-            if self.state is None and pl_module.history and pl_module.history[-1]["val_acc/mean"] >= threshold:
-                self.state = copy.deepcopy(pl_module.model.state_dict())
-                self.entry = dict(pl_module.history[-1])
+            if pl_module.history:
+                self.states.append((copy.deepcopy(pl_module.model.state_dict()), dict(pl_module.history[-1])))
 
-    return UndertrainedSnapshot()
+        def pick(self, threshold: float, fallback_ratio: float):
+            """First validation with mean accuracy >= ``threshold``; when none, the first reaching
+            ``fallback_ratio`` x the final mean (still short of the final model: headroom)."""
+            for state, entry in self.states:
+                if entry["val_acc/mean"] >= threshold:
+                    return state, entry
+            if self.states:
+                final = self.states[-1][1]["val_acc/mean"]
+                for state, entry in self.states:
+                    if entry["val_acc/mean"] >= fallback_ratio * final:
+                        return state, entry
+            return None, None
+
+    return Snapshots()
 
 
 def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> dict:
@@ -155,7 +172,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     t_data = time.time() - t0
     module = OrganismModule(adapter, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                             max_steps=cfg.max_steps, dense_loss_weight=cfg.dense_loss_weight, log=log)
-    snap = _snapshot_callback(cfg.undertrained_at)
+    snap = _snapshot_callback()
     trainer = L.Trainer(max_steps=cfg.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         val_check_interval=cfg.val_every, check_val_every_n_epoch=None,
@@ -170,10 +187,11 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     results = {}
     final_state = copy.deepcopy(model.state_dict())
     variants = [("", final_state, module.history[-1] if module.history else None)]
-    if snap.state is not None:
-        variants.append(("-undertrained", snap.state, snap.entry))
+    under_state, under_entry = snap.pick(cfg.undertrained_at, cfg.undertrained_fallback_ratio)
+    if under_state is not None:
+        variants.append(("-undertrained", under_state, under_entry))
     else:
-        log(f"no validation reached mean accuracy {cfg.undertrained_at}: no under-trained snapshot")
+        log("no validation to take the under-trained snapshot from")
     for suffix, state, entry in variants:
         model.load_state_dict(state)
         acc = accuracy_report(adapter, test)
@@ -213,3 +231,32 @@ def train_config(arch: str, overrides: dict | None = None) -> OrganismTrainConfi
             value = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else type(current)(value)
         setattr(cfg, key, value)
     return cfg
+
+
+def plot_learning_curves(out_root: str | Path, archs=("llava", "instructblip")) -> Path | None:
+    """``<out_root>/learning_curves.png``: validation accuracy per level against step, one panel per arch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vseam.utils.io import save_figure
+
+    runs = {a: json.loads((Path(out_root) / a / "training.json").read_text())
+            for a in archs if (Path(out_root) / a / "training.json").exists()}
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
+    for ax, (arch, tr) in zip(axes[0], runs.items()):
+        curve = tr["learning_curve"]
+        steps = [e["step"] for e in curve]
+        for level in ("object", "attribute", "relation"):
+            ax.plot(steps, [e.get(f"val_acc/{level}", float("nan")) for e in curve], label=level)
+        snap = tr.get("snapshot")
+        if snap:
+            ax.axvline(snap["step"], color="gray", ls="--", lw=1, label="under-trained snapshot")
+        ax.axhline(0.9, color="k", ls=":", lw=0.8)
+        ax.set(title=f"{arch} ({tr['wall_time_s']['train']:.0f} s training)", xlabel="step",
+               ylabel="validation accuracy", ylim=(0, 1.02))
+        ax.legend(loc="lower right", fontsize=8)
+    return save_figure(Path(out_root) / "learning_curves.png", fig)

@@ -68,33 +68,43 @@ def cell_targets(tokenizer, scenes) -> torch.Tensor:
     return out
 
 
-def key_word_and_target(item, edited: bool = False) -> tuple[str, str]:
-    """The question word where the lookup happens, and what that lookup should find in the scene.
+AXIS_WORDS = {"Horizontal": ("left", "middle", "right"), "Vertical": ("top", "middle", "bottom")}
+
+
+def key_words_and_targets(item, edited: bool = False) -> list[tuple[str, str]]:
+    """The question words where lookups happen, and what each lookup should find in the scene.
 
     Attribute: at the shape word, its colour / texture. Object: at the shape word, whether it is there
-    (verify); at the colour word, the shape of that colour (query). Relation: at the second shape
-    word, where the first one is relative to it. For query questions this is the answer itself; for
-    verify questions the last position still has to compare it with the asked value.
+    (verify); at the colour word, the shape of that colour (query). Relation: at the first shape word,
+    where it is (its column / row); at the second, where the first is relative to it. For query
+    questions the last lookup is the answer itself; for verify questions the last position still has
+    to compare it with the asked value.
     """
     scene = item.edited_scene if edited else item.scene
     objs = scene.objects
     if item.level == "object":
         if item.kind == "verify":
             word = item.question.split()[-1].rstrip("?")
-            return word, "Yes" if scene.find(word) is not None else "No"
+            return [(word, "Yes" if scene.find(word) is not None else "No")]
         color = item.question.split()[-2]
-        return color, next(o.shape for o in objs if o.color == color)
+        return [(color, next(o.shape for o in objs if o.color == color))]
     if item.level == "attribute":
         o = objs[item.involved[0]]
-        return o.shape, (o.color if item.category == "Color" else o.texture)
+        return [(o.shape, o.color if item.category == "Color" else o.texture)]
     a, b = objs[item.involved[0]], objs[item.involved[1]]
+    axis = "col" if item.category == "Horizontal" else "row"
+    where = AXIS_WORDS[item.category][getattr(a, axis) * 2 // max(1, scene.grid - 1)]  # 3 bins along the axis
     if item.category == "Horizontal":
-        return b.shape, "left" if a.col < b.col else "right"
-    return b.shape, "above" if a.row < b.row else "below"
+        return [(a.shape, where), (b.shape, "left" if a.col < b.col else "right")]
+    return [(a.shape, where), (b.shape, "above" if a.row < b.row else "below")]
 
 
-def key_targets(tokenizer, input_ids: torch.Tensor, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column of the (last) key word in each row of ``input_ids`` and the target token id there."""
+MAX_KEYS = 2
+
+
+def key_targets(tokenizer, input_ids: torch.Tensor, keys: list[list[tuple[str, str]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, MAX_KEYS] columns of the key words in each row (their last occurrence) and the target token
+    ids there; unused slots have target -100 (ignored by the loss)."""
     first = {}
 
     def tid(w: str) -> int:
@@ -102,13 +112,14 @@ def key_targets(tokenizer, input_ids: torch.Tensor, pairs: list[tuple[str, str]]
             first[w] = tokenizer(w, add_special_tokens=False)["input_ids"][0]
         return first[w]
 
-    pos = torch.empty(len(pairs), dtype=torch.long)
-    tgt = torch.empty(len(pairs), dtype=torch.long)
-    for n, (word, target) in enumerate(pairs):
-        hits = (input_ids[n] == tid(word)).nonzero()
-        if len(hits) == 0:
-            raise ValueError(f"row {n}: the key word {word!r} is not a token of the question")
-        pos[n], tgt[n] = hits[-1, 0], tid(target)
+    pos = torch.zeros(len(keys), MAX_KEYS, dtype=torch.long)
+    tgt = torch.full((len(keys), MAX_KEYS), -100, dtype=torch.long)
+    for n, pairs in enumerate(keys):
+        for k, (word, target) in enumerate(pairs):
+            hits = (input_ids[n] == tid(word)).nonzero()
+            if len(hits) == 0:
+                raise ValueError(f"row {n}: the key word {word!r} is not a token of the question")
+            pos[n, k], tgt[n, k] = hits[-1, 0], tid(target)
     return pos, tgt
 
 
@@ -147,9 +158,9 @@ class OrganismDataModule(L.LightningDataModule):
         tensors = encode_samples(self.adapter, samples)
         scenes = [it.scene for it in train] + ([it.edited_scene for it in train] if self.with_edits else [])
         tensors["cell_target"] = cell_targets(self.adapter.tokenizer, scenes)
-        pairs = [key_word_and_target(it) for it in train]
+        pairs = [key_words_and_targets(it) for it in train]
         if self.with_edits:
-            pairs += [key_word_and_target(it, edited=True) for it in train]
+            pairs += [key_words_and_targets(it, edited=True) for it in train]
         tensors["key_pos"], tensors["key_target"] = key_targets(self.adapter.tokenizer, tensors["input_ids"], pairs)
         self.train_set = TensorRows(tensors, groups)
         self.train_levels = [it.level for it in train]

@@ -38,7 +38,7 @@ class OrganismModule(L.LightningModule):
         return lm_logits(self.adapter, batch)
 
     def dense_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits at the last position [B, V], at the image tokens [B, n_cells, V] and at the key word [B, V]."""
+        """Logits at the last position [B, V], at the image tokens [B, n_cells, V], at the key words [B, K, V]."""
         from vseam.models.base import Encoded
 
         a = self.adapter
@@ -48,7 +48,7 @@ class OrganismModule(L.LightningModule):
         visual = a.visual_token_mask(batch["input_ids"])
         n = batch["cell_target"].shape[1]
         cells = hidden[visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n]
-        key = hidden[torch.arange(hidden.shape[0]), batch["key_pos"]]
+        key = hidden[torch.arange(hidden.shape[0])[:, None], batch["key_pos"]]
         return a.lm_head(hidden[:, -1]), a.lm_head(cells), a.lm_head(key)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -59,7 +59,7 @@ class OrganismModule(L.LightningModule):
             # the answer needs and what a single last-position target teaches only slowly.
             logits, cell_logits, key_logits = self.dense_logits(batch)
             cell_loss = F.cross_entropy(cell_logits.flatten(0, 1), batch["cell_target"].flatten())
-            key_loss = F.cross_entropy(key_logits, batch["key_target"])
+            key_loss = F.cross_entropy(key_logits.flatten(0, 1), batch["key_target"].flatten(), ignore_index=-100)
             self.log_dict({"train/cell_loss": cell_loss, "train/key_loss": key_loss}, batch_size=len(batch["target"]))
             dense = cell_loss + key_loss
         else:

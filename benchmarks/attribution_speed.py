@@ -16,7 +16,8 @@ to the full grid, because the full loop takes tens of minutes on 2 CPU cores; ``
 runs it on every head. The last line is machine-readable:
 ``exact_speedup=.. max_abs_diff=.. atp_speedup=.. spearman=.. top10_overlap=..``.
 
-    python benchmarks/attribution_speed.py                     # defaults: ~2-4 min on 2 cores
+    python benchmarks/attribution_speed.py                     # ~1 min idle, 3-5 min on a loaded 2-core box
+    python benchmarks/attribution_speed.py --threads 1         # per-core figures (steadier under load)
     python benchmarks/attribution_speed.py --samples 8 --ref-heads 0
 """
 
@@ -127,7 +128,7 @@ def main(argv=None):
     ap.add_argument("--ref-heads", type=int, default=32, help="heads the reference loop runs (0 = all); time is scaled")
     ap.add_argument("--batch-size", type=int, default=4, help="samples per batch in the agreement comparison")
     ap.add_argument("--rows", type=int, default=64, help="exact engine: ablated copies per forward")
-    ap.add_argument("--agreement-samples", type=int, default=24, help="samples of the Spearman / top-10 comparison")
+    ap.add_argument("--agreement-samples", type=int, default=96, help="samples of the Spearman / top-10 comparison")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--organism", default=str(ORGANISM), help="trained organism checkpoint of the agreement part")
     ap.add_argument("--skip-speed", action="store_true", help="only the agreement part")

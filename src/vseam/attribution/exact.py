@@ -64,10 +64,12 @@ def _take_rows(obj: Any, rows: torch.Tensor, batch: int) -> Any:
     """Select batch rows of every tensor with a leading batch dimension (nested in tuples / dicts).
 
     Tensors with a leading dimension of 1 broadcast over the batch and are kept as they are, unless the
-    batch itself is 1 (then they are per-sample and are indexed too, which is the same thing).
+    batch itself is 1 (then they are per-sample and are indexed too, which is the same thing). Only
+    tensors of 2 or more dimensions are per-sample (masks, position ids, rotary cos / sin).
     """
     if isinstance(obj, torch.Tensor):
-        if obj.dim() > 0 and obj.shape[0] == batch:
+        # 1-D tensors (cache_position [T]) are never per-sample, even when T happens to equal the batch
+        if obj.dim() > 1 and obj.shape[0] == batch:
             return obj.index_select(0, rows.to(obj.device))
         return obj
     if isinstance(obj, tuple):

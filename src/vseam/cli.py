@@ -6,7 +6,8 @@ import importlib
 import sys
 from typing import Callable
 
-from vseam.config import ConfigError, describe_groups, env_defaults, load_config, resolve_out_dir, save_config
+from vseam.config import (ConfigError, describe_groups, env_defaults, is_rank_zero, load_config, resolve_out_dir,
+                          save_config)
 
 # name -> (module, function, one-line description). Each function takes the resolved config.
 ANALYSES: dict[str, tuple[str, str, str]] = {
@@ -14,6 +15,10 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
     "edit": ("vseam.editing.run", "run_edit", "semantic editing of real images and the effective-edit filter"),
     "eval": ("vseam.evaluation.run", "run_eval", "score a model (optionally modulated) on GQA / POPE / COCO-QA"),
 }
+
+
+# train.py starts from the under-trained organism: modulation needs headroom to show an effect.
+TRAIN_DEFAULTS = {"model": "organism-llava-undertrained"}
 
 
 def _resolve(module: str, func: str) -> Callable:
@@ -46,18 +51,20 @@ def train_main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(_help("train.py", "python train.py [group=choice ...] [key=value ...]",
-                    "Learns per-head scales and offsets of the key heads of a frozen VLM (SPEC section 3).\n\n"))
+                    "Learns per-head scales and offsets of the key heads of a frozen VLM (SPEC section 3).\n"
+                    f"train.py's own defaults: {TRAIN_DEFAULTS}\n\n"))
         raise SystemExit(0)
-    return _run("train", "vseam.modulation.run", "run_train", argv)
+    return _run("train", "vseam.modulation.run", "run_train", argv, TRAIN_DEFAULTS)
 
 
-def _run(command: str, module: str, func: str, argv: list[str]) -> dict:
+def _run(command: str, module: str, func: str, argv: list[str], default_choices: dict | None = None) -> dict:
     env_defaults()
     try:
-        cfg = load_config(argv)
+        cfg = load_config(argv, default_choices=default_choices)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
     fn = _resolve(module, func)
     out = resolve_out_dir(cfg, command)
-    save_config(cfg, out)
+    if is_rank_zero():
+        save_config(cfg, out)
     return fn(cfg)

@@ -245,8 +245,12 @@ def parse_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def load_config(argv: list[str] | None = None, config_dir: str | Path | None = None,
-                top: str = "config.yaml") -> DictConfig:
-    """Compose the run configuration from ``configs/`` and ``key=value`` arguments; validate it."""
+                top: str = "config.yaml", default_choices: dict[str, str] | None = None) -> DictConfig:
+    """Compose the run configuration from ``configs/`` and ``key=value`` arguments; validate it.
+
+    ``default_choices`` replaces group choices of the top-level file (an entry point's own defaults);
+    choices on the command line still win.
+    """
     config_dir = Path(config_dir) if config_dir else CONFIG_DIR
     schema = OmegaConf.structured(RootConfig)
     top_cfg = _load_yaml(config_dir / top)
@@ -255,6 +259,7 @@ def load_config(argv: list[str] | None = None, config_dir: str | Path | None = N
     unknown = set(defaults) - set(GROUPS)
     if unknown:
         raise ConfigError(f"{config_dir / top}: defaults name unknown groups {sorted(unknown)}; groups: {list(GROUPS)}")
+    defaults.update(default_choices or {})
     defaults.update(choices)
     cfg = schema
     for group, choice in defaults.items():
@@ -274,11 +279,27 @@ def load_config(argv: list[str] | None = None, config_dir: str | Path | None = N
     return cfg
 
 
+OUT_DIR_ENV = "VSEAM_OUT_DIR"
+
+
+def is_rank_zero() -> bool:
+    """True in the launching process and on global rank 0 (Lightning / torchrun set these variables)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def resolve_out_dir(cfg: DictConfig, command: str) -> Path:
-    """``cfg.out_dir``, or a new ``runs/<command>/<date-time>`` (set back into cfg)."""
-    if not cfg.out_dir:
+    """The run's folder: ``cfg.out_dir``, or a new ``runs/<command>/<date-time>`` (set back into cfg).
+
+    DDP launchers re-run the command line in child processes, which would each pick a new time-stamped
+    folder; the launching process names its folder in the environment the children inherit.
+    """
+    inherited = os.environ.get(OUT_DIR_ENV)
+    if inherited and not (os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"):
+        cfg.out_dir = inherited
+    elif not cfg.out_dir:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.out_dir = str(Path("runs") / command / stamp)
+    os.environ[OUT_DIR_ENV] = str(cfg.out_dir)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -24,7 +24,6 @@ from vseam.attribution.sweep import ChunkResult, Sweep, check_answers, merge_chu
 
 log = logging.getLogger(__name__)
 
-_OUT_ENV = "VSEAM_HEADS_OUT_DIR"
 
 
 def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -> dict:
@@ -33,16 +32,11 @@ def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -
 
     ``on_chunk`` is called after each newly computed and saved chunk (tests use it to simulate a kill).
     """
-    import os
-
     from lightning.fabric import Fabric
 
-    # DDP children re-run the command line; without an explicit out_dir each would pick its own
-    # time-stamped folder. The launching process names its folder in the environment they inherit.
-    if os.environ.get(_OUT_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
-        cfg.out_dir = os.environ[_OUT_ENV]
-    if cfg.out_dir:
-        os.environ[_OUT_ENV] = str(cfg.out_dir)
+    from vseam.config import resolve_out_dir
+
+    resolve_out_dir(cfg, "heads")  # DDP children write into the launcher's folder
     tcfg = cfg.trainer
     threads = int(getattr(tcfg, "torch_threads", 0) or 0)
     if threads > 0:
@@ -120,8 +114,6 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
 
     acfg = cfg.attribution
     _validate(acfg)
-    if not cfg.out_dir:
-        raise ValueError("out_dir is not set (analyze.py sets it; direct callers must)")
     out = Path(cfg.out_dir)
     progress_dir = out / "progress"
     rank0 = fabric.global_rank == 0

@@ -19,6 +19,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from vseam.config import resolve_out_dir
 from vseam.data.load import load_samples
 from vseam.evaluation.score import EvalResult, evaluate
 from vseam.interventions import HeadModulation
@@ -41,7 +42,6 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the st
 METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
 TRAINED = ("learned", "random", "lora", "ia3")
 LEVEL_ORDER = ("object", "attribute", "relation")
-_OUT_ENV = "VSEAM_TRAIN_OUT_DIR"
 
 
 def is_rank_zero() -> bool:
@@ -188,13 +188,7 @@ def run_train(cfg) -> dict:
         raise ValueError(f"modulation.methods: unknown {unknown}; choices: {list(METHODS)}")
     if mc.scale == "none" and not mc.offset and any(m in ("learned", "random") for m in mc.methods):
         raise ValueError("modulation.scale=none and modulation.offset=false leave nothing to learn")
-    out = Path(cfg.out_dir or "runs/train/latest")
-    # DDP children re-run train.py; without an explicit out_dir they would pick a new time-stamped folder.
-    # The launching process names its folder in the environment, which the children inherit.
-    if os.environ.get(_OUT_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
-        out = Path(os.environ[_OUT_ENV])
-        cfg.out_dir = str(out)
-    os.environ[_OUT_ENV] = str(out)
+    out = resolve_out_dir(cfg, "train")  # DDP children write into the launcher's folder
     t_start = time.time()
     L.seed_everything(int(tc.seed), workers=True, verbose=False)
     if int(tc.torch_threads) > 0:

@@ -34,6 +34,7 @@ class OrganismTrainConfig:
     num_heads: int = 4
     intermediate_size: int = 128
     initializer_range: float = 0.1  # 0.02 sits at chance for thousands of steps at this size
+    position_init_scale: float = 1.0  # x the vision tower's position embeddings at init (where objects are)
     qformer_hidden_size: int = 64  # instructblip only
     qformer_layers: int = 2  # instructblip only
     num_query_tokens: int = 9  # instructblip only (= number of patches)
@@ -97,12 +98,33 @@ def build_model(cfg: OrganismTrainConfig):
                   num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=None,
                   intermediate_size=cfg.intermediate_size, initializer_range=cfg.initializer_range, seed=cfg.seed)
     if cfg.arch == "llava":
-        return build_tiny_llava(tok, **common)
-    if cfg.arch == "instructblip":
-        return build_tiny_instructblip(tok, qformer_hidden_size=cfg.qformer_hidden_size,
-                                       qformer_layers=cfg.qformer_layers, num_query_tokens=cfg.num_query_tokens,
-                                       **common)
-    raise ValueError(f"arch={cfg.arch!r}: expected llava or instructblip")
+        model, processor = build_tiny_llava(tok, **common)
+    elif cfg.arch == "instructblip":
+        model, processor = build_tiny_instructblip(tok, qformer_hidden_size=cfg.qformer_hidden_size,
+                                                   qformer_layers=cfg.qformer_layers,
+                                                   num_query_tokens=cfg.num_query_tokens, **common)
+    else:
+        raise ValueError(f"arch={cfg.arch!r}: expected llava or instructblip")
+    if cfg.position_init_scale != 1.0:
+        scale_vision_position_embeddings(model, cfg.position_init_scale)
+    return model, processor
+
+
+def scale_vision_position_embeddings(model, scale: float) -> int:
+    """Multiply the vision tower's position embeddings. At init they are ~30x smaller than a patch's
+    embedding of its pixels, so where an object is hardly reaches the language model (relations)."""
+    n = 0
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            pe = getattr(module, "position_embedding", None)
+            if pe is None or "vision" not in name:
+                continue
+            weight = pe.weight if isinstance(pe, torch.nn.Embedding) else pe
+            weight.mul_(scale)
+            n += 1
+    if n == 0:
+        raise RuntimeError(f"{type(model).__name__}: no vision position embedding found")
+    return n
 
 
 def make_adapter(model, processor, arch: str):

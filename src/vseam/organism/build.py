@@ -274,8 +274,9 @@ def plot_learning_curves(out_root: str | Path, archs=("llava", "instructblip")) 
         steps = [e["step"] for e in curve]
         for level in ("object", "attribute", "relation"):
             ax.plot(steps, [e.get(f"val_acc/{level}", float("nan")) for e in curve], label=level)
-        snap = tr.get("snapshot")
-        if snap:
+        under = Path(out_root) / f"{arch}-undertrained" / "training.json"
+        snap = json.loads(under.read_text()).get("snapshot") if under.exists() else None
+        if snap:  # "snapshot": the validation entry the variant's weights were taken at
             ax.axvline(snap["step"], color="gray", ls="--", lw=1, label="under-trained snapshot")
         ax.axhline(0.9, color="k", ls=":", lw=0.8)
         ax.set(title=f"{arch} ({tr['wall_time_s']['train']:.0f} s training)", xlabel="step",

@@ -56,3 +56,29 @@ def tiny_instructblip():
 @pytest.fixture(scope="session", params=["llava", "instructblip"])
 def tiny_adapter(request, tiny_llava, tiny_instructblip):
     return {"llava": tiny_llava, "instructblip": tiny_instructblip}[request.param]
+
+
+def wandb_run_data(root, keys: list[str], timeout: float = 120.0) -> bytes:
+    """The bytes of the one offline W&B transaction log under ``root``, once it holds every key.
+
+    ``run.finish()`` returns before wandb-core has necessarily flushed the ``.wandb`` file (the stream
+    closes asynchronously in the service process); ``wandb.teardown()`` shuts the service down and
+    waits for it, and a short poll covers a slow machine. Returns the bytes; fails naming the missing keys.
+    """
+    import time
+    from pathlib import Path
+
+    import wandb
+
+    wandb.teardown()
+    deadline = time.monotonic() + timeout
+    while True:
+        files = list(Path(root).rglob("run-*.wandb"))
+        assert len(files) <= 1, f"expected one offline W&B run under {root}, found {files}"
+        data = files[0].read_bytes() if files else b""
+        missing = [k for k in keys if k.encode() not in data]
+        if files and not missing:
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"W&B run under {root}: files={files}, keys missing after {timeout} s: {missing}")
+        time.sleep(0.5)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wandb_run_data
 import torch
 import yaml
 
@@ -82,12 +83,10 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     preds = (out / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 6 * summary["splits"]["test"]
     # the offline W&B run holds the config, losses, lr, per-head norms and the tables
-    (run_file,) = list((out / "logs").rglob("run-*.wandb"))
-    data = run_file.read_bytes()
     l, h = summary["key_heads"]["all"][0]
-    for key in ["learned/train/loss", "learned/val/acc", "lr-AdamW", f"learned/heads/L{l}H{h}/scale_dev",
-                f"learned/heads/L{l}H{h}/offset_norm", "lora/test/acc", "comparison", "before_after", "k_pos"]:
-        assert key.encode() in data, key
+    wandb_run_data(out / "logs", ["learned/train/loss", "learned/val/acc", "lr-AdamW", f"learned/heads/L{l}H{h}/scale_dev",
+                                  f"learned/heads/L{l}H{h}/offset_norm", "lora/test/acc", "comparison", "before_after",
+                                  "k_pos"])
 
 
 def test_head_list_for_another_shape_fails_before_training(tmp_path, world_root):

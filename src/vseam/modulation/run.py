@@ -153,6 +153,10 @@ def rank_heads(mod: HeadModulation) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["scale_dev"], -r["offset_norm"], r["layer"], r["head"]))
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _method_row(result: EvalResult, val: EvalResult, trainable: int, extra: dict) -> dict:
     s = result.summary()
     return {"test": {"accuracy": s["accuracy"], "n": s["n"], "skipped": s["skipped"],
@@ -229,7 +233,7 @@ def run_train(cfg) -> dict:
         evals[name] = test
         results[name] = _method_row(test, val, trainable, extra)
         r = results[name]
-        say(f"[{name}] trainable={trainable:,d} val_acc={r['val_accuracy']} test_acc={r['test']['accuracy']}")
+        say(f"[{name}] trainable={trainable:,d} val_acc={_fmt(r['val_accuracy'])} test_acc={_fmt(r['test']['accuracy'])}")
         if logger is not None:
             logger.log_metrics({f"{name}/test/acc": r["test"]["accuracy"] or 0.0,
                                 f"{name}/val/acc_final": r["val_accuracy"] or 0.0,

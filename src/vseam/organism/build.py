@@ -45,6 +45,10 @@ class OrganismTrainConfig:
     n_test_per_category: int = 100  # fresh held-out items for accuracy.json
     with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
+    # training-only linear heads: each image token names its cell's row and column at the LM input
+    # (projector output) and after each LM layer ("all") or at the listed layers ("0,1"); 0 = off
+    position_loss_weight: float = 0.0
+    position_loss_layers: str = "all"
     batch_size: int = 64
     # optimisation
     lr: float = 2e-3
@@ -193,7 +197,10 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     dm.setup()
     t_data = time.time() - t0
     module = OrganismModule(adapter, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                            max_steps=cfg.max_steps, dense_loss_weight=cfg.dense_loss_weight, log=log)
+                            max_steps=cfg.max_steps, dense_loss_weight=cfg.dense_loss_weight, log=log,
+                            position_loss_weight=cfg.position_loss_weight,
+                            position_loss_layers=cfg.position_loss_layers,
+                            grid=cfg.image_size // cfg.patch_size)
     snap = _snapshot_callback()
     trainer = L.Trainer(max_steps=cfg.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -19,7 +19,8 @@ LEVELS = ("object", "attribute", "relation")
 
 class OrganismModule(L.LightningModule):
     def __init__(self, adapter, lr: float = 2e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
-                 max_steps: int = 2000, min_lr_ratio: float = 0.05, dense_loss_weight: float = 0.0, log=None):
+                 max_steps: int = 2000, min_lr_ratio: float = 0.05, dense_loss_weight: float = 0.0, log=None,
+                 position_loss_weight: float = 0.0, position_loss_layers: str = "all", grid: int = 3):
         super().__init__()
         self.adapter = adapter
         # registered here so Lightning sees (and trains) the parameters. The model stays in eval mode,
@@ -33,6 +34,19 @@ class OrganismModule(L.LightningModule):
         self.log_fn = log  # called with each learning-curve entry (progress of long runs)
         self._loss_ema: float | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Position read-outs (training only, not part of the saved model): linear heads that make every
+        # image token's state name its cell's row and column, at the language model's input (the
+        # projector output) and after each of its layers. Without them the projector output carries no
+        # position at all, so a lookup from a shape word to its image token finds what, never where.
+        self.position_loss_weight, self.grid = position_loss_weight, grid
+        self.position_layers: list[int] = []
+        if position_loss_weight > 0:
+            n_layers = adapter.model.config.text_config.num_hidden_layers
+            self.position_layers = (list(range(n_layers + 1)) if position_loss_layers == "all"
+                                    else [int(v) for v in str(position_loss_layers).split(",") if v != ""])
+            d = adapter.model.config.text_config.hidden_size
+            self.position_heads = torch.nn.ModuleDict(
+                {str(i): torch.nn.Linear(d, 2 * grid) for i in self.position_layers})
 
     def forward(self, batch: dict) -> torch.Tensor:
         return lm_logits(self.adapter, batch)
@@ -43,15 +57,32 @@ class OrganismModule(L.LightningModule):
 
         a = self.adapter
         emb = a.embed(Encoded(model_inputs(batch), [], batch["target"]))
-        hidden = a.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
-                           position_ids=emb.position_ids, use_cache=False).last_hidden_state
+        out = a.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
+                        position_ids=emb.position_ids, use_cache=False,
+                        output_hidden_states=bool(self.position_layers))
+        hidden = out.last_hidden_state
         visual = a.visual_token_mask(batch["input_ids"])
         n = batch["cell_target"].shape[1]
         cells = hidden[visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n]
         key = hidden[torch.arange(hidden.shape[0])[:, None], batch["key_pos"]]
+        self._position_states = ([out.hidden_states[i][visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n]
+                                  for i in self.position_layers] if self.position_layers else [])
         return a.lm_head(hidden[:, -1]), a.lm_head(cells), a.lm_head(key)
 
+    def position_loss(self, n_cells: int) -> torch.Tensor:
+        """Cross-entropy of each image token's row and column (cell k = row k // grid, column k % grid)."""
+        k = torch.arange(n_cells, device=self.device)
+        row, col = k // self.grid, k % self.grid
+        total = 0.0
+        for i, states in zip(self.position_layers, self._position_states):
+            logits = self.position_heads[str(i)](states)  # [B, n, 2*grid]
+            b = logits.shape[0]
+            total = total + F.cross_entropy(logits[..., :self.grid].flatten(0, 1), row.repeat(b)) \
+                          + F.cross_entropy(logits[..., self.grid:].flatten(0, 1), col.repeat(b))
+        return total / max(1, len(self.position_layers))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        position = 0.0
         if self.dense_loss_weight > 0 and "cell_target" in batch:
             # Dense supervision, two read-outs through the LM head: image token k (cell k for LLaVA,
             # query k for InstructBLIP) names the shape in cell k, and the question's key word (the
@@ -62,6 +93,9 @@ class OrganismModule(L.LightningModule):
             key_loss = F.cross_entropy(key_logits.flatten(0, 1), batch["key_target"].flatten(), ignore_index=-100)
             self.log_dict({"train/cell_loss": cell_loss, "train/key_loss": key_loss}, batch_size=len(batch["target"]))
             dense = cell_loss + key_loss
+            if self.position_layers:
+                position = self.position_loss(batch["cell_target"].shape[1])
+                self.log("train/position_loss", position, batch_size=len(batch["target"]))
         else:
             logits, dense = self(batch), 0.0
         loss = F.cross_entropy(logits, batch["target"])
@@ -69,7 +103,7 @@ class OrganismModule(L.LightningModule):
         v = float(loss.detach())
         self._loss_ema = v if self._loss_ema is None else 0.95 * self._loss_ema + 0.05 * v
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, batch_size=len(batch["target"]))
-        return loss + self.dense_loss_weight * dense
+        return loss + self.dense_loss_weight * dense + self.position_loss_weight * position
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch)
@@ -99,7 +133,8 @@ class OrganismModule(L.LightningModule):
 
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        extra = self.position_heads.named_parameters(prefix="position_heads") if self.position_layers else []
+        for name, p in [*self.model.named_parameters(), *extra]:
             if p.requires_grad:
                 # norms, biases and embeddings are not decayed (the usual transformer recipe)
                 (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)

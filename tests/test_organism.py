@@ -170,3 +170,35 @@ def test_vision_position_embeddings_can_be_scaled_at_init():
     before = model.vision_model.embeddings.position_embedding.detach().clone()
     assert scale_vision_position_embeddings(model, 3.0) == 1
     assert torch.allclose(model.vision_model.embeddings.position_embedding, 3 * before)
+
+
+def test_position_loss_trains_heads_outside_the_saved_model():
+    torch.manual_seed(0)
+    cfg = OrganismTrainConfig(arch="llava", **TINY)
+    assert cfg.position_loss_weight == 0.0  # off by default: today's recipe
+    model, processor = build_model(cfg)
+    adapter = make_adapter(model, processor, "llava")
+    items = draw_items(2, seed=0, split="train")
+    batch = encode_samples(adapter, [it.sample() for it in items])
+    batch["cell_target"] = cell_targets(adapter.tokenizer, [it.scene for it in items])
+    batch["key_pos"], batch["key_target"] = key_targets(adapter.tokenizer, batch["input_ids"],
+                                                        [key_words_and_targets(it) for it in items])
+    module = OrganismModule(adapter, lr=3e-3, warmup_steps=1, max_steps=20, dense_loss_weight=1.0,
+                            position_loss_weight=1.0, position_loss_layers="0")
+    assert module.position_layers == [0]
+    opt = module.configure_optimizers()["optimizer"]
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) in trained for p in module.position_heads.parameters())
+    assert not any(k.startswith("position_heads") for k in model.state_dict())  # the HF model is unchanged
+    losses = []
+    for _ in range(20):
+        module.dense_logits(batch)
+        loss = module.position_loss(batch["cell_target"].shape[1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.9 * losses[0], losses
+    with pytest.raises(ValueError):
+        ib, ip = build_model(OrganismTrainConfig(arch="instructblip", **TINY))
+        OrganismModule(make_adapter(ib, ip, "instructblip"), position_loss_weight=1.0)

@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         summary.update(build_organism(cfg, a.out))
     print(json.dumps({name: {"level": acc["level"], "overall": acc["overall"]} for name, acc in summary.items()},
                      indent=1))
-    if a.arch == "both":
-        write_json(Path(a.out) / "summary.json", summary)
+    # summary.json holds every checkpoint of the folder: a one-arch rebuild replaces only its own entries
+    path = Path(a.out) / "summary.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, {**{k: v for k, v in previous.items() if k.split("-")[0] not in archs}, **summary})
     plot_learning_curves(a.out)
     return 0
 

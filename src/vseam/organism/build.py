@@ -45,10 +45,12 @@ class OrganismTrainConfig:
     n_test_per_category: int = 100  # fresh held-out items for accuracy.json
     with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
-    # training-only linear heads: each image token names its cell's row and column at the LM input
-    # (projector output) and after each LM layer ("all") or at the listed layers ("0,1"); 0 = off
-    position_loss_weight: float = 0.0
-    position_loss_layers: str = "all"
+    # training-only linear heads: each image token (LLaVA: cell k; InstructBLIP: query k, which the dense
+    # loss binds to cell k) names its cell's row and column at the LM input (projector output; "0"),
+    # after each LM layer ("all") or at the listed layers ("0,1"); 0 = off. Without it the relation
+    # level stays at chance (the image tokens carry what, not where).
+    position_loss_weight: float = 1.0
+    position_loss_layers: str = "0"
     batch_size: int = 64
     # optimisation
     lr: float = 2e-3

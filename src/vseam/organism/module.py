@@ -41,8 +41,6 @@ class OrganismModule(L.LightningModule):
         self.position_loss_weight, self.grid = position_loss_weight, grid
         self.position_layers: list[int] = []
         if position_loss_weight > 0:
-            if adapter.arch != "llava":  # InstructBLIP's query tokens are not cells: no row/column to name
-                raise ValueError(f"position_loss_weight > 0 needs arch llava (image token k = cell k), not {adapter.arch!r}")
             n_layers = adapter.model.config.text_config.num_hidden_layers
             self.position_layers = (list(range(n_layers + 1)) if position_loss_layers == "all"
                                     else [int(v) for v in str(position_loss_layers).split(",") if v != ""])

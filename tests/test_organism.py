@@ -151,12 +151,15 @@ def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(vari
     if variant.endswith("undertrained"):  # headroom for modulation, yet well above chance
         trained = json.loads((CKPT / arch / "accuracy.json").read_text())
         assert recorded["overall"] < trained["overall"] and got["overall"] >= 0.6, (got, trained)
+        assert 0.72 <= recorded["overall"] <= 0.88, recorded  # "around 75-85%": headroom for modulation
 
 
-# Not met yet (issue 3): relation questions stay at chance (0.50) in both shipped models and InstructBLIP's
-# attribute level reaches 0.71. strict: once a rebuild meets the target, this xfail fails and must go.
-@pytest.mark.xfail(strict=True, reason="shipped organism: relation level at chance, below the 0.9 target")
-@pytest.mark.parametrize("arch", ["llava", "instructblip"])
+# LLaVA meets the target; InstructBLIP's relation level is still at chance (its attribute level is at 0.995).
+# strict: once a rebuild meets the target, the xfail fails and must go.
+@pytest.mark.parametrize("arch", [
+    "llava",
+    pytest.param("instructblip", marks=pytest.mark.xfail(strict=True, reason="shipped InstructBLIP: relation at chance")),
+])
 def test_trained_checkpoints_meet_the_90_percent_target(arch):
     recorded = json.loads((_shipped(arch) / "accuracy.json").read_text())
     assert recorded["min_level"] >= 0.9, recorded["level"]

@@ -56,7 +56,7 @@ class OrganismTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    max_steps: int = 3000
+    max_steps: int = 4500
     val_every: int = 100
     attribute_from: int = 300  # curriculum: first step with attribute questions (objects from step 0)
     relation_from: int = 500  # curriculum: first step with relation questions

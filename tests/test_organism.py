@@ -177,9 +177,13 @@ def test_vision_position_embeddings_can_be_scaled_at_init():
 
 @pytest.mark.parametrize("arch", ["llava", "instructblip"])
 def test_position_loss_trains_heads_outside_the_saved_model(arch):
+    from vseam.organism.build import train_config
+
     torch.manual_seed(0)
+    recipe = train_config(arch)  # the shipped recipe: LM input for LLaVA, LM input + vision patches for InstructBLIP
+    assert recipe.position_loss_weight > 0
+    assert recipe.position_loss_layers == {"llava": "0", "instructblip": "0,vision"}[arch]
     cfg = OrganismTrainConfig(arch=arch, **TINY)
-    assert cfg.position_loss_weight > 0 and OrganismTrainConfig().position_loss_layers == "0"  # the shipped recipe
     model, processor = build_model(cfg)
     adapter = make_adapter(model, processor, arch)
     items = draw_items(2, seed=0, split="train")
@@ -188,8 +192,9 @@ def test_position_loss_trains_heads_outside_the_saved_model(arch):
     batch["key_pos"], batch["key_target"] = key_targets(adapter.tokenizer, batch["input_ids"],
                                                         [key_words_and_targets(it) for it in items])
     module = OrganismModule(adapter, lr=3e-3, warmup_steps=1, max_steps=20, dense_loss_weight=1.0,
-                            position_loss_weight=1.0, position_loss_layers="0")
-    assert module.position_layers == [0]
+                            position_loss_weight=1.0, position_loss_layers=recipe.position_loss_layers)
+    assert module.position_layers == [0] and module.position_vision == (arch == "instructblip")
+    assert set(module.position_heads) == ({"0", "vision"} if arch == "instructblip" else {"0"})
     opt = module.configure_optimizers()["optimizer"]
     trained = {id(p) for g in opt.param_groups for p in g["params"]}
     assert all(id(p) in trained for p in module.position_heads.parameters())
@@ -197,6 +202,7 @@ def test_position_loss_trains_heads_outside_the_saved_model(arch):
     losses = []
     for _ in range(20):
         module.dense_logits(batch)
+        assert [name for name, _ in module._position_states] == list(module.position_heads)
         loss = module.position_loss(batch["cell_target"].shape[1])
         opt.zero_grad()
         loss.backward()

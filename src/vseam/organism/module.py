@@ -17,6 +17,15 @@ from vseam.organism.encode import lm_logits, model_inputs
 LEVELS = ("object", "attribute", "relation")
 
 
+def vision_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The vision tower of a VLM, found by structure: the first submodule whose class is a ``*VisionModel``
+    (``CLIPVisionModel`` in LLaVA, ``InstructBlipVisionModel`` in InstructBLIP)."""
+    for _, m in model.named_modules():
+        if type(m).__name__.endswith("VisionModel"):
+            return m
+    raise ValueError(f"no *VisionModel submodule in {type(model).__name__}")
+
+
 class OrganismModule(L.LightningModule):
     def __init__(self, adapter, lr: float = 2e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  max_steps: int = 2000, min_lr_ratio: float = 0.05, dense_loss_weight: float = 0.0, log=None,
@@ -36,17 +45,25 @@ class OrganismModule(L.LightningModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         # Position read-outs (training only, not part of the saved model): linear heads that make every
         # image token's state name its cell's row and column, at the language model's input (the
-        # projector output) and after each of its layers. Without them the projector output carries no
-        # position at all, so a lookup from a shape word to its image token finds what, never where.
+        # projector output; "0"), after LM layers ("1", ..., "all") and / or at the vision tower's patch
+        # outputs ("vision"). Without them the projector output carries no position at all, so a lookup
+        # from a shape word to its image token finds what, never where.
         self.position_loss_weight, self.grid = position_loss_weight, grid
         self.position_layers: list[int] = []
+        self.position_vision = False
+        self.position_heads = torch.nn.ModuleDict()
         if position_loss_weight > 0:
             n_layers = adapter.model.config.text_config.num_hidden_layers
-            self.position_layers = (list(range(n_layers + 1)) if position_loss_layers == "all"
-                                    else [int(v) for v in str(position_loss_layers).split(",") if v != ""])
+            parts = [v.strip() for v in str(position_loss_layers).split(",") if v.strip()]
+            self.position_vision = "vision" in parts
+            parts = [v for v in parts if v != "vision"]
+            self.position_layers = list(range(n_layers + 1)) if parts == ["all"] else [int(v) for v in parts]
             d = adapter.model.config.text_config.hidden_size
-            self.position_heads = torch.nn.ModuleDict(
-                {str(i): torch.nn.Linear(d, 2 * grid) for i in self.position_layers})
+            for i in self.position_layers:
+                self.position_heads[str(i)] = torch.nn.Linear(d, 2 * grid)
+            if self.position_vision:
+                self.position_heads["vision"] = torch.nn.Linear(adapter.model.config.vision_config.hidden_size, 2 * grid)
+        self._position_states: list[tuple[str, torch.Tensor]] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
         return lm_logits(self.adapter, batch)
@@ -56,7 +73,17 @@ class OrganismModule(L.LightningModule):
         from vseam.models.base import Encoded
 
         a = self.adapter
-        emb = a.embed(Encoded(model_inputs(batch), [], batch["target"]))
+        captured = {}
+
+        def keep(mod, args, out) -> None:  # returns None: the module's output is left as it is
+            captured["vision"] = out[0]
+
+        handle = vision_encoder(a.model).register_forward_hook(keep) if self.position_vision else None
+        try:
+            emb = a.embed(Encoded(model_inputs(batch), [], batch["target"]))
+        finally:
+            if handle is not None:
+                handle.remove()
         out = a.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
                         position_ids=emb.position_ids, use_cache=False,
                         output_hidden_states=bool(self.position_layers))
@@ -65,8 +92,10 @@ class OrganismModule(L.LightningModule):
         n = batch["cell_target"].shape[1]
         cells = hidden[visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n]
         key = hidden[torch.arange(hidden.shape[0])[:, None], batch["key_pos"]]
-        self._position_states = ([out.hidden_states[i][visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n]
-                                  for i in self.position_layers] if self.position_layers else [])
+        self._position_states = [(str(i), out.hidden_states[i][visual].view(hidden.shape[0], -1, hidden.shape[-1])[:, :n])
+                                 for i in self.position_layers]
+        if self.position_vision:  # the vision tower's patch outputs, after its CLS token
+            self._position_states.append(("vision", captured["vision"][:, 1:1 + n]))
         return a.lm_head(hidden[:, -1]), a.lm_head(cells), a.lm_head(key)
 
     def position_loss(self, n_cells: int) -> torch.Tensor:
@@ -74,12 +103,12 @@ class OrganismModule(L.LightningModule):
         k = torch.arange(n_cells, device=self.device)
         row, col = k // self.grid, k % self.grid
         total = 0.0
-        for i, states in zip(self.position_layers, self._position_states):
-            logits = self.position_heads[str(i)](states)  # [B, n, 2*grid]
+        for name, states in self._position_states:
+            logits = self.position_heads[name](states)  # [B, n, 2*grid]
             b = logits.shape[0]
             total = total + F.cross_entropy(logits[..., :self.grid].flatten(0, 1), row.repeat(b)) \
                           + F.cross_entropy(logits[..., self.grid:].flatten(0, 1), col.repeat(b))
-        return total / max(1, len(self.position_layers))
+        return total / max(1, len(self._position_states))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         position = 0.0
@@ -93,7 +122,7 @@ class OrganismModule(L.LightningModule):
             key_loss = F.cross_entropy(key_logits.flatten(0, 1), batch["key_target"].flatten(), ignore_index=-100)
             self.log_dict({"train/cell_loss": cell_loss, "train/key_loss": key_loss}, batch_size=len(batch["target"]))
             dense = cell_loss + key_loss
-            if self.position_layers:
+            if len(self.position_heads):
                 position = self.position_loss(batch["cell_target"].shape[1])
                 self.log("train/position_loss", position, batch_size=len(batch["target"]))
         else:
@@ -133,7 +162,7 @@ class OrganismModule(L.LightningModule):
 
     def configure_optimizers(self):
         decay, no_decay = [], []
-        extra = self.position_heads.named_parameters(prefix="position_heads") if self.position_layers else []
+        extra = self.position_heads.named_parameters(prefix="position_heads")
         for name, p in [*self.model.named_parameters(), *extra]:
             if p.requires_grad:
                 # norms, biases and embeddings are not decayed (the usual transformer recipe)

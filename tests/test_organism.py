@@ -154,12 +154,7 @@ def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(vari
         assert 0.72 <= recorded["overall"] <= 0.88, recorded  # "around 75-85%": headroom for modulation
 
 
-# LLaVA meets the target; InstructBLIP's relation level is still at chance (its attribute level is at 0.995).
-# strict: once a rebuild meets the target, the xfail fails and must go.
-@pytest.mark.parametrize("arch", [
-    "llava",
-    pytest.param("instructblip", marks=pytest.mark.xfail(strict=True, reason="shipped InstructBLIP: relation at chance")),
-])
+@pytest.mark.parametrize("arch", ["llava", "instructblip"])
 def test_trained_checkpoints_meet_the_90_percent_target(arch):
     recorded = json.loads((_shipped(arch) / "accuracy.json").read_text())
     assert recorded["min_level"] >= 0.9, recorded["level"]

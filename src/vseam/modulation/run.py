@@ -153,8 +153,9 @@ def rank_heads(mod: HeadModulation) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["scale_dev"], -r["offset_norm"], r["layer"], r["head"]))
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
+def _fmt(x: float | None, digits: int = 3, missing: str = "  -  ") -> str:
+    """An accuracy for the console: ``digits`` places, ``missing`` where there is none (empty split)."""
+    return f"{x:.{digits}f}" if isinstance(x, float) else missing
 
 
 def _method_row(result: EvalResult, val: EvalResult, trainable: int, extra: dict) -> dict:
@@ -172,14 +173,11 @@ def format_table(methods: dict[str, dict], total_params: int) -> str:
         " ".join(f"{lv:>9}" for lv in levels)
     lines = [head, "-" * len(head)]
 
-    def f(x):
-        return f"{x:.3f}" if isinstance(x, float) else "  -  "
-
     for name, m in methods.items():
         pct = 100.0 * m["trainable_params"] / max(1, total_params)
-        lines.append(f"{name:<10} {m['trainable_params']:>10,d} {pct:>9.4f}% {f(m['val_accuracy']):>8} "
-                     f"{f(m['test']['accuracy']):>8} " +
-                     " ".join(f"{f(m['test']['by_level'].get(lv)):>9}" for lv in levels))
+        lines.append(f"{name:<10} {m['trainable_params']:>10,d} {pct:>9.4f}% {_fmt(m['val_accuracy']):>8} "
+                     f"{_fmt(m['test']['accuracy']):>8} " +
+                     " ".join(f"{_fmt(m['test']['by_level'].get(lv)):>9}" for lv in levels))
     return "\n".join(lines)
 
 
@@ -233,7 +231,7 @@ def run_train(cfg) -> dict:
         evals[name] = test
         results[name] = _method_row(test, val, trainable, extra)
         r = results[name]
-        say(f"[{name}] trainable={trainable:,d} val_acc={_fmt(r['val_accuracy'])} test_acc={_fmt(r['test']['accuracy'])}")
+        say(f"[{name}] trainable={trainable:,d} val_acc={_fmt(r['val_accuracy'], 4, 'n/a')} test_acc={_fmt(r['test']['accuracy'], 4, 'n/a')}")
         if logger is not None:
             logger.log_metrics({f"{name}/test/acc": r["test"]["accuracy"] or 0.0,
                                 f"{name}/val/acc_final": r["val_accuracy"] or 0.0,

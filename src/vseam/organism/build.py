@@ -192,9 +192,10 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     t0 = time.time()
     model, processor = build_model(cfg)
     adapter = make_adapter(model, processor, cfg.arch)
+    grid = cfg.image_size // cfg.patch_size  # cells per side = patches per side
     dm = OrganismDataModule(adapter, n_train_per_category=cfg.n_train_per_category,
                             n_val_per_category=cfg.n_val_per_category, seed=cfg.seed, with_edits=cfg.with_edits,
-                            batch_size=cfg.batch_size, cell=cfg.patch_size, grid=cfg.image_size // cfg.patch_size,
+                            batch_size=cfg.batch_size, cell=cfg.patch_size, grid=grid,
                             curriculum={"object": 0, "attribute": cfg.attribute_from, "relation": cfg.relation_from},
                             steps=cfg.max_steps)
     dm.setup()
@@ -203,7 +204,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
                             max_steps=cfg.max_steps, dense_loss_weight=cfg.dense_loss_weight, log=log,
                             position_loss_weight=cfg.position_loss_weight,
                             position_loss_layers=cfg.position_loss_layers,
-                            grid=cfg.image_size // cfg.patch_size)
+                            grid=grid)
     snap = _snapshot_callback()
     trainer = L.Trainer(max_steps=cfg.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

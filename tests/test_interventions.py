@@ -55,6 +55,41 @@ def test_ablation_equals_hand_written_layer(tiny_adapter, samples, mode):
         assert (got - a.lm_logits(emb)).abs().max() > 1e-6  # the ablation changed something
 
 
+@pytest.mark.parametrize("mode", ["mean", "zero"])
+def test_ablation_strength_interpolates(tiny_llava, samples, mode):
+    """strength s moves the chosen heads' slices s of the way to their ablated values: 0 = clean, 1 (float
+    or tensor) = the full ablation, per-(sample, head) strengths act row by row, and a wrong shape fails."""
+    a = tiny_llava
+    B, H = len(samples), a.num_heads
+    emb = a.embed(a.encode(samples))
+    clean, full = a.lm_logits(emb), None
+    with intervene(a, Ablate(1, [2], mode=mode)):
+        full = a.lm_logits(emb)
+    with intervene(a, Ablate(1, [2], mode=mode, strength=torch.ones(H))):
+        torch.testing.assert_close(a.lm_logits(emb), full, atol=1e-6, rtol=0)
+    with intervene(a, Ablate(1, [2], mode=mode, strength=0.0)):
+        assert torch.equal(a.lm_logits(emb), clean)
+    # the slice itself is interpolated linearly: read it after a half ablation
+    with intervene(a, Read([1])) as c0:
+        a.lm_logits(emb)
+    with intervene(a, Ablate(1, [2], mode=mode, strength=0.25), Read([1])) as c1:
+        a.lm_logits(emb)
+    z = c0[1]
+    target = torch.zeros_like(z[:, :, 2]) if mode == "zero" else (z.sum(2) - z[:, :, 2]) / (H - 1)
+    torch.testing.assert_close(c1[1][:, :, 2], z[:, :, 2] + 0.25 * (target - z[:, :, 2]))
+    torch.testing.assert_close(c1[1][:, :, :2], z[:, :, :2], atol=0, rtol=0)  # other heads untouched
+    # per-(sample, head) strength [B, H]: sample 0 fully ablated, the others clean
+    s = torch.zeros(B, H)
+    s[0] = 1.0
+    with intervene(a, Ablate(1, [2], mode=mode, strength=s)):
+        rows = a.lm_logits(emb)
+    torch.testing.assert_close(rows[0], full[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(rows[1:], clean[1:], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="strength of shape"):
+        with intervene(a, Ablate(1, [2], strength=torch.ones(B + 1, H))):
+            a.lm_logits(emb)
+
+
 def test_identity_modulation_is_bit_identical(tiny_adapter, samples):
     a = tiny_adapter
     emb = a.embed(a.encode(samples))

@@ -51,12 +51,20 @@ def _where_mask(heads_mask: torch.Tensor, positions: torch.Tensor | None, z: tor
 
 @dataclass
 class Ablate:
-    """Replace heads' slices by the mean of the other heads' slices (``mode="mean"``) or by zeros."""
+    """Replace heads' slices by the mean of the other heads' slices (``mode="mean"``) or by zeros.
+
+    ``strength`` s moves a slice only part of the way: ``z <- z + s * (z' - z)``. A float, or a tensor
+    [H] / [B, H] (one strength per head, or per sample and head) that may require grad: then its
+    ``.grad`` after a backward pass is the derivative of the output w.r.t. each head's ablation
+    strength, which is what attribution patching needs. ``strength=1.0`` (the default) is the full
+    ablation, computed as a plain replacement.
+    """
 
     layer: int
     heads: torch.Tensor | Sequence[int]  # bool [B, H] / [H] or head indices
     mode: str = "mean"  # mean | zero
     positions: torch.Tensor | None = None  # bool [B, T]; None = every position
+    strength: float | torch.Tensor = 1.0  # 1 = full ablation; a tensor [H] / [B, H] may require grad
 
     def __post_init__(self):
         if self.mode not in ("mean", "zero"):
@@ -70,7 +78,17 @@ class Ablate:
             if H < 2:
                 raise ValueError("mean ablation needs at least 2 heads")
             repl = (z.sum(2, keepdim=True) - z) / (H - 1)
-        return torch.where(_where_mask(_head_mask(self.heads, B, H, z.device), self.positions, z), repl, z)
+        where = _where_mask(_head_mask(self.heads, B, H, z.device), self.positions, z)
+        s = self.strength
+        if isinstance(s, torch.Tensor):
+            s = s.to(device=z.device, dtype=z.dtype)
+            if s.dim() not in (1, 2) or s.shape[-1] != H or (s.dim() == 2 and s.shape[0] != B):
+                raise ValueError(f"ablation strength of shape {tuple(s.shape)} does not fit [H] or [B, H] = "
+                                 f"[{B}, {H}] at layer {self.layer}")
+            s = s.reshape(-1 if s.dim() == 2 else 1, 1, H, 1)
+        elif s == 1.0:
+            return torch.where(where, repl, z)
+        return torch.where(where, z + s * (repl - z), z)
 
 
 @dataclass

@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from vseam.attribution.exact import ExactEngine
-from vseam.attribution.patching import ablation_delta, estimated_ablated_probs, first_order
+from vseam.attribution.patching import estimated_ablated_probs, first_order
 from vseam.attribution.reference import reference_ablated_probs, reference_baseline
 from vseam.attribution.sweep import ProgressMismatchError, Sweep, check_answers
 from vseam.data import Sample
-from vseam.interventions import Patch, Read, intervene
+from vseam.interventions import Ablate, intervene
 from vseam.models.base import answer_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +31,8 @@ def _engine_probs(adapter, samples, mode="mean", rows=64, heads=None):
     with torch.no_grad():
         emb = adapter.embed(enc)
     mask = enc.answer_mask(adapter.vocab_size)
-    p_abl, clean = ExactEngine(adapter, mode=mode, rows_per_forward=rows).ablated_probs(emb, mask, heads)
-    p, c, _ = answer_stats(clean.logits, mask)
+    p_abl, logits = ExactEngine(adapter, mode=mode, rows_per_forward=rows).ablated_probs(emb, mask, heads)
+    p, c, _ = answer_stats(logits, mask)
     return p_abl, p, c
 
 
@@ -41,7 +41,8 @@ def test_exact_engine_equals_reference(tiny_adapter, samples, mode):
     if mode == "zero" and tiny_adapter.arch != "llava":
         pytest.skip("zero ablation differs only in the replacement; one architecture covers it")
     # the samples' prompts differ in length, so the batch is left-padded while the reference is not
-    p_abl, p, c = _engine_probs(tiny_adapter, samples, mode=mode, rows=5)  # 5: rows split mid-sample
+    # rows=5 with 4 heads: one sample per forward, each run without the batch's padding
+    p_abl, p, c = _engine_probs(tiny_adapter, samples, mode=mode, rows=5)
     ref = reference_ablated_probs(tiny_adapter, samples, mode=mode)
     ref_p, ref_c = reference_baseline(tiny_adapter, samples)
     assert not ref.isnan().any()
@@ -50,6 +51,17 @@ def test_exact_engine_equals_reference(tiny_adapter, samples, mode):
     assert torch.equal(c, ref_c)
     # the ablations do something, so the comparison is not between two copies of the baseline
     assert (ref - ref_p[:, None, None]).abs().max() > 1e-6
+
+
+def test_length_groups_split_a_left_padded_batch_by_length():
+    from vseam.attribution.exact import length_groups
+
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]])
+    groups = [(g.tolist(), w) for g, w in length_groups(mask, 2)]
+    assert groups == [([2, 0], 3), ([3, 1], 5)]  # shortest first, each group as wide as its longest
+    assert [(g.tolist(), w) for g, w in length_groups(mask, 8)] == [([2, 0, 3, 1], 5)]
+    right = torch.tensor([[1, 1, 0], [1, 1, 1]])  # not left-padded: kept whole
+    assert [(g.tolist(), w) for g, w in length_groups(right, 1)] == [([0, 1], 3)]
 
 
 def test_exact_engine_head_subset_and_copies_per_forward(tiny_llava, samples):
@@ -82,35 +94,42 @@ def test_out_of_memory_halves_the_copies_per_forward(tiny_llava, samples, monkey
     torch.testing.assert_close(got, full, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("space", ["prob", "logodds"])
-def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space):
-    """The per-head estimate equals d/d(eps) m(z + eps * (z' - z)) at eps = 0 for the metric m of the
-    space (p, or the answer's log-odds), checked by a central difference in float64 on one head."""
+@pytest.mark.parametrize("space,alpha", [("prob", 0.0), ("logodds", 0.0), ("logodds", 0.5)])
+def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space, alpha):
+    """The per-head estimate equals d/ds m at strength s = alpha for every head (0: the clean run, where
+    it is sum (z' - z) * dm/dz), for the metric m of the space (p, or the answer's log-odds), checked by
+    a central difference in float64 on one head's strength, the others held at alpha."""
     a = tiny_llava
     enc = a.encode(samples)
     mask = enc.answer_mask(a.vocab_size)
+    L, H = a.num_layers, a.num_heads
     a.model.double()
     try:
         with torch.no_grad():
             emb = a.embed(enc)
-        _, delta, p, _ = first_order(a, emb, mask, mode="mean", space=space)
+        metric, delta, p, _ = first_order(a, emb, mask, mode="mean", space=space, alpha=alpha)
         layer, head, eps = 1, 2, 1e-2  # smaller steps meet float32 parts of the model (rotary tables)
-        with torch.no_grad(), intervene(a, Read([layer])) as cache:
-            a.lm_logits(emb)
-        z = cache[layer]
-        step = torch.zeros_like(z)
-        step[:, :, head] = ablation_delta(z, "mean")[:, :, head]
-        values = []
-        for sign in (1, -1):
-            with torch.no_grad(), intervene(a, Patch(layer, z + sign * eps * step, heads=[head])):
+
+        def m_at(s_head):
+            strength = torch.full((L, H), alpha, dtype=torch.float64)
+            strength[layer, head] = s_head
+            edits = [Ablate(l, [h for h in range(H)], strength=strength[l]) for l in range(L)]
+            with torch.no_grad(), intervene(a, *edits):
                 prob = (a.lm_logits(emb).double().softmax(-1) * mask).sum(-1)
-                values.append(prob if space == "prob" else torch.log(prob / (1 - prob)))
-        fd = (values[0] - values[1]) / (2 * eps)
-        est, p2, _ = estimated_ablated_probs(a, emb, mask, mode="mean", space=space)
+            return prob if space == "prob" else torch.log(prob / (1 - prob))
+
+        fd = (m_at(alpha + eps) - m_at(alpha - eps)) / (2 * eps)
+        with torch.no_grad():
+            clean_p = (a.lm_logits(emb).double().softmax(-1) * mask).sum(-1)
+        est, p2, _ = estimated_ablated_probs(a, emb, mask, mode="mean", space=space, alpha=alpha)
     finally:
         a.model.float()
     assert fd.abs().max() > 1e-7  # a head with an effect to estimate
     torch.testing.assert_close(delta[:, layer, head].double(), fd, rtol=1e-3, atol=1e-9)
+    # the clean metric and probability, also when the gradient was taken away from the clean run
+    torch.testing.assert_close(p.double(), clean_p, rtol=1e-5, atol=1e-6)
+    clean_m = clean_p if space == "prob" else torch.log(clean_p / (1 - clean_p))
+    torch.testing.assert_close(metric.double(), clean_m, rtol=1e-4, atol=1e-5)
     # the estimate of p_abl is p moved by the first-order change (directly, or through the sigmoid)
     lo = torch.logit(p2.double())
     want = p2.double() + (delta[:, layer, head].double() if space == "prob"
@@ -198,7 +217,8 @@ def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["attribution.method=exactly", "attribution.ablation=noise",
-                                 "attribution.atp_space=logit", "attribution.chunk_size=0"])
+                                 "attribution.atp_space=logit", "attribution.chunk_size=0",
+                                 "attribution.atp_alpha=1.0"])
 def test_bad_attribution_choices_fail_before_the_model_loads(world, tmp_path, bad, monkeypatch):
     import vseam.models
     from vseam.attribution.run import run_heads
@@ -218,6 +238,14 @@ def test_atp_with_exact_rescoring(world, tmp_path):
     atp = load_file_scores(res)
     for l, h in res["exact_heads"]:
         torch.testing.assert_close(atp["ablated"][:, l, h], exact["ablated"][:, l, h], atol=1e-6, rtol=0)
+    assert res["atp_alpha"] == 0.0
+    # the midpoint estimate: recorded in the result, different numbers, its own progress fingerprint
+    mid = run_heads(_cfg(world, tmp_path / "mid", "attribution.method=atp", "attribution.atp_alpha=0.5"))
+    assert mid["method"] == "atp" and mid["atp_alpha"] == 0.5
+    rescored = torch.zeros(res["num_layers"], res["num_heads"], dtype=torch.bool)
+    for l, h in res["exact_heads"]:
+        rescored[l, h] = True
+    assert not torch.allclose(load_file_scores(mid)["ablated"][:, ~rescored], atp["ablated"][:, ~rescored])
 
 
 def load_file_scores(result):

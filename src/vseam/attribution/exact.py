@@ -7,7 +7,8 @@ rotary position embeddings, ...). An ablation in layer ``l`` cannot change layer
 starts from the recorded input of layer ``l`` and runs only layers ``l..L-1``, the final norm and the
 unembedding at the last position. Many (sample, head) pairs share one pass: each row of the batch is
 one sample with one head ablated, through a per-row [rows, H] head mask of the one intervention
-mechanism (``vseam.interventions.Ablate``).
+mechanism (``vseam.interventions.Ablate``). Samples sharing a forward are those of most similar
+length, so a left-padded batch pays little padding.
 """
 
 from __future__ import annotations
@@ -95,6 +96,27 @@ def run_from_layer(adapter: VLMAdapter, clean: CleanRun, layer: int, rows: torch
     return adapter.lm_head(last)
 
 
+def length_groups(attention_mask: torch.Tensor, max_samples: int) -> list[tuple[torch.Tensor, int]]:
+    """Split a batch into groups of at most ``max_samples`` samples of similar length: [(sample indices,
+    width)], where width is the group's longest unpadded length, so ``[:, -width:]`` drops only padding.
+
+    Only a left-padded mask (each row's ones at its end) is regrouped; any other mask is one group of the
+    full width. Samples are taken shortest first (ties by index), so the grouping is deterministic.
+    """
+    mask = attention_mask.detach().bool().cpu()
+    B, T = mask.shape
+    lengths = mask.sum(1)
+    left_padded = all(bool(mask[b, T - int(lengths[b]):].all()) for b in range(B))
+    if not left_padded or B == 0:
+        return [(torch.arange(B), T)]
+    order = sorted(range(B), key=lambda b: (int(lengths[b]), b))
+    groups = []
+    for i in range(0, B, max(1, max_samples)):
+        idx = torch.tensor(order[i:i + max_samples], dtype=torch.long)
+        groups.append((idx, max(1, int(lengths[idx].max()))))
+    return groups
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -116,19 +138,45 @@ class ExactEngine:
 
     @torch.no_grad()
     def ablated_probs(self, emb: Embedded, answer_mask: torch.Tensor, heads: torch.Tensor | None = None,
-                      on_layer: Callable[[int], None] | None = None) -> tuple[torch.Tensor, CleanRun]:
-        """``p_abl`` [B, L, H] (float32; NaN where ``heads`` [L, H] is False) and the clean run.
+                      on_layer: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``p_abl`` [B, L, H] (float32; NaN where ``heads`` [L, H] is False) and the clean logits at the
+        last position [B, V].
 
-        ``answer_mask`` is the bool [B, V] mask of answer token ids. ``on_layer(l)`` is called after
-        each layer's heads are done (progress reporting).
+        ``answer_mask`` is the bool [B, V] mask of answer token ids. ``on_layer(l, n)`` is called after
+        layer l's heads are done for n of the samples (progress reporting).
+
+        Samples of a left-padded batch are regrouped by length (``length_groups``) and each group runs
+        with only the padding it needs: an ablated copy costs its sequence length in every layer, so the
+        padding of one long prompt is not paid by all the copies of the short ones.
         """
         a = self.adapter
         L, H = a.num_layers, a.num_heads
         heads = torch.ones(L, H, dtype=torch.bool) if heads is None else heads.bool().cpu()
+        B = emb.inputs_embeds.shape[0]
+        out = torch.full((B, L, H), float("nan"))
+        logits = None
+        answer_mask = answer_mask.to(a.device)
+        per_sample = max(1, int(heads.sum(1).max()))  # rows one sample adds to a layer's forward
+        for group, width in length_groups(emb.attention_mask, max(1, self.rows_per_forward // per_sample)):
+            sub = emb.index(group.to(emb.inputs_embeds.device))
+            if width < sub.inputs_embeds.shape[1]:
+                sub = Embedded(sub.inputs_embeds[:, -width:], sub.attention_mask[:, -width:],
+                               sub.position_ids[:, -width:])
+            p_abl, clean = self._ablated_group(sub, answer_mask.index_select(0, group.to(a.device)), heads,
+                                               (lambda l, n=len(group): on_layer(l, n)) if on_layer else None)
+            out[group] = p_abl
+            if logits is None:
+                logits = clean.logits.new_empty((B, clean.logits.shape[-1]))
+            logits[group.to(logits.device)] = clean.logits
+        return out, logits
+
+    def _ablated_group(self, emb: Embedded, answer_mask: torch.Tensor, heads: torch.Tensor,
+                       on_layer: Callable[[int], None] | None) -> tuple[torch.Tensor, CleanRun]:
+        a = self.adapter
+        L, H = a.num_layers, a.num_heads
         clean = clean_run(a, emb)
         B = clean.batch_size
         out = torch.full((B, L, H), float("nan"))
-        answer_mask = answer_mask.to(a.device)
         for l in range(L):
             hs = heads[l].nonzero().squeeze(1)
             if hs.numel():

@@ -7,7 +7,8 @@ reason}]``), ``n_skipped``, ``baseline`` (``accuracy``, ``mean_prob``), ``n_corr
 ``positive`` / ``negative`` / ``signed`` (L x H lists, or null when undefined), ``undefined`` (names of
 undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative``, ``signed``: lists of
 ``{layer, head, score}``, null when undefined), ``exact_heads`` (for ``atp+exact_topk``: the heads whose
-scores are exact), ``atp_space`` (for atp: prob | logodds), ``files`` and ``config``.
+scores are exact), ``atp_space`` (for atp: prob | logodds), ``atp_alpha`` (for atp: the
+strength at which the gradient was taken), ``files`` and ``config``.
 """
 
 from __future__ import annotations

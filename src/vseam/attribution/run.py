@@ -100,6 +100,9 @@ def _validate(acfg: Any) -> None:
     for key in ("top_k", "rows_per_forward", "chunk_size"):
         if int(acfg[key]) < 1:
             raise ValueError(f"attribution.{key}={acfg[key]!r}: expected a positive integer")
+    if not 0.0 <= float(acfg.atp_alpha) < 1.0:
+        raise ValueError(f"attribution.atp_alpha={acfg.atp_alpha!r}: expected 0 <= alpha < 1 (0 = classic "
+                         "attribution patching at the clean run, 0.5 = midpoint of the all-heads ablation path)")
     if int(acfg.rescore_top_k) < 0:
         raise ValueError(f"attribution.rescore_top_k={acfg.rescore_top_k!r}: expected >= 0")
 
@@ -162,7 +165,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         return merge_chunks(_gather(fabric, mine), L, H)
 
     method = acfg.method
-    first = sweep_all(Sweep(adapter, samples, method=method, space=acfg.atp_space, **common), f"heads {method}")
+    first = sweep_all(Sweep(adapter, samples, method=method, space=acfg.atp_space,
+                             alpha=float(acfg.atp_alpha), **common), f"heads {method}")
     ablated, exact_heads = first.ablated, None
     if method == "atp" and int(acfg.rescore_top_k) > 0:
         est = head_scores(first.prob, first.correct, first.ablated)
@@ -190,6 +194,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
                               dataset={k: config_dict["data"].get(k) for k in
                                        ("name", "format", "root", "annotations", "categories", "limit")})
         result["atp_space"] = acfg.atp_space if acfg.method == "atp" else None
+        result["atp_alpha"] = float(acfg.atp_alpha) if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)
         result["world_size"] = fabric.world_size
         write_results(out, result, scores, first.prob, first.correct, ablated, first.ids, heatmaps=acfg.heatmaps)

@@ -89,7 +89,7 @@ class Sweep:
 
     def __init__(self, adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact",
                  mode: str = "mean", batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64,
-                 heads: torch.Tensor | None = None, space: str = "logodds",
+                 heads: torch.Tensor | None = None, space: str = "logodds", alpha: float = 0.0,
                  progress_dir: str | Path | None = None, tag: str | None = None,
                  fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1):
         if method not in METHODS:
@@ -97,6 +97,7 @@ class Sweep:
         if method == "atp" and heads is not None:
             raise ValueError("attribution patching scores all heads at once; a head subset is for the exact engine")
         self.adapter, self.samples, self.method, self.mode, self.space = adapter, list(samples), method, mode, space
+        self.alpha = float(alpha)
         self.batch_size, self.chunk_size = max(1, int(batch_size)), max(1, int(chunk_size))
         self.heads = None if heads is None else heads.bool().cpu()
         self.engine = ExactEngine(adapter, mode=mode, rows_per_forward=rows_per_forward)
@@ -107,7 +108,9 @@ class Sweep:
         self.fingerprint = fingerprint(
             method=method, mode=mode, batch_size=self.batch_size, chunk_size=self.chunk_size,
             heads=None if self.heads is None else self.heads.int().flatten().tolist(),
-            space=space if method == "atp" else None, ids=[s.id for s in self.samples], **(fingerprint_parts or {}))
+            space=space if method == "atp" else None, ids=[s.id for s in self.samples],
+            # named only when it is not the classic 0, so progress saved before the option existed still matches
+            **({"alpha": self.alpha} if method == "atp" and self.alpha != 0 else {}), **(fingerprint_parts or {}))
 
     # ------------------------------------------------------------------ chunks
     def my_chunks(self) -> list[int]:
@@ -174,11 +177,12 @@ class Sweep:
             with torch.no_grad():
                 emb = a.embed(enc)
             if self.method == "exact":
-                step = (lambda l, n=len(batch): on_progress(n * (L - l))) if on_progress else None
-                p_abl, clean = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
-                p, ok, _ = answer_stats(clean.logits, mask)
+                step = (lambda l, n: on_progress(n * (L - l))) if on_progress else None
+                p_abl, clean_logits = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
+                p, ok, _ = answer_stats(clean_logits, mask)
             else:
-                p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space)
+                p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space,
+                                                             alpha=self.alpha)
                 if on_progress:
                     on_progress(len(batch))
             probs.append(p.float().cpu())

@@ -2,23 +2,31 @@
 
 One run, side by side, on the same samples:
 
-1. a LLaVA-shaped tiny random model (32 KV heads like Vicuna-7B, MLP 2.69 x hidden) (32 layers x 32 heads, small hidden size): the reference loop
-   (per sample and head: load + preprocess the image, full model forward, full logits) against the
-   fast exact engine: wall time and max |difference| of the ablated probabilities;
-2. attribution patching against the exact engine on the same grid: wall time;
-3. agreement of attribution patching (log-odds and plain probability estimates) with the exact scores (Spearman over the L x H signed matrix,
-   overlap of the top-10 heads) on the trained organism (``checkpoints/organism/llava``) when it
-   exists, otherwise on a tiny random model (said in the output).
+1. a LLaVA-shaped tiny random model (32 layers x 32 heads, 32 KV heads like Vicuna-7B, MLP 2.69 x
+   hidden, small hidden size): the reference loop (per sample and head: load + preprocess the image,
+   full model forward, full logits) against the fast exact engine: wall time and max |difference| of
+   the ablated probabilities;
+2. attribution patching against the exact engine on the same grid: wall time, and the agreement of
+   the two on that grid;
+3. agreement of attribution patching with the exact scores (Spearman over the L x H matrices, overlap
+   of the top-10 heads) on the trained organism (``checkpoints/organism/llava``) when it exists,
+   otherwise on a tiny random model (said in the output), for the gradient at the clean run
+   (``alpha`` 0) and at the midpoint of the all-heads ablation path (``alpha`` 0.5), each with the
+   log-odds and the plain probability estimate.
 
-The three are timed sample by sample, interleaved, so they see the same load on a shared machine;
-wall and CPU time are both printed. By default the reference runs on a spread subset of heads (``--ref-heads``) and its time is scaled
+The methods are timed batch by batch (``--batch-size`` samples: the engine and the estimate see the
+batches a real run gives them, the reference one sample at a time as it is written), interleaved, so
+they see the same load on a shared machine; wall and CPU time are both printed. By default the reference runs on a spread subset of heads (``--ref-heads``) and its time is scaled
 to the full grid, because the full loop takes tens of minutes on 2 CPU cores; ``--ref-heads 0``
 runs it on every head. The last line is machine-readable:
-``exact_speedup=.. max_abs_diff=.. atp_speedup=.. spearman=.. top10_overlap=..``.
+``exact_speedup=.. max_abs_diff=.. atp_speedup=.. spearman=.. top10_overlap=.. atp_alpha=..`` and more
+(``spearman`` and ``atp_speedup`` are those of ``--atp-alpha`` in ``--atp-space``).
 
     python benchmarks/attribution_speed.py                     # ~1 min idle, 3-5 min on a loaded 2-core box
     python benchmarks/attribution_speed.py --threads 1         # per-core figures (steadier under load)
     python benchmarks/attribution_speed.py --samples 8 --ref-heads 0
+    python benchmarks/attribution_speed.py --atp-alpha 0   # summary line for the classic estimate
+    python benchmarks/attribution_speed.py --skip-speed --organism checkpoints/organism/instructblip
 """
 
 from __future__ import annotations
@@ -79,20 +87,20 @@ def exact_grid(adapter, samples, batch_size, rows):
         mask = enc.answer_mask(adapter.vocab_size)
         with torch.no_grad():
             emb = adapter.embed(enc)
-        p_abl, clean = engine.ablated_probs(emb, mask)
-        p, c, _ = answer_stats(clean.logits, mask)
+        p_abl, logits = engine.ablated_probs(emb, mask)
+        p, c, _ = answer_stats(logits, mask)
         outs.append(p_abl); probs.append(p); corrects.append(c)
     return torch.cat(outs), torch.cat(probs), torch.cat(corrects)
 
 
-def atp_grid(adapter, samples, batch_size, space="logodds"):
+def atp_grid(adapter, samples, batch_size, space="logodds", alpha=0.0):
     outs = []
     for i in range(0, len(samples), batch_size):
         enc = adapter.encode(samples[i:i + batch_size])
         mask = enc.answer_mask(adapter.vocab_size)
         with torch.no_grad():
             emb = adapter.embed(enc)
-        outs.append(estimated_ablated_probs(adapter, emb, mask, space=space)[0])
+        outs.append(estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0])
     return torch.cat(outs)
 
 
@@ -104,19 +112,37 @@ def spread_heads(L, H, n):
     return [(i // H, i % H) for i in flat]
 
 
-def agreement(adapter, samples, batch_size, rows, spaces=("logodds", "prob")):
-    """{space: {matrix: (spearman, top-10 overlap)}} of attribution patching against the exact scores."""
+ALPHAS = (0.0, 0.5)
+
+
+def compare(adapter, s_exact, prob, correct, estimate):
+    """{matrix: (spearman, top-10 overlap, k_small, top-k_small overlap)} of an estimate against exact."""
+    s_est = head_scores(prob, correct, estimate)
+    small = max(1, adapter.num_layers * adapter.num_heads // 4)  # meaningful on small grids too
+    out = {}
+    for name in ("signed", "positive", "negative"):
+        x, y = getattr(s_exact, name), getattr(s_est, name)
+        out[name] = (spearman(x, y), top_k_overlap(x, y, 10), small, top_k_overlap(x, y, small))
+    return out
+
+
+def agreement(adapter, samples, batch_size, rows, spaces=("logodds", "prob"), alphas=ALPHAS):
+    """{(alpha, space): {matrix: (...)}} of attribution patching against the exact scores."""
     exact, p, c = exact_grid(adapter, samples, batch_size, rows)
     s_exact = head_scores(p, c, exact)
-    out = {}
-    for space in spaces:
-        s_est = head_scores(p, c, atp_grid(adapter, samples, batch_size, space))
-        out[space] = {}
-        for name in ("signed", "positive", "negative"):
-            a, b = getattr(s_exact, name), getattr(s_est, name)
-            small = max(1, adapter.num_layers * adapter.num_heads // 4)  # meaningful on small grids too
-            out[space][name] = (spearman(a, b), top_k_overlap(a, b, 10), small, top_k_overlap(a, b, small))
+    out = {(alpha, space): compare(adapter, s_exact, p, c, atp_grid(adapter, samples, batch_size, space, alpha))
+           for alpha in alphas for space in spaces}
     return out, s_exact
+
+
+def print_agreement(adapter, table):
+    for (alpha, space), rows in table.items():
+        for name, (rho, ov, small, ov_small) in rows.items():
+            rho_s = "undefined" if rho is None else f"{rho:.3f}"
+            ov_s = "undefined" if ov is None else f"{ov}/{min(10, adapter.num_layers * adapter.num_heads)}"
+            small_s = "undefined" if ov_small is None else f"{ov_small}/{small}"
+            print(f"  alpha {alpha:<4} {space:8} {name:10} spearman {rho_s:>9}   top-10 overlap {ov_s:>9}   "
+                  f"top-{small} overlap {small_s}")
 
 
 def main(argv=None):
@@ -124,7 +150,7 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny model (head_dim = hidden / heads)")
-    ap.add_argument("--samples", type=int, default=2, help="samples of the speed comparison")
+    ap.add_argument("--samples", type=int, default=4, help="samples of the speed comparison")
     ap.add_argument("--ref-heads", type=int, default=32, help="heads the reference loop runs (0 = all); time is scaled")
     ap.add_argument("--batch-size", type=int, default=4, help="samples per batch in the agreement comparison")
     ap.add_argument("--rows", type=int, default=64, help="exact engine: ablated copies per forward")
@@ -134,6 +160,9 @@ def main(argv=None):
     ap.add_argument("--skip-speed", action="store_true", help="only the agreement part")
     ap.add_argument("--atp-space", default="logodds", choices=["logodds", "prob"],
                     help="space of the estimate in the summary line (both are printed)")
+    ap.add_argument("--atp-alpha", type=float, default=0.5, choices=ALPHAS,
+                    help="where the estimate of the summary line takes its gradient: 0 = the clean run, 0.5 = "
+                         "midpoint of the all-heads ablation path (both are printed)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -153,45 +182,68 @@ def main(argv=None):
           f"{len(speed_samples)} samples, torch threads {torch.get_num_threads()}", flush=True)
 
     if a.skip_speed:
-        exact_speedup = atp_speedup = max_diff = c_ref = c_exact = c_atp = float("nan")
-        c_exact = c_atp = 1.0
+        sp = dict(exact_speedup=float("nan"), max_abs_diff=float("nan"), atp_speedup=float("nan"),
+                  exact_speedup_cpu=float("nan"), atp_speedup_cpu=float("nan"))
     else:
-        exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp = speed(a, adapter, speed_samples)
-    agreement_part(a, samples, exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp)
+        sp = speed(a, adapter, speed_samples)
+    agreement_part(a, samples, sp)
 
 
-def speed(a, adapter, speed_samples):
+def speed(a, adapter, speed_samples) -> dict:
     L, H = adapter.num_layers, adapter.num_heads
     heads = spread_heads(L, H, a.ref_heads)
-    # Interleaved: for each sample, the reference, then the exact engine, then attribution patching, so
-    # all three see the same load on a shared machine (timings drift by 2-3x over minutes here).
-    t_ref_run = c_ref_run = t_exact = c_exact = t_atp = c_atp = 0.0
-    refs, exacts, ests = [], [], []
-    for s in speed_samples:
-        r, dt, dc = timed(lambda: reference_ablated_probs(adapter, [s], heads=heads))
-        refs.append(r); t_ref_run += dt; c_ref_run += dc
-        (e, _, _), dt, dc = timed(lambda: exact_grid(adapter, [s], a.batch_size, a.rows))
-        exacts.append(e); t_exact += dt; c_exact += dc
-        est_s, dt, dc = timed(lambda: atp_grid(adapter, [s], a.batch_size, a.atp_space))
-        ests.append(est_s); t_atp += dt; c_atp += dc
-    ref, exact = torch.cat(refs), torch.cat(exacts)
-    t_ref, c_ref = t_ref_run * (L * H) / len(heads), c_ref_run * (L * H) / len(heads)
+    # Interleaved: for each batch, the reference (sample by sample), then the exact engine, then attribution
+    # patching at each alpha, so all see the same load on a shared machine (timings drift by 2-3x over
+    # minutes here).
+    t = {k: [0.0, 0.0] for k in ("ref", "exact", *ALPHAS)}
+    refs, exacts, probs, corrects, ests = [], [], [], [], {alpha: [] for alpha in ALPHAS}
+
+    def add(key, dt, dc):
+        t[key][0] += dt
+        t[key][1] += dc
+
+    for i in range(0, len(speed_samples), a.batch_size):
+        batch = speed_samples[i:i + a.batch_size]
+        r, dt, dc = timed(lambda: reference_ablated_probs(adapter, batch, heads=heads))
+        refs.append(r); add("ref", dt, dc)
+        (e, p, c), dt, dc = timed(lambda: exact_grid(adapter, batch, a.batch_size, a.rows))
+        exacts.append(e); probs.append(p); corrects.append(c); add("exact", dt, dc)
+        for alpha in ALPHAS:
+            est, dt, dc = timed(lambda: atp_grid(adapter, batch, a.batch_size, a.atp_space, alpha))
+            ests[alpha].append(est); add(alpha, dt, dc)
+    ref, exact, prob, correct = torch.cat(refs), torch.cat(exacts), torch.cat(probs), torch.cat(corrects)
+    scale = (L * H) / len(heads)
+    t["ref"] = [t["ref"][0] * scale, t["ref"][1] * scale]
     known = ~ref.isnan()
     max_diff = float((exact[known] - ref[known]).abs().max())
-    n_fwd = len(heads) * len(speed_samples)
     per = L * H * len(speed_samples)
-    print(f"\n{'':24}{'wall (s)':>10}{'CPU (s)':>10}{'wall per head x sample (ms)':>30}")
-    print(f"{'reference loop':24}{t_ref:10.2f}{c_ref:10.2f}{1000 * t_ref_run / n_fwd:30.3f}")
-    print(f"{'exact engine':24}{t_exact:10.2f}{c_exact:10.2f}{1000 * t_exact / per:30.3f}")
-    print(f"{'attribution patching':24}{t_atp:10.2f}{c_atp:10.2f}{1000 * t_atp / per:30.3f}")
+    print(f"\n{'':34}{'wall (s)':>10}{'CPU (s)':>10}{'wall per head x sample (ms)':>30}")
+    names = {"ref": "reference loop", "exact": "exact engine",
+             **{alpha: f"attribution patching, alpha {alpha}" for alpha in ALPHAS}}
+    for key, name in names.items():
+        print(f"{name:34}{t[key][0]:10.2f}{t[key][1]:10.2f}{1000 * t[key][0] / per:30.3f}")
     if len(heads) != L * H:
-        print(f"(reference measured on {len(heads)} of {L * H} heads: {t_ref_run:.1f} s wall, scaled to the grid)")
-    exact_speedup, atp_speedup = t_ref / t_exact, t_exact / t_atp
-    print(f"\nexact vs reference: {exact_speedup:.1f}x faster wall, {c_ref / c_exact:.1f}x CPU time; max |diff| "
+        print(f"(reference measured on {len(heads)} of {L * H} heads: {t['ref'][0] / scale:.1f} s wall, "
+              f"scaled to the grid)")
+    exact_speedup, exact_cpu = t["ref"][0] / t["exact"][0], t["ref"][1] / t["exact"][1]
+    print(f"\nexact vs reference: {exact_speedup:.1f}x faster wall, {exact_cpu:.1f}x CPU time; max |diff| "
           f"{max_diff:.2e} over {int(known.sum())} (sample, head) values (target >= 20x, <= 1e-5)")
-    print(f"atp vs exact: {atp_speedup:.1f}x faster wall, {c_exact / c_atp:.1f}x CPU time (target >= 50x)")
-    explain(adapter, speed_samples[0], t_exact / (len(speed_samples) * H * L * (L + 1) / 2))
-    return exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp
+    for alpha in ALPHAS:
+        print(f"atp (alpha {alpha}) vs exact: {t['exact'][0] / t[alpha][0]:.1f}x faster wall, "
+              f"{t['exact'][1] / t[alpha][1]:.1f}x CPU time (target >= 50x)")
+    explain(adapter, speed_samples[0], t["exact"][0] / (len(speed_samples) * H * L * (L + 1) / 2))
+    # agreement on this deep grid (random weights: every head a small, nearly linear perturbation)
+    s_exact = head_scores(prob, correct, exact)
+    deep = {(alpha, a.atp_space): compare(adapter, s_exact, prob, correct, torch.cat(ests[alpha]))
+            for alpha in ALPHAS}
+    print(f"agreement with the exact scores on this {L} x {H} random model, {len(speed_samples)} samples "
+          f"({s_exact.n_correct} baseline-correct):")
+    print_agreement(adapter, deep)
+    deep_rho = deep[(a.atp_alpha, a.atp_space)]["signed"]
+    return dict(exact_speedup=exact_speedup, max_abs_diff=max_diff,
+                atp_speedup=t["exact"][0] / t[a.atp_alpha][0], exact_speedup_cpu=exact_cpu,
+                atp_speedup_cpu=t["exact"][1] / t[a.atp_alpha][1],
+                deep_spearman=deep_rho[0], deep_top10_overlap=deep_rho[1])
 
 
 def explain(adapter, sample, engine_row_layer_s: float, reps: int = 3) -> None:
@@ -216,12 +268,16 @@ def explain(adapter, sample, engine_row_layer_s: float, reps: int = 3) -> None:
           f"layer reuse {2 * L / (L + 1):.2f}x")
 
 
-def agreement_part(a, samples, exact_speedup, atp_speedup, max_diff, c_ref, c_exact, c_atp):
+def agreement_part(a, samples, sp: dict):
     from vseam.models import load_adapter
 
     organism = Path(a.organism)
     if (organism / "config.json").exists():
-        org = load_adapter({"arch": "llava", "path": str(organism), "dtype": "float32", "device": "cpu"})
+        import json
+
+        arch = "instructblip" if "instructblip" in json.loads((organism / "config.json").read_text()).get(
+            "model_type", "") else "llava"
+        org = load_adapter({"arch": arch, "path": str(organism), "dtype": "float32", "device": "cpu"})
         where = f"trained organism ({organism})"
     else:
         org = load_adapter({"arch": "llava", "path": "tiny:llava", "dtype": "float32", "device": "cpu"})
@@ -229,20 +285,24 @@ def agreement_part(a, samples, exact_speedup, atp_speedup, max_diff, c_ref, c_ex
     agr, s_exact = agreement(org, samples[:a.agreement_samples], a.batch_size, a.rows)
     print(f"\nagreement of attribution patching with exact scores on the {where}, "
           f"{a.agreement_samples} samples ({s_exact.n_correct} baseline-correct):")
-    for space, table in agr.items():
-        for name, (rho, ov, small, ov_small) in table.items():
-            rho_s = "undefined" if rho is None else f"{rho:.3f}"
-            ov_s = "undefined" if ov is None else f"{ov}/{min(10, org.num_layers * org.num_heads)}"
-            small_s = "undefined" if ov_small is None else f"{ov_small}/{small}"
-            print(f"  {space:8} {name:10} spearman {rho_s:>9}   top-10 overlap {ov_s:>9}   top-{small} overlap {small_s}")
+    print_agreement(org, agr)
     n_heads = org.num_layers * org.num_heads
     k = min(10, n_heads)
     print(f"  ({org.num_layers} layers x {org.num_heads} heads: two random top-{k} lists share {k * k / n_heads:.1f} "
           f"heads on average{'; the overlap says little here' if n_heads < 40 else ''})")
-    rho, ov = agr[a.atp_space]["signed"][:2]
-    print(f"exact_speedup={exact_speedup:.2f} max_abs_diff={max_diff:.3g} atp_speedup={atp_speedup:.2f} "
-          f"spearman={rho:.3f} top10_overlap={ov} exact_speedup_cpu={c_ref / c_exact:.2f} "
-          f"atp_speedup_cpu={c_exact / c_atp:.2f}")
+    rho, ov = agr[(a.atp_alpha, a.atp_space)]["signed"][:2]
+    rho0 = agr[(0.0, a.atp_space)]["signed"][0]
+
+    def f(x):
+        return "nan" if x is None else (f"{x:.3g}" if isinstance(x, float) and abs(x) < 1e-3 else
+                                        (f"{x:.3f}" if isinstance(x, float) else str(x)))
+
+    summary = dict(exact_speedup=f"{sp['exact_speedup']:.2f}", max_abs_diff=f"{sp['max_abs_diff']:.3g}",
+                   atp_speedup=f"{sp['atp_speedup']:.2f}", spearman=f(rho), top10_overlap=f(ov),
+                   atp_alpha=a.atp_alpha, atp_space=a.atp_space, spearman_alpha0=f(rho0),
+                   deep_spearman=f(sp.get("deep_spearman")), deep_top10_overlap=f(sp.get("deep_top10_overlap")),
+                   exact_speedup_cpu=f"{sp['exact_speedup_cpu']:.2f}", atp_speedup_cpu=f"{sp['atp_speedup_cpu']:.2f}")
+    print(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":

@@ -176,7 +176,6 @@ def main(argv=None):
                                         hidden_size=a.hidden, intermediate_size=int(2.6875 * a.hidden))
     model.requires_grad_(False)
     adapter = LlavaAdapter(model, processor, name=f"tiny-llava-{a.layers}x{a.heads}")
-    L, H = adapter.num_layers, adapter.num_heads
     T = adapter.encode(speed_samples[:1]).inputs["input_ids"].shape[1]
     print(f"model: {adapter.name} (hidden {a.hidden}, head_dim {adapter.head_dim}, ~{T} tokens), "
           f"{len(speed_samples)} samples, torch threads {torch.get_num_threads()}", flush=True)

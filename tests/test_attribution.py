@@ -113,7 +113,7 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space
         def m_at(s_head):
             strength = torch.full((L, H), alpha, dtype=torch.float64)
             strength[layer, head] = s_head
-            edits = [Ablate(l, [h for h in range(H)], strength=strength[l]) for l in range(L)]
+            edits = [Ablate(l, list(range(H)), strength=strength[l]) for l in range(L)]
             with torch.no_grad(), intervene(a, *edits):
                 prob = (a.lm_logits(emb).double().softmax(-1) * mask).sum(-1)
             return prob if space == "prob" else torch.log(prob / (1 - prob))

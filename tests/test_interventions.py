@@ -62,7 +62,7 @@ def test_ablation_strength_interpolates(tiny_llava, samples, mode):
     a = tiny_llava
     B, H = len(samples), a.num_heads
     emb = a.embed(a.encode(samples))
-    clean, full = a.lm_logits(emb), None
+    clean = a.lm_logits(emb)
     with intervene(a, Ablate(1, [2], mode=mode)):
         full = a.lm_logits(emb)
     with intervene(a, Ablate(1, [2], mode=mode, strength=torch.ones(H))):

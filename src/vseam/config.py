@@ -295,7 +295,7 @@ def resolve_out_dir(cfg: DictConfig, command: str) -> Path:
     folder; the launching process names its folder in the environment the children inherit.
     """
     inherited = os.environ.get(OUT_DIR_ENV)
-    if inherited and not (os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"):
+    if inherited and not is_rank_zero():
         cfg.out_dir = inherited
     elif not cfg.out_dir:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

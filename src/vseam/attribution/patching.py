@@ -48,6 +48,15 @@ def answer_log_odds(logits: torch.Tensor, answer_mask: torch.Tensor) -> torch.Te
     return ans - other
 
 
+def check_alpha(alpha) -> float:
+    """``alpha`` as a float, or a ValueError naming the config key when it is outside [0, 1)."""
+    alpha = float(alpha)
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"attribution.atp_alpha={alpha}: expected 0 <= alpha < 1 (0 = classic attribution "
+                         "patching at the clean run, 0.5 = midpoint of the all-heads ablation path)")
+    return alpha
+
+
 def _metric(logits: torch.Tensor, answer_mask: torch.Tensor, space: str):
     prob, correct, _ = answer_stats(logits, answer_mask)
     return (prob if space == "prob" else answer_log_odds(logits, answer_mask)), prob, correct
@@ -65,10 +74,7 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
     """
     if space not in SPACES:
         raise ValueError(f"attribution space {space!r}: expected one of {SPACES}")
-    alpha = float(alpha)
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"attribution.atp_alpha={alpha}: expected 0 <= alpha < 1 (0 = classic attribution "
-                         "patching at the clean run, 0.5 = midpoint of the all-heads ablation path)")
+    alpha = check_alpha(alpha)
     L, H = adapter.num_layers, adapter.num_heads
     B = emb.inputs_embeds.shape[0]
     answer_mask = answer_mask.to(adapter.device)

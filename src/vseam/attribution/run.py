@@ -90,7 +90,7 @@ class _Progress:
 
 def _validate(acfg: Any) -> None:
     """Bad choices fail before any model loads, naming the key."""
-    from vseam.attribution.patching import SPACES
+    from vseam.attribution.patching import SPACES, check_alpha
     from vseam.attribution.sweep import METHODS
 
     for key, value, valid in (("method", acfg.method, METHODS), ("ablation", acfg.ablation, ("mean", "zero")),
@@ -100,9 +100,7 @@ def _validate(acfg: Any) -> None:
     for key in ("top_k", "rows_per_forward", "chunk_size"):
         if int(acfg[key]) < 1:
             raise ValueError(f"attribution.{key}={acfg[key]!r}: expected a positive integer")
-    if not 0.0 <= float(acfg.atp_alpha) < 1.0:
-        raise ValueError(f"attribution.atp_alpha={acfg.atp_alpha!r}: expected 0 <= alpha < 1 (0 = classic "
-                         "attribution patching at the clean run, 0.5 = midpoint of the all-heads ablation path)")
+    check_alpha(acfg.atp_alpha)
     if int(acfg.rescore_top_k) < 0:
         raise ValueError(f"attribution.rescore_top_k={acfg.rescore_top_k!r}: expected >= 0")
 

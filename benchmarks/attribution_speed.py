@@ -14,6 +14,11 @@ One run, side by side, on the same samples:
    (``alpha`` 0) and at the midpoint of the all-heads ablation path (``alpha`` 0.5), each with the
    log-odds and the plain probability estimate.
 
+It also prints the most any exact method could gain over the reference in one process on this machine
+(``exact_bound``: the attention kernel and linear layers each (sample, head) needs in the layers after
+the ablated one, timed at the engine's batch shape) and, with ``--procs N``, the engine with the samples
+sharded over N processes of one thread each (``exact_speedup_Nprocs``), as a DDP sweep runs on CPU.
+
 The methods are timed batch by batch (``--batch-size`` samples: the engine and the estimate see the
 batches a real run gives them, the reference one sample at a time as it is written), interleaved, so
 they see the same load on a shared machine; wall and CPU time are both printed. By default the reference runs on a spread subset of heads (``--ref-heads``) and its time is scaled
@@ -23,6 +28,7 @@ runs it on every head. The last line is machine-readable:
 (``spearman`` and ``atp_speedup`` are those of ``--atp-alpha`` in ``--atp-space``).
 
     python benchmarks/attribution_speed.py                     # ~1 min idle, 3-5 min on a loaded 2-core box
+    python benchmarks/attribution_speed.py --procs 2           # + the engine in 2 processes (~2 min)
     python benchmarks/attribution_speed.py --threads 1         # per-core figures (steadier under load)
     python benchmarks/attribution_speed.py --samples 8 --ref-heads 0
     python benchmarks/attribution_speed.py --atp-alpha 0   # summary line for the classic estimate
@@ -145,6 +151,75 @@ def print_agreement(adapter, table):
                   f"top-{small} overlap {small_s}")
 
 
+def bench_adapter(a, state=None):
+    """The LLaVA-shaped tiny random model of the speed part (``state``: weights to load)."""
+    from vseam.models.tiny import build_tiny_llava
+
+    model, processor = build_tiny_llava(num_layers=a.layers, num_heads=a.heads, num_kv_heads=None,
+                                        hidden_size=a.hidden, intermediate_size=int(2.6875 * a.hidden))
+    if state is not None:
+        model.load_state_dict(state)
+    model.requires_grad_(False)
+    return LlavaAdapter(model, processor, name=f"tiny-llava-{a.layers}x{a.heads}")
+
+
+def _proc_worker(rank, n, a, state, samples, barrier, queue):
+    """One process of ``--procs``: one thread, its round-robin shard of the samples, timed after all are
+    ready (imports and model building are not timed, as for the single-process engine)."""
+    try:
+        torch.set_num_threads(1)
+        adapter = bench_adapter(a, state)
+        shard = samples[rank::n]
+        barrier.wait(timeout=600)
+        t = time.perf_counter()
+        e = exact_grid(adapter, shard, a.batch_size, a.rows)[0]
+        queue.put((rank, time.perf_counter() - t, e.numpy()))  # numpy: pickled by value, not shared memory
+    except BaseException:
+        import traceback
+
+        barrier.abort()
+        queue.put((rank, None, traceback.format_exc()))
+
+
+def exact_in_procs(a, adapter, samples) -> tuple[torch.Tensor, float, list[float]]:
+    """(p_abl [N, L, H], wall seconds of the slowest process, per-process seconds) of the exact engine over
+    ``samples`` sharded round-robin over ``a.procs`` processes (at most one per sample) of one thread each."""
+    import queue as queue_mod
+
+    import torch.multiprocessing as mp
+
+    n = min(a.procs, len(samples))
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    state = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    procs = [ctx.Process(target=_proc_worker, args=(r, n, a, state, samples, barrier, queue)) for r in range(n)]
+    for p in procs:
+        p.start()
+    res = []
+    try:
+        while len(res) < n:
+            try:
+                res.append(queue.get(timeout=5))
+            except queue_mod.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"--procs: a worker process died (exit codes {dead})") from None
+                continue
+            if res[-1][1] is None:
+                raise RuntimeError(f"--procs: worker {res[-1][0]} failed:\n{res[-1][2]}")
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+    res.sort(key=lambda r: r[0])
+    out = torch.empty(len(samples), adapter.num_layers, adapter.num_heads)
+    for rank, _, e in res:
+        out[rank::n] = torch.from_numpy(e)
+    secs = [r[1] for r in res]
+    return out, max(secs), secs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", type=int, default=32)
@@ -156,6 +231,9 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=64, help="exact engine: ablated copies per forward")
     ap.add_argument("--agreement-samples", type=int, default=96, help="samples of the Spearman / top-10 comparison")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    ap.add_argument("--procs", type=int, default=0,
+                    help="also time the exact engine with the samples sharded over this many processes of one "
+                         "thread each, as a DDP sweep on CPU runs it (0 = skip)")
     ap.add_argument("--organism", default=str(ORGANISM), help="trained organism checkpoint of the agreement part")
     ap.add_argument("--skip-speed", action="store_true", help="only the agreement part")
     ap.add_argument("--atp-space", default="logodds", choices=["logodds", "prob"],
@@ -166,23 +244,20 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    from vseam.models.tiny import build_tiny_llava
 
     tmp = Path(tempfile.mkdtemp(prefix="vseam-bench-"))
     samples = world_samples(tmp / "world", max(a.samples, a.agreement_samples))
     speed_samples = samples[:a.samples]
 
-    model, processor = build_tiny_llava(num_layers=a.layers, num_heads=a.heads, num_kv_heads=None,
-                                        hidden_size=a.hidden, intermediate_size=int(2.6875 * a.hidden))
-    model.requires_grad_(False)
-    adapter = LlavaAdapter(model, processor, name=f"tiny-llava-{a.layers}x{a.heads}")
+    adapter = bench_adapter(a)
     T = adapter.encode(speed_samples[:1]).inputs["input_ids"].shape[1]
     print(f"model: {adapter.name} (hidden {a.hidden}, head_dim {adapter.head_dim}, ~{T} tokens), "
           f"{len(speed_samples)} samples, torch threads {torch.get_num_threads()}", flush=True)
 
     if a.skip_speed:
         sp = dict(exact_speedup=float("nan"), max_abs_diff=float("nan"), atp_speedup=float("nan"),
-                  exact_speedup_cpu=float("nan"), atp_speedup_cpu=float("nan"))
+                  exact_speedup_cpu=float("nan"), atp_speedup_cpu=float("nan"), exact_bound=float("nan"),
+                  exact_speedup_procs=float("nan"), exact_procs=0)
     else:
         sp = speed(a, adapter, speed_samples)
     agreement_part(a, samples, sp)
@@ -227,10 +302,19 @@ def speed(a, adapter, speed_samples) -> dict:
     exact_speedup, exact_cpu = t["ref"][0] / t["exact"][0], t["ref"][1] / t["exact"][1]
     print(f"\nexact vs reference: {exact_speedup:.1f}x faster wall, {exact_cpu:.1f}x CPU time; max |diff| "
           f"{max_diff:.2e} over {int(known.sum())} (sample, head) values (target >= 20x, <= 1e-5)")
+    procs_speedup, n_procs = float("nan"), 0
+    if a.procs > 0:
+        e_procs, wall, secs = exact_in_procs(a, adapter, speed_samples)
+        procs_speedup, n_procs = t["ref"][0] / wall, len(secs)
+        print(f"exact engine in {len(secs)} processes x 1 thread ({len(speed_samples)} samples round-robin): {wall:.2f} s "
+              f"wall (per process: {', '.join(f'{x:.2f}' for x in secs)} s), {procs_speedup:.1f}x faster than the "
+              f"reference, {t['exact'][0] / wall:.2f}x the engine in one process; max |diff| to it "
+              f"{float((e_procs - exact).abs().max()):.2e}")
     for alpha in ALPHAS:
         print(f"atp (alpha {alpha}) vs exact: {t['exact'][0] / t[alpha][0]:.1f}x faster wall, "
               f"{t['exact'][1] / t[alpha][1]:.1f}x CPU time (target >= 50x)")
-    explain(adapter, speed_samples[0], t["exact"][0] / (len(speed_samples) * H * L * (L + 1) / 2))
+    bound = explain(adapter, speed_samples[0], t["exact"][0] / (len(speed_samples) * H * L * (L + 1) / 2),
+                    min(a.rows, len(speed_samples) * H))  # rows of one engine forward
     # agreement on this deep grid (random weights: every head a small, nearly linear perturbation)
     s_exact = head_scores(prob, correct, exact)
     deep = {(alpha, a.atp_space): compare(adapter, s_exact, prob, correct, torch.cat(ests[alpha]))
@@ -242,14 +326,25 @@ def speed(a, adapter, speed_samples) -> dict:
     return dict(exact_speedup=exact_speedup, max_abs_diff=max_diff,
                 atp_speedup=t["exact"][0] / t[a.atp_alpha][0], exact_speedup_cpu=exact_cpu,
                 atp_speedup_cpu=t["exact"][1] / t[a.atp_alpha][1],
-                deep_spearman=deep_rho[0], deep_top10_overlap=deep_rho[1])
+                deep_spearman=deep_rho[0], deep_top10_overlap=deep_rho[1], exact_bound=bound,
+                exact_speedup_procs=procs_speedup, exact_procs=n_procs)
 
 
-def explain(adapter, sample, engine_row_layer_s: float, reps: int = 3) -> None:
+def explain(adapter, sample, engine_row_layer_s: float, rows: int, reps: int = 3) -> float:
     """Where the time goes: the reference's forward split into preprocessing + vision and the LM, against
     the engine's cost per (row, layer). The speed-up is about (layer reuse) x (batching gain) x (the
-    share of preprocessing + vision + full logits in a reference forward)."""
-    L = adapter.num_layers
+    share of preprocessing + vision + full logits in a reference forward).
+
+    Returns the most any exact method can gain over the reference in one process on this machine at this
+    shape. Ablating head (l, h) changes the residual stream at every position, so every later layer's
+    queries, keys and values change: each (sample, head) needs its own attention and linear layers
+    (projections, MLP) at every position of layers l+1 .. L-2 (the last layer needs the last query only),
+    (L - 1)(L - 2) / 2L layers on average. The bound counts only those, at the engine's batch shape, timed
+    here with torch's kernels (sdpa, the layer's own nn.Linear modules), as if all else (norms, rotary
+    embeddings, activations, residual adds, the vision tower, the final layers) were free."""
+    import torch.nn.functional as F
+
+    L, H, D = adapter.num_layers, adapter.num_heads, adapter.head_dim
     t_pre = t_lm = 0.0
     with torch.no_grad():
         for _ in range(reps):
@@ -260,11 +355,41 @@ def explain(adapter, sample, engine_row_layer_s: float, reps: int = 3) -> None:
             adapter.lm_logits(emb)
             t_pre += t1 - t0
             t_lm += time.perf_counter() - t1
-    t_pre, t_lm = t_pre / reps, t_lm / reps
+        t_pre, t_lm = t_pre / reps, t_lm / reps
+        T = emb.inputs_embeds.shape[1]
+        # q, k, v as the decoder hands them to sdpa: [rows, H, T, D] views of [rows, T, H, D]
+        q, k, v = (torch.randn(rows, T, H, D).transpose(1, 2) for _ in range(3))
+        linears = [m for m in adapter.layers[0].modules() if isinstance(m, torch.nn.Linear)]
+        xs = [torch.randn(rows, T, m.in_features) for m in linears]
+
+        def one_layer():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            t = time.perf_counter()
+            for m, x in zip(linears, xs):
+                m(x)
+            return time.perf_counter() - t
+
+        one_layer()
+        t_attn = t_lin = 0.0
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            dt = one_layer()
+            t_attn += time.perf_counter() - t0 - dt
+            t_lin += dt
+        t_attn, t_lin = t_attn / reps / rows, t_lin / reps / rows
     print(f"where the time goes: a batch-1 forward costs {1000 * t_pre:.1f} ms preprocessing + vision and "
           f"{1000 * t_lm:.1f} ms LM ({1000 * t_lm / L:.2f} ms per layer); the engine costs "
           f"{1000 * engine_row_layer_s:.3f} ms per (row, layer): batching gain {t_lm / L / engine_row_layer_s:.1f}x, "
           f"layer reuse {2 * L / (L + 1):.2f}x")
+    n = (L - 1) * (L - 2) / (2 * L)
+    bound = (t_pre + t_lm) / (n * (t_attn + t_lin)) if n > 0 else float("inf")  # L <= 2: nothing is needed
+    print(f"bound: at the engine's batch shape ({rows} rows x {T} tokens) the attention kernel costs "
+          f"{1000 * t_attn:.3f} ms per (row, layer) ({1e6 * t_attn / H:.1f} us per (row, head), head_dim {D}) and "
+          f"the layer's {len(linears)} linear layers {1000 * t_lin:.3f} ms; an exact method needs both in "
+          f"{n:.2f} layers per (sample, head) on average, so in one process it can be at most {bound:.1f}x "
+          f"faster than the reference on this machine, even if all else were free"
+          if n > 0 else "bound: none at 2 layers or fewer (no layer after the ablated one needs every position)")
+    return bound
 
 
 def agreement_part(a, samples, sp: dict):
@@ -300,7 +425,10 @@ def agreement_part(a, samples, sp: dict):
                    atp_speedup=f"{sp['atp_speedup']:.2f}", spearman=f(rho), top10_overlap=f(ov),
                    atp_alpha=a.atp_alpha, atp_space=a.atp_space, spearman_alpha0=f(rho0),
                    deep_spearman=f(sp.get("deep_spearman")), deep_top10_overlap=f(sp.get("deep_top10_overlap")),
-                   exact_speedup_cpu=f"{sp['exact_speedup_cpu']:.2f}", atp_speedup_cpu=f"{sp['atp_speedup_cpu']:.2f}")
+                   exact_speedup_cpu=f"{sp['exact_speedup_cpu']:.2f}", atp_speedup_cpu=f"{sp['atp_speedup_cpu']:.2f}",
+                   exact_bound=f"{sp['exact_bound']:.1f}")
+    if sp["exact_procs"]:
+        summary[f"exact_speedup_{sp['exact_procs']}procs"] = f"{sp['exact_speedup_procs']:.2f}"
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 

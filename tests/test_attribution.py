@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -295,8 +296,8 @@ def test_benchmark_script_prints_its_summary_line(tmp_path):
     """The speed benchmark end to end on a 2 x 4 model; its last line is the machine-readable summary."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TMPDIR": str(tmp_path)}
     args = [sys.executable, str(ROOT / "benchmarks" / "attribution_speed.py"), "--layers", "2", "--heads", "4",
-            "--hidden", "16", "--samples", "1", "--ref-heads", "4", "--agreement-samples", "2", "--threads", "1",
-            "--organism", str(tmp_path / "no-organism")]
+            "--hidden", "16", "--samples", "2", "--ref-heads", "4", "--agreement-samples", "2", "--threads", "1",
+            "--organism", str(tmp_path / "no-organism"), "--procs", "2"]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
@@ -304,6 +305,12 @@ def test_benchmark_script_prints_its_summary_line(tmp_path):
     assert list(fields)[:5] == ["exact_speedup", "max_abs_diff", "atp_speedup", "spearman", "top10_overlap"]
     assert float(fields["max_abs_diff"]) <= 1e-5
     assert float(fields["exact_speedup"]) > 0 and float(fields["atp_speedup"]) > 0
+    assert float(fields["exact_bound"]) > 0  # inf at 2 layers: no layer after the ablated one needs all positions
+    assert "bound: none at 2 layers" in proc.stdout
+    # the engine in 2 processes of one thread each: same numbers as in one process
+    assert float(fields["exact_speedup_2procs"]) > 0
+    procs_diff = re.search(r"in 2 processes x 1 thread .* max \|diff\| to it (\S+)", proc.stdout)
+    assert procs_diff and float(procs_diff.group(1)) <= 1e-5, proc.stdout
 
 
 def test_take_rows_leaves_one_dimensional_tensors_alone():

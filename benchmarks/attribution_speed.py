@@ -314,7 +314,7 @@ def speed(a, adapter, speed_samples) -> dict:
         print(f"atp (alpha {alpha}) vs exact: {t['exact'][0] / t[alpha][0]:.1f}x faster wall, "
               f"{t['exact'][1] / t[alpha][1]:.1f}x CPU time (target >= 50x)")
     bound = explain(adapter, speed_samples[0], t["exact"][0] / (len(speed_samples) * H * L * (L + 1) / 2),
-                    min(a.rows, len(speed_samples) * H))  # rows of one engine forward
+                    min(a.rows, len(speed_samples) * H), t["ref"][0] / per)  # rows of one engine forward
     # agreement on this deep grid (random weights: every head a small, nearly linear perturbation)
     s_exact = head_scores(prob, correct, exact)
     deep = {(alpha, a.atp_space): compare(adapter, s_exact, prob, correct, torch.cat(ests[alpha]))
@@ -330,13 +330,13 @@ def speed(a, adapter, speed_samples) -> dict:
                 exact_speedup_procs=procs_speedup, exact_procs=n_procs)
 
 
-def explain(adapter, sample, engine_row_layer_s: float, rows: int, reps: int = 3) -> float:
+def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float, reps: int = 3) -> float:
     """Where the time goes: the reference's forward split into preprocessing + vision and the LM, against
     the engine's cost per (row, layer). The speed-up is about (layer reuse) x (batching gain) x (the
     share of preprocessing + vision + full logits in a reference forward).
 
-    Returns the most any exact method can gain over the reference in one process on this machine at this
-    shape. Ablating head (l, h) changes the residual stream at every position, so every later layer's
+    Returns the most any exact method can gain over the reference (``ref_s`` seconds per (sample, head), as
+    measured in this run) in one process on this machine at this shape. Ablating head (l, h) changes the residual stream at every position, so every later layer's
     queries, keys and values change: each (sample, head) needs its own attention and linear layers
     (projections, MLP) at every position of layers l+1 .. L-2 (the last layer needs the last query only),
     (L - 1)(L - 2) / 2L layers on average. The bound counts only those, at the engine's batch shape, timed
@@ -382,7 +382,7 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, reps: int = 3
           f"{1000 * engine_row_layer_s:.3f} ms per (row, layer): batching gain {t_lm / L / engine_row_layer_s:.1f}x, "
           f"layer reuse {2 * L / (L + 1):.2f}x")
     n = (L - 1) * (L - 2) / (2 * L)
-    bound = (t_pre + t_lm) / (n * (t_attn + t_lin)) if n > 0 else float("inf")  # L <= 2: nothing is needed
+    bound = ref_s / (n * (t_attn + t_lin)) if n > 0 else float("inf")  # L <= 2: nothing is needed
     print(f"bound: at the engine's batch shape ({rows} rows x {T} tokens) the attention kernel costs "
           f"{1000 * t_attn:.3f} ms per (row, layer) ({1e6 * t_attn / H:.1f} us per (row, head), head_dim {D}) and "
           f"the layer's {len(linears)} linear layers {1000 * t_lin:.3f} ms; an exact method needs both in "

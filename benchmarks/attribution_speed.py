@@ -33,6 +33,7 @@ runs it on every head. The last line is machine-readable:
     python benchmarks/attribution_speed.py --samples 8 --ref-heads 0
     python benchmarks/attribution_speed.py --atp-alpha 0   # summary line for the classic estimate
     python benchmarks/attribution_speed.py --skip-speed --organism checkpoints/organism/instructblip
+    python benchmarks/attribution_speed.py --device cuda --samples 32 --batch-size 32 --rows 1024  # GPU
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def timed(fn):
     counts waiting for a core; the CPU time is the work done, so both are reported."""
     t, c = time.perf_counter(), time.process_time()
     out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return out, time.perf_counter() - t, time.process_time() - c
 
 
@@ -89,24 +92,24 @@ def exact_grid(adapter, samples, batch_size, rows):
     engine = ExactEngine(adapter, rows_per_forward=rows)
     outs, probs, corrects = [], [], []
     for i in range(0, len(samples), batch_size):
-        enc = adapter.encode(samples[i:i + batch_size])
+        enc = adapter.encode(samples[i:i + batch_size]).to(adapter.device)
         mask = enc.answer_mask(adapter.vocab_size)
         with torch.no_grad():
             emb = adapter.embed(enc)
         p_abl, logits = engine.ablated_probs(emb, mask)
         p, c, _ = answer_stats(logits, mask)
-        outs.append(p_abl); probs.append(p); corrects.append(c)
+        outs.append(p_abl); probs.append(p.cpu()); corrects.append(c.cpu())
     return torch.cat(outs), torch.cat(probs), torch.cat(corrects)
 
 
 def atp_grid(adapter, samples, batch_size, space="logodds", alpha=0.0):
     outs = []
     for i in range(0, len(samples), batch_size):
-        enc = adapter.encode(samples[i:i + batch_size])
+        enc = adapter.encode(samples[i:i + batch_size]).to(adapter.device)
         mask = enc.answer_mask(adapter.vocab_size)
         with torch.no_grad():
             emb = adapter.embed(enc)
-        outs.append(estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0])
+        outs.append(estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0].cpu())
     return torch.cat(outs)
 
 
@@ -159,6 +162,7 @@ def bench_adapter(a, state=None):
                                         hidden_size=a.hidden, intermediate_size=int(2.6875 * a.hidden))
     if state is not None:
         model.load_state_dict(state)
+    model.to(device=getattr(a, "device", "cpu"), dtype=getattr(torch, getattr(a, "dtype", "float32")))
     model.requires_grad_(False)
     return LlavaAdapter(model, processor, name=f"tiny-llava-{a.layers}x{a.heads}")
 
@@ -191,7 +195,7 @@ def exact_in_procs(a, adapter, samples) -> tuple[torch.Tensor, float, list[float
     n = min(a.procs, len(samples))
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(n), ctx.Queue()
-    state = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in adapter.model.state_dict().items()}
     procs = [ctx.Process(target=_proc_worker, args=(r, n, a, state, samples, barrier, queue)) for r in range(n)]
     for p in procs:
         p.start()
@@ -234,6 +238,9 @@ def main(argv=None):
     ap.add_argument("--procs", type=int, default=0,
                     help="also time the exact engine with the samples sharded over this many processes of one "
                          "thread each, as a DDP sweep on CPU runs it (0 = skip)")
+    ap.add_argument("--device", default="cpu", help="device of the speed part (cuda: GPU timings)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="dtype of the speed part's model (the 1e-5 target is for float32)")
     ap.add_argument("--organism", default=str(ORGANISM), help="trained organism checkpoint of the agreement part")
     ap.add_argument("--skip-speed", action="store_true", help="only the agreement part")
     ap.add_argument("--atp-space", default="logodds", choices=["logodds", "prob"],
@@ -345,28 +352,39 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
     import torch.nn.functional as F
 
     L, H, D = adapter.num_layers, adapter.num_heads, adapter.head_dim
+    dev = adapter.device
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     t_pre = t_lm = 0.0
     with torch.no_grad():
         for _ in range(reps):
             t0 = time.perf_counter()
-            enc = adapter.encode([sample])
+            enc = adapter.encode([sample]).to(dev)
             emb = adapter.embed(enc)
+            sync()
             t1 = time.perf_counter()
             adapter.lm_logits(emb)
+            sync()
             t_pre += t1 - t0
             t_lm += time.perf_counter() - t1
         t_pre, t_lm = t_pre / reps, t_lm / reps
         T = emb.inputs_embeds.shape[1]
         # q, k, v as the decoder hands them to sdpa: [rows, H, T, D] views of [rows, T, H, D]
-        q, k, v = (torch.randn(rows, T, H, D).transpose(1, 2) for _ in range(3))
+        dt_ = adapter.model.dtype
+        q, k, v = (torch.randn(rows, T, H, D, device=dev, dtype=dt_).transpose(1, 2) for _ in range(3))
         linears = [m for m in adapter.layers[0].modules() if isinstance(m, torch.nn.Linear)]
-        xs = [torch.randn(rows, T, m.in_features) for m in linears]
+        xs = [torch.randn(rows, T, m.in_features, device=dev, dtype=dt_) for m in linears]
 
         def one_layer():
             F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            sync()
             t = time.perf_counter()
             for m, x in zip(linears, xs):
                 m(x)
+            sync()
             return time.perf_counter() - t
 
         one_layer()

@@ -230,6 +230,19 @@ def test_bad_attribution_choices_fail_before_the_model_loads(world, tmp_path, ba
         run_heads(_cfg(world, tmp_path, bad))
 
 
+def test_attribution_patching_under_a_callers_no_grad(tiny_llava, samples):
+    """A caller's torch.no_grad() (the embedding step usually runs under one) does not take the gradient
+    away: the estimate is the same inside and outside it."""
+    enc = tiny_llava.encode(samples)
+    mask = enc.answer_mask(tiny_llava.vocab_size)
+    with torch.no_grad():
+        emb = tiny_llava.embed(enc)
+        inside = first_order(tiny_llava, emb, mask, alpha=0.5)[1]
+    outside = first_order(tiny_llava, emb, mask, alpha=0.5)[1]
+    assert outside.abs().max() > 0
+    torch.testing.assert_close(inside, outside, rtol=0, atol=0)
+
+
 def test_atp_with_exact_rescoring(world, tmp_path):
     from vseam.attribution.run import run_heads
 

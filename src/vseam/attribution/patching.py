@@ -83,10 +83,11 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
             clean_metric, prob, correct = _metric(adapter.lm_logits(emb), answer_mask, space)
     every_head = torch.ones(H, dtype=torch.bool, device=adapter.device)
     strength = torch.full((L, B, H), alpha, device=adapter.device, dtype=torch.float32, requires_grad=True)
-    edits = [Ablate(l, every_head, mode=mode, strength=strength[l]) for l in range(L)]
-    with torch.enable_grad(), intervene(adapter, *edits):
-        metric, p_path, c_path = _metric(adapter.lm_logits(emb), answer_mask, space)
-        metric.sum().backward()
+    with torch.enable_grad():  # the per-layer slices too: taken under a caller's no_grad they lose the graph
+        edits = [Ablate(l, every_head, mode=mode, strength=strength[l]) for l in range(L)]
+        with intervene(adapter, *edits):
+            metric, p_path, c_path = _metric(adapter.lm_logits(emb), answer_mask, space)
+            metric.sum().backward()
     if alpha == 0:  # the pass at strength 0 is the clean run
         clean_metric, prob, correct = metric, p_path, c_path
     est = strength.grad.permute(1, 0, 2)  # [B, L, H]

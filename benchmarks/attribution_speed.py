@@ -77,25 +77,36 @@ def world_samples(root: Path, n: int, seed: int = 0):
     return mixed[:n]
 
 
+def sync():
+    """Wait for queued GPU work, so a wall-clock reading includes it (nothing to wait for on a CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn):
     """(result, wall seconds, CPU seconds of this process). On a shared machine the wall time also
     counts waiting for a core; the CPU time is the work done, so both are reported."""
     t, c = time.perf_counter(), time.process_time()
     out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync()
     return out, time.perf_counter() - t, time.process_time() - c
+
+
+def embedded_batches(adapter, samples, batch_size):
+    """(answer mask, embedded batch) per batch of raw samples: image loading, preprocessing and the vision
+    side, as a real run does them before the engine or the estimate."""
+    for i in range(0, len(samples), batch_size):
+        enc = adapter.encode(samples[i:i + batch_size]).to(adapter.device)
+        with torch.no_grad():
+            emb = adapter.embed(enc)
+        yield enc.answer_mask(adapter.vocab_size), emb  # outside no_grad: the consumer picks its grad mode
 
 
 def exact_grid(adapter, samples, batch_size, rows):
     """Exact engine over all heads, timed from raw samples (image loading and preprocessing included)."""
     engine = ExactEngine(adapter, rows_per_forward=rows)
     outs, probs, corrects = [], [], []
-    for i in range(0, len(samples), batch_size):
-        enc = adapter.encode(samples[i:i + batch_size]).to(adapter.device)
-        mask = enc.answer_mask(adapter.vocab_size)
-        with torch.no_grad():
-            emb = adapter.embed(enc)
+    for mask, emb in embedded_batches(adapter, samples, batch_size):
         p_abl, logits = engine.ablated_probs(emb, mask)
         p, c, _ = answer_stats(logits, mask)
         outs.append(p_abl); probs.append(p.cpu()); corrects.append(c.cpu())
@@ -103,14 +114,8 @@ def exact_grid(adapter, samples, batch_size, rows):
 
 
 def atp_grid(adapter, samples, batch_size, space="logodds", alpha=0.0):
-    outs = []
-    for i in range(0, len(samples), batch_size):
-        enc = adapter.encode(samples[i:i + batch_size]).to(adapter.device)
-        mask = enc.answer_mask(adapter.vocab_size)
-        with torch.no_grad():
-            emb = adapter.embed(enc)
-        outs.append(estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0].cpu())
-    return torch.cat(outs)
+    return torch.cat([estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0].cpu()
+                      for mask, emb in embedded_batches(adapter, samples, batch_size)])
 
 
 def spread_heads(L, H, n):
@@ -162,7 +167,7 @@ def bench_adapter(a, state=None):
                                         hidden_size=a.hidden, intermediate_size=int(2.6875 * a.hidden))
     if state is not None:
         model.load_state_dict(state)
-    model.to(device=getattr(a, "device", "cpu"), dtype=getattr(torch, getattr(a, "dtype", "float32")))
+    model.to(device=a.device, dtype=getattr(torch, a.dtype))
     model.requires_grad_(False)
     return LlavaAdapter(model, processor, name=f"tiny-llava-{a.layers}x{a.heads}")
 
@@ -342,9 +347,10 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
     the engine's cost per (row, layer). The speed-up is about (layer reuse) x (batching gain) x (the
     share of preprocessing + vision + full logits in a reference forward).
 
-    Returns the most any exact method can gain over the reference (``ref_s`` seconds per (sample, head), as
-    measured in this run) in one process on this machine at this shape. Ablating head (l, h) changes the residual stream at every position, so every later layer's
-    queries, keys and values change: each (sample, head) needs its own attention and linear layers
+    Returns the most any exact method can gain over the reference (``ref_s`` seconds per (sample, head),
+    as measured in this run) in one process on this machine at this shape. Ablating head (l, h) changes
+    the residual stream at every position, so every later layer's queries, keys and values change:
+    each (sample, head) needs its own attention and linear layers
     (projections, MLP) at every position of layers l+1 .. L-2 (the last layer needs the last query only),
     (L - 1)(L - 2) / 2L layers on average. The bound counts only those, at the engine's batch shape, timed
     here with torch's kernels (sdpa, the layer's own nn.Linear modules), as if all else (norms, rotary
@@ -354,9 +360,14 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
     L, H, D = adapter.num_layers, adapter.num_heads, adapter.head_dim
     dev = adapter.device
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+    def per_call(fn):
+        fn()  # warm-up
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync()
+        return (time.perf_counter() - t) / reps
 
     t_pre = t_lm = 0.0
     with torch.no_grad():
@@ -378,23 +389,8 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
         linears = [m for m in adapter.layers[0].modules() if isinstance(m, torch.nn.Linear)]
         xs = [torch.randn(rows, T, m.in_features, device=dev, dtype=dt_) for m in linears]
 
-        def one_layer():
-            F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            sync()
-            t = time.perf_counter()
-            for m, x in zip(linears, xs):
-                m(x)
-            sync()
-            return time.perf_counter() - t
-
-        one_layer()
-        t_attn = t_lin = 0.0
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            dt = one_layer()
-            t_attn += time.perf_counter() - t0 - dt
-            t_lin += dt
-        t_attn, t_lin = t_attn / reps / rows, t_lin / reps / rows
+        t_attn = per_call(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) / rows
+        t_lin = per_call(lambda: [m(x) for m, x in zip(linears, xs)]) / rows
     print(f"where the time goes: a batch-1 forward costs {1000 * t_pre:.1f} ms preprocessing + vision and "
           f"{1000 * t_lm:.1f} ms LM ({1000 * t_lm / L:.2f} ms per layer); the engine costs "
           f"{1000 * engine_row_layer_s:.3f} ms per (row, layer): batching gain {t_lm / L / engine_row_layer_s:.1f}x, "

@@ -16,7 +16,7 @@ One run, side by side, on the same samples:
 
 It also prints the most any exact method could gain over the reference in one process on this machine
 (``exact_bound``: the attention kernel and linear layers each (sample, head) needs in the layers after
-the ablated one, timed at the engine's batch shape) and, with ``--procs N``, the engine with the samples
+the ablated one, timed at the engine's batch shape; with more than one torch thread, also the attention kernel's time on one) and, with ``--procs N``, the engine with the samples
 sharded over N processes of one thread each (``exact_speedup_Nprocs``), as a DDP sweep runs on CPU.
 
 The methods are timed batch by batch (``--batch-size`` samples: the engine and the estimate see the
@@ -389,8 +389,18 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
         linears = [m for m in adapter.layers[0].modules() if isinstance(m, torch.nn.Linear)]
         xs = [torch.randn(rows, T, m.in_features, device=dev, dtype=dt_) for m in linears]
 
-        t_attn = per_call(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) / rows
+        def attn():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        t_attn = per_call(attn) / rows
         t_lin = per_call(lambda: [m(x) for m, x in zip(linears, xs)]) / rows
+        threads, t_attn1 = torch.get_num_threads(), None
+        if dev.type == "cpu" and threads > 1:  # how much the kernel gains from more than one core
+            torch.set_num_threads(1)
+            try:
+                t_attn1 = per_call(attn) / rows
+            finally:
+                torch.set_num_threads(threads)
     print(f"where the time goes: a batch-1 forward costs {1000 * t_pre:.1f} ms preprocessing + vision and "
           f"{1000 * t_lm:.1f} ms LM ({1000 * t_lm / L:.2f} ms per layer); the engine costs "
           f"{1000 * engine_row_layer_s:.3f} ms per (row, layer): batching gain {t_lm / L / engine_row_layer_s:.1f}x, "
@@ -403,6 +413,9 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
           f"{n:.2f} layers per (sample, head) on average, so in one process it can be at most {bound:.1f}x "
           f"faster than the reference on this machine, even if all else were free"
           if n > 0 else "bound: none at 2 layers or fewer (no layer after the ablated one needs every position)")
+    if t_attn1 is not None:
+        print(f"the attention kernel with 1 thread: {1e6 * t_attn1 / H:.1f} us per (row, head); {threads} threads "
+              f"make it {t_attn1 / t_attn:.2f}x faster")
     return bound
 
 

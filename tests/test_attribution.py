@@ -309,7 +309,7 @@ def test_benchmark_script_prints_its_summary_line(tmp_path):
     """The speed benchmark end to end on a 2 x 4 model; its last line is the machine-readable summary."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TMPDIR": str(tmp_path)}
     args = [sys.executable, str(ROOT / "benchmarks" / "attribution_speed.py"), "--layers", "2", "--heads", "4",
-            "--hidden", "16", "--samples", "2", "--ref-heads", "4", "--agreement-samples", "2", "--threads", "1",
+            "--hidden", "16", "--samples", "2", "--ref-heads", "4", "--agreement-samples", "2", "--threads", "2",
             "--organism", str(tmp_path / "no-organism"), "--procs", "2"]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -320,6 +320,10 @@ def test_benchmark_script_prints_its_summary_line(tmp_path):
     assert float(fields["exact_speedup"]) > 0 and float(fields["atp_speedup"]) > 0
     assert float(fields["exact_bound"]) > 0  # inf at 2 layers: no layer after the ablated one needs all positions
     assert "bound: none at 2 layers" in proc.stdout
+    # with 2 torch threads it also times the attention kernel on one, and says what the second gains
+    gain = re.search(r"the attention kernel with 1 thread: \S+ us per \(row, head\); 2 threads make it (\S+)x faster",
+                     proc.stdout)
+    assert gain and float(gain.group(1)) > 0, proc.stdout
     # the engine in 2 processes of one thread each: same numbers as in one process
     assert float(fields["exact_speedup_2procs"]) > 0
     procs_diff = re.search(r"in 2 processes x 1 thread .* max \|diff\| to it (\S+)", proc.stdout)

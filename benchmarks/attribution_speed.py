@@ -16,8 +16,9 @@ One run, side by side, on the same samples:
 
 It also prints the most any exact method could gain over the reference in one process on this machine
 (``exact_bound``: the attention kernel and linear layers each (sample, head) needs in the layers after
-the ablated one, timed at the engine's batch shape; with more than one torch thread, also the attention kernel's time on one) and, with ``--procs N``, the engine with the samples
-sharded over N processes of one thread each (``exact_speedup_Nprocs``), as a DDP sweep runs on CPU.
+the ablated one, timed at the engine's batch shape; with more than one torch thread, also the attention
+kernel's time on one thread) and, with ``--procs N``, the engine with the samples sharded over N
+processes of one thread each (``exact_speedup_Nprocs``), as a DDP sweep runs on CPU.
 
 The methods are timed batch by batch (``--batch-size`` samples: the engine and the estimate see the
 batches a real run gives them, the reference one sample at a time as it is written), interleaved, so

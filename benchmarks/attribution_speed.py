@@ -63,12 +63,14 @@ ORGANISM = Path("checkpoints/organism/llava")
 def world_samples(root: Path, n: int, seed: int = 0):
     """``n`` organism-world samples written to disk (the reference reads each image file every time)."""
     from vseam.data.load import load_samples
+    from vseam.world.write import ensure_world
     from omegaconf import OmegaConf
 
     per_cat = max(1, -(-n // 6))
     cfg = OmegaConf.create({"format": "organism", "root": str(root), "annotations": [], "image_dir": None,
                             "image_pattern": None, "categories": [], "limit": None, "n_per_category": per_cat,
                             "world_seed": seed, "world_split": "test"})
+    ensure_world(cfg)
     samples = load_samples(cfg)
     # interleave categories so a small n still covers several question types
     by_cat: dict = {}

@@ -16,7 +16,7 @@ from PIL import Image
 from vseam.data.readers import read_benchmark
 from vseam.evaluation import evaluate, grouped_accuracy, is_yes, pope_metrics, summarize
 from vseam.interventions import HeadModulation
-from vseam.modulation.checkpoint import save_modulation
+from vseam.interventions.checkpoint import save_modulation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 FILES = {"gqa": FIXTURES / "gqa" / "Color.sample.json", "pope": FIXTURES / "pope" / "coco_pope_random.sample.jsonl",

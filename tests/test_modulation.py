@@ -13,13 +13,13 @@ import torch
 from vseam.data import Sample
 from vseam.interventions import HeadModulation, intervene
 from vseam.modulation.baselines import count_trainable, peft_copy
-from vseam.modulation.cache import EmbeddingCache
-from vseam.modulation.checkpoint import load_modulation, read_modulation, save_modulation
+from vseam.models.cache import EmbeddingCache
+from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
-from vseam.modulation.heads import (
-    HeadShapeError, check_heads, head_scores_from_dict, heuristic_scales, load_head_scores, random_heads,
-    select_key_heads, top_k,
-)
+from vseam.attribution import heads_of, load_head_scores, top_k
+from vseam.attribution import scores_from_dict as head_scores_from_dict
+from vseam.interventions import HeadShapeError, check_heads
+from vseam.modulation.heads import heuristic_scales, random_heads, select_key_heads
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
 
 
@@ -49,9 +49,11 @@ def _dm(samples, bs=8):
 # --------------------------------------------------------------------------------------------- heads
 def test_top_k_orders_skips_nonpositive_and_excludes():
     m = torch.tensor([[0.1, 0.0, 0.5], [0.5, -0.2, 0.3]])
-    assert top_k(m, 2) == [(0, 2), (1, 0)]  # tie at 0.5 broken by index
-    assert top_k(m, 10) == [(0, 2), (1, 0), (1, 2), (0, 0)]  # zeros and negatives never fill K
-    assert top_k(m, 2, exclude=[(0, 2)]) == [(1, 0), (1, 2)]
+    assert heads_of(top_k(m, 2, positive_only=True)) == [(0, 2), (1, 0)]  # tie at 0.5 broken by index
+    # zeros and negatives never fill K
+    assert heads_of(top_k(m, 10, positive_only=True)) == [(0, 2), (1, 0), (1, 2), (0, 0)]
+    assert heads_of(top_k(m, 2, exclude=[(0, 2)], positive_only=True)) == [(1, 0), (1, 2)]
+    assert heads_of(top_k(m, 10)) == [(0, 2), (1, 0), (1, 2), (0, 0), (0, 1), (1, 1)]  # all heads without it
 
 
 def test_select_key_heads_counts_a_shared_head_once():

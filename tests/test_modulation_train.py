@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from vseam.config import load_config
-from vseam.modulation.checkpoint import load_modulation, read_modulation
-from vseam.modulation.heads import HeadShapeError
+from vseam.interventions.checkpoint import load_modulation, read_modulation
+from vseam.interventions import HeadShapeError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +87,31 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     wandb_run_data(out / "logs", ["learned/train/loss", "learned/val/acc", "lr-AdamW", f"learned/heads/L{l}H{h}/scale_dev",
                                   f"learned/heads/L{l}H{h}/offset_norm", "lora/test/acc", "comparison", "before_after",
                                   "k_pos"])
+
+
+def test_train_scores_heads_through_the_sweep_and_resumes(tmp_path, world_root, monkeypatch):
+    """train.py's head scores come from the attribution sweep: attribution.method=atp is honoured, chunks
+    are saved under <out_dir>/progress, and a second run in the same folder reuses them."""
+    from vseam.attribution import load_head_scores
+    from vseam.attribution.sweep import Sweep
+    from vseam.modulation.run import run_train
+
+    out = tmp_path / "run"
+    args = _tiny_args(world_root, out) + ["logger=none", "modulation.methods=[none,heuristic]",
+                                          "attribution.method=atp", "attribution.chunk_size=8"]
+    first = run_train(load_config(args))
+    assert first["head_scores"]["method"] == "atp" and first["head_scores"]["n"] == 24
+    assert len(list((out / "progress").glob("atp-chunk*.safetensors"))) == 3
+    used = load_head_scores(out / "head_scores_used.json")  # the same schema as analyze.py heads
+    assert used.method == "atp" and used.shape == (2, 4) and used.n == 24
+
+    def no_compute(self, c, on_progress=None):
+        raise AssertionError(f"chunk {c} recomputed although its saved progress matches")
+
+    monkeypatch.setattr(Sweep, "compute_chunk", no_compute)
+    again = run_train(load_config(args))
+    assert again["methods"]["heuristic"] == first["methods"]["heuristic"]
+    torch.testing.assert_close(load_head_scores(out / "head_scores_used.json").signed, used.signed)
 
 
 def test_head_list_for_another_shape_fails_before_training(tmp_path, world_root):
@@ -189,7 +214,7 @@ def test_run_level_nan_stop_names_the_step_and_the_kept_checkpoint(tmp_path, wor
 
     from vseam.data.load import load_samples
     from vseam.interventions import HeadModulation
-    from vseam.modulation.cache import EmbeddingCache
+    from vseam.models.cache import EmbeddingCache
     from vseam.modulation.data import ModulationDataModule, split_samples
     from vseam.modulation import run as run_mod
 

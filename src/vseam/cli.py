@@ -6,8 +6,8 @@ import importlib
 import sys
 from typing import Callable
 
-from vseam.config import (ConfigError, describe_groups, env_defaults, is_rank_zero, load_config, resolve_out_dir,
-                          save_config)
+from vseam.config import ConfigError, describe_groups, env_defaults, load_config, resolve_out_dir, save_config
+from vseam.utils.ranks import is_rank_zero
 
 # name -> (module, function, one-line description). Each function takes the resolved config.
 ANALYSES: dict[str, tuple[str, str, str]] = {

@@ -19,6 +19,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from vseam.utils.ranks import is_rank_zero
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -281,11 +283,6 @@ def load_config(argv: list[str] | None = None, config_dir: str | Path | None = N
 
 
 OUT_DIR_ENV = "VSEAM_OUT_DIR"
-
-
-def is_rank_zero() -> bool:
-    """True in the launching process and on global rank 0 (Lightning / torchrun set these variables)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def resolve_out_dir(cfg: DictConfig, command: str) -> Path:

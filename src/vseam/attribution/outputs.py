@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from vseam.attribution.scores import HeadScores, top_k
+from vseam.attribution.scores import MATRICES, HeadScores, top_k
+from vseam.interventions.heads import HeadShapeError
 from vseam.utils.io import save_figure, save_safetensors, write_json
 
 SCHEMA = "vseam.head_scores/1"
-MATRICES = ("positive", "negative", "signed")
 UNDEFINED_REASON = {"positive": "no baseline-correct sample", "negative": "no baseline-incorrect sample",
                     "signed": "no scored sample"}
 
@@ -106,15 +105,48 @@ def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
     return fig
 
 
-def load_head_scores(path: str | Path) -> dict[str, Any]:
-    """Read ``head_scores.json`` (a file or its folder); matrices come back as tensors (None if undefined)."""
+CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads", "n_correct", "n_incorrect", *MATRICES)
+
+
+def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
+    """Validate a ``head_scores.json`` mapping into ``HeadScores``: the shape comes from ``num_layers`` /
+    ``num_heads`` (or the matrices), every defined matrix must have it, other keys go to ``meta``."""
+    if d.get("schema", SCHEMA) != SCHEMA:
+        raise ValueError(f"{where}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
+    mats = {k: d.get(k) for k in MATRICES}
+    if all(v is None for v in mats.values()):
+        raise ValueError(f"{where}: none of {MATRICES} is present")
+    first = next(torch.as_tensor(v) for v in mats.values() if v is not None)
+    L = int(d.get("num_layers", first.shape[0]))
+    H = int(d.get("num_heads", first.shape[1] if first.dim() > 1 else 0))
+    parsed = {}
+    for name, v in mats.items():
+        t = None if v is None else torch.as_tensor(v, dtype=torch.float32)
+        if t is not None and tuple(t.shape) != (L, H):
+            raise HeadShapeError(f"{where}: matrix {name!r} has shape {tuple(t.shape)}, the file says {(L, H)}")
+        parsed[name] = t
+    return HeadScores(parsed["positive"], parsed["negative"], parsed["signed"], int(d.get("n_correct") or 0),
+                      int(d.get("n_incorrect") or 0), L, H, model=str(d.get("model_id", d.get("model", "")) or ""),
+                      method=str(d.get("method", "") or ""), meta={k: v for k, v in d.items() if k not in CORE_KEYS})
+
+
+def scores_to_dict(scores: HeadScores) -> dict:
+    """The ``head_scores.json`` mapping of ``scores`` (``scores_from_dict`` reads it back)."""
+    mat = lambda t: None if t is None else t.tolist()  # noqa: E731
+    return {"schema": SCHEMA, "model_id": scores.model, "method": scores.method, "num_layers": scores.num_layers,
+            "num_heads": scores.num_heads, "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
+            **{k: mat(m) for k, m in scores.matrices().items()}, **scores.meta}
+
+
+def load_head_scores(path: str | Path) -> HeadScores:
+    """Read a ``head_scores.json`` file (or a folder holding one) written by ``analyze.py heads`` or ``train.py``."""
     path = Path(path)
     if path.is_dir():
         path = path / "head_scores.json"
-    d = json.loads(path.read_text())
-    if d.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
-    for name in MATRICES:
-        if d.get(name) is not None:
-            d[name] = torch.tensor(d[name])
-    return d
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (`python analyze.py heads` writes head_scores.json)")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    return scores_from_dict(d, where=str(path))

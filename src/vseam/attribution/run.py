@@ -19,8 +19,8 @@ from typing import Any, Callable
 import torch
 
 from vseam.attribution.outputs import build_result, write_results
-from vseam.attribution.scores import head_scores, top_k_set
-from vseam.attribution.sweep import ChunkResult, Sweep, check_answers, merge_chunks
+from vseam.attribution.scores import HeadScores
+from vseam.attribution.sweep import ChunkResult, score_heads
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +68,6 @@ def _model_cfg(cfg: Any, fabric) -> dict:
     return mcfg
 
 
-class _Progress:
-    """tqdm bar with ETA on rank 0; a no-op elsewhere."""
-
-    def __init__(self, enabled: bool, total: int, desc: str):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="layer pass" if "exact" in desc else "sample",
-                            unit_scale=True, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _validate(acfg: Any) -> None:
     """Bad choices fail before any model loads, naming the key."""
     from vseam.attribution.patching import SPACES, check_alpha
@@ -105,13 +85,52 @@ def _validate(acfg: Any) -> None:
         raise ValueError(f"attribution.rescore_top_k={acfg.rescore_top_k!r}: expected >= 0")
 
 
+def sweep_settings(acfg: Any) -> dict:
+    """``score_heads`` keyword arguments from the ``attribution`` config group (validated)."""
+    _validate(acfg)
+    return dict(method=str(acfg.method), ablation=str(acfg.ablation), chunk_size=int(acfg.chunk_size),
+                rows_per_forward=int(acfg.rows_per_forward), atp_space=str(acfg.atp_space),
+                atp_alpha=float(acfg.atp_alpha), rescore_top_k=int(acfg.rescore_top_k))
+
+
+def model_fingerprint(mcfg: Any) -> dict:
+    """What the per-sample numbers depend on besides the sweep's own settings and the sample ids."""
+    return {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
+                                               "prompt_template")}}
+
+
+def fresh_progress(progress_dir: Path, acfg: Any) -> None:
+    """With ``attribution.resume=false``, discard saved chunks (a fresh start was asked for)."""
+    if not acfg.resume and progress_dir.exists():
+        shutil.rmtree(progress_dir)
+
+
+def _track_result(tracker, result: dict, scores: HeadScores) -> None:
+    """Baseline metrics, the heatmaps and a per-head table to the tracker (W&B, CSV or none)."""
+    if tracker is None:
+        return
+    base = {"baseline/accuracy": result["baseline"]["accuracy"], "baseline/mean_prob": result["baseline"]["mean_prob"],
+            "baseline/n_correct": result["n_correct"], "baseline/n_incorrect": result["n_incorrect"],
+            "data/n": result["n"], "data/n_skipped": result["n_skipped"], "time/seconds": result["seconds"]}
+    mats = scores.matrices()
+    L, H = result["num_layers"], result["num_heads"]
+    rows = [[l, h] + [None if m is None else float(m[l, h]) for m in mats.values()]
+            for l in range(L) for h in range(H)]
+    files = result.get("files", {})
+    tracker.images({f"heatmap/{n}": files[f"heatmap_{n}"] for n in mats if f"heatmap_{n}" in files})
+    tracker.table("heads/table", ["layer", "head", *mats], rows)
+    tracker.summary({**base, "method": result["method"]})
+    tracker.finish()
+
+
 def _run(cfg: Any, fabric, on_chunk) -> dict:
     from omegaconf import OmegaConf
 
-    from vseam.attribution.tracking import RunLogger
     from vseam.config import save_config
     from vseam.data.load import load_samples
     from vseam.models import load_adapter
+    from vseam.utils.tracking import Tracker
+    from vseam.world.write import ensure_world
 
     acfg = cfg.attribution
     _validate(acfg)
@@ -123,92 +142,46 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
-        if not acfg.resume and progress_dir.exists():
-            shutil.rmtree(progress_dir)  # a fresh start was asked for
+        fresh_progress(progress_dir, acfg)
     fabric.barrier()
 
+    ensure_world(cfg.data)
     samples = load_samples(cfg.data)
     mcfg = _model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
-    check_answers(adapter, samples)
     L, H = adapter.num_layers, adapter.num_heads
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    logger = RunLogger(cfg, out) if rank0 else None
+    tracker = Tracker(cfg, out, "heads") if rank0 else None
     started = time.time()
 
-    # what the per-sample numbers depend on, besides the sweep's own settings and the sample ids
-    fp = {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
-                                             "prompt_template")}}
-    common = dict(mode=acfg.ablation, batch_size=cfg.data.batch_size, chunk_size=acfg.chunk_size,
-                  rows_per_forward=acfg.rows_per_forward, progress_dir=progress_dir, fingerprint_parts=fp,
-                  rank=fabric.global_rank, world_size=fabric.world_size)
+    def chunk_done(phase: str, done: int, total: int, res: ChunkResult) -> None:
+        if tracker is not None:
+            tracker.log({"progress/chunks_done": done, "progress/fraction": done / max(1, total),
+                         "progress/seconds": time.time() - started, "progress/phase": phase})
+        if on_chunk is not None:
+            on_chunk(res)
 
-    def sweep_all(sweep: Sweep, desc: str) -> ChunkResult:
-        total = sum(sweep.work_units(c) for c in sweep.my_chunks())
-        bar = _Progress(rank0 and acfg.progress, total, desc)
-        n_chunks = len(sweep.my_chunks())
-        done = [0]
-
-        def chunk_done(res: ChunkResult) -> None:
-            done[0] += 1
-            if logger is not None:
-                logger.progress(desc, done[0], n_chunks, time.time() - started)
-            if on_chunk is not None:
-                on_chunk(res)
-
-        try:
-            mine = sweep.run(on_progress=bar.update, on_chunk=chunk_done)
-        finally:
-            bar.close()
-        return merge_chunks(_gather(fabric, mine), L, H)
-
-    method = acfg.method
-    first = sweep_all(Sweep(adapter, samples, method=method, space=acfg.atp_space,
-                             alpha=float(acfg.atp_alpha), **common), f"heads {method}")
-    ablated, exact_heads = first.ablated, None
-    if method == "atp" and int(acfg.rescore_top_k) > 0:
-        est = head_scores(first.prob, first.correct, first.ablated)
-        k = int(acfg.rescore_top_k)
-        chosen = top_k_set(est.positive, k) | top_k_set(est.negative, k) | top_k_set(est.signed, k)
-        mask = torch.zeros(L, H, dtype=torch.bool)
-        for l, h in chosen:
-            mask[l, h] = True
-        exact = sweep_all(Sweep(adapter, samples, method="exact", heads=mask, tag="exact_topk", **common),
-                          "heads exact re-score")
-        if exact.ids != first.ids:
-            raise RuntimeError("re-scoring saw a different sample set than the estimate")
-        ablated = first.ablated.clone()
-        ablated[:, mask] = exact.ablated[:, mask]
-        exact_heads = [[int(l), int(h)] for l, h in sorted(chosen)]
-        method = "atp+exact_topk"
+    scores = score_heads(adapter, samples, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size),
+                         progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg), rank=fabric.global_rank,
+                         world_size=fabric.world_size, gather=lambda mine: _gather(fabric, mine),
+                         progress=rank0 and bool(acfg.progress), on_chunk=chunk_done)
+    values = scores.per_sample
 
     result: dict = {}
     if rank0:
-        scores = head_scores(first.prob, first.correct, ablated)
         result = build_result(scores, model_id=adapter.name, arch=adapter.arch, num_layers=L, num_heads=H,
-                              method=method, ablation=acfg.ablation, dataset_id=cfg.data.name,
-                              n_total=len(samples), skipped=first.skipped, prob=first.prob, correct=first.correct,
-                              k=int(acfg.top_k), exact_heads=exact_heads, config=config_dict,
+                              method=scores.method, ablation=acfg.ablation, dataset_id=cfg.data.name,
+                              n_total=len(samples), skipped=values.skipped, prob=values.prob, correct=values.correct,
+                              k=int(acfg.top_k), exact_heads=scores.meta.get("exact_heads"), config=config_dict,
                               dataset={k: config_dict["data"].get(k) for k in
                                        ("name", "format", "root", "annotations", "categories", "limit")})
         result["atp_space"] = acfg.atp_space if acfg.method == "atp" else None
         result["atp_alpha"] = float(acfg.atp_alpha) if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)
         result["world_size"] = fabric.world_size
-        write_results(out, result, scores, first.prob, first.correct, ablated, first.ids, heatmaps=acfg.heatmaps)
-        logger.finish(result, scores)
+        write_results(out, result, scores, values.prob, values.correct, values.ablated, values.ids,
+                      heatmaps=acfg.heatmaps)
+        _track_result(tracker, result, scores)
         log.info("head scores written to %s", out / "head_scores.json")
     fabric.barrier()
     return result
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """``python -m vseam.attribution.run [group=choice ...] [key=value ...]`` (same as analyze.py heads)."""
-    from vseam.cli import analyze_main
-    import sys
-
-    return analyze_main(["heads", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -8,27 +8,64 @@ for ``neg``) is *undefined*: it is returned as ``None``, never as zeros.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
+
+from vseam.interventions.heads import HeadShapeError
+
+
+MATRICES = ("positive", "negative", "signed")
 
 
 @dataclass
 class HeadScores:
-    """The three L x H matrices and the counts they were averaged over."""
+    """Per-head attribution scores of one model (SPEC section 2): the three L x H matrices, the counts
+    they were averaged over, and where they came from. A matrix is None when undefined.
+
+    This is the one score type of the project: the sweep (``score_heads``), ``head_scores.json``
+    (``load_head_scores`` / ``to_dict``), head selection for ``train.py`` and the study all use it.
+    Further blocks of scores of the same model (per category, per level) are added as fields that
+    hold more ``HeadScores``, so every block has the same fields and the same reader.
+    """
 
     positive: torch.Tensor | None  # [L, H] mean over correct samples of max(0, p - p_abl); None if n_correct == 0
     negative: torch.Tensor | None  # [L, H] mean over incorrect samples of max(0, p_abl - p); None if n_incorrect == 0
     signed: torch.Tensor | None  # [L, H] mean over all samples of (p - p_abl); None if N == 0
-    n_correct: int
-    n_incorrect: int
+    n_correct: int = 0
+    n_incorrect: int = 0
+    num_layers: int | None = None  # None = read from the matrices
+    num_heads: int | None = None
+    model: str = ""  # the model's id (``head_scores.json``: ``model_id``)
+    method: str = ""  # exact | atp | atp+exact_topk
+    meta: dict[str, Any] = field(default_factory=dict)  # everything else a result file says (ablation, dataset, ...)
+    per_sample: Any = None  # the sweep's per-sample values these were averaged from (a ``ChunkResult``), if kept
+
+    def __post_init__(self):
+        first = next((m for m in self.matrices().values() if m is not None), None)
+        if first is not None and (self.num_layers is None or self.num_heads is None):
+            self.num_layers, self.num_heads = int(first.shape[0]), int(first.shape[1])
+        for name, m in self.matrices().items():
+            if m is not None and tuple(m.shape) != self.shape:
+                raise HeadShapeError(f"head scores: matrix {name!r} has shape {tuple(m.shape)}, expected {self.shape}")
 
     @property
     def n(self) -> int:
         return self.n_correct + self.n_incorrect
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.num_layers or 0), int(self.num_heads or 0)
+
     def matrices(self) -> dict[str, torch.Tensor | None]:
         return {"positive": self.positive, "negative": self.negative, "signed": self.signed}
+
+    def check_shape(self, num_layers: int, num_heads: int, where: str = "head scores") -> None:
+        if (num_layers, num_heads) != self.shape:
+            raise HeadShapeError(
+                f"{where} were made for a model with {self.num_layers} layers x {self.num_heads} heads "
+                f"(model {self.model or '?'}); this model has {num_layers} x {num_heads}")
 
 
 def head_scores(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor) -> HeadScores:
@@ -48,28 +85,37 @@ def head_scores(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor
     neg = (-drop[~correct]).clamp(min=0).sum(0) / n_i if n_i else None
     signed = drop.sum(0) / len(prob) if len(prob) else None
     as32 = lambda m: None if m is None else m.float()  # noqa: E731
-    return HeadScores(as32(pos), as32(neg), as32(signed), n_c, n_i)
+    return HeadScores(as32(pos), as32(neg), as32(signed), n_c, n_i, int(ablated.shape[1]), int(ablated.shape[2]))
 
 
-def top_k(matrix: torch.Tensor | None, k: int) -> list[dict] | None:
+def top_k(matrix: torch.Tensor | None, k: int, *, exclude: Sequence[tuple[int, int]] = (),
+          positive_only: bool = False) -> list[dict] | None:
     """The ``k`` highest entries as ``[{"layer", "head", "score"}]``, best first.
 
     Ties break by (layer, head) ascending so the list is deterministic. NaN entries (heads that were
-    not scored) are never selected. ``None`` in, ``None`` out (an undefined matrix has no top-K).
+    not scored) and heads in ``exclude`` are never selected; with ``positive_only`` neither is a score
+    <= 0 (a head that did nothing measurable is not picked just to fill K). ``None`` in, ``None`` out
+    (an undefined matrix has no top-K).
     """
     if matrix is None:
         return None
     L, H = matrix.shape
     flat = matrix.detach().double().reshape(-1).cpu()
-    valid = (~flat.isnan()).nonzero().squeeze(1).tolist()
+    skip = {(int(l), int(h)) for l, h in exclude}
+    valid = [i for i in (~flat.isnan()).nonzero().squeeze(1).tolist()
+             if (i // H, i % H) not in skip and (not positive_only or float(flat[i]) > 0)]
     # sort by score descending, then by flat index ascending (stable tie-break)
     order = sorted(valid, key=lambda i: (-float(flat[i]), i))[: max(0, k)]
     return [{"layer": i // H, "head": i % H, "score": float(flat[i])} for i in order]
 
 
+def heads_of(entries: list[dict] | None) -> list[tuple[int, int]]:
+    """The (layer, head) pairs of a ``top_k`` list, in its order (``None`` = no heads)."""
+    return [(d["layer"], d["head"]) for d in entries or []]
+
+
 def top_k_set(matrix: torch.Tensor | None, k: int) -> set[tuple[int, int]]:
-    lst = top_k(matrix, k) or []
-    return {(d["layer"], d["head"]) for d in lst}
+    return set(heads_of(top_k(matrix, k)))
 
 
 def top_k_overlap(a: torch.Tensor | None, b: torch.Tensor | None, k: int) -> int | None:

@@ -1,4 +1,5 @@
-"""The resumable, shardable sweep over samples: per-sample baseline and ablated probabilities.
+"""The resumable, shardable sweep over samples (per-sample baseline and ablated probabilities) and
+``score_heads``, the one driver of head attribution (``analyze.py heads``, ``train.py``, the notebook API).
 
 Samples are cut into fixed chunks of ``chunk_size`` (in dataset order). Chunk ``c`` belongs to rank
 ``c % world_size``; each finished chunk is saved atomically under ``progress_dir`` with a fingerprint
@@ -18,10 +19,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from collections import Counter
+
 from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs
+from vseam.attribution.scores import HeadScores, head_scores, top_k_set
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.models.base import VLMAdapter, answer_stats
+from vseam.models.cache import EmbeddingCache
 from vseam.utils.io import save_safetensors
 
 log = logging.getLogger(__name__)
@@ -91,7 +96,8 @@ class Sweep:
                  mode: str = "mean", batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64,
                  heads: torch.Tensor | None = None, space: str = "logodds", alpha: float = 0.0,
                  progress_dir: str | Path | None = None, tag: str | None = None,
-                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1):
+                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
+                 cache: EmbeddingCache | None = None):
         if method not in METHODS:
             raise ValueError(f"attribution.method={method!r}: expected one of {METHODS}")
         if method == "atp" and heads is not None:
@@ -104,6 +110,7 @@ class Sweep:
         self.progress_dir = Path(progress_dir) if progress_dir else None
         self.tag = tag or method
         self.rank, self.world_size = rank, world_size
+        self.cache = cache  # language-model inputs already computed (train.py), reused and filled here
         self.bounds = chunk_bounds(len(self.samples), self.chunk_size)
         self.fingerprint = fingerprint(
             method=method, mode=mode, batch_size=self.batch_size, chunk_size=self.chunk_size,
@@ -172,10 +179,14 @@ class Sweep:
         probs, corrects, ablated = [], [], []
         for start in range(0, len(valid), self.batch_size):
             batch, imgs = valid[start:start + self.batch_size], images[start:start + self.batch_size]
-            enc = a.encode(batch, imgs).to(a.device)
-            mask = enc.answer_mask(a.vocab_size)
-            with torch.no_grad():
-                emb = a.embed(enc)
+            if self.cache is not None:
+                cached = self.cache.batch(batch, imgs)
+                emb, mask = cached.emb, cached.answer_mask(a.vocab_size)
+            else:
+                enc = a.encode(batch, imgs).to(a.device)
+                mask = enc.answer_mask(a.vocab_size)
+                with torch.no_grad():
+                    emb = a.embed(enc)
             if self.method == "exact":
                 step = (lambda l, n: on_progress(n * (L - l))) if on_progress else None
                 p_abl, clean_logits = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
@@ -208,3 +219,93 @@ def merge_chunks(chunks: Sequence[ChunkResult], num_layers: int, num_heads: int)
                            torch.zeros(0, num_layers, num_heads), [])
     return ChunkResult(-1, ids, torch.cat([r.prob for r in chunks]), torch.cat([r.correct for r in chunks]),
                        torch.cat([r.ablated for r in chunks]), skipped)
+
+
+class Progress:
+    """tqdm bar with ETA when enabled (rank 0); a no-op elsewhere."""
+
+    def __init__(self, enabled: bool, total: int, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="layer pass" if "exact" in desc else "sample",
+                            unit_scale=True, dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact", ablation: str = "mean",
+                batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64, atp_space: str = "logodds",
+                atp_alpha: float = 0.0, rescore_top_k: int = 0, progress_dir: str | Path | None = None,
+                fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
+                gather: Callable[[list[ChunkResult]], list[ChunkResult]] | None = None,
+                cache: EmbeddingCache | None = None, progress: bool = False,
+                on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None) -> HeadScores:
+    """Head scores of every head of ``adapter`` over ``samples`` (SPEC section 2).
+
+    ``method``: exact (mean- or zero-ablation of each head, the fast engine) | atp (attribution
+    patching, optionally re-scoring its top-``rescore_top_k`` heads exactly). With ``progress_dir``
+    every finished chunk is saved and a restarted call resumes; with ``rank`` / ``world_size`` this
+    process computes only its chunks and ``gather`` (e.g. an all-gather) brings every rank's chunks
+    together. Missing images are counted skips (``meta["skipped"]``). ``on_chunk(phase, done, total,
+    result)`` is called after each newly computed chunk. The per-sample values are kept in
+    ``per_sample`` (a ``ChunkResult``); the result file is ``outputs.build_result``.
+    """
+    check_answers(adapter, samples)
+    L, H = adapter.num_layers, adapter.num_heads
+    gather = gather or (lambda chunks: chunks)
+    common = dict(mode=ablation, batch_size=batch_size, chunk_size=chunk_size, rows_per_forward=rows_per_forward,
+                  progress_dir=progress_dir, fingerprint_parts=fingerprint_parts, rank=rank, world_size=world_size,
+                  cache=cache)
+
+    def sweep_all(sweep: Sweep, desc: str) -> ChunkResult:
+        bar = Progress(progress, sum(sweep.work_units(c) for c in sweep.my_chunks()), desc)
+        total, done = len(sweep.my_chunks()), [0]
+
+        def chunk_done(res: ChunkResult) -> None:
+            done[0] += 1
+            if on_chunk is not None:
+                on_chunk(desc, done[0], total, res)
+
+        try:
+            mine = sweep.run(on_progress=bar.update, on_chunk=chunk_done)
+        finally:
+            bar.close()
+        return merge_chunks(gather(mine), L, H)
+
+    first = sweep_all(Sweep(adapter, samples, method=method, space=atp_space, alpha=float(atp_alpha), **common),
+                      f"heads {method}")
+    ablated, exact_heads, name = first.ablated, None, method
+    if method == "atp" and int(rescore_top_k) > 0:
+        est = head_scores(first.prob, first.correct, first.ablated)
+        k = int(rescore_top_k)
+        chosen = top_k_set(est.positive, k) | top_k_set(est.negative, k) | top_k_set(est.signed, k)
+        mask = torch.zeros(L, H, dtype=torch.bool)
+        for l, h in chosen:
+            mask[l, h] = True
+        exact = sweep_all(Sweep(adapter, samples, method="exact", heads=mask, tag="exact_topk", **common),
+                          "heads exact re-score")
+        if exact.ids != first.ids:
+            raise RuntimeError("re-scoring saw a different sample set than the estimate")
+        ablated = first.ablated.clone()
+        ablated[:, mask] = exact.ablated[:, mask]
+        exact_heads = [[int(l), int(h)] for l, h in sorted(chosen)]
+        name = "atp+exact_topk"
+    scores = head_scores(first.prob, first.correct, ablated)
+    scores.model, scores.method = adapter.name, name
+    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, first.skipped)
+    n = int(first.prob.numel())
+    scored = set(first.ids)
+    scores.meta = {"ablation": ablation, "n": n, "n_total": len(samples), "n_skipped": len(first.skipped),
+                   "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
+                   "baseline_accuracy": float(first.correct.float().mean()) if n else None,
+                   **({"atp_space": atp_space, "atp_alpha": float(atp_alpha)} if method == "atp" else {}),
+                   **({"exact_heads": exact_heads} if exact_heads is not None else {})}
+    return scores

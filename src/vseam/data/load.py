@@ -1,4 +1,5 @@
-"""Turn a data config into samples: the organism world (built on first use) or benchmark files."""
+"""Turn a data config into samples: the organism world's files (``vseam.world.ensure_world`` builds them)
+or benchmark files."""
 
 from __future__ import annotations
 
@@ -9,22 +10,14 @@ from vseam.data.readers import read_benchmark
 from vseam.data.sample import Sample
 
 
-def ensure_world(data_cfg: Any) -> Path:
-    """Write the organism world under ``data_cfg.root`` unless it is already there; return the root."""
-    root = Path(data_cfg.root)
-    if not (root / "world.json").exists():
-        from vseam.world.write import write_world
-
-        write_world(root, n_per_category=int(data_cfg.n_per_category), seed=int(data_cfg.world_seed),
-                    split=str(data_cfg.world_split))
-    return root
-
-
 def annotation_files(data_cfg: Any) -> list[Path]:
     if data_cfg.format == "organism":
         import json
 
-        root = ensure_world(data_cfg)
+        root = Path(data_cfg.root)
+        if not (root / "world.json").exists():
+            raise FileNotFoundError(f"data.root={data_cfg.root}: no organism world there (world.json); build it with "
+                                    f"vseam.world.ensure_world(cfg.data), as every job does")
         files = json.loads((root / "world.json").read_text())["files"]["annotations"]
         return [root / f for f in files]
     if not data_cfg.annotations:

@@ -226,36 +226,12 @@ def make_writer(e: Any) -> Callable[[Sample], EditPlan]:
     raise ValueError(f"edit.prompt_writer must be rules or llm, got {kind!r}")
 
 
-def _wandb_logger(cfg: Any, out_dir: Path) -> tuple[Callable[[dict], None] | None, Callable[[], None]]:
-    lg = _get(cfg, "logger")
-    if str(_get(lg, "kind", "none")) != "wandb" or str(_get(lg, "mode", "offline")) == "disabled":
-        return None, lambda: None
-    import wandb
-
-    save_dir = Path(str(_get(lg, "save_dir", out_dir / "logs")))
-    save_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # a plain mapping / namespace config
-        config = None
-    run = wandb.init(project=_get(lg, "project", "vseam"), entity=_get(lg, "entity"), mode=_get(lg, "mode", "offline"),
-                     name=_get(cfg, "run_name", out_dir.name), tags=list(_get(lg, "tags", []) or []),
-                     dir=str(save_dir), job_type="edit", config=config)
-
-    def log(d: dict) -> None:
-        run.log(d)
-        run.summary.update(d)
-
-    return log, run.finish
-
-
 def _organism_edits(cfg: Any, out: Path) -> dict:
     """The organism's exact edits of the configured samples, copied into ``out/edits.jsonl``."""
     import json
 
-    from vseam.data.load import ensure_world, load_samples
+    from vseam.data.load import load_samples
+    from vseam.world.write import ensure_world
 
     root = ensure_world(_get(cfg, "data"))
     keep = {_key(s.category, s.id) for s in load_samples(_get(cfg, "data"))}
@@ -322,10 +298,16 @@ def edit_counts(report: dict, prefix: str = "edit") -> dict:
 
 
 def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dict:
-    log_fn, finish = _wandb_logger(cfg, out)
+    from vseam.utils.tracking import Tracker
+
+    tracker = Tracker(cfg, out, "edit")
+
+    def log_fn(d: dict) -> None:
+        tracker.log(d)
+        tracker.summary(d)
+
     try:
-        if log_fn is not None:
-            log_fn(edit_counts(result["edit"]))
+        log_fn(edit_counts(result["edit"]))
         if bool(_get(e, "filter", True)):
             if adapter is None:
                 from vseam.models import load_adapter
@@ -335,6 +317,6 @@ def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dic
                                   progress=bool(_get(e, "progress", True)), log_fn=log_fn)
             result["filter"] = {"total": rep["total"], "categories": rep["categories"]}
     finally:
-        finish()
+        tracker.finish()
     write_json(out / "edit_summary.json", result)
     return result

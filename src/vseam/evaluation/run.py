@@ -13,9 +13,11 @@ from pathlib import Path
 
 from vseam.data.load import load_samples
 from vseam.evaluation.score import evaluate
+from vseam.interventions.checkpoint import load_modulation
 from vseam.models import load_adapter
-from vseam.modulation.checkpoint import load_modulation
 from vseam.utils.io import append_jsonl, write_json
+from vseam.utils.tracking import Tracker
+from vseam.world.write import ensure_world
 
 
 def _fmt(x) -> str:
@@ -29,6 +31,7 @@ def run_eval(cfg) -> dict:
     adapter = load_adapter(cfg.model)
     mod_path = cfg.modulation.checkpoint
     mod = load_modulation(mod_path, adapter) if mod_path else None
+    ensure_world(cfg.data)
     samples = load_samples(cfg.data)
     runs = {"base": None}
     if mod is not None:
@@ -52,21 +55,13 @@ def run_eval(cfg) -> dict:
             line += f"\n  pope/{split}: " + " ".join(f"{k}={_fmt(v)}" for k, v in pm.items())
         print(line)
     print(f"written: {out / 'eval_results.json'}")
-    _log_wandb(cfg, summary)
+    _track(cfg, out, summary)
     return summary
 
 
-def _log_wandb(cfg, summary: dict) -> None:
-    if cfg.logger.kind != "wandb":
-        return
-    import wandb
-    from omegaconf import OmegaConf
-
-    save_dir = Path(cfg.logger.save_dir or Path(cfg.out_dir) / "logs")
-    save_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode, dir=str(save_dir),
-                     name=cfg.run_name or f"eval-{Path(cfg.out_dir).name}", tags=list(cfg.logger.tags) + ["eval"],
-                     config=OmegaConf.to_container(cfg, resolve=True))
+def _track(cfg, out: Path, summary: dict) -> None:
+    """Accuracy per run and category, POPE metrics and a per-category table to the tracker."""
+    tracker = Tracker(cfg, out, "eval")
     metrics = {}
     rows = []
     for name, r in summary["results"].items():
@@ -77,5 +72,7 @@ def _log_wandb(cfg, summary: dict) -> None:
             rows.append([name, g, v["acc"], v["n"]])
         for split, pm in r.get("pope", {}).items():
             metrics.update({f"{name}/pope/{split}/{k}": v for k, v in pm.items()})
-    run.log({**metrics, "by_category": wandb.Table(columns=["run", "category", "accuracy", "n"], data=rows)})
-    run.finish()
+    tracker.log(metrics)
+    tracker.table("by_category", ["run", "category", "accuracy", "n"], rows)
+    tracker.summary(metrics)
+    tracker.finish()

@@ -13,7 +13,7 @@ from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.evaluation.metrics import summarize
 from vseam.interventions import HeadModulation, intervene
 from vseam.models.base import answer_stats
-from vseam.modulation.cache import EmbeddingCache
+from vseam.models.cache import EmbeddingCache
 
 
 @dataclass

@@ -24,6 +24,18 @@ import torch
 from torch import nn
 
 
+class HeadShapeError(ValueError):
+    """A head list, score matrix or saved modulation made for a model of another shape."""
+
+
+def check_heads(heads: Sequence[tuple[int, int]], num_layers: int, num_heads: int, where: str = "head list") -> None:
+    """Raise ``HeadShapeError`` naming the first head that does not exist in an L x H model."""
+    for l, h in heads:
+        if not (0 <= int(l) < num_layers and 0 <= int(h) < num_heads):
+            raise HeadShapeError(f"{where} names head ({l}, {h}), but the model has {num_layers} layers x "
+                                 f"{num_heads} heads: it was made for a model of another shape")
+
+
 def _head_mask(heads, batch: int, num_heads: int, device) -> torch.Tensor:
     """Bool [B, H] from a mask [B, H] / [H], or from head indices applied to every sample."""
     if isinstance(heads, torch.Tensor) and heads.dtype == torch.bool:

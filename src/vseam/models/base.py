@@ -42,11 +42,15 @@ class Encoded:
         return int(self.target.shape[0])
 
     def answer_mask(self, vocab_size: int) -> torch.Tensor:
-        """Bool [B, V]: True at the answer token ids of each sample."""
-        mask = torch.zeros(self.batch_size, vocab_size, dtype=torch.bool, device=self.target.device)
-        for i, ids in enumerate(self.answer_ids):
-            mask[i, ids] = True
-        return mask
+        return answer_mask(self.answer_ids, vocab_size, self.target.device)
+
+
+def answer_mask(answer_ids: list[list[int]], vocab_size: int, device=None) -> torch.Tensor:
+    """Bool [B, V]: True at the answer token ids of each sample (``Encoded`` and the cache's ``Batch``)."""
+    mask = torch.zeros(len(answer_ids), vocab_size, dtype=torch.bool, device=device)
+    for i, ids in enumerate(answer_ids):
+        mask[i, ids] = True
+    return mask
 
 
 @dataclass

@@ -1,10 +1,8 @@
 """Learned per-head modulation of a frozen VLM (SPEC section 3): key-head selection, the LightningModule
-and DataModule of ``python train.py``, saved modulations, and the baselines it is compared with."""
+and DataModule of ``python train.py``, and the baselines it is compared with. Saved modulations are
+read and written by ``vseam.interventions`` (next to ``HeadModulation``); head scores are
+``vseam.attribution.HeadScores``."""
 
-from vseam.modulation.checkpoint import load_modulation, read_modulation, save_modulation
-from vseam.modulation.heads import (
-    HeadScores, HeadShapeError, check_heads, heuristic_scales, load_head_scores, random_heads, select_key_heads,
-)
+from vseam.modulation.heads import heuristic_scales, random_heads, select_key_heads
 
-__all__ = ["load_modulation", "read_modulation", "save_modulation", "HeadScores", "HeadShapeError", "check_heads",
-           "heuristic_scales", "load_head_scores", "random_heads", "select_key_heads"]
+__all__ = ["heuristic_scales", "random_heads", "select_key_heads"]

@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vseam.data.sample import Sample
 from vseam.interventions import HeadModulation, intervene
-from vseam.modulation.cache import Batch, EmbeddingCache
+from vseam.models.cache import Batch, EmbeddingCache
 
 
 class NonFiniteLossError(FloatingPointError):

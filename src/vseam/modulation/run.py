@@ -9,31 +9,31 @@ into ``out_dir`` (rank 0 only).
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from vseam.attribution.outputs import load_head_scores, scores_to_dict
+from vseam.attribution.scores import HeadScores
 from vseam.config import resolve_out_dir
 from vseam.data.load import load_samples
 from vseam.evaluation.score import EvalResult, evaluate
-from vseam.interventions import HeadModulation
+from vseam.interventions import HeadModulation, check_heads
+from vseam.interventions.checkpoint import save_modulation
 from vseam.models import load_adapter
-from vseam.modulation.attribution import compute_head_scores
+from vseam.models.cache import EmbeddingCache
 from vseam.modulation.baselines import count_trainable, peft_copy
-from vseam.modulation.cache import EmbeddingCache
-from vseam.modulation.checkpoint import save_modulation
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
-from vseam.modulation.heads import (
-    HeadScores, check_heads, heuristic_scales, load_head_scores, random_heads, select_key_heads,
-)
+from vseam.modulation.heads import heuristic_scales, random_heads, select_key_heads
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError, head_norms
 from vseam.utils.io import write_json, write_text
+from vseam.utils.ranks import is_rank_zero
+from vseam.utils.tracking import Tracker
+from vseam.world.write import ensure_world
 
 
 # The frozen VLM is in eval mode on purpose (no dropout); Lightning's notice about it is noise here.
@@ -44,40 +44,18 @@ TRAINED = ("learned", "random", "lora", "ia3")
 LEVEL_ORDER = ("object", "attribute", "relation")
 
 
-def is_rank_zero() -> bool:
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
 def say(msg: str) -> None:
     if is_rank_zero():
         print(msg, flush=True)
 
 
 # ----------------------------------------------------------------------------------------- pieces
-def make_logger(cfg, out: Path):
-    """The configured experiment logger (W&B offline unless configured online), or None."""
-    lc = cfg.logger
-    save_dir = Path(lc.save_dir or out / "logs")
-    if lc.kind == "none":
-        return None
-    if lc.kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path) -> HeadScores:
+    """The configured ``head_scores.json``, or head attribution on the train split through the sweep
+    (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed)."""
+    from vseam.attribution.run import fresh_progress, model_fingerprint, sweep_settings
+    from vseam.attribution.sweep import score_heads
 
-        return CSVLogger(str(save_dir), name="train")
-    if lc.kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-        from omegaconf import OmegaConf
-
-        save_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_MODE", lc.mode)
-        logger = WandbLogger(project=lc.project, entity=lc.entity, name=cfg.run_name or Path(cfg.out_dir).name,
-                             save_dir=str(save_dir), mode=lc.mode, tags=list(lc.tags), log_model=False)
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        return logger
-    raise ValueError(f"logger.kind={lc.kind!r}: expected wandb, csv or none")
-
-
-def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache) -> HeadScores:
     mc = cfg.modulation
     if mc.head_scores:
         scores = load_head_scores(mc.head_scores)
@@ -91,8 +69,14 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache) -> Head
         keep = sorted(random.Random(int(cfg.seed)).sample(range(len(subset)), int(mc.attribution_limit)))
         subset = [subset[i] for i in keep]
     say(f"computing head scores on {len(subset)} train samples (set modulation.head_scores to reuse a result)")
-    return compute_head_scores(adapter, subset, mode=cfg.attribution.ablation, batch_size=int(cfg.data.batch_size),
-                               cache=cache, dataset=f"{cfg.data.name}:train")
+    acfg = cfg.attribution
+    if is_rank_zero():
+        fresh_progress(out / "progress", acfg)
+    scores = score_heads(adapter, subset, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size), cache=cache,
+                         progress_dir=out / "progress", fingerprint_parts=model_fingerprint(cfg.model),
+                         progress=is_rank_zero() and bool(acfg.progress))
+    scores.meta["dataset"] = f"{cfg.data.name}:train"
+    return scores
 
 
 def build_trainer(cfg, method: str, out: Path, logger) -> tuple[L.Trainer, ModelCheckpoint]:
@@ -198,6 +182,7 @@ def run_train(cfg) -> dict:
 
     adapter = load_adapter(cfg.model)
     total_params = sum(p.numel() for p in adapter.model.parameters())
+    ensure_world(cfg.data)
     samples, skipped = readable(load_samples(cfg.data))
     if skipped:
         say(f"skipped {len(skipped)} samples with missing images (first: {skipped[0]['reason']})")
@@ -208,14 +193,15 @@ def run_train(cfg) -> dict:
     dm = ModulationDataModule(splits, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
                               seed=int(cfg.seed))
     bs = int(cfg.data.batch_size)
-    logger = make_logger(cfg, out)
+    tracker = Tracker(cfg, out, "train")
+    logger = tracker.lightning
 
     if mc.select not in ("key", "all"):
         raise ValueError(f"modulation.select={mc.select!r}: expected key or all")
     every_head = [(l, h) for l in range(adapter.num_layers) for h in range(adapter.num_heads)]
     need_scores = "heuristic" in mc.methods or (mc.select == "key" and
                                                  any(m in ("learned", "random") for m in mc.methods))
-    scores = obtain_head_scores(cfg, adapter, splits["train"], cache) if need_scores else None
+    scores = obtain_head_scores(cfg, adapter, splits["train"], cache, out) if need_scores else None
     key = select_key_heads(scores, int(mc.k_pos), int(mc.k_neg)) if scores is not None else {"all": []}
     check_heads(key["all"], adapter.num_layers, adapter.num_heads, "key heads")
     if mc.select == "key" and not key["all"] and "learned" in mc.methods:
@@ -232,10 +218,9 @@ def run_train(cfg) -> dict:
         results[name] = _method_row(test, val, trainable, extra)
         r = results[name]
         say(f"[{name}] trainable={trainable:,d} val_acc={_fmt(r['val_accuracy'], 4, 'n/a')} test_acc={_fmt(r['test']['accuracy'], 4, 'n/a')}")
-        if logger is not None:
-            logger.log_metrics({f"{name}/test/acc": r["test"]["accuracy"] or 0.0,
+        tracker.log({f"{name}/test/acc": r["test"]["accuracy"] or 0.0,
                                 f"{name}/val/acc_final": r["val_accuracy"] or 0.0,
-                                **{f"{name}/test/acc_{k}": v for k, v in r["test"]["by_level"].items() if v is not None}})
+                     **{f"{name}/test/acc_{k}": v for k, v in r["test"]["by_level"].items() if v is not None}})
 
     def ev(mod=None, logits_fn=None, use_adapter=adapter, use_cache=cache):
         kw = dict(batch_size=bs, cache=use_cache, logits_fn=logits_fn)
@@ -283,6 +268,7 @@ def run_train(cfg) -> dict:
         "model": adapter.name, "shape": list(adapter.shape), "total_params": int(total_params),
         "data": cfg.data.name, "splits": {k: len(v) for k, v in splits.items()}, "skipped": skipped,
         "head_scores": None if scores is None else {"method": scores.method, "source": mc.head_scores or "computed",
+                                                    "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
                                                     **{k: v for k, v in scores.meta.items() if k != "top_k"}},
         "key_heads": {k: [list(h) for h in v] for k, v in key.items()},
         "methods": results, "seconds": round(time.time() - t_start, 1),
@@ -296,17 +282,13 @@ def run_train(cfg) -> dict:
                                    extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"]})
             summary["modulation_file"] = str(path)
         if scores is not None:
-            write_json(out / "head_scores_used.json", scores.to_dict())
+            write_json(out / "head_scores_used.json", scores_to_dict(scores))
         write_json(out / "summary.json", summary)
         write_text(out / "table.txt", table + "\n")
         _write_predictions(out, evals)
         print("\n" + table + f"\n\nwritten: {out / 'summary.json'} ({summary['seconds']} s)", flush=True)
-        if logger is not None:
-            _log_tables(logger, results, evals, out, cfg)
-    if logger is not None:
-        logger.finalize("success")
-        if is_rank_zero() and type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish()  # flush and close the run now (also when run_train is called in-process)
+        _log_tables(tracker, results, evals, out, artifact=bool(cfg.logger.artifact))
+    tracker.finish()
     return summary
 
 
@@ -319,28 +301,18 @@ def _write_predictions(out: Path, evals: dict[str, EvalResult]) -> None:
     append_jsonl(path, [{"method": m, **r} for m, e in evals.items() for r in e.records])
 
 
-def _log_tables(logger, results: dict, evals: dict[str, EvalResult], out: Path, cfg) -> None:
-    """W&B: the comparison table, a before/after per-sample table and the modulation file (online)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not isinstance(logger, WandbLogger):
-        return
+def _log_tables(tracker: Tracker, results: dict, evals: dict[str, EvalResult], out: Path, artifact: bool) -> None:
+    """The comparison table, a before/after per-sample table and the modulation file (W&B online)."""
     levels = [lv for lv in LEVEL_ORDER if any(lv in m["test"]["by_level"] for m in results.values())]
-    logger.log_table("comparison", columns=["method", "trainable_params", "val_acc", "test_acc", *levels],
-                     data=[[k, m["trainable_params"], m["val_accuracy"], m["test"]["accuracy"],
-                            *[m["test"]["by_level"].get(lv) for lv in levels]] for k, m in results.items()])
+    tracker.table("comparison", ["method", "trainable_params", "val_acc", "test_acc", *levels],
+                  [[k, m["trainable_params"], m["val_accuracy"], m["test"]["accuracy"],
+                    *[m["test"]["by_level"].get(lv) for lv in levels]] for k, m in results.items()])
     if "none" in evals and "learned" in evals:
         after = {r["id"]: r for r in evals["learned"].records}
         rows = [[r["id"], r["category"], r["level"], r["answer"], r["pred_token"], after[r["id"]]["pred_token"],
                  r["prob"], after[r["id"]]["prob"], r["correct"], after[r["id"]]["correct"]]
                 for r in evals["none"].records if r["id"] in after]
-        logger.log_table("before_after", columns=["id", "category", "level", "answer", "pred_before", "pred_after",
-                                                  "prob_before", "prob_after", "correct_before", "correct_after"],
-                         data=rows)
-    mod_file = out / "modulation.safetensors"
-    if cfg.logger.artifact and cfg.logger.mode == "online" and mod_file.exists():
-        import wandb
-
-        art = wandb.Artifact(f"modulation-{Path(cfg.out_dir).name}", type="modulation")
-        art.add_file(str(mod_file))
-        logger.experiment.log_artifact(art)
+        tracker.table("before_after", ["id", "category", "level", "answer", "pred_before", "pred_after",
+                                       "prob_before", "prob_after", "correct_before", "correct_after"], rows)
+    if artifact:
+        tracker.artifact(out / "modulation.safetensors", f"modulation-{out.name}", "modulation")

@@ -2,7 +2,8 @@
 
 from vseam.world.questions import CATEGORIES, KINDS, WorldItem, answer_vocabulary, generate, make_item
 from vseam.world.scene import ALL_SHAPES, COLORS, ICONS, SHAPES, TEXTURES, Obj, Scene, render, render_pil
-from vseam.world.write import write_world
+from vseam.world.write import ensure_world, write_world
 
 __all__ = ["CATEGORIES", "KINDS", "WorldItem", "answer_vocabulary", "generate", "make_item", "ALL_SHAPES",
-           "COLORS", "ICONS", "SHAPES", "TEXTURES", "Obj", "Scene", "render", "render_pil", "write_world"]
+           "COLORS", "ICONS", "SHAPES", "TEXTURES", "Obj", "Scene", "render", "render_pil", "write_world",
+           "ensure_world"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from vseam.utils.io import atomic_path, write_json, write_text
 from vseam.world.questions import CATEGORIES, KINDS, generate
@@ -62,3 +63,15 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def ensure_world(data_cfg: Any) -> Path | None:
+    """For ``data.format=organism``: write the world under ``data.root`` unless it is already there;
+    return the root (None for other formats, which read files that exist)."""
+    if str(data_cfg.format) != "organism":
+        return None
+    root = Path(data_cfg.root)
+    if not (root / "world.json").exists():
+        write_world(root, n_per_category=int(data_cfg.n_per_category), seed=int(data_cfg.world_seed),
+                    split=str(data_cfg.world_split))
+    return root

@@ -1,4 +1,5 @@
-"""Language-model inputs per sample, computed once by the frozen vision side and reused every epoch.
+"""Language-model inputs per sample, computed once by the frozen vision side and reused (every epoch of
+training, every method of a comparison, the attribution sweep of ``train.py``).
 
 Only language-model heads are modulated (and LoRA / IA3 baselines touch only the language model), so
 the merged token embeddings of a sample never change during training: the vision tower, projector or
@@ -13,7 +14,7 @@ from typing import Sequence
 import torch
 
 from vseam.data.sample import Sample
-from vseam.models.base import Embedded, position_ids_from_mask
+from vseam.models.base import Embedded, answer_mask, position_ids_from_mask
 
 
 @dataclass
@@ -33,10 +34,7 @@ class Batch:
     ids: list[str]
 
     def answer_mask(self, vocab_size: int) -> torch.Tensor:
-        mask = torch.zeros(len(self.answer_ids), vocab_size, dtype=torch.bool, device=self.target.device)
-        for i, ids in enumerate(self.answer_ids):
-            mask[i, ids] = True
-        return mask
+        return answer_mask(self.answer_ids, vocab_size, self.target.device)
 
 
 class EmbeddingCache:

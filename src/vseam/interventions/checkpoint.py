@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from vseam.interventions import HeadModulation
-from vseam.modulation.heads import HeadShapeError, check_heads
+from vseam.interventions.heads import HeadModulation, HeadShapeError, check_heads
 from vseam.utils.io import save_safetensors
 
 FORMAT = "vseam.modulation/1"

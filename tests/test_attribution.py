@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs, first_order
 from vseam.attribution.reference import reference_ablated_probs, reference_baseline
-from vseam.attribution.sweep import ProgressMismatchError, Sweep, check_answers
+from vseam.attribution.sweep import ProgressMismatchError, Sweep
 from vseam.data import Sample
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import answer_stats
@@ -138,10 +138,14 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space
     torch.testing.assert_close(est[:, layer, head].double(), want, rtol=0, atol=1e-6)
 
 
-def test_untokenizable_answer_names_the_sample(tiny_llava, samples):
-    bad = Sample(id="q-42", question="What is it?", answer="   ", image=samples[0].image)
-    with pytest.raises(ValueError, match="q-42"):
-        check_answers(tiny_llava, [samples[0], bad])
+def test_untokenizable_answer_is_a_named_skip(tiny_llava, samples):
+    from vseam.data.skips import answer_skips
+
+    bad = Sample(id="q-42", question="What is it?", answer="   ", image=samples[0].image,
+                 meta={"source": "ann.json: record 7 (id 'q-42')"})
+    kept, skipped = answer_skips(tiny_llava, [samples[0], bad])
+    assert kept == [samples[0]] and [s["id"] for s in skipped] == ["q-42"]
+    assert "ann.json: record 7" in skipped[0]["reason"] and "empty answer" in skipped[0]["reason"]
 
 
 def test_missing_image_is_a_counted_skip(tiny_llava, samples, tmp_path):
@@ -212,9 +216,24 @@ def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
-    # the same progress folder with another ablation is refused, not silently mixed
-    with pytest.raises(ProgressMismatchError):
+    # the same folder with another ablation is refused before any model work, naming the key, not mixed
+    from vseam.utils.rundir import RunFolderError
+
+    before = (tmp_path / "killed" / "config.yaml").read_text()
+    with pytest.raises(RunFolderError, match="attribution.ablation: 'mean' -> 'zero'"):
         run_heads(_cfg(world, tmp_path / "killed", "attribution.ablation=zero"))
+    assert (tmp_path / "killed" / "config.yaml").read_text() == before  # config.yaml still describes its results
+    # files without a config.yaml are not taken for this run's
+    (tmp_path / "killed" / "config.yaml").unlink()
+    with pytest.raises(RunFolderError, match="no config.yaml"):
+        run_heads(_cfg(world, tmp_path / "killed"))
+
+
+def test_progress_of_another_configuration_is_refused(tiny_llava, samples, tmp_path):
+    """The chunk fingerprint, the second line of defence behind the run folder's config check."""
+    Sweep(tiny_llava, samples[:2], chunk_size=2, progress_dir=tmp_path).run()
+    with pytest.raises(ProgressMismatchError, match="exact-chunk00000"):
+        Sweep(tiny_llava, samples[:2], chunk_size=2, mode="zero", progress_dir=tmp_path).run()
 
 
 @pytest.mark.parametrize("bad", ["attribution.method=exactly", "attribution.ablation=noise",

@@ -164,7 +164,7 @@ def _trained_mod(adapter, heads=((0, 1), (1, 2)), scale="vector"):
 def test_saved_modulation_roundtrip_is_small_and_applies(tmp_path, tiny_llava, world_samples):
     mod = _trained_mod(tiny_llava)
     path = save_modulation(tmp_path / "m.safetensors", mod, model=tiny_llava.name, num_layers=tiny_llava.num_layers,
-                           num_heads=tiny_llava.num_heads)
+                           num_heads=tiny_llava.num_heads, identity=tiny_llava.identity)
     assert path.stat().st_size < 10_000
     loaded = load_modulation(path, tiny_llava)
     assert loaded.heads == mod.heads and not any(p.requires_grad for p in loaded.parameters())
@@ -177,6 +177,7 @@ def test_saved_modulation_roundtrip_is_small_and_applies(tmp_path, tiny_llava, w
     assert not torch.allclose(a, tiny_llava.last_logits(enc))  # it does change the model
     _, info = read_modulation(path)
     assert info["model"] == tiny_llava.name and info["num_heads"] == tiny_llava.num_heads
+    assert info["weights_sha256"] == tiny_llava.identity["weights_sha256"] and len(info["weights_sha256"]) == 64
 
 
 def test_saved_modulation_on_another_shape_fails_clearly(tmp_path, tiny_llava):

@@ -130,7 +130,8 @@ def test_pope_every_field():
     assert s.answer == "Yes"
     assert s.image_path == str(Path("/coco/val2014") / "COCO_val2014_000000310196.jpg")
     assert (s.benchmark, s.category, s.level) == ("pope", "random", None)
-    assert s.meta == {"image": "COCO_val2014_000000310196.jpg"}
+    assert s.meta == {"image": "COCO_val2014_000000310196.jpg",
+                      "source": f"{DATA / 'pope' / 'coco_pope_random.sample.jsonl'}: line 1"}
     last = samples[-1]
     assert (last.id, last.question, last.answer) == ("60", "Is there an orange in the imange?", "Yes")
     assert Counter(x.answer for x in samples) == {"Yes": 32, "No": 28}
@@ -158,7 +159,7 @@ def test_cocoqa_every_field():
     assert s.answer == "brown"
     assert s.image_path == str(Path("/coco/train2014") / "COCO_train2014_000000023004.jpg")
     assert (s.benchmark, s.category, s.level) == ("cocoqa", "color", None)
-    assert s.meta == {"image_id": 23004}
+    assert s.meta == {"image_id": 23004, "source": f"{DATA / 'cocoqa' / 'color_coco_qa.sample.csv'}: line 2"}
     last = samples[-1]
     assert (last.id, last.question, last.answer, last.meta["image_id"]) == (
         "59", "what is the color of the carpet", "brown", 541067)

@@ -6,8 +6,7 @@ import importlib
 import sys
 from typing import Callable
 
-from vseam.config import ConfigError, describe_groups, env_defaults, load_config, resolve_out_dir, save_config
-from vseam.utils.ranks import is_rank_zero
+from vseam.config import ConfigError, describe_groups, env_defaults, load_config
 
 # name -> (module, function, one-line description). Each function takes the resolved config.
 ANALYSES: dict[str, tuple[str, str, str]] = {
@@ -59,12 +58,13 @@ def train_main(argv: list[str] | None = None) -> dict:
 
 def _run(command: str, module: str, func: str, argv: list[str], default_choices: dict | None = None) -> dict:
     env_defaults()
+    from vseam.validate import validate
+
     try:
         cfg = load_config(argv, default_choices=default_choices)
+        validate(cfg, command)  # every value that can be checked without the model, before it loads
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
     fn = _resolve(module, func)
-    out = resolve_out_dir(cfg, command)
-    if is_rank_zero():
-        save_config(cfg, out)
+    # the run accepts (or refuses) its out_dir itself, before its model loads; config.yaml is written then
     return fn(cfg)

@@ -10,7 +10,6 @@ any model loads, with a message naming the key and the valid choices.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from vseam.utils.ranks import is_rank_zero
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -58,6 +56,7 @@ class DataConfig:
     world_split: str = "test"  # organism: which split of the world to draw (train | val | test)
     batch_size: int = 8  # samples per forward pass
     num_workers: int = 0  # DataLoader workers
+    max_skip_fraction: float = 0.1  # a run stops when more than this share of samples is skipped (missing image, bad answer)
 
 
 @dataclass
@@ -103,6 +102,7 @@ class ModulationConfig:
     test_fraction: float = 0.3  # share of each category held out for the test split (reported only)
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
     checkpoint: Optional[str] = None  # a saved modulation (.safetensors) to apply in `analyze.py eval`
+    allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
 
 
 @dataclass
@@ -282,25 +282,6 @@ def load_config(argv: list[str] | None = None, config_dir: str | Path | None = N
     return cfg
 
 
-OUT_DIR_ENV = "VSEAM_OUT_DIR"
-
-
-def resolve_out_dir(cfg: DictConfig, command: str) -> Path:
-    """The run's folder: ``cfg.out_dir``, or a new ``runs/<command>/<date-time>`` (set back into cfg).
-
-    DDP launchers re-run the command line in child processes, which would each pick a new time-stamped
-    folder; the launching process names its folder in the environment the children inherit.
-    """
-    inherited = os.environ.get(OUT_DIR_ENV)
-    if inherited and not is_rank_zero():
-        cfg.out_dir = inherited
-    elif not cfg.out_dir:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        cfg.out_dir = str(Path("runs") / command / stamp)
-    os.environ[OUT_DIR_ENV] = str(cfg.out_dir)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def save_config(cfg: DictConfig, out_dir: str | Path, name: str = "config.yaml") -> Path:

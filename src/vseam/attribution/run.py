@@ -34,9 +34,15 @@ def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -
     """
     from lightning.fabric import Fabric
 
-    from vseam.config import resolve_out_dir
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
 
-    resolve_out_dir(cfg, "heads")  # DDP children write into the launcher's folder
+    validate(cfg, "heads")  # before the folder is taken and before any model loads
+    with run_folder(cfg, "heads"):  # refused when it holds another run's results; DDP children inherit it
+        return _launch(cfg, Fabric, on_chunk)
+
+
+def _launch(cfg: Any, Fabric, on_chunk) -> dict:
     tcfg = cfg.trainer
     threads = int(getattr(tcfg, "torch_threads", 0) or 0)
     if threads > 0:
@@ -68,26 +74,11 @@ def _model_cfg(cfg: Any, fabric) -> dict:
     return mcfg
 
 
-def _validate(acfg: Any) -> None:
-    """Bad choices fail before any model loads, naming the key."""
-    from vseam.attribution.patching import SPACES, check_alpha
-    from vseam.attribution.sweep import METHODS
-
-    for key, value, valid in (("method", acfg.method, METHODS), ("ablation", acfg.ablation, ("mean", "zero")),
-                              ("atp_space", acfg.atp_space, SPACES)):
-        if value not in valid:
-            raise ValueError(f"attribution.{key}={value!r}: expected one of {list(valid)}")
-    for key in ("top_k", "rows_per_forward", "chunk_size"):
-        if int(acfg[key]) < 1:
-            raise ValueError(f"attribution.{key}={acfg[key]!r}: expected a positive integer")
-    check_alpha(acfg.atp_alpha)
-    if int(acfg.rescore_top_k) < 0:
-        raise ValueError(f"attribution.rescore_top_k={acfg.rescore_top_k!r}: expected >= 0")
-
-
 def sweep_settings(acfg: Any) -> dict:
     """``score_heads`` keyword arguments from the ``attribution`` config group (validated)."""
-    _validate(acfg)
+    from vseam.validate import check_attribution
+
+    check_attribution(acfg)
     return dict(method=str(acfg.method), ablation=str(acfg.ablation), chunk_size=int(acfg.chunk_size),
                 rows_per_forward=int(acfg.rows_per_forward), atp_space=str(acfg.atp_space),
                 atp_alpha=float(acfg.atp_alpha), rescore_top_k=int(acfg.rescore_top_k))
@@ -126,30 +117,35 @@ def _track_result(tracker, result: dict, scores: HeadScores) -> None:
 def _run(cfg: Any, fabric, on_chunk) -> dict:
     from omegaconf import OmegaConf
 
-    from vseam.config import save_config
     from vseam.data.load import load_samples
+    from vseam.data.skips import check_skips, missing_images
     from vseam.models import load_adapter
     from vseam.utils.tracking import Tracker
     from vseam.world.write import ensure_world
 
     acfg = cfg.attribution
-    _validate(acfg)
     out = Path(cfg.out_dir)
     progress_dir = out / "progress"
     rank0 = fabric.global_rank == 0
     torch.manual_seed(int(cfg.seed))
 
     if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out)
         fresh_progress(progress_dir, acfg)
     fabric.barrier()
 
     ensure_world(cfg.data)
     samples = load_samples(cfg.data)
+    max_skip = float(cfg.data.max_skip_fraction)
+    check_skips(len(samples), missing_images(samples), max_skip, "heads")  # before the model loads
     mcfg = _model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
     L, H = adapter.num_layers, adapter.num_heads
+    if rank0:
+        from vseam.validate import say_k_fits
+
+        say_k_fits(int(acfg.top_k), "attribution.top_k", L, H)
+        if acfg.method == "atp":
+            say_k_fits(int(acfg.rescore_top_k), "attribution.rescore_top_k", L, H)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     tracker = Tracker(cfg, out, "heads") if rank0 else None
     started = time.time()
@@ -164,7 +160,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     scores = score_heads(adapter, samples, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size),
                          progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg), rank=fabric.global_rank,
                          world_size=fabric.world_size, gather=lambda mine: _gather(fabric, mine),
-                         progress=rank0 and bool(acfg.progress), on_chunk=chunk_done)
+                         progress=rank0 and bool(acfg.progress), on_chunk=chunk_done, max_skip_fraction=max_skip)
     values = scores.per_sample
 
     result: dict = {}

@@ -27,7 +27,7 @@ from vseam.attribution.scores import HeadScores, head_scores, top_k_set
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.models.base import VLMAdapter, answer_stats
 from vseam.models.cache import EmbeddingCache
-from vseam.utils.io import save_safetensors
+from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -57,32 +57,31 @@ class ChunkResult:
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> "ChunkResult":
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("fingerprint") != fingerprint:
-                raise ProgressMismatchError(
-                    f"{path} was written by a run with a different configuration or sample set; use a fresh "
-                    f"out_dir, or attribution.resume=false to discard the saved progress")
-            t = {k: f.get_tensor(k) for k in f.keys()}
-        return cls(int(meta["index"]), json.loads(meta["ids"]), t["prob"], t["correct"].bool(), t["ablated"],
-                   json.loads(meta["skipped"]))
+        fix = "delete it to recompute that chunk, or attribution.resume=false to discard all saved progress"
+        try:
+            t, meta = read_safetensors(path, "progress chunk")
+        except BadFileError as e:
+            raise BadFileError(f"{e}; {fix}") from None
+        if meta.get("fingerprint") != fingerprint:
+            raise ProgressMismatchError(
+                f"{path} was written by a run with a different configuration or sample set; use a fresh "
+                f"out_dir, or attribution.resume=false to discard the saved progress")
+        try:
+            ids, skipped = json.loads(meta["ids"]), json.loads(meta["skipped"])
+            res = cls(int(meta["index"]), ids, t["prob"], t["correct"].bool(), t["ablated"], skipped)
+        except (KeyError, ValueError) as e:
+            raise BadFileError(f"progress chunk {path} lacks or garbles {e}; {fix}") from None
+        n = len(ids)
+        if res.prob.shape != (n,) or res.correct.shape != (n,) or res.ablated.dim() != 3 or res.ablated.shape[0] != n:
+            raise BadFileError(f"progress chunk {path} is inconsistent: {n} ids, prob {tuple(res.prob.shape)}, "
+                               f"ablated {tuple(res.ablated.shape)}; {fix}")
+        return res
 
 
 def fingerprint(**parts) -> str:
     """A short hash of the JSON of ``parts`` (config values, sample ids): what a chunk's numbers depend on."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def check_answers(adapter: VLMAdapter, samples: Sequence[Sample]) -> None:
-    """Fail before any model work when an answer cannot be tokenized, naming the sample."""
-    for s in samples:
-        try:
-            adapter.answer_token_ids(s.answer)
-        except ValueError as e:
-            raise ValueError(f"sample {s.id!r} (answer {s.answer!r}): {e}") from None
 
 
 def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -247,7 +246,8 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
                 gather: Callable[[list[ChunkResult]], list[ChunkResult]] | None = None,
                 cache: EmbeddingCache | None = None, progress: bool = False,
-                on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None) -> HeadScores:
+                on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None,
+                max_skip_fraction: float = 1.0) -> HeadScores:
     """Head scores of every head of ``adapter`` over ``samples`` (SPEC section 2).
 
     ``method``: exact (mean- or zero-ablation of each head, the fast engine) | atp (attribution
@@ -256,9 +256,14 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     process computes only its chunks and ``gather`` (e.g. an all-gather) brings every rank's chunks
     together. Missing images are counted skips (``meta["skipped"]``). ``on_chunk(phase, done, total,
     result)`` is called after each newly computed chunk. The per-sample values are kept in
-    ``per_sample`` (a ``ChunkResult``); the result file is ``outputs.build_result``.
+    ``per_sample`` (a ``ChunkResult``); the result file is ``outputs.build_result``. An answer the model
+    cannot tokenize is a skip naming its file and record; no usable sample, or a skipped share above
+    ``max_skip_fraction``, raises ``NothingToScoreError`` with the first reasons.
     """
-    check_answers(adapter, samples)
+    from vseam.data.skips import answer_skips, check_skips
+
+    all_samples = samples
+    samples, answer_skipped = answer_skips(adapter, all_samples)
     L, H = adapter.num_layers, adapter.num_heads
     gather = gather or (lambda chunks: chunks)
     common = dict(mode=ablation, batch_size=batch_size, chunk_size=chunk_size, rows_per_forward=rows_per_forward,
@@ -298,12 +303,14 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
         ablated[:, mask] = exact.ablated[:, mask]
         exact_heads = [[int(l), int(h)] for l, h in sorted(chosen)]
         name = "atp+exact_topk"
+    skipped = answer_skipped + first.skipped
+    check_skips(len(all_samples), skipped, max_skip_fraction, "head scores")
     scores = head_scores(first.prob, first.correct, ablated)
     scores.model, scores.method = adapter.name, name
-    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, first.skipped)
+    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, skipped)
     n = int(first.prob.numel())
     scored = set(first.ids)
-    scores.meta = {"ablation": ablation, "n": n, "n_total": len(samples), "n_skipped": len(first.skipped),
+    scores.meta = {"ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
                    **({"atp_space": atp_space, "atp_alpha": float(atp_alpha)} if method == "atp" else {}),

@@ -145,7 +145,7 @@ def read_gqa(annotations: str | Path, image_dir: str | Path | None = None, image
         out.append(Sample(
             id=sid, question=str(rec["question"]), answer=_normalise_answer(rec["answer"]),
             image_path=image_path_for(image_dir, pattern, rec, where), benchmark=benchmark,
-            category=cat, level=level, meta=meta,
+            category=cat, level=level, meta={**meta, "source": where},
         ))
     return out
 
@@ -192,7 +192,7 @@ def read_pope(annotations: str | Path, image_dir: str | Path | None = None, imag
         out.append(Sample(
             id=str(rec["question_id"]), question=str(rec["text"]), answer=_YES_NO[label],
             image_path=image_path_for(image_dir, pattern, rec, where), benchmark="pope",
-            category=cat, level=None, meta=meta,
+            category=cat, level=None, meta={**meta, "source": where},
         ))
     return out
 
@@ -233,13 +233,13 @@ def read_cocoqa(annotations: str | Path, image_dir: str | Path | None = None, im
         index, image_id, question, answer = (c.strip() for c in row)
         if not _is_int(image_id):
             raise AnnotationError(f"{where}: image id {image_id!r} is not an integer")
-        if not question or not answer:
-            raise AnnotationError(f"{where}: empty question or answer")
+        if not question:  # an empty answer is a counted skip downstream (vseam.data.skips), not an abort
+            raise AnnotationError(f"{where}: empty question")
         fields = {"index": index, "image_id": int(image_id)}
         out.append(Sample(
             id=index or str(lineno), question=question, answer=answer,
             image_path=image_path_for(image_dir, pattern, fields, where), benchmark="cocoqa",
-            category=cat, level=None, meta={"image_id": int(image_id)},
+            category=cat, level=None, meta={"image_id": int(image_id), "source": where},
         ))
     return out
 

@@ -248,12 +248,20 @@ def run_edit(cfg: Any, *, pipe: Any = None, adapter: Any = None) -> dict:
 
     ``pipe`` / ``adapter`` replace the pipeline / model the config names (tests, notebooks).
     """
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
+
+    validate(cfg, "edit")
+    # a folder of another run's settings is refused, so edits made with other settings are never reused
+    with run_folder(cfg, "edit") as out:
+        return _edit(cfg, out.resolve(), pipe, adapter)
+
+
+def _edit(cfg: Any, out: Path, pipe: Any, adapter: Any) -> dict:
     from vseam.data.load import load_samples
     from vseam.editing.inpaint import Inpainter, load_inpaint_pipeline
 
     e = _get(cfg, "edit")
-    out = Path(str(_get(cfg, "out_dir", "runs/edit"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     fmt = str(_get(_get(cfg, "data"), "format", "gqa"))
     if fmt == "organism":  # exact edits exist already: no diffusion, only the filter
         result = {"out_dir": str(out), "edit": _organism_edits(cfg, out)}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vseam.data.load import load_samples
+from vseam.data.skips import answer_skips, check_skips, missing_images
 from vseam.evaluation.score import evaluate
 from vseam.interventions.checkpoint import load_modulation
 from vseam.models import load_adapter
@@ -25,20 +26,33 @@ def _fmt(x) -> str:
 
 
 def run_eval(cfg) -> dict:
-    out = Path(cfg.out_dir or "runs/eval/latest")
-    out.mkdir(parents=True, exist_ok=True)
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
+
+    validate(cfg, "eval")
+    with run_folder(cfg, "eval") as out:  # refused when it holds another run's results
+        return _eval(cfg, out)
+
+
+def _eval(cfg, out: Path) -> dict:
     t0 = time.time()
+    ensure_world(cfg.data)
+    all_samples = load_samples(cfg.data)
+    max_skip = float(cfg.data.max_skip_fraction)
+    check_skips(len(all_samples), missing_images(all_samples), max_skip, "eval")  # before the model loads
     adapter = load_adapter(cfg.model)
     mod_path = cfg.modulation.checkpoint
-    mod = load_modulation(mod_path, adapter) if mod_path else None
-    ensure_world(cfg.data)
-    samples = load_samples(cfg.data)
+    mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
+        if mod_path else None
+    samples, answer_skipped = answer_skips(adapter, all_samples)
     runs = {"base": None}
     if mod is not None:
         runs["modulated"] = mod
     results, preds = {}, []
     for name, m in runs.items():
         res = evaluate(adapter, samples, m, batch_size=int(cfg.data.batch_size), progress=True)
+        res.skipped = answer_skipped + res.skipped
+        check_skips(len(all_samples), res.skipped, max_skip, "eval")
         results[name] = {**res.summary(), "skipped_samples": res.skipped}
         preds += [{"run": name, **r} for r in res.records]
     summary = {"model": adapter.name, "data": cfg.data.name, "format": cfg.data.format,

@@ -2,7 +2,8 @@
 and shape, as one small safetensors file (a few KB), never the VLM.
 
 Any run (evaluation, analysis) applies a saved modulation with ``load_modulation(path, adapter)`` and
-``intervene(adapter, modulation)``. Loading onto a model of another shape fails with a clear message.
+``intervene(adapter, modulation)``. Loading onto a model of another shape fails with a clear message;
+onto another checkpoint of the same shape (another weights hash) it is refused unless asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from vseam.interventions.heads import HeadModulation, HeadShapeError, check_heads
-from vseam.utils.io import save_safetensors
+from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
 
 FORMAT = "vseam.modulation/1"
 
@@ -29,11 +30,14 @@ def modulation_tensors(mod: HeadModulation) -> dict[str, torch.Tensor]:
 
 
 def save_modulation(path: str | Path, mod: HeadModulation, *, model: str, num_layers: int, num_heads: int,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Write ``mod`` with its head list and the model's id and shape (safetensors metadata is str -> str)."""
+                    identity: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``mod`` with its head list, the model's id and shape and ``identity`` (path, weights hash:
+    ``adapter.identity``); safetensors metadata is str -> str."""
     meta = {
         "format": FORMAT,
         "model": str(model),
+        "model_path": str((identity or {}).get("path", "")),
+        "weights_sha256": str((identity or {}).get("weights_sha256", "")),
         "num_layers": str(num_layers),
         "num_heads": str(num_heads),
         "head_dim": str(mod.head_dim),
@@ -47,25 +51,27 @@ def save_modulation(path: str | Path, mod: HeadModulation, *, model: str, num_la
 
 def read_modulation(path: str | Path) -> tuple[HeadModulation, dict[str, Any]]:
     """The modulation stored in ``path`` and its metadata (model, num_layers, num_heads, head_dim, ...)."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"modulation file {path} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, meta = read_safetensors(path, "modulation file")
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a vseam modulation file (format {meta.get('format')!r}, expected {FORMAT!r})")
-    heads = [tuple(h) for h in json.loads(meta["heads"])]
-    mod = HeadModulation(heads, int(meta["head_dim"]), scale=meta["scale"], offset=meta["offset"] == "true")
-    with torch.no_grad():
-        if mod.scale is not None:
-            mod.scale.copy_(tensors["scale"])
-        if mod.offset is not None:
-            mod.offset.copy_(tensors["offset"])
-    info = {"model": meta["model"], "num_layers": int(meta["num_layers"]), "num_heads": int(meta["num_heads"]),
-            "head_dim": int(meta["head_dim"]), "heads": heads, "extra": json.loads(meta.get("extra", "{}"))}
+        raise BadFileError(f"{path}: not a vseam modulation file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        heads = [tuple(h) for h in json.loads(meta["heads"])]
+        mod = HeadModulation(heads, int(meta["head_dim"]), scale=meta["scale"], offset=meta["offset"] == "true")
+        with torch.no_grad():
+            if mod.scale is not None:
+                mod.scale.copy_(tensors["scale"])
+            if mod.offset is not None:
+                mod.offset.copy_(tensors["offset"])
+        info = {"model": meta["model"], "model_path": meta.get("model_path", ""),
+                "weights_sha256": meta.get("weights_sha256", ""), "num_layers": int(meta["num_layers"]), "num_heads": int(meta["num_heads"]),
+                "head_dim": int(meta["head_dim"]), "heads": heads, "extra": json.loads(meta.get("extra", "{}"))}
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise BadFileError(f"modulation file {path} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    for name in ("scale", "offset"):
+        t = getattr(mod, name)
+        if t is not None and not torch.isfinite(t).all():
+            raise BadFileError(f"modulation file {path}: {name} holds NaN or infinite values")
     return mod, info
 
 
@@ -80,11 +86,17 @@ def check_fits(info: dict[str, Any], num_layers: int, num_heads: int, head_dim: 
     check_heads(info["heads"], num_layers, num_heads, where)
 
 
-def load_modulation(path: str | Path, adapter=None, *, trainable: bool = False) -> HeadModulation:
-    """Read a saved modulation; with ``adapter``, check that it fits and move it to the model's device."""
+def load_modulation(path: str | Path, adapter=None, *, trainable: bool = False,
+                    allow_other_model: bool = False) -> HeadModulation:
+    """Read a saved modulation; with ``adapter``, check that it was made with this model's weights (else
+    refuse, unless ``allow_other_model``) and fits its shape, and move it to the model's device."""
+    from vseam.models.identity import check_same_model
+
     mod, info = read_modulation(path)
     if adapter is not None:
         check_fits(info, adapter.num_layers, adapter.num_heads, adapter.head_dim, f"modulation {path}")
+        check_same_model({"id": info["model"], "path": info["model_path"], "weights_sha256": info["weights_sha256"]},
+                         adapter, f"modulation {path}", allow=allow_other_model)
         mod = mod.to(adapter.device)
     mod.requires_grad_(trainable)
     return mod

@@ -110,6 +110,8 @@ class VLMAdapter:
         self.tokenizer.padding_side = "left"  # the answer is read at the last position of every row
         self.template = template or self.default_template
         self.name = name or getattr(model.config, "_name_or_path", "") or self.arch
+        # id, path and weights hash (vseam.models.identity); load_adapter fills in the hash
+        self.identity: dict[str, str] = {"id": self.name, "path": str(getattr(model.config, "_name_or_path", ""))}
         self.decoder = find_decoder(model)
         self.layers: nn.ModuleList = self.decoder.layers
         self.lm_head: nn.Module = model.get_output_embeddings()

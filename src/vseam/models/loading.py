@@ -46,9 +46,15 @@ def load_adapter(cfg: Any) -> VLMAdapter:
                                             local_files_only=bool(get("local_files_only", False)),
                                             attn_implementation=get("attn_implementation", None))
     model.requires_grad_(False)
+    from vseam.models.identity import model_identity
+
+    # hashed before any dtype cast: the identity is the checkpoint's, whatever dtype it runs in
+    identity = model_identity(path, get("name", None) or path, model, bool(get("local_files_only", False)))
     if get("device_map", None) is None:
         model.to(device=device, dtype=dtype)
-    return ADAPTERS[arch](model, processor, template=template, name=get("name", None) or path)
+    adapter = ADAPTERS[arch](model, processor, template=template, name=get("name", None) or path)
+    adapter.identity = identity
+    return adapter
 
 
 def _from_pretrained(path: str, arch: str, *, dtype, device_map, local_files_only: bool, attn_implementation):

@@ -188,7 +188,9 @@ class FrozenVLMModule(L.LightningModule):
 
     def load_trained(self, path: str) -> None:
         """Load a checkpoint written by this module (its trainable keys only); fail on a mismatch."""
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        from vseam.utils.io import load_torch_checkpoint
+
+        ckpt = load_torch_checkpoint(path, f"{self.method} checkpoint", map_location=self.device)
         info = ckpt.get("vseam", {})
         if list(info.get("shape", self.adapter.shape)) != list(self.adapter.shape):
             raise ValueError(f"checkpoint {path} was made for a model of shape {info['shape']} (layers, heads, "

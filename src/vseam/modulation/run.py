@@ -19,8 +19,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from vseam.attribution.outputs import load_head_scores, scores_to_dict
 from vseam.attribution.scores import HeadScores
-from vseam.config import resolve_out_dir
 from vseam.data.load import load_samples
+from vseam.data.skips import answer_skips, check_skips
 from vseam.evaluation.score import EvalResult, evaluate
 from vseam.interventions import HeadModulation, check_heads
 from vseam.interventions.checkpoint import save_modulation
@@ -32,14 +32,15 @@ from vseam.modulation.heads import heuristic_scales, random_heads, select_key_he
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError, head_norms
 from vseam.utils.io import write_json, write_text
 from vseam.utils.ranks import is_rank_zero
+from vseam.utils.rundir import run_folder
 from vseam.utils.tracking import Tracker
+from vseam.validate import say_k_fits
 from vseam.world.write import ensure_world
 
 
 # The frozen VLM is in eval mode on purpose (no dropout); Lightning's notice about it is noise here.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
-METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
 TRAINED = ("learned", "random", "lora", "ia3")
 LEVEL_ORDER = ("object", "attribute", "relation")
 
@@ -168,24 +169,32 @@ def format_table(methods: dict[str, dict], total_params: int) -> str:
 # ----------------------------------------------------------------------------------------- the job
 def run_train(cfg) -> dict:
     """Run the training job described by ``cfg`` (see configs/); return the summary dict."""
+    from vseam.validate import validate
+
+    validate(cfg, "train")  # before the folder is taken and before any model loads
+    with run_folder(cfg, "train") as out:  # refused when it holds another run's; DDP children inherit it
+        return _train(cfg, out)
+
+
+def _train(cfg, out: Path) -> dict:
     mc, tc = cfg.modulation, cfg.trainer
-    unknown = [m for m in mc.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"modulation.methods: unknown {unknown}; choices: {list(METHODS)}")
-    if mc.scale == "none" and not mc.offset and any(m in ("learned", "random") for m in mc.methods):
-        raise ValueError("modulation.scale=none and modulation.offset=false leave nothing to learn")
-    out = resolve_out_dir(cfg, "train")  # DDP children write into the launcher's folder
     t_start = time.time()
     L.seed_everything(int(tc.seed), workers=True, verbose=False)
     if int(tc.torch_threads) > 0:
         torch.set_num_threads(int(tc.torch_threads))
 
+    ensure_world(cfg.data)
+    all_samples = load_samples(cfg.data)
+    max_skip = float(cfg.data.max_skip_fraction)
+    samples, skipped = readable(all_samples)
+    check_skips(len(all_samples), skipped, max_skip, "train")  # before the model loads
     adapter = load_adapter(cfg.model)
     total_params = sum(p.numel() for p in adapter.model.parameters())
-    ensure_world(cfg.data)
-    samples, skipped = readable(load_samples(cfg.data))
+    samples, answer_skipped = answer_skips(adapter, samples)
+    skipped = answer_skipped + skipped
+    check_skips(len(all_samples), skipped, max_skip, "train")
     if skipped:
-        say(f"skipped {len(skipped)} samples with missing images (first: {skipped[0]['reason']})")
+        say(f"skipped {len(skipped)} of {len(all_samples)} samples (first: {skipped[0]['reason']})")
     splits = split_samples(samples, mc.val_fraction, mc.test_fraction, int(cfg.seed))
     say(f"model {adapter.name}: {adapter.num_layers} layers x {adapter.num_heads} heads x {adapter.head_dim}; "
         f"samples train/val/test = {len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}")
@@ -196,13 +205,18 @@ def run_train(cfg) -> dict:
     tracker = Tracker(cfg, out, "train")
     logger = tracker.lightning
 
-    if mc.select not in ("key", "all"):
-        raise ValueError(f"modulation.select={mc.select!r}: expected key or all")
     every_head = [(l, h) for l in range(adapter.num_layers) for h in range(adapter.num_heads)]
     need_scores = "heuristic" in mc.methods or (mc.select == "key" and
                                                  any(m in ("learned", "random") for m in mc.methods))
     scores = obtain_head_scores(cfg, adapter, splits["train"], cache, out) if need_scores else None
-    key = select_key_heads(scores, int(mc.k_pos), int(mc.k_neg)) if scores is not None else {"all": []}
+    k_pos = say_k_fits(int(mc.k_pos), "modulation.k_pos", adapter.num_layers, adapter.num_heads, say)
+    k_neg = say_k_fits(int(mc.k_neg), "modulation.k_neg", adapter.num_layers, adapter.num_heads, say)
+    key = select_key_heads(scores, k_pos, k_neg) if scores is not None else {"all": []}
+    if scores is not None and mc.select == "key":
+        for kind, k in (("positive", k_pos), ("negative", k_neg)):
+            if len(key[kind]) < k:
+                say(f"note: only {len(key[kind])} heads have a {kind} score > 0; modulation.k_"
+                    f"{kind[:3]}={k} asked for {k}")
     check_heads(key["all"], adapter.num_layers, adapter.num_heads, "key heads")
     if mc.select == "key" and not key["all"] and "learned" in mc.methods:
         raise ValueError("no head has a positive or negative score > 0: nothing to modulate (more samples?)")
@@ -279,6 +293,7 @@ def run_train(cfg) -> dict:
         if learned_mod is not None:
             path = save_modulation(out / "modulation.safetensors", learned_mod, model=adapter.name,
                                    num_layers=adapter.num_layers, num_heads=adapter.num_heads,
+                                   identity=adapter.identity,
                                    extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"]})
             summary["modulation_file"] = str(path)
         if scores is not None:

@@ -20,10 +20,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes 0600 (and some writers recreate the file): give it the usual mode, 0644 under umask 022
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -64,6 +72,47 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise ValueError(f"{path}: line {i + 1} is not valid JSON")
     return out
+
+
+class BadFileError(ValueError):
+    """A file that exists but cannot be used (truncated, corrupt, of the wrong kind); the message names it."""
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "file") -> tuple[dict, dict[str, str]]:
+    """The tensors and metadata of a safetensors file; a missing, truncated or corrupt file raises one line
+    naming the file and what is wrong (``FileNotFoundError`` / ``BadFileError``), never a bare decoder error."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types (and OSError) for a damaged file
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadFileError(f"{what} {path} is unreadable: not a complete safetensors file "
+                           f"({path.stat().st_size} bytes; {detail})") from None
+    return tensors, meta
+
+
+def load_torch_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> dict:
+    """``torch.load`` of a checkpoint this project wrote; a truncated or corrupt file raises one line naming it."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadFileError(f"{what} {path} is unreadable: truncated or not a torch checkpoint "
+                           f"({path.stat().st_size} bytes; {detail})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise BadFileError(f"{what} {path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
 
 
 def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:

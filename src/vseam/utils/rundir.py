@@ -1,0 +1,164 @@
+"""The run's folder (``out_dir``): one run's results, never two runs' mixed.
+
+A run without ``out_dir`` gets a new folder ``runs/<command>/<date-time>-<pid>-<random>``, created
+exclusively, so runs started in the same second (parallel sweep agents) get folders of their own.
+DDP launchers re-run the command line in child processes; the launching process names its folder in
+the environment (``VSEAM_OUT_DIR``) and the children (ranks > 0) write into it.
+
+An explicit ``out_dir`` that already holds files is accepted only when its ``config.yaml`` equals
+this run's config (except the keys in ``IGNORED``, which do not change any number): the run then
+resumes there. Another config, or files without a ``config.yaml``, are refused with the differing
+keys named. While a run holds its folder, ``.lock`` is locked (``flock``: the lock ends with the
+process, so a killed run leaves no stale lock) and a second run on it is refused.
+``config.yaml`` is written only once the folder is accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+OUT_DIR_ENV = "VSEAM_OUT_DIR"
+LOCK = ".lock"
+CONFIG = "config.yaml"
+# keys that change no result: where it is written, how it is logged and shown, how much is done per forward
+IGNORED = ("out_dir", "run_name", "logger", "attribution.progress", "attribution.resume", "edit.progress",
+           "trainer.enable_progress_bar", "attribution.rows_per_forward", "data.num_workers",
+           "modulation.allow_overlap", "modulation.allow_other_model")
+
+
+class RunFolderError(RuntimeError):
+    """``out_dir`` holds another run's results, or another run is using it."""
+
+
+_HELD: dict[str, int] = {}  # resolved folder -> file descriptor of its locked .lock (this process)
+
+
+def _rank_zero() -> bool:
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def new_run_dir(command: str, root: str | Path = "runs") -> Path:
+    """Create and return a folder ``<root>/<command>/<date-time>-<pid>-<random>`` no other run has."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        path = Path(root) / command / f"{stamp}-{os.getpid()}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"could not create a fresh folder under {Path(root) / command}")  # pragma: no cover
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _comparable(yaml_text: str) -> dict[str, Any]:
+    import yaml
+
+    flat = _flat(yaml.safe_load(yaml_text) or {})
+    return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+
+
+def config_yaml(cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def config_diff(saved_yaml: str, cfg: Any) -> list[str]:
+    """``key: saved -> now`` for every result-relevant key that differs between a saved config and ``cfg``."""
+    a, b = _comparable(saved_yaml), _comparable(config_yaml(cfg))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b))
+            if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def _lock(out: Path) -> int:
+    import fcntl
+
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunFolderError(f"out_dir {out} is in use by another run (pid {holder}); wait for it or choose "
+                             f"another out_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def claim(cfg: Any, command: str) -> tuple[Path, bool]:
+    """Accept ``cfg.out_dir`` for this run (or create a fresh one, set back into ``cfg``), lock it and write
+    ``config.yaml``. Returns the folder and whether this call took it (False: held already, or rank > 0)."""
+    inherited = os.environ.get(OUT_DIR_ENV)
+    if not _rank_zero():
+        if inherited and not cfg.out_dir:
+            cfg.out_dir = inherited
+        out = Path(cfg.out_dir or inherited or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        return out, False
+    if not cfg.out_dir:
+        cfg.out_dir = str(new_run_dir(command))
+    out = Path(cfg.out_dir)
+    key = str(out.resolve())
+    if key in _HELD:
+        return out, False
+    out.mkdir(parents=True, exist_ok=True)
+    fd = _lock(out)
+    try:
+        present = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        saved = out / CONFIG
+        if present and not saved.exists():
+            raise RunFolderError(f"out_dir {out} already holds files ({', '.join(present[:4])}) but no {CONFIG}: "
+                                 f"they are not this run's; choose another out_dir (or leave it unset)")
+        if saved.exists():
+            diff = config_diff(saved.read_text(), cfg)
+            if diff:
+                raise RunFolderError(
+                    f"out_dir {out} holds the results of a run with another configuration ({'; '.join(diff[:6])}"
+                    f"{'; ...' if len(diff) > 6 else ''}); results are never merged: choose another out_dir "
+                    f"(or leave it unset for a fresh folder)")
+            print(f"out_dir {out}: same configuration as the run found there; resuming it", flush=True)
+        from vseam.utils.io import write_text
+
+        write_text(saved, config_yaml(cfg))
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD[key] = fd
+    os.environ[OUT_DIR_ENV] = str(out)
+    return out, True
+
+
+def release(out: str | Path) -> None:
+    """Unlock a folder this process claimed (the lock file stays; it is ignored)."""
+    fd = _HELD.pop(str(Path(out).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+    if os.environ.get(OUT_DIR_ENV) == str(out):
+        os.environ.pop(OUT_DIR_ENV, None)
+
+
+@contextmanager
+def run_folder(cfg: Any, command: str) -> Iterator[Path]:
+    """``claim`` for the body of a run; the lock is released when the body ends (also on error)."""
+    out, took = claim(cfg, command)
+    try:
+        yield out
+    finally:
+        if took:
+            release(out)

@@ -1,0 +1,203 @@
+"""Checks of every configuration value that can be checked without the model: run before a model
+loads, each failure a ``ConfigError`` naming the key, the value and what is valid.
+
+The schema (``vseam.config``) already stops unknown keys and wrong types; this adds the values:
+choices, ranges, device counts and combinations that cannot train. What needs the model (K against the
+model's number of heads) is said by the run once the model is loaded (``say_k_fits``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from vseam.config import ConfigError
+
+ARCHS = ("llava", "instructblip")
+DTYPES = ("float32", "bfloat16", "float16")
+FORMATS = ("organism", "gqa", "pope", "cocoqa")
+WORLD_SPLITS = ("train", "val", "test")
+ABLATIONS = ("mean", "zero")
+MODULATION_METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
+SCALES = ("scalar", "vector", "none")
+SELECTS = ("key", "all")
+SCHEDULERS = ("constant", "cosine")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+MONITORS = ("val/loss", "val/acc")
+MONITOR_MODES = ("min", "max")
+LOGGER_KINDS = ("wandb", "csv", "none")
+LOGGER_MODES = ("offline", "online", "disabled")
+PROMPT_WRITERS = ("rules", "llm")
+RELATION_MASKS = ("both", "subject", "object")
+EDIT_DTYPES = ("auto", *DTYPES)
+
+
+def _choice(key: str, value: Any, valid: Iterable) -> None:
+    valid = tuple(valid)
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r}: expected one of {list(valid)}")
+
+
+def _at_least(key: str, value: Any, low: float, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value >= low:
+        raise ConfigError(f"{key}={value!r}: expected a number >= {low}{' or null' if allow_none else ''}")
+
+
+def _device(key: str, value: Any) -> None:
+    v = str(value)
+    if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return
+    raise ConfigError(f"{key}={value!r}: expected auto | cpu | cuda | cuda:N | mps")
+
+
+def _devices(tc: Any) -> None:
+    d = tc.devices
+    if isinstance(d, str) and d != "auto" and not d.lstrip("-").isdigit():
+        raise ConfigError(f"trainer.devices={d!r}: expected a positive number, a list of device ids, or auto")
+    if isinstance(d, (int, str)) and str(d).lstrip("-").isdigit():
+        n = int(d)
+        if n < 1 and n != -1:
+            raise ConfigError(f"trainer.devices={d!r}: expected a positive number of devices (or -1 / auto = all)")
+    elif not isinstance(d, str):
+        ids = list(d)
+        if not ids or any(not str(i).isdigit() for i in ids):
+            raise ConfigError(f"trainer.devices={list(d)!r}: expected a non-empty list of device ids")
+        n = len(ids)
+    else:
+        n = 0  # auto
+    if str(tc.accelerator) in ("gpu", "cuda") and n > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if n > have:
+            raise ConfigError(f"trainer.devices={d!r} with trainer.accelerator={tc.accelerator}: this machine has "
+                              f"{have} CUDA device(s)")
+
+
+def validate(cfg: Any, command: str) -> None:
+    """Raise ``ConfigError`` for the first value of ``cfg`` that cannot work for ``command``
+    (train | heads | eval | edit)."""
+    m, d, a, mc, tc, lg, e = cfg.model, cfg.data, cfg.attribution, cfg.modulation, cfg.trainer, cfg.logger, cfg.edit
+    _choice("model.arch", m.arch, ARCHS)
+    _choice("model.dtype", m.dtype, DTYPES)
+    _device("model.device", m.device)
+    _choice("data.format", d.format, FORMATS)
+    _choice("data.world_split", d.world_split, WORLD_SPLITS)
+    _at_least("data.batch_size", d.batch_size, 1)
+    _at_least("data.num_workers", d.num_workers, 0)
+    _at_least("data.limit", d.limit, 1, allow_none=True)
+    _at_least("data.n_per_category", d.n_per_category, 1)
+    if not 0.0 <= float(d.max_skip_fraction) <= 1.0:
+        raise ConfigError(f"data.max_skip_fraction={d.max_skip_fraction!r}: expected a share in [0, 1]")
+    _choice("logger.kind", lg.kind, LOGGER_KINDS)
+    _choice("logger.mode", lg.mode, LOGGER_MODES)
+    _at_least("logger.norm_every", lg.norm_every, 0)
+    checks: dict[str, Callable[[], None]] = {"heads": lambda: _attribution(a, tc), "train": lambda: _train(cfg),
+                                             "eval": lambda: None, "edit": lambda: _edit(e)}
+    if command not in checks:
+        raise ValueError(f"unknown command {command!r}")
+    checks[command]()
+
+
+def _attribution(a: Any, tc: Any) -> None:
+    check_attribution(a)
+    _at_least("trainer.torch_threads", tc.torch_threads, 0)
+    _devices(tc)
+
+
+def check_attribution(a: Any) -> None:
+    """The ``attribution`` group (also what train.py uses to compute its head scores)."""
+    from vseam.attribution.patching import SPACES
+    from vseam.attribution.sweep import METHODS
+
+    _choice("attribution.method", a.method, METHODS)
+    _choice("attribution.ablation", a.ablation, ABLATIONS)
+    _choice("attribution.atp_space", a.atp_space, SPACES)
+    for key in ("top_k", "rows_per_forward", "chunk_size"):
+        _at_least(f"attribution.{key}", a[key], 1)
+    if not 0.0 <= float(a.atp_alpha) < 1.0:
+        raise ConfigError(f"attribution.atp_alpha={a.atp_alpha}: expected 0 <= alpha < 1 (0 = classic attribution "
+                          "patching at the clean run, 0.5 = midpoint of the all-heads ablation path)")
+    _at_least("attribution.rescore_top_k", a.rescore_top_k, 0)
+    if int(a.rescore_top_k) > 0 and a.method != "atp":
+        raise ConfigError(f"attribution.rescore_top_k={a.rescore_top_k} re-scores an estimate exactly: it needs "
+                          f"attribution.method=atp (got {a.method!r})")
+
+
+def _train(cfg: Any) -> None:
+    mc, tc = cfg.modulation, cfg.trainer
+    methods = list(mc.methods)
+    if not methods:
+        raise ConfigError(f"modulation.methods is empty: expected some of {list(MODULATION_METHODS)}")
+    unknown = [x for x in methods if x not in MODULATION_METHODS]
+    if unknown:
+        raise ConfigError(f"modulation.methods={methods}: unknown {unknown}; expected some of {list(MODULATION_METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"modulation.methods={methods}: a method is named twice")
+    _choice("modulation.scale", mc.scale, SCALES)
+    _choice("modulation.select", mc.select, SELECTS)
+    _choice("modulation.scheduler", mc.scheduler, SCHEDULERS)
+    if mc.scale == "none" and not mc.offset and any(x in ("learned", "random") for x in methods):
+        raise ConfigError("modulation.scale=none with modulation.offset=false leaves the learned / random "
+                          "modulation nothing to learn: turn one of them on")
+    for key in ("k_pos", "k_neg", "warmup_steps", "weight_decay", "l1"):
+        _at_least(f"modulation.{key}", mc[key], 0)
+    if mc.select == "key" and int(mc.k_pos) + int(mc.k_neg) == 0 and any(x in ("learned", "random") for x in methods):
+        raise ConfigError("modulation.k_pos=0 and modulation.k_neg=0 select no key head to modulate")
+    _at_least("modulation.k_random", mc.k_random, 1, allow_none=True)
+    _at_least("modulation.attribution_limit", mc.attribution_limit, 1, allow_none=True)
+    for key in ("lr", "baseline_lr"):
+        if not float(mc[key]) > 0:
+            raise ConfigError(f"modulation.{key}={mc[key]!r}: expected a learning rate > 0")
+    _at_least("modulation.lora_r", mc.lora_r, 1)
+    v, t = float(mc.val_fraction), float(mc.test_fraction)
+    if not (0 < v < 1 and 0 < t < 1 and v + t < 1):
+        raise ConfigError(f"modulation.val_fraction={v}, modulation.test_fraction={t}: each must be in (0, 1) "
+                          f"and their sum below 1")
+    if int(tc.max_epochs) < 1 and int(tc.max_steps) < 1:
+        raise ConfigError(f"trainer.max_epochs={tc.max_epochs} (and trainer.max_steps={tc.max_steps}): expected "
+                          f"max_epochs >= 1 or max_steps >= 1")
+    if int(tc.max_steps) == 0 or int(tc.max_steps) < -1:
+        raise ConfigError(f"trainer.max_steps={tc.max_steps}: expected >= 1, or -1 to run max_epochs")
+    for key in ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps"):
+        _at_least(f"trainer.{key}", tc[key], 1)
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if not float(tc[key]) > 0:
+            raise ConfigError(f"trainer.{key}={tc[key]!r}: expected a fraction in (0, 1] or a number of batches >= 1")
+    _choice("trainer.accelerator", tc.accelerator, ACCELERATORS)
+    _choice("trainer.precision", str(tc.precision), PRECISIONS)
+    _choice("trainer.monitor", tc.monitor, MONITORS)
+    _choice("trainer.monitor_mode", tc.monitor_mode, MONITOR_MODES)
+    _at_least("trainer.num_sanity_val_steps", tc.num_sanity_val_steps, 0)
+    _at_least("trainer.torch_threads", tc.torch_threads, 0)
+    _devices(tc)
+    # the head scores train.py computes go through the attribution settings: they are checked too
+    if mc.select == "key" or "heuristic" in methods:
+        _attribution(cfg.attribution, tc)
+
+
+def _edit(e: Any) -> None:
+    _choice("edit.prompt_writer", e.prompt_writer, PROMPT_WRITERS)
+    if e.prompt_writer == "llm" and not e.llm_model:
+        raise ConfigError("edit.prompt_writer=llm needs edit.llm_model (a text-generation model id or folder)")
+    _choice("edit.relation_mask", e.relation_mask, RELATION_MASKS)
+    _choice("edit.dtype", e.dtype, EDIT_DTYPES)
+    _device("edit.device", e.device)
+    for key in ("steps", "batch_size", "filter_batch_size", "resolution"):
+        _at_least(f"edit.{key}", e[key], 1)
+    if int(e.resolution) % 8:
+        raise ConfigError(f"edit.resolution={e.resolution}: expected a multiple of 8 (the inpainting VAE's stride)")
+    for key in ("mask_margin", "mask_margin_px", "sam_dilate_px"):
+        _at_least(f"edit.{key}", e[key], 0)
+
+
+def say_k_fits(k: int, key: str, num_layers: int, num_heads: int, say: Callable[[str], None] = print) -> int:
+    """``min(k, L*H)``; when ``k`` is larger, say so (the run goes on with every head, it is not hidden)."""
+    total = int(num_layers) * int(num_heads)
+    if int(k) > total:
+        say(f"note: {key}={k} is larger than the model's {total} heads ({num_layers} layers x {num_heads}); "
+            f"using all {total}")
+        return total
+    return int(k)

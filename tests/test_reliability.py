@@ -1,0 +1,370 @@
+"""Results that cannot be silently wrong: run folders of their own, refused reuse, nothing-to-score
+errors, named bad files, file permissions, validation before the model loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vseam.config import load_config
+from vseam.utils.rundir import RunFolderError, claim, release, run_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n_per_category=2, seed=0)
+    return root
+
+
+def _heads_cfg(world, out, *extra):
+    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=1",
+                        "data.batch_size=2", "attribution.chunk_size=2", "attribution.progress=false",
+                        *([f"out_dir={out}"] if out else []), *extra])
+
+
+# ------------------------------------------------------------------------------------ run folders
+def test_default_folders_are_unique_within_one_second_and_across_processes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfgs = [load_config(["logger=none"]) for _ in range(3)]
+    outs = []
+    for c in cfgs:  # one process, the same second
+        out, took = claim(c, "train")
+        assert took
+        outs.append(out)
+    for o in outs:
+        release(o)
+    assert len(set(outs)) == 3 and all(o.parent == Path("runs/train") for o in outs)
+    # two processes started together
+    code = ("import sys; from vseam.config import load_config; from vseam.utils.rundir import claim; "
+            "c = load_config(['logger=none']); print(claim(c, 'train')[0])")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    got = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs) and len(set(got)) == 2, got
+
+
+def test_ddp_children_write_into_the_launchers_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parent = load_config(["logger=none"])
+    with run_folder(parent, "heads") as out:
+        monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning sets in a child process
+        child = load_config(["logger=none"])
+        child_out, took = claim(child, "heads")
+        assert child_out == out and not took and child.out_dir == str(out)
+        monkeypatch.delenv("LOCAL_RANK")
+
+
+def test_an_out_dir_of_another_config_is_refused_and_keeps_its_config(tmp_path):
+    out = tmp_path / "run"
+    a = load_config(["logger=none", f"out_dir={out}", "modulation.lr=0.05"])
+    with run_folder(a, "train"):
+        (out / "summary.json").write_text("{}")
+    saved = (out / "config.yaml").read_text()
+    b = load_config(["logger=none", f"out_dir={out}", "modulation.lr=0.01"])
+    with pytest.raises(RunFolderError, match=r"modulation.lr: 0.05 -> 0.01"):
+        claim(b, "train")
+    assert (out / "config.yaml").read_text() == saved
+    # the same config resumes; logging / progress keys do not count
+    same = load_config(["logger=csv", f"out_dir={out}", "modulation.lr=0.05", "attribution.progress=false"])
+    with run_folder(same, "train") as o:
+        assert o == out
+    # files that are no run's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="no config.yaml"):
+        claim(load_config(["logger=none", f"out_dir={other}"]), "train")
+    assert not (other / "config.yaml").exists()
+
+
+def test_a_folder_in_use_is_refused(tmp_path):
+    out = tmp_path / "run"
+    code = ("import sys, time; from vseam.config import load_config; from vseam.utils.rundir import claim; "
+            f"claim(load_config(['logger=none', 'out_dir={out}']), 'train'); print('held', flush=True); "
+            "time.sleep(60)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+            claim(load_config(["logger=none", f"out_dir={out}"]), "train")
+    finally:
+        holder.kill()
+        holder.wait()
+    # a killed holder leaves no stale lock
+    with run_folder(load_config(["logger=none", f"out_dir={out}"]), "train"):
+        pass
+
+
+def test_edit_rerun_with_other_settings_is_refused(tmp_path):
+    from vseam.editing.run import run_edit
+
+    world = tmp_path / "world"
+    args = ["model=tiny-llava", "data=organism", f"data.root={world}", "data.n_per_category=2",
+            "data.categories=[Color]", "logger=none", "edit.progress=false", "edit.filter=false",
+            f"out_dir={tmp_path / 'out'}"]
+    run_edit(load_config(args))
+    with pytest.raises(RunFolderError, match="edit.seed: 0 -> 1"):
+        run_edit(load_config(args + ["edit.seed=1"]))
+    run_edit(load_config(args))  # the same settings resume
+
+
+# ------------------------------------------------------------------------------- nothing to score
+def test_zero_usable_samples_fail_before_the_model_loads(world, tmp_path, monkeypatch):
+    import vseam.models
+    from vseam.attribution.run import run_heads
+    from vseam.data.skips import NothingToScoreError
+    from vseam.evaluation.run import run_eval
+    from vseam.modulation.run import run_train
+
+    monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    bad = f"data.image_dir={tmp_path / 'nowhere'}"
+    with pytest.raises(NothingToScoreError, match="heads: no usable sample: all 6 were skipped; first reasons: .*"
+                                                  "image not found"):
+        run_heads(_heads_cfg(world, tmp_path / "h", bad))
+    with pytest.raises(NothingToScoreError, match="eval: no usable sample"):
+        run_eval(_heads_cfg(world, tmp_path / "e", bad))
+    with pytest.raises(NothingToScoreError, match="train: no usable sample"):
+        run_train(_heads_cfg(world, tmp_path / "t", bad))
+
+
+def test_a_skip_share_above_the_threshold_fails_and_below_is_counted(world, tmp_path):
+    from vseam.attribution.run import run_heads
+    from vseam.data.skips import NothingToScoreError
+
+    from vseam.data.load import load_samples
+
+    used = {Path(s.image_path).name for s in load_samples(_heads_cfg(world, None).data)}
+    gone = sorted(used)[0]
+    img = tmp_path / "img"
+    img.mkdir()
+    for p in (world / "images").glob("*.png"):  # one used scene's image missing
+        if p.name != gone:
+            (img / p.name).symlink_to(p)
+    n_gone = sum(Path(s.image_path).name == gone for s in load_samples(_heads_cfg(world, None).data))
+    cfg = _heads_cfg(world, tmp_path / "h", f"data.image_dir={img}", "data.max_skip_fraction=0.0")
+    with pytest.raises(NothingToScoreError, match=f"{n_gone} of 6 samples skipped .*above data.max_skip_fraction=0.0"):
+        run_heads(cfg)
+    res = run_heads(_heads_cfg(world, tmp_path / "h2", f"data.image_dir={img}", "data.max_skip_fraction=0.5"))
+    assert res["n_skipped"] == n_gone and res["n"] == 6 - n_gone and gone in res["skipped"][0]["reason"]
+
+
+def test_an_empty_answer_is_a_counted_named_skip(world, tmp_path):
+    from vseam.attribution.run import run_heads
+
+    ann = tmp_path / "Color.json"
+    recs = json.loads(next((world).glob("**/Color*.json")).read_text())
+    items = list(recs.items()) if isinstance(recs, dict) else [(r["question_id"], r) for r in recs]
+    bad_id = str(items[0][0])
+    first = dict(items[0][1], answer="")
+    data = {str(k): v for k, v in items[:4]}
+    data[bad_id] = first
+    ann.write_text(json.dumps(data))
+    cfg = load_config(["model=tiny-llava", "logger=none", "data=gqa", f"data.annotations=[{ann}]",
+                       f"data.image_dir={world / 'images'}", "attribution.progress=false",
+                       "data.max_skip_fraction=0.5", f"out_dir={tmp_path / 'out'}"])
+    cfg.data.image_pattern = "{imageId}.png"
+    res = run_heads(cfg)
+    assert res["n_skipped"] == 1 and res["n"] == len(data) - 1 > 0
+    (skip,) = res["skipped"]
+    assert skip["id"] == bad_id and str(ann) in skip["reason"] and "empty answer" in skip["reason"]
+
+
+# ---------------------------------------------------------------------------------- permissions
+def test_atomic_writes_keep_normal_permissions(tmp_path):
+    import torch
+
+    from vseam.utils.io import save_safetensors, write_json, write_text
+
+    old = os.umask(0o022)
+    try:
+        paths = [write_text(tmp_path / "a.txt", "x"), write_json(tmp_path / "b.json", {"a": 1}),
+                 save_safetensors(tmp_path / "c.safetensors", {"t": torch.zeros(2)})]
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert oct(p.stat().st_mode & 0o777) == oct(0o644), p
+
+
+# ---------------------------------------------------------------------------------- bad files
+def _truncate(path: Path, keep: int | None = None) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+def test_a_truncated_progress_chunk_is_named(tiny_llava, samples, tmp_path):
+    from vseam.attribution.sweep import Sweep
+    from vseam.utils.io import BadFileError
+
+    Sweep(tiny_llava, samples[:2], chunk_size=2, progress_dir=tmp_path).run()
+    chunk = tmp_path / "exact-chunk00000.safetensors"
+    _truncate(chunk)
+    with pytest.raises(BadFileError, match=f"progress chunk {chunk} is unreadable: not a complete safetensors file"
+                                           ".*delete it to recompute"):
+        Sweep(tiny_llava, samples[:2], chunk_size=2, progress_dir=tmp_path).run()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "nan"])
+def test_a_damaged_modulation_file_is_named(tiny_llava, tmp_path, damage):
+    import torch
+
+    from vseam.interventions import HeadModulation
+    from vseam.interventions.checkpoint import read_modulation, save_modulation
+    from vseam.utils.io import BadFileError
+
+    mod = HeadModulation([(0, 1)], tiny_llava.head_dim, scale="scalar")
+    if damage == "nan":
+        with torch.no_grad():
+            mod.offset.fill_(float("nan"))
+    path = save_modulation(tmp_path / "m.safetensors", mod, model="tiny", num_layers=2, num_heads=4)
+    if damage == "truncated":
+        _truncate(path)
+    elif damage == "garbage":
+        path.write_bytes(b"\x00\x01not a safetensors file")
+    want = {"truncated": "is unreadable", "garbage": "is unreadable", "nan": "offset holds NaN"}[damage]
+    with pytest.raises(BadFileError, match=f"{path}.*{want}|{want}.*{path}") as e:
+        read_modulation(path)
+    assert "\n" not in str(e.value)
+
+
+def test_a_corrupt_training_checkpoint_is_named(tmp_path):
+    from vseam.utils.io import BadFileError, load_torch_checkpoint
+
+    import torch
+
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(100)}}, path)
+    assert "state_dict" in load_torch_checkpoint(path)
+    _truncate(path)
+    with pytest.raises(BadFileError, match=f"checkpoint {path} is unreadable: truncated"):
+        load_torch_checkpoint(path)
+
+
+# ------------------------------------------------------------------- validation before the model
+@pytest.mark.parametrize("command,bad,key", [
+    ("train", "model.dtype=float33", "model.dtype"),
+    ("train", "data.batch_size=0", "data.batch_size"),
+    ("train", "trainer.max_epochs=0", "trainer.max_epochs"),
+    ("train", "trainer.devices=0", "trainer.devices"),
+    ("train", "modulation.k_pos=-1", "modulation.k_pos"),
+    ("train", "modulation.scale=scalr", "modulation.scale"),
+    ("train", "attribution.method=exactt", "attribution.method"),
+    ("train", "modulation.methods=[learned,lorra]", "modulation.methods"),
+    ("train", "modulation.lr=0", "modulation.lr"),
+    ("heads", "attribution.top_k=0", "attribution.top_k"),
+    ("heads", "model.device=gpu0", "model.device"),
+    ("edit", "edit.resolution=500", "edit.resolution"),
+    ("eval", "logger.kind=tensorboard", "logger.kind"),
+])
+def test_bad_values_fail_before_the_model_loads_naming_the_key(tmp_path, monkeypatch, command, bad, key):
+    import vseam.models
+    from vseam.cli import analyze_main, train_main
+
+    monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    out = tmp_path / "out"
+    args = ["logger=none", f"out_dir={out}", bad]
+    with pytest.raises(SystemExit, match=f"config error: {key}="):
+        train_main(args) if command == "train" else analyze_main([command, *args])
+    assert not out.exists()  # nothing written for a refused run, config.yaml included
+
+
+def test_scale_none_without_offset_is_refused(tmp_path):
+    from vseam.cli import train_main
+
+    with pytest.raises(SystemExit, match="modulation.scale=none with modulation.offset=false"):
+        train_main(["logger=none", f"out_dir={tmp_path / 'o'}", "modulation.scale=none", "modulation.offset=false"])
+
+
+def test_k_above_the_model_heads_is_said_not_hidden(capsys):
+    from vseam.validate import say_k_fits
+
+    assert say_k_fits(20, "modulation.k_pos", 3, 4) == 12
+    assert "modulation.k_pos=20 is larger than the model's 12 heads" in capsys.readouterr().out
+    assert say_k_fits(3, "modulation.k_pos", 3, 4) == 3 and capsys.readouterr().out == ""
+
+
+def test_no_draw_of_the_shipped_sweep_fails_on_the_default_model():
+    """Every combination of the sweep's discrete values (and both ends of each range) passes validation
+    and fits the heads of train.py's default model."""
+    import itertools
+
+    import yaml
+
+    from vseam.cli import TRAIN_DEFAULTS
+    from vseam.validate import validate
+
+    sweep = yaml.safe_load((ROOT / "configs" / "sweep.yaml").read_text())
+    grid = {}
+    for k, v in sweep["parameters"].items():
+        grid[k] = v["values"] if "values" in v else [v["value"]] if "value" in v else [v["min"], v["max"]]
+    from vseam.config import GROUPS
+
+    choices = {k: v.pop() for k, v in grid.items() if k in GROUPS and len(v) == 1}  # group=choice (logger: wandb)
+    grid = {k: v for k, v in grid.items() if k not in choices}
+    base = load_config([f"{k}={v}" for k, v in choices.items()], default_choices=TRAIN_DEFAULTS)
+    cfg_json = json.loads((ROOT / base.model.path / "config.json").read_text())["text_config"]
+    heads = cfg_json["num_hidden_layers"] * cfg_json["num_attention_heads"]
+    from omegaconf import OmegaConf
+
+    n = 0
+    for combo in itertools.product(*grid.values()):
+        argv = [f"{k}={v}" for k, v in zip(grid, combo)]
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))  # load_config's last step, without re-reading
+        validate(cfg, "train")
+        assert cfg.modulation.k_pos + cfg.modulation.k_neg <= heads, argv
+        n += 1
+    assert n == len(list(itertools.product(*grid.values()))) >= 2 * 4 * 4 * 2 * 2 * 3
+    last = load_config([f"{k}={v}" for k, v in choices.items()] + argv, default_choices=TRAIN_DEFAULTS)
+    validate(last, "train")  # the real parse of the last draw
+
+
+# ------------------------------------------------------------------------------------ model identity
+def test_another_models_modulation_is_refused_unless_asked(tmp_path, tiny_llava, capsys):
+    from vseam.interventions import HeadModulation
+    from vseam.models import load_adapter
+    from vseam.models.identity import ModelMismatchError
+    from vseam.interventions.checkpoint import load_modulation, save_modulation
+
+    other = load_adapter({"arch": "llava", "path": "tiny:llava", "dtype": "float32", "device": "cpu", "seed": 1,
+                          "name": "tiny-llava-seed1"})
+    assert other.shape == tiny_llava.shape
+    assert other.identity["weights_sha256"] != tiny_llava.identity["weights_sha256"]
+    mod = HeadModulation([(0, 1)], tiny_llava.head_dim, scale="scalar")
+    path = save_modulation(tmp_path / "m.safetensors", mod, model=tiny_llava.name, num_layers=2, num_heads=4,
+                           identity=tiny_llava.identity)
+    load_modulation(path, tiny_llava)  # its own model
+    with pytest.raises(ModelMismatchError, match="was made with model .* weights sha256 .* but this model is "
+                                                 "tiny-llava-seed1.*allow_other_model=true"):
+        load_modulation(path, other)
+    load_modulation(path, other, allow_other_model=True)
+    assert "WARNING" in capsys.readouterr().out
+    # a file that does not say which weights it was made with is refused too
+    anon = save_modulation(tmp_path / "anon.safetensors", mod, model="?", num_layers=2, num_heads=4)
+    with pytest.raises(ModelMismatchError, match="does not record the weights"):
+        load_modulation(anon, tiny_llava)
+
+
+def test_weights_hash_is_of_the_files_not_the_dtype(tmp_path):
+    from vseam.models import load_adapter
+
+    base = {"arch": "llava", "path": str(ROOT / "checkpoints/organism/llava-undertrained"), "device": "cpu",
+            "local_files_only": True}
+    a = load_adapter({**base, "dtype": "float32"})
+    b = load_adapter({**base, "dtype": "bfloat16"})
+    c = load_adapter({**base, "path": str(ROOT / "checkpoints/organism/llava"), "dtype": "float32"})
+    assert a.identity["weights_sha256"] == b.identity["weights_sha256"] != c.identity["weights_sha256"]
+    import hashlib
+
+    raw = hashlib.sha256((ROOT / "checkpoints/organism/llava-undertrained/model.safetensors").read_bytes()).hexdigest()
+    assert a.identity["weights_sha256"] == hashlib.sha256(f"model.safetensors:{raw}\n".encode()).hexdigest()

@@ -38,10 +38,6 @@ class RunFolderError(RuntimeError):
 _HELD: dict[str, int] = {}  # resolved folder -> file descriptor of its locked .lock (this process)
 
 
-def _rank_zero() -> bool:
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
 def new_run_dir(command: str, root: str | Path = "runs") -> Path:
     """Create and return a folder ``<root>/<command>/<date-time>-<pid>-<random>`` no other run has."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -105,7 +101,9 @@ def claim(cfg: Any, command: str) -> tuple[Path, bool]:
     """Accept ``cfg.out_dir`` for this run (or create a fresh one, set back into ``cfg``), lock it and write
     ``config.yaml``. Returns the folder and whether this call took it (False: held already, or rank > 0)."""
     inherited = os.environ.get(OUT_DIR_ENV)
-    if not _rank_zero():
+    from vseam.utils.ranks import is_rank_zero
+
+    if not is_rank_zero():
         if inherited and not cfg.out_dir:
             cfg.out_dir = inherited
         out = Path(cfg.out_dir or inherited or ".")

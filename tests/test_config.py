@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from vseam.config import CONFIG_DIR, GROUPS, ConfigError, group_choices, load_config, save_config
+from vseam.config import CONFIG_DIR, GROUPS, ConfigError, RootConfig, group_choices, load_config, save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,8 @@ def test_defaults_and_overrides():
     (["trainer.max_epochs=many"], r"trainer.max_epochs"),
     (["model=llava-13b"], r"model='llava-13b'.*llava-1.5-7b"),
     (["model.path"], r"not key=value"),
+    (["model.device=cuda"], r"model.device is now trainer.accelerator"),
+    (["logger.norm_every=2"], r"logger.norm_every is now modulation.norm_every"),
 ])
 def test_errors_name_the_key(argv, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -61,17 +63,108 @@ def test_saved_config_reloads(tmp_path):
     assert again.model.arch == "instructblip"
 
 
-def test_every_yaml_key_is_commented():
+def _config_files() -> list[Path]:
     # the run configuration's files (configs/sweep.yaml is W&B's schema, commented per parameter)
-    paths = [CONFIG_DIR / "config.yaml"] + [p for g in GROUPS for p in (CONFIG_DIR / g).glob("*.yaml")]
-    for path in paths:
+    return [CONFIG_DIR / "config.yaml"] + [p for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]
+
+
+def _comment_of(line: str) -> str | None:
+    """The comment text of a ``key: value  # comment`` line: the part after a `` #`` whose removal leaves
+    the same YAML value (a ``#`` inside a quoted value is not a comment), or None."""
+    import re
+
+    import yaml
+
+    whole = yaml.safe_load(line)
+    for m in re.finditer(r"\s#", line):
+        try:
+            if yaml.safe_load(line[:m.start()]) == whole and line[m.end():].strip():
+                return line[m.end():].strip()
+        except yaml.YAMLError:
+            continue
+    return None
+
+
+def _quotes(path: Path) -> dict[str, tuple[int, object]]:
+    """``# key: value`` lines (quoted defaults): key -> (line number, value)."""
+    import re
+
+    import yaml
+
+    out = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        m = re.match(r"^# ([a-z_][a-z_0-9]*): ", line)
+        if m:
+            try:
+                out[m.group(1)] = (i, yaml.safe_load(line[2:])[m.group(1)])
+            except yaml.YAMLError:
+                continue
+    return out
+
+
+def _schema_defaults(path: Path) -> dict:
+    tree = OmegaConf.to_container(OmegaConf.structured(RootConfig))
+    if path.name == "config.yaml":
+        return {k: v for k, v in tree.items() if not isinstance(v, dict)}
+    return tree[path.parent.name]
+
+
+def test_every_yaml_key_is_commented():
+    for path in _config_files():
         for i, line in enumerate(path.read_text().splitlines(), 1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#") or stripped in ("{}",) or stripped.startswith("- "):
                 continue
             if stripped.endswith(":") and not stripped.startswith("#"):
                 continue  # a mapping header; its keys carry the comments
-            assert "#" in line, f"{path.relative_to(ROOT)}:{i} has no comment: {line!r}"
+            assert _comment_of(line), f"{path.relative_to(ROOT)}:{i} has no comment: {line!r}"
+
+
+def test_comment_check_is_not_fooled_by_a_hash_in_a_value():
+    assert _comment_of('image_pattern: "{imageId}.jpg"  # file name') == "file name"
+    assert _comment_of('image_pattern: "a #b.jpg"') is None
+    assert _comment_of("steps: 50 #") is None
+
+
+def _check_quotes(path: Path) -> None:
+    defaults = _schema_defaults(path)
+    for key, (line, value) in _quotes(path).items():
+        assert key in defaults, f"{path.relative_to(path.parents[1])}:{line} quotes unknown key {key!r}"
+        assert value == defaults[key], (f"{path.relative_to(path.parents[1])}:{line} quotes {key}: {value!r}, the "
+                                        f"code's default (src/vseam/config.py) is {defaults[key]!r}")
+
+
+@pytest.mark.parametrize("path", _config_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_quoted_defaults_in_yaml_equal_the_code(path):
+    """Defaults live in the dataclasses of vseam.config; a YAML file only quotes them (in comments) or
+    sets its own values. A quote that disagrees with the code fails here."""
+    _check_quotes(path)
+
+
+def test_a_drifted_quote_is_caught(tmp_path):
+    """The check itself: a quote that says k_pos: 10 while the code says 3 fails."""
+    (tmp_path / "modulation").mkdir()
+    bad = tmp_path / "modulation" / "default.yaml"
+    bad.write_text("# k_pos: 10                     # top-K positive heads\n")
+    with pytest.raises(AssertionError, match="quotes k_pos: 10.*default.*is 3"):
+        _check_quotes(bad)
+
+
+def test_default_choice_files_quote_every_key_and_restate_none():
+    """The files config.yaml picks document every key of their group; an active line there is a real
+    override (a value equal to the code's default would be a second home for it)."""
+    import yaml
+
+    top = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
+    paths = [CONFIG_DIR / "config.yaml"] + [CONFIG_DIR / g / f"{c}.yaml" for g, c in top["defaults"].items()]
+    for path in paths:
+        defaults = _schema_defaults(path)
+        active = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+        for key, value in active.items():
+            assert value != defaults[key], (f"{path.relative_to(ROOT)} sets {key}: {value!r}, the code's default; "
+                                            f"quote it in a comment instead")
+        missing = set(defaults) - set(active) - set(_quotes(path))
+        assert not missing, f"{path.relative_to(ROOT)} neither sets nor quotes {sorted(missing)}"
 
 
 def _run(*args):
@@ -92,3 +185,13 @@ def test_cli_config_errors_exit_before_loading_a_model():
     assert r.returncode != 0 and "trainer.devicez" in r.stderr
     r = _run("analyze.py", "nosuch")
     assert r.returncode != 0 and "heads" in r.stderr
+
+
+def test_one_device_key():
+    from vseam.utils.devices import torch_device
+
+    assert torch_device("cpu") == "cpu" and torch_device("gpu", [1]) == "cuda:1" and torch_device("gpu", 2) == "cuda"
+    assert torch_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="trainer.accelerator='tpu9'"):
+        torch_device("tpu9")
+    assert "device" not in load_config([]).model and "device" not in load_config([]).edit

@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vseam"
 LAYERS = [
     ["utils"],
     ["config"],
+    ["validate"],  # every config value checkable without the model (and the keys' choices)
     ["data"],
     ["world"],
     ["models"],
@@ -74,4 +75,4 @@ def test_the_check_sees_lazy_imports(tmp_path, monkeypatch):
     (fake / "data" / "x.py").write_text("def f():\n    from vseam.modulation.run import run_train\n")
     (fake / "data" / "y.py").write_text("import vseam.utils.io\n")
     monkeypatch.setattr(__import__(__name__), "SRC", fake)
-    assert _violations() == ["data/x.py:2: data (layer 2) imports modulation (layer 7)"]
+    assert _violations() == ["data/x.py:2: data (layer 3) imports modulation (layer 8)"]

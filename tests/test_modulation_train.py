@@ -54,7 +54,7 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     from vseam.modulation.run import run_train
 
     out = tmp_path / "run"
-    cfg = load_config(_tiny_args(world_root, out) + ["logger=wandb", "logger.mode=offline", "logger.norm_every=1",
+    cfg = load_config(_tiny_args(world_root, out) + ["logger=wandb", "logger.mode=offline", "modulation.norm_every=1",
                                                      "trainer.max_epochs=2", "modulation.lr=0.05"])
     summary = run_train(cfg)
     printed = capsys.readouterr().out

@@ -263,7 +263,7 @@ def test_a_corrupt_training_checkpoint_is_named(tmp_path):
     ("train", "modulation.methods=[learned,lorra]", "modulation.methods"),
     ("train", "modulation.lr=0", "modulation.lr"),
     ("heads", "attribution.top_k=0", "attribution.top_k"),
-    ("heads", "model.device=gpu0", "model.device"),
+    ("heads", "trainer.accelerator=gpu0", "trainer.accelerator"),
     ("edit", "edit.resolution=500", "edit.resolution"),
     ("eval", "logger.kind=tensorboard", "logger.kind"),
 ])

@@ -33,7 +33,6 @@ class ModelConfig:
     arch: str = "llava"  # llava | instructblip: which adapter (prompt template, structure)
     path: str = "checkpoints/organism/llava"  # hub id, local folder, or tiny:<arch> (a tiny random build)
     dtype: str = "float32"  # float32 | bfloat16 | float16
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     device_map: Optional[str] = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
     local_files_only: bool = False  # never touch the network (HF_HUB_OFFLINE=1 does the same)
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None = transformers' default
@@ -45,7 +44,7 @@ class ModelConfig:
 class DataConfig:
     name: str = "organism"  # a label for results and W&B
     format: str = "organism"  # organism | gqa | pope | cocoqa
-    root: Optional[str] = "data/organism"  # organism: folder the world is written to (built when absent)
+    root: Optional[str] = "data/organism/test-s0"  # organism: folder the world is written to (built when absent)
     annotations: list[str] = field(default_factory=list)  # annotation files (gqa/pope/cocoqa); organism: by category
     image_dir: Optional[str] = None  # folder of the images; organism: <root>/images
     image_pattern: Optional[str] = None  # file name pattern; None = the format's default ({imageId}.jpg, ...)
@@ -54,7 +53,7 @@ class DataConfig:
     n_per_category: int = 200  # organism: questions written per category
     world_seed: int = 0  # organism: seed of the drawn world
     world_split: str = "test"  # organism: which split of the world to draw (train | val | test)
-    batch_size: int = 8  # samples per forward pass
+    batch_size: int = 16  # samples per forward pass
     num_workers: int = 0  # DataLoader workers
     max_skip_fraction: float = 0.1  # a run stops when more than this share of samples is skipped (missing image, bad answer)
 
@@ -76,8 +75,8 @@ class AttributionConfig:
 
 @dataclass
 class ModulationConfig:
-    k_pos: int = 10  # top-K positive heads to modulate
-    k_neg: int = 10  # top-K negative heads to modulate
+    k_pos: int = 3  # top-K positive heads to modulate (organism: 12 heads; 7B: 10-20)
+    k_neg: int = 3  # top-K negative heads to modulate (organism: 12 heads; 7B: 10-20)
     scale: str = "scalar"  # per-head scale a: scalar (one per head) | vector (one per head dim) | none
     offset: bool = True  # learn the per-head offset v in R^D
     lr: float = 0.05  # AdamW learning rate of the modulation parameters
@@ -101,17 +100,18 @@ class ModulationConfig:
     val_fraction: float = 0.15  # share of each category held out for validation (model selection)
     test_fraction: float = 0.3  # share of each category held out for the test split (reported only)
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
+    norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
     checkpoint: Optional[str] = None  # a saved modulation (.safetensors) to apply in `analyze.py eval`
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
 
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "auto"  # Lightning accelerator: auto | cpu | gpu
+    accelerator: str = "auto"  # the one device key: auto (cuda when available) | cpu | gpu; models, Trainer and Fabric
     devices: Any = 1  # Lightning devices: an int, a list of ids, or "auto"
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
-    max_epochs: int = 5  # passes over the train split
+    max_epochs: int = 10  # passes over the train split
     seed: int = 0  # seed_everything
     max_steps: int = -1  # stop after this many optimizer steps; -1 = run max_epochs
     limit_train_batches: Any = 1.0  # fraction (float) or number (int) of train batches per epoch
@@ -126,7 +126,7 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0  # Lightning's validation sanity check batches before training
     enable_progress_bar: bool = False  # Lightning's progress bar (off: one line per epoch instead)
     deterministic: bool = False  # torch deterministic algorithms
-    torch_threads: int = 0  # torch intra-op CPU threads; 0 = torch's default (1 can be faster on a shared CPU)
+    torch_threads: int = 1  # torch intra-op CPU threads (1: much faster than 2 on a shared 2-core CPU); 0 = torch default
 
 
 @dataclass
@@ -138,7 +138,6 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)  # W&B tags
     save_dir: Optional[str] = None  # where logger files go; None = <out_dir>/logs
     artifact: bool = True  # W&B: upload the learned modulation file as an artifact (online runs only)
-    norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps; 0 = never
 
 
 @dataclass
@@ -165,7 +164,6 @@ class EditConfig:
     negative_prompt: str = "low quality, blurry"  # "" = none
     resolution: int = 512  # square side the pipeline sees (multiple of 8); results are resized back
     batch_size: int = 4  # images per pipeline call
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (float16 on GPU, float32 on CPU) | float32 | float16 | bfloat16
     local_files_only: bool = False  # never download the pipeline / SAM
     progress: bool = True  # progress bars
@@ -210,8 +208,16 @@ def _valid_keys(node: Any) -> list[str]:
         return []
 
 
+# keys that moved: old name -> new name (a run that names the old key is told where it went)
+MOVED = {"model.device": "trainer.accelerator (the one device key: auto | cpu | gpu)",
+         "edit.device": "trainer.accelerator (the one device key: auto | cpu | gpu)",
+         "logger.norm_every": "modulation.norm_every"}
+
+
 def _explain(e: OmegaConfBaseException, schema: DictConfig, where: str) -> ConfigError:
     key = getattr(e, "full_key", None) or getattr(e, "key", None) or ""
+    if str(key) in MOVED:
+        return ConfigError(f"{where}: {key} is now {MOVED[str(key)]}")
     if isinstance(e, (ConfigKeyError, ConfigAttributeError)):
         parent = schema
         parts = str(key).split(".")
@@ -282,6 +288,15 @@ def load_config(argv: list[str] | None = None, config_dir: str | Path | None = N
     return cfg
 
 
+def as_config(cfg: Any, schema: type = RootConfig) -> DictConfig:
+    """``cfg`` (a DictConfig, a mapping or a dataclass) merged over the schema's defaults, validated: how
+    a function called from a notebook or a test with a partial config gets the one set of defaults."""
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is schema:
+        return cfg
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except OmegaConfBaseException as e:
+        raise _explain(e, OmegaConf.structured(schema), "config") from e
 
 
 def save_config(cfg: DictConfig, out_dir: str | Path, name: str = "config.yaml") -> Path:

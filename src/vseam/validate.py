@@ -11,17 +11,19 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from vseam.config import ConfigError
+from vseam.utils.devices import ACCELERATORS
 
 ARCHS = ("llava", "instructblip")
 DTYPES = ("float32", "bfloat16", "float16")
 FORMATS = ("organism", "gqa", "pope", "cocoqa")
 WORLD_SPLITS = ("train", "val", "test")
 ABLATIONS = ("mean", "zero")
+ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
+ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 MODULATION_METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
 SCALES = ("scalar", "vector", "none")
 SELECTS = ("key", "all")
 SCHEDULERS = ("constant", "cosine")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 MONITORS = ("val/loss", "val/acc")
 MONITOR_MODES = ("min", "max")
@@ -43,13 +45,6 @@ def _at_least(key: str, value: Any, low: float, allow_none: bool = False) -> Non
         return
     if value is None or not value >= low:
         raise ConfigError(f"{key}={value!r}: expected a number >= {low}{' or null' if allow_none else ''}")
-
-
-def _device(key: str, value: Any) -> None:
-    v = str(value)
-    if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
-        return
-    raise ConfigError(f"{key}={value!r}: expected auto | cpu | cuda | cuda:N | mps")
 
 
 def _devices(tc: Any) -> None:
@@ -82,7 +77,7 @@ def validate(cfg: Any, command: str) -> None:
     m, d, a, mc, tc, lg, e = cfg.model, cfg.data, cfg.attribution, cfg.modulation, cfg.trainer, cfg.logger, cfg.edit
     _choice("model.arch", m.arch, ARCHS)
     _choice("model.dtype", m.dtype, DTYPES)
-    _device("model.device", m.device)
+    _choice("trainer.accelerator", tc.accelerator, ACCELERATORS)  # the one device key (models, Trainer, Fabric)
     _choice("data.format", d.format, FORMATS)
     _choice("data.world_split", d.world_split, WORLD_SPLITS)
     _at_least("data.batch_size", d.batch_size, 1)
@@ -93,7 +88,7 @@ def validate(cfg: Any, command: str) -> None:
         raise ConfigError(f"data.max_skip_fraction={d.max_skip_fraction!r}: expected a share in [0, 1]")
     _choice("logger.kind", lg.kind, LOGGER_KINDS)
     _choice("logger.mode", lg.mode, LOGGER_MODES)
-    _at_least("logger.norm_every", lg.norm_every, 0)
+    _at_least("modulation.norm_every", mc.norm_every, 0)
     checks: dict[str, Callable[[], None]] = {"heads": lambda: _attribution(a, tc), "train": lambda: _train(cfg),
                                              "eval": lambda: None, "edit": lambda: _edit(e)}
     if command not in checks:
@@ -109,12 +104,9 @@ def _attribution(a: Any, tc: Any) -> None:
 
 def check_attribution(a: Any) -> None:
     """The ``attribution`` group (also what train.py uses to compute its head scores)."""
-    from vseam.attribution.patching import SPACES
-    from vseam.attribution.sweep import METHODS
-
-    _choice("attribution.method", a.method, METHODS)
+    _choice("attribution.method", a.method, ATTRIBUTION_METHODS)
     _choice("attribution.ablation", a.ablation, ABLATIONS)
-    _choice("attribution.atp_space", a.atp_space, SPACES)
+    _choice("attribution.atp_space", a.atp_space, ATP_SPACES)
     for key in ("top_k", "rows_per_forward", "chunk_size"):
         _at_least(f"attribution.{key}", a[key], 1)
     if not 0.0 <= float(a.atp_alpha) < 1.0:
@@ -184,7 +176,6 @@ def _edit(e: Any) -> None:
         raise ConfigError("edit.prompt_writer=llm needs edit.llm_model (a text-generation model id or folder)")
     _choice("edit.relation_mask", e.relation_mask, RELATION_MASKS)
     _choice("edit.dtype", e.dtype, EDIT_DTYPES)
-    _device("edit.device", e.device)
     for key in ("steps", "batch_size", "filter_batch_size", "resolution"):
         _at_least(f"edit.{key}", e[key], 1)
     if int(e.resolution) % 8:

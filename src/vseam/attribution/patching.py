@@ -35,8 +35,9 @@ import torch
 
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import Embedded, VLMAdapter, answer_stats
+from vseam.validate import ATP_SPACES
 
-SPACES = ("logodds", "prob")
+SPACES = ATP_SPACES  # the choices of attribution.atp_space (vseam.validate holds every key's choices)
 
 
 def answer_log_odds(logits: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:

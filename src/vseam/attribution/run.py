@@ -69,8 +69,7 @@ def _model_cfg(cfg: Any, fabric) -> dict:
     from omegaconf import OmegaConf
 
     mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    if fabric.world_size > 1 and fabric.device.type == "cuda" and not mcfg.get("device_map"):
-        mcfg["device"] = str(fabric.device)  # one GPU per rank
+    mcfg["device"] = str(fabric.device)  # trainer.accelerator, resolved by Fabric (one GPU per rank)
     return mcfg
 
 

@@ -31,7 +31,7 @@ from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
 
 log = logging.getLogger(__name__)
 
-METHODS = ("exact", "atp")
+METHODS = ATTRIBUTION_METHODS  # the choices of attribution.method (vseam.validate holds every key's choices)
 
 
 class ProgressMismatchError(RuntimeError):

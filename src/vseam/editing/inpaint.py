@@ -28,7 +28,9 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto"):
     """``auto``: CUDA with float16 when available, else CPU with float32 (fp16 is slow/unsupported on CPU)."""
     import torch
 
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    from vseam.utils.devices import torch_device
+
+    dev = torch_device(device)
     if dtype == "auto":
         dt = torch.float16 if str(dev).startswith("cuda") else torch.float32
     else:

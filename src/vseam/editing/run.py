@@ -19,9 +19,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from vseam.config import EditConfig, as_config
 from vseam.data.sample import EditRecord, MissingImageError, Sample, load_image
 from vseam.editing.masks import BoxOutsideImageError, box_mask, paste_unmasked, scale_box
 from vseam.editing.rules import EditPlan, NotCovered
+from vseam.utils.devices import torch_device
 from vseam.utils.io import append_jsonl, atomic_path, read_jsonl, write_json, write_text
 
 MANIFEST = "edits.jsonl"
@@ -190,13 +192,6 @@ def filter_manifest(out_dir: str | Path, adapter: Any, batch_size: int = 8, prog
 
 # -------------------------------------------------------------------------------------------- entry
 
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    if node is None:
-        return default
-    v = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if v is None else v
-
-
 def read_manifest(path: str | Path, effective: bool = True) -> list[EditRecord]:
     """Edit records from a manifest file, or from a folder (an edit run's ``out_dir`` or the organism's
     root): its ``edits.effective.jsonl`` when ``effective`` and present, else its ``edits.jsonl``."""
@@ -211,15 +206,16 @@ def read_manifest(path: str | Path, effective: bool = True) -> list[EditRecord]:
 def make_writer(e: Any) -> Callable[[Sample], EditPlan]:
     from vseam.editing.writers import LLMWriter, RuleWriter
 
-    vocab = {str(k): list(v) for k, v in (_get(e, "vocab", {}) or {}).items()}
-    rules = RuleWriter(seed=int(_get(e, "seed", 0)), vocab=vocab, relation_mask=str(_get(e, "relation_mask", "both")),
-                       prefer_opposites=bool(_get(e, "prefer_opposites", True)),
-                       strict_vocabulary=bool(_get(e, "strict_vocabulary", False)))
-    kind = str(_get(e, "prompt_writer", "rules"))
+    e = as_config(e, EditConfig)
+    vocab = {str(k): list(v) for k, v in (e.vocab or {}).items()}
+    rules = RuleWriter(seed=int(e.seed), vocab=vocab, relation_mask=str(e.relation_mask),
+                       prefer_opposites=bool(e.prefer_opposites),
+                       strict_vocabulary=bool(e.strict_vocabulary))
+    kind = str(e.prompt_writer)
     if kind == "rules":
         return rules
     if kind == "llm":
-        model = _get(e, "llm_model")
+        model = e.llm_model
         if not model:
             raise ValueError("edit.prompt_writer=llm needs edit.llm_model (a text-generation model id or folder)")
         return LLMWriter.from_pretrained(str(model), fallback=rules)
@@ -233,8 +229,9 @@ def _organism_edits(cfg: Any, out: Path) -> dict:
     from vseam.data.load import load_samples
     from vseam.world.write import ensure_world
 
-    root = ensure_world(_get(cfg, "data"))
-    keep = {_key(s.category, s.id) for s in load_samples(_get(cfg, "data"))}
+    cfg = as_config(cfg)
+    root = ensure_world(cfg.data)
+    keep = {_key(s.category, s.id) for s in load_samples(cfg.data)}
     recs = [r for r in read_manifest(root, effective=False) if _key(r.category, r.id) in keep]
     write_text(out / MANIFEST, "".join(json.dumps(r.to_dict()) + "\n" for r in recs))
     report = {"source": f"organism exact edits ({root / MANIFEST})", "edited": len(recs), "skipped": 0,
@@ -251,6 +248,7 @@ def run_edit(cfg: Any, *, pipe: Any = None, adapter: Any = None) -> dict:
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
+    cfg = as_config(cfg)
     validate(cfg, "edit")
     # a folder of another run's settings is refused, so edits made with other settings are never reused
     with run_folder(cfg, "edit") as out:
@@ -261,8 +259,8 @@ def _edit(cfg: Any, out: Path, pipe: Any, adapter: Any) -> dict:
     from vseam.data.load import load_samples
     from vseam.editing.inpaint import Inpainter, load_inpaint_pipeline
 
-    e = _get(cfg, "edit")
-    fmt = str(_get(_get(cfg, "data"), "format", "gqa"))
+    e = cfg.edit
+    fmt = str(cfg.data.format)
     if fmt == "organism":  # exact edits exist already: no diffusion, only the filter
         result = {"out_dir": str(out), "edit": _organism_edits(cfg, out)}
         result["samples"] = result["edit"]["edited"]
@@ -270,29 +268,29 @@ def _edit(cfg: Any, out: Path, pipe: Any, adapter: Any) -> dict:
     if fmt != "gqa":
         raise ValueError(f"edit needs GQA-style annotations with object_positions (data.format=gqa or organism), "
                          f"got data.format={fmt!r}")
-    samples = load_samples(_get(cfg, "data"))
+    samples = load_samples(cfg.data)
     writer = make_writer(e)
     if pipe is None:
-        pipe = load_inpaint_pipeline(str(_get(e, "model", "runwayml/stable-diffusion-inpainting")),
-                                     device=str(_get(e, "device", "auto")), dtype=str(_get(e, "dtype", "auto")),
-                                     local_files_only=bool(_get(e, "local_files_only", False)))
-    inpainter = Inpainter(pipe, steps=int(_get(e, "steps", 50)), guidance=float(_get(e, "guidance", 7.5)),
-                          negative_prompt=_get(e, "negative_prompt", "low quality, blurry") or None,
-                          seed=int(_get(e, "seed", 0)), resolution=int(_get(e, "resolution", 512)))
+        pipe = load_inpaint_pipeline(str(e.model),
+                                     device=torch_device(cfg.trainer.accelerator), dtype=str(e.dtype),
+                                     local_files_only=bool(e.local_files_only))
+    inpainter = Inpainter(pipe, steps=int(e.steps), guidance=float(e.guidance),
+                          negative_prompt=e.negative_prompt or None,
+                          seed=int(e.seed), resolution=int(e.resolution))
     refiner = None
-    if bool(_get(e, "sam", False)):
+    if bool(e.sam):
         from vseam.editing.sam import SamRefiner
 
-        refiner = SamRefiner.from_pretrained(str(_get(e, "sam_model", "facebook/sam-vit-base")),
-                                             device=str(_get(e, "device", "auto")),
-                                             local_files_only=bool(_get(e, "local_files_only", False)),
-                                             dilate_px=int(_get(e, "sam_dilate_px", 4)))
-    ref = _get(e, "box_reference_size")
+        refiner = SamRefiner.from_pretrained(str(e.sam_model),
+                                             device=torch_device(cfg.trainer.accelerator),
+                                             local_files_only=bool(e.local_files_only),
+                                             dilate_px=int(e.sam_dilate_px))
+    ref = e.box_reference_size
     result = {"out_dir": str(out), "samples": len(samples)}
     result["edit"] = edit_samples(
-        samples, out, inpainter, writer, margin=float(_get(e, "mask_margin", 0.1)),
-        margin_px=int(_get(e, "mask_margin_px", 4)), box_reference_size=list(ref) if ref else None,
-        refiner=refiner, batch_size=int(_get(e, "batch_size", 4)), progress=bool(_get(e, "progress", True)))
+        samples, out, inpainter, writer, margin=float(e.mask_margin),
+        margin_px=int(e.mask_margin_px), box_reference_size=list(ref) if ref else None,
+        refiner=refiner, batch_size=int(e.batch_size), progress=bool(e.progress))
     return _filter_step(cfg, e, out, adapter, result)
 
 
@@ -316,13 +314,13 @@ def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dic
 
     try:
         log_fn(edit_counts(result["edit"]))
-        if bool(_get(e, "filter", True)):
+        if bool(e.filter):
             if adapter is None:
                 from vseam.models import load_adapter
 
-                adapter = load_adapter(_get(cfg, "model"))
-            rep = filter_manifest(out, adapter, batch_size=int(_get(e, "filter_batch_size", 8)),
-                                  progress=bool(_get(e, "progress", True)), log_fn=log_fn)
+                adapter = load_adapter(cfg.model, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
+            rep = filter_manifest(out, adapter, batch_size=int(e.filter_batch_size),
+                                  progress=bool(e.progress), log_fn=log_fn)
             result["filter"] = {"total": rep["total"], "categories": rep["categories"]}
     finally:
         tracker.finish()

@@ -27,10 +27,11 @@ class SamRefiner:
     @classmethod
     def from_pretrained(cls, model_id: str = DEFAULT_SAM, device: str = "auto", local_files_only: bool = False,
                         **kwargs) -> "SamRefiner":
-        import torch
         from transformers import SamModel, SamProcessor
 
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        from vseam.utils.devices import torch_device
+
+        dev = torch_device(device)
         if model_id in ("tiny", "tiny:sam"):  # a tiny random SAM (tests, CPU smoke runs)
             from vseam.editing.tiny import build_tiny_sam
 

@@ -16,6 +16,7 @@ from vseam.data.skips import answer_skips, check_skips, missing_images
 from vseam.evaluation.score import evaluate
 from vseam.interventions.checkpoint import load_modulation
 from vseam.models import load_adapter
+from vseam.utils.devices import torch_device
 from vseam.utils.io import append_jsonl, write_json
 from vseam.utils.tracking import Tracker
 from vseam.world.write import ensure_world
@@ -40,7 +41,7 @@ def _eval(cfg, out: Path) -> dict:
     all_samples = load_samples(cfg.data)
     max_skip = float(cfg.data.max_skip_fraction)
     check_skips(len(all_samples), missing_images(all_samples), max_skip, "eval")  # before the model loads
-    adapter = load_adapter(cfg.model)
+    adapter = load_adapter(cfg.model, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
     mod_path = cfg.modulation.checkpoint
     mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
         if mod_path else None

@@ -11,6 +11,7 @@ import torch
 from vseam.models.base import VLMAdapter
 from vseam.models.instructblip import InstructBlipAdapter
 from vseam.models.llava import LlavaAdapter
+from vseam.utils.devices import torch_device
 
 ADAPTERS: dict[str, type[VLMAdapter]] = {"llava": LlavaAdapter, "instructblip": InstructBlipAdapter}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -20,21 +21,16 @@ class ModelNotFoundError(RuntimeError):
     """The model is neither a local folder nor in the local Hugging Face cache (offline)."""
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def load_adapter(cfg: Any) -> VLMAdapter:
-    """Load the model named by ``cfg`` (a ModelConfig or mapping) and wrap it in its adapter."""
+def load_adapter(cfg: Any, device: str | None = None) -> VLMAdapter:
+    """Load the model named by ``cfg`` (a ModelConfig or mapping) onto ``device`` (``trainer.accelerator``'s
+    names or a torch device; None = the mapping's ``device`` entry, else auto) and wrap it in its adapter."""
     get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
     arch = get("arch")
     if arch not in ADAPTERS:
         raise ValueError(f"model.arch={arch!r}: expected one of {sorted(ADAPTERS)}")
     path = str(get("path"))
     dtype = DTYPES[get("dtype", "float32")]
-    device = resolve_device(get("device", "auto"))
+    device = torch_device(device or get("device", "auto") or "auto")
     template = get("prompt_template", None) or None
     if path.startswith("tiny:"):
         from vseam.models.tiny import build_tiny_instructblip, build_tiny_llava

@@ -30,6 +30,7 @@ from vseam.modulation.baselines import count_trainable, peft_copy
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import heuristic_scales, random_heads, select_key_heads
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError, head_norms
+from vseam.utils.devices import torch_device
 from vseam.utils.io import write_json, write_text
 from vseam.utils.ranks import is_rank_zero
 from vseam.utils.rundir import run_folder
@@ -110,7 +111,7 @@ def fit(cfg, method: str, adapter, modulation: HeadModulation | None, dm: Modula
                              l1=mc.l1 if modulation is not None else 0.0, scheduler=mc.scheduler,
                              warmup_steps=mc.warmup_steps, cache=cache,
                              gradient_checkpointing=tc.gradient_checkpointing, method=method,
-                             norm_every=cfg.logger.norm_every if logger is not None else 0)
+                             norm_every=mc.norm_every if logger is not None else 0)
     trainer, ckpt = build_trainer(cfg, method, out, logger)
     t0 = time.time()
     try:
@@ -188,7 +189,7 @@ def _train(cfg, out: Path) -> dict:
     max_skip = float(cfg.data.max_skip_fraction)
     samples, skipped = readable(all_samples)
     check_skips(len(all_samples), skipped, max_skip, "train")  # before the model loads
-    adapter = load_adapter(cfg.model)
+    adapter = load_adapter(cfg.model, device=torch_device(tc.accelerator, tc.devices))
     total_params = sum(p.numel() for p in adapter.model.parameters())
     samples, answer_skipped = answer_skips(adapter, samples)
     skipped = answer_skipped + skipped

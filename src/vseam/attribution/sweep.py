@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-
-from collections import Counter
 
 from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs
@@ -28,6 +27,7 @@ from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.models.base import VLMAdapter, answer_stats
 from vseam.models.cache import EmbeddingCache
 from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
+from vseam.validate import ATTRIBUTION_METHODS
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,10 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
     "heads": ("vseam.attribution.run", "run_heads", "head attribution: positive / negative / signed L x H scores"),
     "edit": ("vseam.editing.run", "run_edit", "semantic editing of real images and the effective-edit filter"),
     "eval": ("vseam.evaluation.run", "run_eval", "score a model (optionally modulated) on GQA / POPE / COCO-QA"),
+    "ablate": ("vseam.study.ablation", "run_ablate", "ablation study: top-K positive / negative vs K random heads"),
+    "overlap": ("vseam.study.run", "run_overlap", "cross-level overlap of per-category head sets, with tests"),
+    "report": ("vseam.study.report", "run_report", "one self-contained HTML report of a results folder"),
+    "study": ("vseam.study.run", "run_study", "heads per category + ablation + overlap + report, both archs"),
 }
 
 

@@ -173,6 +173,24 @@ class EditConfig:
 
 
 @dataclass
+class StudyConfig:
+    # the ablation study (vseam.study.ablation): `python analyze.py ablate`
+    head_scores: Optional[str] = None  # head_scores.json (or its folder) to take heads from; None = run heads into <out_dir>/heads
+    k: list[int] = field(default_factory=lambda: [1, 3, 5])  # K of the top-K positive / negative sets (a curve over K)
+    k_random: Optional[list[int]] = None  # sizes of the random head sets; None = the same list as k
+    random_trials: int = 5  # seeded random head sets per K
+    ablation: str = "mean"  # mean (mean of the other heads, as the scores) | zero (the reference scripts' masking)
+    heads_from: str = "all"  # all: the top-K of all samples' scores | category: each sample's own category's top-K
+    resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
+    # the overlap analysis (vseam.study.overlap): `python analyze.py overlap`
+    overlap_k: list[int] = field(default_factory=lambda: [3, 5, 10])  # K of the top-K head sets compared
+    n_permutations: int = 10000  # random head sets drawn for the random-set test (and label permutations when sampled)
+    alpha: float = 0.05  # significance level of the verdicts
+    # the whole study (vseam.study.run): `python analyze.py study`
+    models: list[str] = field(default_factory=lambda: ["organism-llava", "organism-instructblip"])  # configs/model/ choices
+
+
+@dataclass
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -181,12 +199,14 @@ class RootConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     edit: EditConfig = field(default_factory=EditConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    results_dir: Optional[str] = None  # `analyze.py report` / `overlap`: the results folder to read; None = out_dir
     out_dir: Optional[str] = None  # where the run writes; None = runs/<command>/<date-time>
     seed: int = 0  # global seed (sampling, splits, random heads)
     run_name: Optional[str] = None  # W&B run name; None = derived from out_dir
 
 
-GROUPS = ("model", "data", "attribution", "modulation", "trainer", "logger", "edit")
+GROUPS = ("model", "data", "attribution", "modulation", "trainer", "logger", "edit", "study")
 
 
 # ----------------------------------------------------------------------------------------- loading

@@ -9,6 +9,12 @@ undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative`
 ``{layer, head, score}``, null when undefined), ``exact_heads`` (for ``atp+exact_topk``: the heads whose
 scores are exact), ``atp_space`` (for atp: prob | logodds), ``atp_alpha`` (for atp: the
 strength at which the gradient was taken), ``files`` and ``config``.
+
+``by_category`` and ``by_level``: for each category (and semantic level) of the data, the same block
+from the same per-sample values (no second pass): ``n``, ``n_correct``, ``n_incorrect``, ``baseline``,
+``positive`` / ``negative`` / ``signed``, ``undefined``, ``top_k``; a category's block also names its
+``level``. In the safetensors file their matrices are ``category/<name>/<matrix>`` and
+``level/<name>/<matrix>``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
                  dataset: dict | None = None, config: dict | None = None) -> dict:
     """The ``head_scores.json`` dictionary (no NaN: undefined matrices are null and named)."""
     n = int(prob.numel())
-    mats = scores.matrices()
     return {
         "schema": SCHEMA,
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
@@ -41,13 +46,24 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
                      "mean_prob": float(prob.float().mean()) if n else None},
-        "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
-        **{name: (None if m is None else m.tolist()) for name, m in mats.items()},
-        "undefined": {name: UNDEFINED_REASON[name] for name, m in mats.items() if m is None},
-        "top_k": {"k": k, **{name: top_k(m, k) for name, m in mats.items()}},
+        **score_block(scores, k),
         "exact_heads": exact_heads,
         "config": config,
+        **{group: {name: {**sc.meta, "n": sc.n, **score_block(sc, k)} for name, sc in getattr(scores, group).items()}
+           for group in GROUPS},
     }
+
+
+GROUPS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
+
+
+def score_block(scores: HeadScores, k: int) -> dict:
+    """Counts, the three matrices (null when undefined, and named in ``undefined``) and the top-K lists."""
+    mats = scores.matrices()
+    return {"n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
+            **{name: (None if m is None else m.tolist()) for name, m in mats.items()},
+            "undefined": {name: UNDEFINED_REASON[name] for name, m in mats.items() if m is None},
+            "top_k": {"k": k, **{name: top_k(m, k) for name, m in mats.items()}}}
 
 
 def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: torch.Tensor, correct: torch.Tensor,
@@ -57,6 +73,9 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     files: dict[str, str] = {}
     tensors = {name: m for name, m in scores.matrices().items() if m is not None}
     tensors.update({"prob": prob.float(), "correct": correct.to(torch.uint8), "ablated": ablated.float()})
+    for group, prefix in zip(GROUPS, ("category", "level")):
+        for gname, sc in getattr(scores, group).items():
+            tensors.update({f"{prefix}/{gname}/{m}": t for m, t in sc.matrices().items() if t is not None})
     meta = {"schema": SCHEMA, "method": result["method"], "ablation": result["ablation"],
             "model_id": str(result["model_id"]), "dataset_id": str(result["dataset_id"]),
             "ids": json.dumps(ids), "undefined": json.dumps(sorted(result["undefined"]))}
@@ -105,7 +124,8 @@ def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
     return fig
 
 
-CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads", "n_correct", "n_incorrect", *MATRICES)
+CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads", "n_correct", "n_incorrect", *MATRICES,
+             *GROUPS)
 
 
 def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
@@ -125,9 +145,13 @@ def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
         if t is not None and tuple(t.shape) != (L, H):
             raise HeadShapeError(f"{where}: matrix {name!r} has shape {tuple(t.shape)}, the file says {(L, H)}")
         parsed[name] = t
+    model, method = str(d.get("model_id", d.get("model", "")) or ""), str(d.get("method", "") or "")
+    groups = {group: {name: scores_from_dict({"num_layers": L, "num_heads": H, "model_id": model, "method": method,
+                                              **block}, where=f"{where}: {group}[{name!r}]")
+                      for name, block in (d.get(group) or {}).items()} for group in GROUPS}
     return HeadScores(parsed["positive"], parsed["negative"], parsed["signed"], int(d.get("n_correct") or 0),
-                      int(d.get("n_incorrect") or 0), L, H, model=str(d.get("model_id", d.get("model", "")) or ""),
-                      method=str(d.get("method", "") or ""), meta={k: v for k, v in d.items() if k not in CORE_KEYS})
+                      int(d.get("n_incorrect") or 0), L, H, model=model, method=method,
+                      meta={k: v for k, v in d.items() if k not in CORE_KEYS}, **groups)
 
 
 def scores_to_dict(scores: HeadScores) -> dict:
@@ -135,7 +159,9 @@ def scores_to_dict(scores: HeadScores) -> dict:
     mat = lambda t: None if t is None else t.tolist()  # noqa: E731
     return {"schema": SCHEMA, "model_id": scores.model, "method": scores.method, "num_layers": scores.num_layers,
             "num_heads": scores.num_heads, "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
-            **{k: mat(m) for k, m in scores.matrices().items()}, **scores.meta}
+            **{k: mat(m) for k, m in scores.matrices().items()}, **scores.meta,
+            **{group: {name: scores_to_dict(sc) for name, sc in getattr(scores, group).items()}
+               for group in GROUPS if getattr(scores, group)}}
 
 
 def load_head_scores(path: str | Path) -> HeadScores:

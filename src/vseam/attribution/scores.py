@@ -41,6 +41,8 @@ class HeadScores:
     method: str = ""  # exact | atp | atp+exact_topk
     meta: dict[str, Any] = field(default_factory=dict)  # everything else a result file says (ablation, dataset, ...)
     per_sample: Any = None  # the sweep's per-sample values these were averaged from (a ``ChunkResult``), if kept
+    by_category: dict[str, "HeadScores"] = field(default_factory=dict)  # the same scores of each category's samples
+    by_level: dict[str, "HeadScores"] = field(default_factory=dict)  # ... and of each semantic level's
 
     def __post_init__(self):
         first = next((m for m in self.matrices().values() if m is not None), None)
@@ -156,3 +158,21 @@ def _ranks(v: torch.Tensor) -> torch.Tensor:
         ranks[order[i:j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
+
+
+def grouped_head_scores(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor,
+                        labels: list[str | None]) -> dict[str, HeadScores]:
+    """``head_scores`` of each group of samples (``labels[i]`` names sample i's group, e.g. its category
+    or semantic level; None = in no group), from the same per-sample values: no second pass over the
+    model. Groups come in order of first appearance; each one's ``meta`` holds ``n`` and ``baseline``
+    (``accuracy``, ``mean_prob``)."""
+    if len(labels) != len(prob):
+        raise ValueError(f"{len(labels)} group labels for {len(prob)} samples")
+    out: dict[str, HeadScores] = {}
+    for name in dict.fromkeys(lb for lb in labels if lb is not None):
+        idx = torch.tensor([i for i, lb in enumerate(labels) if lb == name], dtype=torch.long)
+        sc = head_scores(prob[idx], correct[idx], ablated[idx])
+        sc.meta = {"n": len(idx), "baseline": {"accuracy": float(correct[idx].float().mean()),
+                                               "mean_prob": float(prob[idx].float().mean())}}
+        out[name] = sc
+    return out

@@ -22,7 +22,7 @@ import torch
 
 from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs
-from vseam.attribution.scores import HeadScores, head_scores, top_k_set
+from vseam.attribution.scores import HeadScores, grouped_head_scores, head_scores, top_k_set
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.models.base import VLMAdapter, answer_stats
 from vseam.models.cache import EmbeddingCache
@@ -58,14 +58,7 @@ class ChunkResult:
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> "ChunkResult":
         fix = "delete it to recompute that chunk, or attribution.resume=false to discard all saved progress"
-        try:
-            t, meta = read_safetensors(path, "progress chunk")
-        except BadFileError as e:
-            raise BadFileError(f"{e}; {fix}") from None
-        if meta.get("fingerprint") != fingerprint:
-            raise ProgressMismatchError(
-                f"{path} was written by a run with a different configuration or sample set; use a fresh "
-                f"out_dir, or attribution.resume=false to discard the saved progress")
+        t, meta = load_progress(path, fingerprint, "attribution.resume")
         try:
             ids, skipped = json.loads(meta["ids"]), json.loads(meta["skipped"])
             res = cls(int(meta["index"]), ids, t["prob"], t["correct"].bool(), t["ablated"], skipped)
@@ -76,6 +69,22 @@ class ChunkResult:
             raise BadFileError(f"progress chunk {path} is inconsistent: {n} ids, prob {tuple(res.prob.shape)}, "
                                f"ablated {tuple(res.ablated.shape)}; {fix}")
         return res
+
+
+def load_progress(path: Path, fingerprint: str, resume_key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a saved progress chunk: ``BadFileError`` naming it when it is damaged,
+    ``ProgressMismatchError`` when another configuration wrote it (``resume_key`` is the config key
+    that discards saved progress)."""
+    try:
+        t, meta = read_safetensors(path, "progress chunk")
+    except BadFileError as e:
+        raise BadFileError(f"{e}; delete it to recompute that chunk, or {resume_key}=false to discard all "
+                           f"saved progress") from None
+    if meta.get("fingerprint") != fingerprint:
+        raise ProgressMismatchError(
+            f"{path} was written by a run with a different configuration or sample set; use a fresh "
+            f"out_dir, or {resume_key}=false to discard the saved progress")
+    return t, meta
 
 
 def fingerprint(**parts) -> str:
@@ -308,6 +317,15 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     scores = head_scores(first.prob, first.correct, ablated)
     scores.model, scores.method = adapter.name, name
     scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, skipped)
+    # per category and per level, from the same per-sample values (no second pass)
+    by_id = {s.id: s for s in samples}
+    cats, levels = [by_id[i].category for i in first.ids], [by_id[i].level for i in first.ids]
+    scores.by_category = grouped_head_scores(first.prob, first.correct, ablated, cats)
+    scores.by_level = grouped_head_scores(first.prob, first.correct, ablated, levels)
+    for c, sc in scores.by_category.items():
+        sc.meta["level"] = next((lv for cc, lv in zip(cats, levels) if cc == c and lv is not None), None)
+    for sc in (*scores.by_category.values(), *scores.by_level.values()):
+        sc.model, sc.method = adapter.name, name
     n = int(first.prob.numel())
     scored = set(first.ids)
     scores.meta = {"ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),

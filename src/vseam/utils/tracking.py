@@ -121,6 +121,18 @@ class Tracker:
             w.writerows(rows)
 
 
+def log_analysis(cfg: Any, out_dir: str | Path, job: str, metrics: dict[str, Any],
+                 images: dict[str, str | Path] | None = None) -> None:
+    """A job without steps (``analyze.py ablate / overlap / report``): its metrics once, as the summary
+    too, its figures (PNG files, as ``figure/<key>``), then close the run."""
+    tracker = Tracker(cfg, out_dir, job)
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    tracker.log(metrics)
+    tracker.images({f"figure/{k}": v for k, v in (images or {}).items()})
+    tracker.summary(metrics)
+    tracker.finish()
+
+
 def _field(node: Any, key: str, default: Any = None) -> Any:
     """``node.key`` of a DictConfig, a mapping or a namespace (editing is also run with plain configs)."""
     if node is None:

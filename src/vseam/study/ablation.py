@@ -1,0 +1,400 @@
+"""The head ablation study (SPEC section 2, "Head ablation study"): remove the top-K positive heads, the
+top-K negative heads, and K random heads (seeded trials), all at once, and report per category and
+semantic level the accuracy and the mean drop of the answer probability, with the spread over the
+random trials, for each K of a list.
+
+Every condition of a batch runs in one forward: the batch is repeated once per condition and each row
+carries its own head mask per layer, through the one intervention mechanism (``vseam.interventions.
+Ablate``). Per-sample results are saved per chunk (resumable, as the attribution sweep). Outputs
+(``ablation.json``, schema ``vseam.ablation/1``): ``conditions`` (name, k, trial, heads), ``groups``
+(``all``, ``category/<name>``, ``level/<name>``; each: ``n``, ``baseline`` and per condition
+``accuracy``, ``mean_prob``, ``prob_drop`` = mean(p - p_ablated), ``accuracy_drop``; random
+conditions also aggregated over trials as ``mean`` / ``std`` / ``min`` / ``max``), ``skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from vseam.attribution.scores import HeadScores, heads_of, top_k
+from vseam.attribution.sweep import chunk_bounds, fingerprint, load_progress
+from vseam.data.sample import MissingImageError, Sample, load_image
+from vseam.interventions import Ablate, intervene
+from vseam.models.base import VLMAdapter, answer_stats
+from vseam.modulation.heads import random_heads
+from vseam.utils.io import save_safetensors
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "vseam.ablation/1"
+KINDS = ("positive", "negative", "random")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One set of heads removed together. ``heads`` maps a category to its heads, or ``None`` to the
+    heads of every sample (``heads_from=all``)."""
+
+    kind: str  # none | positive | negative | random
+    k: int
+    trial: int | None
+    heads: tuple  # ((category | None, ((layer, head), ...)), ...)
+
+    @property
+    def name(self) -> str:
+        return "none" if self.kind == "none" else \
+            f"{self.kind}@{self.k}" + ("" if self.trial is None else f"#{self.trial}")
+
+    def heads_for(self, category: str | None) -> tuple:
+        table = dict(self.heads)
+        if None in table:
+            return table[None]
+        return table.get(category, ())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "k": self.k, "trial": self.trial,
+                "heads": {("all" if c is None else c): [list(h) for h in hs] for c, hs in self.heads}}
+
+
+def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | None, trials: int, seed: int,
+               heads_from: str = "all") -> tuple[list[Condition], list[dict]]:
+    """The conditions of the study from head scores (``load_head_scores``), and the ones that cannot
+    run (``[{"name", "reason"}]``: an undefined matrix).
+
+    Top-K lists are the strictly positive ones (``top_k(..., positive_only=True)``): a head that never
+    moved the answer is not added to fill K, so such a condition runs with fewer heads (its ``heads``
+    say which). ``k_random`` (default: ``ks``) are the sizes of the random sets, drawn uniformly from
+    all heads with a seed of (``seed``, K, trial), the same sets for every category.
+    """
+    if heads_from not in ("all", "category"):
+        raise ValueError(f"study.heads_from={heads_from!r}: expected all | category")
+    L, H = scores.shape
+    if heads_from == "category" and not scores.by_category:
+        raise ValueError("study.heads_from=category: the head scores have no by_category block "
+                         "(made before per-category scores existed; run `python analyze.py heads` again)")
+    sources = {None: scores} if heads_from == "all" else dict(scores.by_category)
+    out, skipped = [Condition("none", 0, None, ((None, ()),))], []
+    for kind in ("positive", "negative"):
+        for k in ks:
+            table, missing = [], []
+            for cat, block in sources.items():
+                m = block.matrices()[kind]
+                if m is None:
+                    missing.append("all samples" if cat is None else cat)
+                    continue
+                table.append((cat, tuple(heads_of(top_k(m, int(k), positive_only=True)))))
+            if missing:
+                skipped.append({"name": f"{kind}@{k}", "reason": f"no {kind} scores for {', '.join(missing)} "
+                                f"({'no baseline-incorrect' if kind == 'negative' else 'no baseline-correct'} sample)"})
+                continue
+            out.append(Condition(kind, int(k), None, tuple(table)))
+    for k in (ks if k_random is None else k_random):
+        if int(k) > L * H:
+            skipped.append({"name": f"random@{k}", "reason": f"K={k} is more than the model's {L * H} heads"})
+            continue
+        for t in range(int(trials)):
+            hs = random_heads(L, H, int(k), seed=_trial_seed(seed, int(k), t))
+            out.append(Condition("random", int(k), t, ((None, tuple(hs)),)))
+    return out, skipped
+
+
+def _trial_seed(seed: int, k: int, trial: int) -> int:
+    return int(seed) * 1_000_003 + k * 1_009 + trial
+
+
+def layer_masks(conds: Sequence[Condition], categories: Sequence[str | None], num_layers: int,
+                num_heads: int) -> torch.Tensor:
+    """Bool [L, B*C, H]: row b*C + c ablates condition c's heads for sample b (sample-major, as
+    ``Embedded.repeat``)."""
+    C = len(conds)
+    mask = torch.zeros(num_layers, len(categories) * C, num_heads, dtype=torch.bool)
+    for b, cat in enumerate(categories):
+        for c, cond in enumerate(conds):
+            for l, h in cond.heads_for(cat):
+                mask[l, b * C + c, h] = True
+    return mask
+
+
+@torch.no_grad()
+def ablated_answer_stats(adapter: VLMAdapter, emb, answer_mask: torch.Tensor, conds: Sequence[Condition],
+                         categories: Sequence[str | None], mode: str = "mean",
+                         rows_per_forward: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer probability and correctness [B, C] of each sample under each condition, every condition of
+    a sample in the same forward (``rows_per_forward`` rows at most; whole samples per forward)."""
+    L, H = adapter.num_layers, adapter.num_heads
+    B, C = len(categories), len(conds)
+    masks = layer_masks(conds, categories, L, H)
+    prob = torch.empty(B * C)
+    ok = torch.empty(B * C, dtype=torch.bool)
+    per = max(1, int(rows_per_forward) // C)  # samples per forward
+    for s0 in range(0, B, per):
+        s1 = min(B, s0 + per)
+        rows = slice(s0 * C, s1 * C)
+        sub = emb.index(slice(s0, s1)).repeat(C)
+        m = masks[:, rows].to(adapter.device)
+        edits = [Ablate(l, m[l], mode=mode) for l in range(L) if m[l].any()]
+        with intervene(adapter, *edits):
+            logits = adapter.lm_logits(sub)
+        p, c, _ = answer_stats(logits, answer_mask[s0:s1].repeat_interleave(C, 0))
+        prob[rows], ok[rows] = p.float().cpu(), c.bool().cpu()
+    return prob.view(B, C), ok.view(B, C)
+
+
+def run_chunks(adapter: VLMAdapter, samples: Sequence[Sample], conds: Sequence[Condition], *, mode: str,
+               batch_size: int, chunk_size: int, rows_per_forward: int, progress_dir: Path | None,
+               fingerprint_parts: dict, on_chunk: Callable[[int], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> dict:
+    """Per-sample results over all samples, chunk by chunk, loading chunks saved by an earlier run with
+    the same fingerprint. Returns ``ids``, ``prob`` [N, C], ``correct`` [N, C], ``skipped``."""
+    fp = fingerprint(mode=mode, batch_size=batch_size, chunk_size=chunk_size,
+                     conditions=[c.to_dict() for c in conds], ids=[s.id for s in samples], **fingerprint_parts)
+    ids, probs, oks, skipped = [], [], [], []
+    for ci, (lo, hi) in enumerate(chunk_bounds(len(samples), chunk_size)):
+        path = None if progress_dir is None else progress_dir / f"ablate-chunk{ci:05d}.safetensors"
+        if path is not None and path.exists():
+            t, meta = load_progress(path, fp, "study.resume")
+            p, c = t["prob"], t["correct"].bool()
+            ids += json.loads(meta["ids"])
+            skipped += json.loads(meta["skipped"])
+            probs.append(p)
+            oks.append(c)
+            if on_progress:
+                on_progress(hi - lo)
+            continue
+        c_ids, c_p, c_ok, c_skip = [], [], [], []
+        valid, images = [], []
+        for s in samples[lo:hi]:
+            try:
+                images.append(load_image(s))
+                valid.append(s)
+            except MissingImageError as e:
+                c_skip.append({"id": s.id, "reason": str(e)})
+        for b0 in range(0, len(valid), batch_size):
+            batch, imgs = valid[b0:b0 + batch_size], images[b0:b0 + batch_size]
+            enc = adapter.encode(batch, imgs).to(adapter.device)
+            emb = adapter.embed(enc)
+            p, ok = ablated_answer_stats(adapter, emb, enc.answer_mask(adapter.vocab_size), conds,
+                                         [s.category for s in batch], mode=mode, rows_per_forward=rows_per_forward)
+            c_ids += [s.id for s in batch]
+            c_p.append(p)
+            c_ok.append(ok)
+        p = torch.cat(c_p) if c_p else torch.zeros(0, len(conds))
+        ok = torch.cat(c_ok) if c_ok else torch.zeros(0, len(conds), dtype=torch.bool)
+        if path is not None:
+            save_safetensors(path, {"prob": p, "correct": ok.to(torch.uint8)},
+                             metadata={"fingerprint": fp, "ids": json.dumps(c_ids), "skipped": json.dumps(c_skip)})
+        ids += c_ids
+        skipped += c_skip
+        probs.append(p)
+        oks.append(ok)
+        if on_progress:
+            on_progress(hi - lo)
+        if on_chunk:
+            on_chunk(ci)
+    return {"ids": ids, "prob": torch.cat(probs) if probs else torch.zeros(0, len(conds)),
+            "correct": torch.cat(oks) if oks else torch.zeros(0, len(conds), dtype=torch.bool),
+            "skipped": skipped}
+
+
+# ------------------------------------------------------------------------------------- summary
+def _spread(values: list[float]) -> dict:
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(t.mean()), "std": float(t.std(unbiased=True)) if len(t) > 1 else 0.0,
+            "min": float(t.min()), "max": float(t.max()), "n_trials": len(values)}
+
+
+def summarize(prob: torch.Tensor, correct: torch.Tensor, conds: Sequence[Condition]) -> dict:
+    """Accuracy, mean probability and drops of each condition against condition 0 (no ablation) over
+    the rows given; random trials also as their spread per K. Pure (tested without a model)."""
+    if conds[0].kind != "none":
+        raise ValueError("condition 0 must be the unablated baseline")
+    n = int(prob.shape[0])
+    if n == 0:
+        return {"n": 0}
+    p, c = prob.double(), correct.double()
+    base_acc, base_p = float(c[:, 0].mean()), float(p[:, 0].mean())
+    per = {}
+    for j, cond in enumerate(conds[1:], start=1):
+        acc, mp = float(c[:, j].mean()), float(p[:, j].mean())
+        per[cond.name] = {"kind": cond.kind, "k": cond.k, "trial": cond.trial, "accuracy": acc, "mean_prob": mp,
+                          "prob_drop": float((p[:, 0] - p[:, j]).mean()), "accuracy_drop": base_acc - acc,
+                          "prob_drop_se": float((p[:, 0] - p[:, j]).std(unbiased=True) / math.sqrt(n)) if n > 1 else None}
+    random = {}
+    for k in sorted({cd.k for cd in conds if cd.kind == "random"}):
+        trials = [per[cd.name] for cd in conds if cd.kind == "random" and cd.k == k]
+        random[str(k)] = {m: _spread([t[m] for t in trials]) for m in ("accuracy", "prob_drop", "accuracy_drop")}
+    return {"n": n, "baseline": {"accuracy": base_acc, "mean_prob": base_p}, "conditions": per, "random": random}
+
+
+def group_summaries(result: dict, samples_by_id: dict[str, Sample], conds: Sequence[Condition]) -> dict:
+    """``summarize`` over all samples, each category and each level."""
+    ids, prob, correct = result["ids"], result["prob"], result["correct"]
+    groups: dict[str, list[int]] = {"all": list(range(len(ids)))}
+    for i, sid in enumerate(ids):
+        s = samples_by_id[sid]
+        if s.category is not None:
+            groups.setdefault(f"category/{s.category}", []).append(i)
+        if s.level is not None:
+            groups.setdefault(f"level/{s.level}", []).append(i)
+    return {g: summarize(prob[idx], correct[idx], conds) for g, idx in groups.items()}
+
+
+# ------------------------------------------------------------------------------------- figure
+def ablation_figure(summary: dict, title: str = ""):
+    """Bars per group (levels, then all): accuracy drop and probability drop of the top-K positive,
+    top-K negative and random heads (mean over trials, error bar = their std), one panel row per K."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = [g for g in summary["groups"] if g.startswith("level/")] + ["all"]
+    ks = summary["ks"]
+    fig, axes = plt.subplots(len(ks), 2, figsize=(10, 2.6 * len(ks) + 0.6), squeeze=False)
+    colors = {"positive": "#c0392b", "negative": "#2471a3", "random": "#7f8c8d"}
+    for r, k in enumerate(ks):
+        for col, metric in enumerate(("accuracy_drop", "prob_drop")):
+            ax = axes[r][col]
+            x = np.arange(len(groups))
+            for i, kind in enumerate(KINDS):
+                vals, errs = [], []
+                for g in groups:
+                    s = summary["groups"][g]
+                    if kind == "random":
+                        sp = s.get("random", {}).get(str(k), {}).get(metric)
+                        vals.append(sp["mean"] if sp else np.nan)
+                        errs.append(sp["std"] if sp else 0.0)
+                    else:
+                        cd = s.get("conditions", {}).get(f"{kind}@{k}")
+                        vals.append(cd[metric] if cd else np.nan)
+                        errs.append(0.0)
+                ax.bar(x + (i - 1) * 0.27, vals, 0.27, yerr=errs if kind == "random" else None, capsize=3,
+                       color=colors[kind],
+                       label=f"{kind} (std over trials)" if kind == "random" else f"top-K {kind}")
+            ax.set_xticks(x)
+            ax.set_xticklabels([g.split("/")[-1] for g in groups], fontsize=8)
+            ax.axhline(0, color="black", lw=0.6)
+            ax.set_title(f"K={k}: {metric.replace('_', ' ')}", fontsize=9)
+            if r == 0 and col == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------- entry
+def run_ablate(cfg: Any, on_chunk: Callable[[int], None] | None = None) -> dict:
+    """``python analyze.py ablate``: the ablation study for ``cfg`` (head scores from ``study.head_scores``,
+    computed into ``<out_dir>/heads`` when null). Returns the ``ablation.json`` dict."""
+    from omegaconf import OmegaConf
+
+    from vseam.attribution.outputs import load_head_scores
+    from vseam.config import resolve_out_dir
+    from vseam.data.load import load_samples
+    from vseam.data.skips import answer_skips, check_skips
+    from vseam.models import load_adapter
+    from vseam.utils.io import save_figure, write_json
+
+    out = resolve_out_dir(cfg, "ablate")
+    scfg = cfg.study
+    validate(scfg)
+    started = time.time()
+    heads_path = scfg.head_scores
+    if heads_path is None:
+        heads_path = Path(out) / "heads"
+        if not (heads_path / "head_scores.json").exists():
+            from vseam.attribution.run import run_heads
+
+            hcfg = OmegaConf.merge(cfg, {"out_dir": str(heads_path)})
+            run_heads(hcfg)
+    scores = load_head_scores(heads_path)
+    samples = load_samples(cfg.data)
+    adapter = load_adapter(OmegaConf.to_container(cfg.model, resolve=True))
+    scores.check_shape(adapter.num_layers, adapter.num_heads, where=f"study.head_scores={heads_path}")
+    conds, skipped_conds = conditions(scores, list(scfg.k), None if scfg.k_random is None else list(scfg.k_random),
+                                      int(scfg.random_trials), int(cfg.seed), str(scfg.heads_from))
+    progress_dir = Path(out) / "progress"
+    if not scfg.resume and progress_dir.exists():
+        import shutil
+
+        shutil.rmtree(progress_dir)
+    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
+    fp = {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
+                                             "prompt_template")}}
+    all_samples = samples
+    samples, answer_skipped = answer_skips(adapter, all_samples)
+    res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
+                     chunk_size=int(cfg.attribution.chunk_size), rows_per_forward=int(cfg.attribution.rows_per_forward),
+                     progress_dir=progress_dir, fingerprint_parts=fp, on_chunk=on_chunk)
+    res["skipped"] = answer_skipped + res["skipped"]
+    check_skips(len(all_samples), res["skipped"], float(cfg.data.max_skip_fraction), "ablation study")
+    summary = {
+        "schema": SCHEMA, "model_id": adapter.name, "arch": adapter.arch, "num_layers": adapter.num_layers,
+        "num_heads": adapter.num_heads, "ablation": str(scfg.ablation), "heads_from": str(scfg.heads_from),
+        "head_scores": str(heads_path), "head_scores_method": scores.method,
+        "head_scores_dataset": scores.meta.get("dataset_id"), "dataset_id": cfg.data.name,
+        "ks": [int(k) for k in scfg.k], "k_random": [int(k) for k in (scfg.k_random or scfg.k)],
+        "random_trials": int(scfg.random_trials), "seed": int(cfg.seed),
+        "conditions": [c.to_dict() for c in conds], "skipped_conditions": skipped_conds,
+        "n": len(res["ids"]), "n_total": len(all_samples), "skipped": res["skipped"], "n_skipped": len(res["skipped"]),
+        "groups": group_summaries(res, {s.id: s for s in samples}, conds),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    save_safetensors(Path(out) / "ablation.safetensors", {"prob": res["prob"], "correct": res["correct"].to(torch.uint8)},
+                     metadata={"schema": SCHEMA, "ids": json.dumps(res["ids"]),
+                               "conditions": json.dumps([c.name for c in conds])})
+    fig = ablation_figure(summary, f"{adapter.name}: {scfg.ablation} ablation on {cfg.data.name}, "
+                                   f"N={summary['n']}, random = {scfg.random_trials} trials")
+    save_figure(Path(out) / "ablation.png", fig)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    summary["seconds"] = round(time.time() - started, 3)
+    summary["files"] = {"json": str(Path(out) / "ablation.json"), "safetensors": str(Path(out) / "ablation.safetensors"),
+                        "figure": str(Path(out) / "ablation.png")}
+    write_json(Path(out) / "ablation.json", summary)
+    _log(cfg, out, summary)
+    log.info("ablation study written to %s", Path(out) / "ablation.json")
+    return summary
+
+
+def validate(scfg: Any) -> None:
+    """Bad study settings fail before any model loads, naming the key."""
+    if str(scfg.ablation) not in ("mean", "zero"):
+        raise ValueError(f"study.ablation={scfg.ablation!r}: expected mean | zero")
+    if str(scfg.heads_from) not in ("all", "category"):
+        raise ValueError(f"study.heads_from={scfg.heads_from!r}: expected all | category")
+    for key in ("k", "k_random"):
+        vals = scfg[key]
+        if vals is None and key == "k_random":
+            continue
+        if not vals or any(int(v) < 1 for v in vals):
+            raise ValueError(f"study.{key}={list(vals) if vals else vals!r}: expected a non-empty list of positive integers")
+    if int(scfg.random_trials) < 1:
+        raise ValueError(f"study.random_trials={scfg.random_trials!r}: expected >= 1")
+
+
+def _log(cfg: Any, out, summary: dict) -> None:
+    from vseam.utils.tracking import log_analysis
+
+    metrics = {}
+    for g, s in summary["groups"].items():
+        for name, c in (s.get("conditions") or {}).items():
+            if c["trial"] is None:
+                metrics[f"ablate/{g}/{name}/accuracy"] = c["accuracy"]
+                metrics[f"ablate/{g}/{name}/prob_drop"] = c["prob_drop"]
+        for k, sp in (s.get("random") or {}).items():
+            metrics[f"ablate/{g}/random@{k}/accuracy_mean"] = sp["accuracy"]["mean"]
+            metrics[f"ablate/{g}/random@{k}/accuracy_std"] = sp["accuracy"]["std"]
+            metrics[f"ablate/{g}/random@{k}/prob_drop_mean"] = sp["prob_drop"]["mean"]
+            metrics[f"ablate/{g}/random@{k}/prob_drop_std"] = sp["prob_drop"]["std"]
+    log_analysis(cfg, out, "ablate", metrics, {"ablation": summary["files"]["figure"]})

@@ -1,0 +1,254 @@
+"""Integration tier of the head study on tiny random models: per-category scores from one sweep,
+the ablation study against the engine's per-head ablation, resume, and the study's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n_per_category=3, seed=0)
+    return root
+
+
+def _cfg(world, out, *extra):
+    from vseam.config import load_config
+
+    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=2",
+                        "data.batch_size=4", "attribution.chunk_size=4", "attribution.progress=false",
+                        f"out_dir={out}", *extra])
+
+
+def test_per_category_matrices_equal_single_category_sweeps(world, tmp_path):
+    from vseam.attribution.outputs import load_head_scores
+    from vseam.attribution.run import run_heads
+
+    full = run_heads(_cfg(world, tmp_path / "all"))
+    cats = full["by_category"]
+    assert len(cats) == 6 and sum(b["n"] for b in cats.values()) == full["n"]
+    assert set(full["by_level"]) == {"object", "attribute", "relation"}
+    assert {b["level"] for b in cats.values()} == {"object", "attribute", "relation"}
+    tensors = load_file(tmp_path / "all" / "head_scores.safetensors")
+    loaded = load_head_scores(tmp_path / "all")
+    for cat in ("Color", "Vertical"):
+        one = run_heads(_cfg(world, tmp_path / cat, f"data.categories=[{cat}]"))
+        block, json_block = loaded.by_category[cat], cats[cat]
+        assert block.n == json_block["n"] == one["n"] and block.n_correct == one["n_correct"]
+        assert block.meta["level"] == json_block["level"] and block.shape == loaded.shape
+        for m in ("positive", "negative", "signed"):
+            mine = block.matrices()[m]
+            if one[m] is None:
+                assert mine is None and json_block[m] is None and m in json_block["undefined"]
+                continue
+            torch.testing.assert_close(mine, torch.tensor(one[m]), atol=1e-6, rtol=0)
+            torch.testing.assert_close(tensors[f"category/{cat}/{m}"], mine, atol=0, rtol=0)
+        assert json_block["top_k"]["signed"] == one["top_k"]["signed"] or \
+            [(d["layer"], d["head"]) for d in json_block["top_k"]["signed"]] == \
+            [(d["layer"], d["head"]) for d in one["top_k"]["signed"]]
+    # a level's block is the union of its categories' samples
+    assert loaded.by_level["attribute"].n == cats["Color"]["n"] + cats["Texture"]["n"]
+    # the reader gives back what was written
+    from vseam.attribution.outputs import scores_from_dict, scores_to_dict
+
+    again = scores_from_dict(scores_to_dict(loaded))
+    assert set(again.by_category) == set(loaded.by_category)
+    torch.testing.assert_close(again.by_category["Color"].signed, loaded.by_category["Color"].signed)
+
+
+def test_k1_ablation_equals_the_engines_per_head_ablation(tiny_llava, samples):
+    from vseam.attribution.exact import ExactEngine
+    from vseam.study.ablation import Condition, ablated_answer_stats
+
+    enc = tiny_llava.encode(samples)
+    with torch.no_grad():
+        emb = tiny_llava.embed(enc)
+    mask = enc.answer_mask(tiny_llava.vocab_size)
+    for mode in ("mean", "zero"):
+        p_abl, _ = ExactEngine(tiny_llava, mode=mode).ablated_probs(emb, mask)
+        heads = [(l, h) for l in range(tiny_llava.num_layers) for h in range(tiny_llava.num_heads)]
+        conds = [Condition("none", 0, None, ((None, ()),))] + \
+            [Condition("positive", 1, i, ((None, (lh,)),)) for i, lh in enumerate(heads)]
+        # rows_per_forward=7: conditions of one sample split over forwards, and samples share none
+        p, ok = ablated_answer_stats(tiny_llava, emb, mask, conds, [s.category for s in samples], mode=mode,
+                                     rows_per_forward=7)
+        want = p_abl.reshape(len(samples), -1)
+        torch.testing.assert_close(p[:, 1:], want, atol=1e-5, rtol=0)
+        assert (want - p[:, :1]).abs().max() > 1e-6  # the ablations do something
+
+
+def test_summary_spread_and_drops_by_hand():
+    from vseam.study.ablation import Condition, summarize
+
+    none = Condition("none", 0, None, ((None, ()),))
+    pos = Condition("positive", 2, None, ((None, ((0, 0), (0, 1))),))
+    r0 = Condition("random", 2, 0, ((None, ((1, 0), (1, 1))),))
+    r1 = Condition("random", 2, 1, ((None, ((0, 2), (1, 3))),))
+    prob = torch.tensor([[0.9, 0.1, 0.8, 0.9], [0.7, 0.3, 0.7, 0.5]])
+    correct = torch.tensor([[True, False, True, True], [True, False, True, False]])
+    s = summarize(prob, correct, [none, pos, r0, r1])
+    assert s["baseline"] == {"accuracy": 1.0, "mean_prob": pytest.approx(0.8)}
+    c = s["conditions"]["positive@2"]
+    assert c["accuracy"] == 0.0 and c["accuracy_drop"] == 1.0 and c["prob_drop"] == pytest.approx(0.6)
+    rnd = s["random"]["2"]
+    assert rnd["accuracy"]["mean"] == pytest.approx(0.75) and rnd["accuracy"]["min"] == 0.5
+    assert rnd["prob_drop"]["mean"] == pytest.approx((0.05 + 0.1) / 2)
+    assert rnd["accuracy"]["std"] == pytest.approx(0.3535534, abs=1e-6)  # std of (1.0, 0.5), n-1
+
+
+def test_ablate_end_to_end_resumes_and_names_skipped_conditions(world, tmp_path):
+    from vseam.study.ablation import run_ablate
+
+    base = ["study.k=[1,2]", "study.random_trials=2", "data.limit=1", "attribution.chunk_size=2"]
+    full = run_ablate(_cfg(world, tmp_path / "full", *base))
+    out = tmp_path / "full"
+    for f in ("ablation.json", "ablation.safetensors", "ablation.png", "heads/head_scores.json"):
+        assert (out / f).exists(), f
+    names = [c["name"] for c in full["conditions"]]
+    assert names[0] == "none" and "random@2#1" in names
+    assert set(full["groups"]) >= {"all", "level/object", "category/Color"}
+    # a condition that cannot run is named with its reason, never silently dropped
+    heads = json.loads((out / "heads" / "head_scores.json").read_text())
+    for kind in ("positive", "negative"):
+        for k in (1, 2):
+            assert (f"{kind}@{k}" in names) != any(s["name"] == f"{kind}@{k}" for s in full["skipped_conditions"])
+        assert (f"{kind}@1" in names) == (heads[kind] is not None)
+
+    class Kill(RuntimeError):
+        pass
+
+    def kill(ci):
+        raise Kill
+
+    cfg = _cfg(world, tmp_path / "killed", *base, f"study.head_scores={out / 'heads'}")
+    with pytest.raises(Kill):
+        run_ablate(cfg, on_chunk=kill)
+    done = []
+    again = run_ablate(cfg, on_chunk=done.append)
+    assert 0 not in done and done  # chunk 0 was loaded
+    a, b = load_file(out / "ablation.safetensors"), load_file(tmp_path / "killed" / "ablation.safetensors")
+    assert torch.equal(a["prob"], b["prob"]) and torch.equal(a["correct"], b["correct"])
+    assert again["groups"] == full["groups"]
+    from vseam.attribution.sweep import ProgressMismatchError
+
+    with pytest.raises(ProgressMismatchError):
+        run_ablate(_cfg(world, tmp_path / "killed", *base, f"study.head_scores={out / 'heads'}", "study.ablation=zero"))
+
+
+# ----------------------------------------------------------------------------------- report
+@pytest.fixture(scope="module")
+def tiny_results(world, tmp_path_factory):
+    """A tiny results folder: heads, ablation and overlap of the tiny LLaVA (no tracing, no modulation)."""
+    from vseam.study.ablation import run_ablate
+    from vseam.study.run import run_overlap
+
+    root = tmp_path_factory.mktemp("results")
+    run_ablate(_cfg(world, root / "ablate", "study.k=[1,2]", "study.random_trials=2", "data.limit=1"))
+    run_overlap(_cfg(world, root / "overlap", f"study.head_scores={root / 'ablate' / 'heads'}",
+                     "study.overlap_k=[1,2]", "study.n_permutations=200"))
+    return root
+
+
+def test_overlap_run_writes_sentences_and_the_power_note(tiny_results):
+    ov = json.loads((tiny_results / "overlap" / "overlap.json").read_text())
+    assert [c["key"] for c in ov["claims"]] == ["positive_within", "positive_across", "negative_across"]
+    assert all(c["verdict"] in ("holds", "does not hold", "undecided") for c in ov["claims"])
+    assert "smallest possible p-value" in ov["power_note"]
+    assert (tiny_results / "overlap" / "overlap.png").exists() == bool(ov["kinds"])
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_results, tmp_path_factory):
+    """The report of the tiny results folder, its figures also sent to an offline W&B run."""
+    from vseam.config import load_config
+    from vseam.study.report import run_report
+
+    out = tmp_path_factory.mktemp("report")
+    rep = run_report(load_config(["logger=wandb", "logger.mode=offline", f"results_dir={tiny_results}",
+                                  f"out_dir={out}"]))
+    return rep, out
+
+
+def test_report_builds_from_a_tiny_folder_and_names_missing_sections(tiny_report, tmp_path):
+    from vseam.config import load_config
+    from vseam.study.report import run_report
+
+    rep, _ = tiny_report
+    page = Path(rep["html"]).read_text()
+    assert rep["sections"] == ["head-scores", "head-bars", "overlap", "ablation", "configs"]
+    assert [m["id"] for m in rep["missing"]] == ["tracing", "modulation"]
+    for sid in rep["sections"] + ["missing"]:
+        assert f"id='{sid}'" in page
+    assert "python analyze.py trace" in page and "python train.py" in page  # the missing ones say how to make them
+    assert page.count("<img ") == len(rep["figures"]) and page.count("src='data:image/png;base64,") == len(rep["figures"])
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
+    for f in rep["figures"].values():
+        assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        run_report(load_config(["logger=none", f"results_dir={tmp_path / 'nope'}", f"out_dir={tmp_path}"]))
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+CHECK_SCRIPT = """<script>window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var out = {images: imgs.length,
+             loaded: imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
+             sections: Array.prototype.map.call(document.querySelectorAll('section[data-section]'),
+                                                function (s) { return s.id; })};
+  var pre = document.createElement('pre'); pre.id = 'browser-check'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
+    """The page as a person sees it: every figure decoded by a real browser, every section there."""
+    import os
+    import re
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
+    rep, _ = tiny_report
+    page = Path(rep["html"]).read_text()
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", "--virtual-time-budget=10000"]
+    dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", checked.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    m = re.search(r"<pre id=\"browser-check\">(.*?)</pre>", dom.stdout)
+    assert m, f"the check did not run in the browser (rc {dom.returncode}): {dom.stderr[-2000:]}"
+    status = json.loads(m.group(1).replace("&quot;", '"'))
+    assert status["images"] == len(rep["figures"]) > 0
+    assert status["loaded"] == status["images"], status  # every figure decoded
+    assert status["sections"] == rep["sections"] + ["missing"]
+    # keep a screenshot of the page as a test artifact
+    art = Path(os.environ.get("VSEAM_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+    art.mkdir(parents=True, exist_ok=True)
+    shot = art / "report.png"
+    subprocess.run(flags + [f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}",
+                            "--window-size=1280,4000", Path(rep["html"]).as_uri()],
+                   capture_output=True, text=True, timeout=180)
+    assert shot.exists() and shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_figures_reach_an_offline_wandb_run(tiny_report):
+    from conftest import wandb_run_data
+
+    rep, out = tiny_report
+    wandb_run_data(out / "logs", ["report/figures", *(f"figure/{key}" for key in rep["figures"])])

@@ -137,9 +137,10 @@ def test_ablate_end_to_end_resumes_and_names_skipped_conditions(world, tmp_path)
     a, b = load_file(out / "ablation.safetensors"), load_file(tmp_path / "killed" / "ablation.safetensors")
     assert torch.equal(a["prob"], b["prob"]) and torch.equal(a["correct"], b["correct"])
     assert again["groups"] == full["groups"]
-    from vseam.attribution.sweep import ProgressMismatchError
+    from vseam.utils.rundir import RunFolderError
 
-    with pytest.raises(ProgressMismatchError):
+    # another configuration in the same folder is refused, never mixed with the saved chunks
+    with pytest.raises(RunFolderError, match="study.ablation"):
         run_ablate(_cfg(world, tmp_path / "killed", *base, f"study.head_scores={out / 'heads'}", "study.ablation=zero"))
 
 
@@ -252,3 +253,25 @@ def test_report_figures_reach_an_offline_wandb_run(tiny_report):
 
     rep, out = tiny_report
     wandb_run_data(out / "logs", ["report/figures", *(f"figure/{key}" for key in rep["figures"])])
+
+
+def test_report_includes_tracing_and_modulation_results_when_present(tiny_results, tmp_path):
+    import shutil
+
+    from vseam.study.report import build_report
+
+    root = tmp_path / "results"
+    shutil.copytree(tiny_results / "overlap", root / "overlap")
+    png = next((tiny_results / "overlap").glob("*.png"))
+    (root / "trace").mkdir()
+    (root / "trace" / "trace.json").write_text(json.dumps({"model": "m", "n_pairs": 3, "direction": "denoise"}))
+    shutil.copy(png, root / "trace" / "heatmap_prob.png")
+    (root / "trace" / "logit_lens.txt").write_text("layer rank\n0 5\n")
+    (root / "train").mkdir()
+    (root / "train" / "summary.json").write_text(json.dumps({"model": "m", "data": "d", "methods": {
+        "none": {"trainable": 0, "val": {"accuracy": 0.5}, "test": {"accuracy": 0.25}}}}))
+    page, sections, missing = build_report(root)
+    ids = [s.id for s in sections]
+    assert ids == ["overlap", "tracing", "modulation", "configs"]
+    assert [m["id"] for m in missing] == ["head-scores", "head-bars", "ablation"]
+    assert "heatmap_prob.png" in page and "layer rank" in page and "0.25" in page

@@ -73,7 +73,7 @@ def _devices(tc: Any) -> None:
 
 def validate(cfg: Any, command: str) -> None:
     """Raise ``ConfigError`` for the first value of ``cfg`` that cannot work for ``command``
-    (train | heads | eval | edit)."""
+    (train | heads | eval | edit | ablate | overlap | report | study)."""
     m, d, a, mc, tc, lg, e = cfg.model, cfg.data, cfg.attribution, cfg.modulation, cfg.trainer, cfg.logger, cfg.edit
     _choice("model.arch", m.arch, ARCHS)
     _choice("model.dtype", m.dtype, DTYPES)
@@ -90,7 +90,11 @@ def validate(cfg: Any, command: str) -> None:
     _choice("logger.mode", lg.mode, LOGGER_MODES)
     _at_least("modulation.norm_every", mc.norm_every, 0)
     checks: dict[str, Callable[[], None]] = {"heads": lambda: _attribution(a, tc), "train": lambda: _train(cfg),
-                                             "eval": lambda: None, "edit": lambda: _edit(e)}
+                                             "eval": lambda: None, "edit": lambda: _edit(e),
+                                             "ablate": lambda: (_attribution(a, tc), check_study(cfg.study)),
+                                             "overlap": lambda: (_attribution(a, tc), check_study(cfg.study)),
+                                             "report": lambda: None,
+                                             "study": lambda: (_attribution(a, tc), check_study(cfg.study))}
     if command not in checks:
         raise ValueError(f"unknown command {command!r}")
     checks[command]()
@@ -116,6 +120,30 @@ def check_attribution(a: Any) -> None:
     if int(a.rescore_top_k) > 0 and a.method != "atp":
         raise ConfigError(f"attribution.rescore_top_k={a.rescore_top_k} re-scores an estimate exactly: it needs "
                           f"attribution.method=atp (got {a.method!r})")
+
+
+def check_study(st: Any) -> None:
+    """The ``study`` group (ablation study, overlap analysis, the study's models)."""
+    from vseam.config import CONFIG_DIR
+
+    _choice("study.ablation", st.ablation, ABLATIONS)
+    _choice("study.heads_from", st.heads_from, ("all", "category"))
+    for key in ("k", "k_random", "overlap_k"):
+        vals = st[key]
+        if vals is None and key == "k_random":
+            continue
+        if not vals or any(int(v) < 1 for v in vals):
+            raise ConfigError(f"study.{key}={None if vals is None else list(vals)!r}: expected a non-empty list "
+                              f"of positive integers")
+    _at_least("study.random_trials", st.random_trials, 1)
+    _at_least("study.n_permutations", st.n_permutations, 1)
+    if not 0.0 < float(st.alpha) < 1.0:
+        raise ConfigError(f"study.alpha={st.alpha!r}: expected a significance level in (0, 1)")
+    models = list(st.models)
+    missing = [m for m in models if not (CONFIG_DIR / "model" / f"{m}.yaml").exists()]
+    if not models or missing:
+        raise ConfigError(f"study.models={models!r}: {'empty' if not models else f'no configs/model/ file for {missing}'}; "
+                          f"choices: {sorted(p.stem for p in (CONFIG_DIR / 'model').glob('*.yaml'))}")
 
 
 def _train(cfg: Any) -> None:

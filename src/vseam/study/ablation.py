@@ -295,48 +295,52 @@ def ablation_figure(summary: dict, title: str = ""):
 def run_ablate(cfg: Any, on_chunk: Callable[[int], None] | None = None) -> dict:
     """``python analyze.py ablate``: the ablation study for ``cfg`` (head scores from ``study.head_scores``,
     computed into ``<out_dir>/heads`` when null). Returns the ``ablation.json`` dict."""
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
+
+    validate(cfg, "ablate")  # before the folder is taken and before any model loads
+    with run_folder(cfg, "ablate") as out:
+        return _ablate(cfg, Path(out), on_chunk)
+
+
+def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     from omegaconf import OmegaConf
 
     from vseam.attribution.outputs import load_head_scores
-    from vseam.config import resolve_out_dir
+    from vseam.attribution.run import fresh_progress, model_fingerprint
     from vseam.data.load import load_samples
-    from vseam.data.skips import answer_skips, check_skips
+    from vseam.data.skips import answer_skips, check_skips, missing_images
     from vseam.models import load_adapter
     from vseam.utils.io import save_figure, write_json
+    from vseam.world.write import ensure_world
 
-    out = resolve_out_dir(cfg, "ablate")
     scfg = cfg.study
-    validate(scfg)
     started = time.time()
     heads_path = scfg.head_scores
     if heads_path is None:
-        heads_path = Path(out) / "heads"
+        heads_path = out / "heads"
         if not (heads_path / "head_scores.json").exists():
             from vseam.attribution.run import run_heads
 
-            hcfg = OmegaConf.merge(cfg, {"out_dir": str(heads_path)})
-            run_heads(hcfg)
+            run_heads(OmegaConf.merge(cfg, {"out_dir": str(heads_path)}))
     scores = load_head_scores(heads_path)
-    samples = load_samples(cfg.data)
-    adapter = load_adapter(OmegaConf.to_container(cfg.model, resolve=True))
+    ensure_world(cfg.data)
+    all_samples = load_samples(cfg.data)
+    max_skip = float(cfg.data.max_skip_fraction)
+    check_skips(len(all_samples), missing_images(all_samples), max_skip, "ablation study")  # before the model loads
+    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
+    adapter = load_adapter(mcfg)
     scores.check_shape(adapter.num_layers, adapter.num_heads, where=f"study.head_scores={heads_path}")
     conds, skipped_conds = conditions(scores, list(scfg.k), None if scfg.k_random is None else list(scfg.k_random),
                                       int(scfg.random_trials), int(cfg.seed), str(scfg.heads_from))
-    progress_dir = Path(out) / "progress"
-    if not scfg.resume and progress_dir.exists():
-        import shutil
-
-        shutil.rmtree(progress_dir)
-    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    fp = {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
-                                             "prompt_template")}}
-    all_samples = samples
+    progress_dir = out / "progress"
+    fresh_progress(progress_dir, scfg)
     samples, answer_skipped = answer_skips(adapter, all_samples)
     res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
                      chunk_size=int(cfg.attribution.chunk_size), rows_per_forward=int(cfg.attribution.rows_per_forward),
-                     progress_dir=progress_dir, fingerprint_parts=fp, on_chunk=on_chunk)
+                     progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg), on_chunk=on_chunk)
     res["skipped"] = answer_skipped + res["skipped"]
-    check_skips(len(all_samples), res["skipped"], float(cfg.data.max_skip_fraction), "ablation study")
+    check_skips(len(all_samples), res["skipped"], max_skip, "ablation study")
     summary = {
         "schema": SCHEMA, "model_id": adapter.name, "arch": adapter.arch, "num_layers": adapter.num_layers,
         "num_heads": adapter.num_heads, "ablation": str(scfg.ablation), "heads_from": str(scfg.heads_from),
@@ -365,22 +369,6 @@ def run_ablate(cfg: Any, on_chunk: Callable[[int], None] | None = None) -> dict:
     _log(cfg, out, summary)
     log.info("ablation study written to %s", Path(out) / "ablation.json")
     return summary
-
-
-def validate(scfg: Any) -> None:
-    """Bad study settings fail before any model loads, naming the key."""
-    if str(scfg.ablation) not in ("mean", "zero"):
-        raise ValueError(f"study.ablation={scfg.ablation!r}: expected mean | zero")
-    if str(scfg.heads_from) not in ("all", "category"):
-        raise ValueError(f"study.heads_from={scfg.heads_from!r}: expected all | category")
-    for key in ("k", "k_random"):
-        vals = scfg[key]
-        if vals is None and key == "k_random":
-            continue
-        if not vals or any(int(v) < 1 for v in vals):
-            raise ValueError(f"study.{key}={list(vals) if vals else vals!r}: expected a non-empty list of positive integers")
-    if int(scfg.random_trials) < 1:
-        raise ValueError(f"study.random_trials={scfg.random_trials!r}: expected >= 1")
 
 
 def _log(cfg: Any, out, summary: dict) -> None:

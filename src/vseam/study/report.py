@@ -30,7 +30,7 @@ SECTIONS = {
     "head-bars": ("Per-layer and per-head positive / negative scores", "python analyze.py heads"),
     "overlap": ("Cross-level overlap of head sets", "python analyze.py overlap"),
     "ablation": ("Head ablation study", "python analyze.py ablate"),
-    "tracing": ("Causal tracing", "python analyze.py trace"),
+    "tracing": ("Causal tracing and logit lens", "python analyze.py trace"),
     "modulation": ("Learned modulation", "python train.py"),
     "configs": ("Configurations", "any of the above (each writes config.yaml)"),
 }
@@ -71,7 +71,7 @@ def find_results(results_dir: str | Path) -> dict[str, list[Path]]:
             found["overlap"].append(p)
         elif p.name == "summary.json" and _has_key(p, "methods"):
             found["modulation"].append(p)
-        elif _schema(p).startswith("vseam.trac"):
+        elif p.name == "trace.json" or _schema(p).startswith("vseam.trac"):
             found["tracing"].append(p)
     return found
 
@@ -327,11 +327,15 @@ def _ablation_rows(groups: dict) -> list[list]:
 
 
 def _tracing_part(sec: Section, p: Path, d: dict, where: str) -> None:
-    """Tracing results (issue 15's files): every PNG beside a tracing JSON, and its top-level numbers."""
+    """Tracing results (``analyze.py trace``: ``trace.json``): its top-level numbers, the logit-lens
+    table and every PNG beside it (layer x token maps, group curves, logit lens; not the per-pair maps)."""
     sec.body.append(f"<h3>{html.escape(where)}: {html.escape(p.name)}</h3>")
     scalars = [[k, v] for k, v in d.items() if isinstance(v, (int, float, str)) and k != "schema"]
     if scalars:
         sec.body.append(_table(["key", "value"], scalars[:30]))
+    lens = p.parent / "logit_lens.txt"
+    if lens.exists():
+        sec.body.append(f"<pre>{html.escape(lens.read_text())}</pre>")
     for png in sorted(p.parent.glob("*.png")):
         sec.figures.append(Figure(f"tracing_{where.replace('/', '_')}_{png.stem}", f"{where}: {png.name}",
                                   png.read_bytes()))
@@ -391,7 +395,7 @@ def build_report(results_dir: str | Path, title: str | None = None) -> tuple[str
         sections.append(cfg)
     present = {s.id for s in sections}
     need = {"head-scores": "head_scores.json", "head-bars": "head_scores.json", "overlap": "overlap.json",
-            "ablation": "ablation.json", "tracing": "a tracing result (schema vseam.tracing/...)",
+            "ablation": "ablation.json", "tracing": "trace.json",
             "modulation": "summary.json of train.py", "configs": "config.yaml beside a result"}
     missing = [{"id": sid, "title": t, "reason": f"no {need[sid]} under {root}; made by `{cmd}`"}
                for sid, (t, cmd) in SECTIONS.items() if sid not in present]
@@ -426,11 +430,20 @@ def _fmt(x) -> str:
 def run_report(cfg: Any) -> dict:
     """``python analyze.py report results_dir=DIR``: write ``report.html`` (and its figures as PNG) into
     ``out_dir``; the same figures go to W&B. Returns {"html", "sections", "missing", "figures"}."""
-    from vseam.utils.tracking import log_analysis
-    from vseam.config import resolve_out_dir
-    from vseam.utils.io import write_bytes, write_text
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
 
-    out = resolve_out_dir(cfg, "report")
+    validate(cfg, "report")
+    if cfg.results_dir and not Path(cfg.results_dir).is_dir():  # before a folder is taken for nothing
+        raise FileNotFoundError(f"results_dir={cfg.results_dir}: no such folder")
+    with run_folder(cfg, "report") as out:
+        return _report(cfg, Path(out))
+
+
+def _report(cfg: Any, out: Path) -> dict:
+    from vseam.utils.io import write_bytes, write_text
+    from vseam.utils.tracking import log_analysis
+
     results = Path(cfg.results_dir or out)
     page, sections, missing = build_report(results)
     path = write_text(out / "report.html", page)

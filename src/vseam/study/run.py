@@ -82,12 +82,19 @@ def overlap_from_scores(scores: HeadScores, ks, n_perm: int, alpha: float, seed:
 def run_overlap(cfg: Any) -> dict:
     """``python analyze.py overlap [study.head_scores=PATH | results_dir=DIR]``: head scores from there,
     or computed into ``<out_dir>/heads`` when neither is given."""
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
+
+    validate(cfg, "overlap")
+    with run_folder(cfg, "overlap") as out:
+        return _overlap(cfg, Path(out))
+
+
+def _overlap(cfg: Any, out: Path) -> dict:
     from vseam.attribution.outputs import load_head_scores
-    from vseam.config import resolve_out_dir
     from vseam.study.report import _png, overlap_figure
     from vseam.utils.io import write_bytes, write_json
 
-    out = resolve_out_dir(cfg, "overlap")
     path = find_head_scores(cfg)
     if path is None:
         path = _heads(cfg, out / "heads")
@@ -130,33 +137,33 @@ def run_study(cfg: Any) -> dict:
     """``python analyze.py study``: heads per category, ablation, overlap for each of ``study.models``,
     then the report. Each step is skipped when its result is already in ``out_dir`` (and the ablation
     resumes chunk by chunk), so a killed study continues with the same command."""
+    from vseam.utils.rundir import run_folder
+    from vseam.validate import validate
+
+    validate(cfg, "study")  # every model of study.models has its config file; before anything loads
+    with run_folder(cfg, "study") as out:
+        return _study(cfg, Path(out))
+
+
+def _study(cfg: Any, out: Path) -> dict:
     from omegaconf import OmegaConf
 
-    from vseam.config import CONFIG_DIR, ConfigError, resolve_out_dir, save_config
-    from vseam.study.ablation import run_ablate, validate
+    from vseam.config import CONFIG_DIR
+    from vseam.study.ablation import run_ablate
     from vseam.study.report import run_report
     from vseam.utils.io import write_json
 
-    out = resolve_out_dir(cfg, "study")
-    validate(cfg.study)
-    models = list(cfg.study.models)
-    for m in models:  # every model config exists before the first one runs
-        if not (CONFIG_DIR / "model" / f"{m}.yaml").exists():
-            raise ConfigError(f"study.models: no configs/model/{m}.yaml")
     started = time.time()
     summary = {"schema": "vseam.study/1", "models": {}, "command": "python analyze.py study"}
-    for name in models:
+    for name in cfg.study.models:
         mcfg = OmegaConf.merge(cfg, {"model": OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")})
         base = out / name
         t0 = time.time()
         heads = _heads(OmegaConf.merge(mcfg, {"out_dir": str(base / "heads")}), base / "heads")
-        save_config(mcfg, base)
-        abl_cfg = OmegaConf.merge(mcfg, {"out_dir": str(base / "ablate"), "study": {"head_scores": str(heads)}})
-        save_config(abl_cfg, base / "ablate")
-        ablation = run_ablate(abl_cfg)
-        ov_cfg = OmegaConf.merge(mcfg, {"out_dir": str(base / "overlap"), "study": {"head_scores": str(heads)}})
-        save_config(ov_cfg, base / "overlap")
-        overlap = run_overlap(ov_cfg)
+        ablation = run_ablate(OmegaConf.merge(mcfg, {"out_dir": str(base / "ablate"),
+                                                     "study": {"head_scores": str(heads)}}))
+        overlap = run_overlap(OmegaConf.merge(mcfg, {"out_dir": str(base / "overlap"),
+                                                     "study": {"head_scores": str(heads)}}))
         summary["models"][name] = {
             "head_scores": str(heads), "ablation": str(base / "ablate" / "ablation.json"),
             "overlap": str(base / "overlap" / "overlap.json"),

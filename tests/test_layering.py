@@ -19,6 +19,7 @@ LAYERS = [
     ["interventions"],
     ["attribution", "evaluation", "editing", "organism"],
     ["modulation"],
+    ["study"],  # the head study: ablation, overlap, report (uses attribution and modulation's head choice)
     ["cli"],
     ["__init__"],  # the notebook API: vseam/__init__.py
 ]

@@ -311,6 +311,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     from vseam.data.load import load_samples
     from vseam.data.skips import answer_skips, check_skips, missing_images
     from vseam.models import load_adapter
+    from vseam.utils.devices import torch_device
     from vseam.utils.io import save_figure, write_json
     from vseam.world.write import ensure_world
 
@@ -329,7 +330,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     max_skip = float(cfg.data.max_skip_fraction)
     check_skips(len(all_samples), missing_images(all_samples), max_skip, "ablation study")  # before the model loads
     mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    adapter = load_adapter(mcfg)
+    adapter = load_adapter(mcfg, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
     scores.check_shape(adapter.num_layers, adapter.num_heads, where=f"study.head_scores={heads_path}")
     conds, skipped_conds = conditions(scores, list(scfg.k), None if scfg.k_random is None else list(scfg.k_random),
                                       int(scfg.random_trials), int(cfg.seed), str(scfg.heads_from))

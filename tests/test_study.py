@@ -275,3 +275,49 @@ def test_report_includes_tracing_and_modulation_results_when_present(tiny_result
     assert ids == ["overlap", "tracing", "modulation", "configs"]
     assert [m["id"] for m in missing] == ["head-scores", "head-bars", "ablation"]
     assert "heatmap_prob.png" in page and "layer rank" in page and "0.25" in page
+
+
+@pytest.mark.parametrize("bad", ["study.ablation=noise", "study.heads_from=mine", "study.k=[0]", "study.k=[]",
+                                 "study.random_trials=0", "study.alpha=1.5", "study.models=[no-such-model]"])
+def test_bad_study_choices_fail_before_the_model_loads(world, tmp_path, bad, monkeypatch):
+    import vseam.models
+    from vseam.config import ConfigError
+    from vseam.study.ablation import run_ablate
+    from vseam.study.run import run_study
+
+    monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    key = bad.split("=")[0]
+    run = run_study if key == "study.models" else run_ablate
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(_cfg(world, tmp_path / "x", bad))
+    assert not (tmp_path / "x").exists()  # no folder taken for a run that cannot start
+
+
+def test_conditions_per_category_and_their_row_masks():
+    from vseam.attribution.scores import HeadScores
+    from vseam.study.ablation import conditions, layer_masks
+
+    def hs(pos, neg):
+        return HeadScores(torch.tensor(pos), None if neg is None else torch.tensor(neg), torch.zeros(2, 2), 1, 1)
+
+    scores = hs([[0.9, 0.1], [0.0, 0.5]], [[0.0, 0.0], [0.2, 0.0]])
+    scores.by_category = {"A": hs([[0.0, 0.0], [0.0, 0.7]], [[0.1, 0.0], [0.0, 0.0]]),
+                          "B": hs([[0.3, 0.0], [0.0, 0.0]], None)}
+    conds, skipped = conditions(scores, [1, 2], None, trials=3, seed=0, heads_from="all")
+    names = [c.name for c in conds]
+    assert names == ["none", "positive@1", "positive@2", "negative@1", "negative@2",
+                     "random@1#0", "random@1#1", "random@1#2", "random@2#0", "random@2#1", "random@2#2"]
+    assert conds[2].heads_for("anything") == ((0, 0), (1, 1))  # strictly positive, best first
+    assert conds[4].heads_for(None) == ((1, 0),)  # only one head has a negative score > 0: no filler
+    assert all(len(set(c.heads_for(None))) == c.k for c in conds if c.kind == "random")
+    again, _ = conditions(scores, [1, 2], None, trials=3, seed=0)
+    assert [c.heads for c in again] == [c.heads for c in conds]  # seeded
+
+    per_cat, skipped = conditions(scores, [1], [2], trials=1, seed=0, heads_from="category")
+    assert [c.name for c in per_cat] == ["none", "positive@1", "random@2#0"]
+    assert skipped == [{"name": "negative@1", "reason": "no negative scores for B (no baseline-incorrect sample)"}]
+    masks = layer_masks(per_cat, ["A", "B"], 2, 2)  # [L, B*C, H], rows sample-major
+    assert masks[:, 1].nonzero().tolist() == [[1, 1]]  # sample A, positive@1: A's own top head (1, 1)
+    assert masks[:, 4].nonzero().tolist() == [[0, 0]]  # sample B, positive@1: B's top head (0, 0)
+    assert not masks[:, 0].any() and not masks[:, 3].any()  # the unablated rows
+    assert torch.equal(masks[:, 2], masks[:, 5])  # the random set is the same for both categories

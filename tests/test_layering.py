@@ -18,7 +18,7 @@ LAYERS = [
     ["models"],
     ["interventions"],
     ["attribution", "evaluation", "editing", "organism"],
-    ["modulation"],
+    ["modulation", "tracing"],
     ["study"],  # the head study: ablation, overlap, report (uses attribution and modulation's head choice)
     ["cli"],
     ["__init__"],  # the notebook API: vseam/__init__.py

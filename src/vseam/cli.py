@@ -17,6 +17,7 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
     "overlap": ("vseam.study.run", "run_overlap", "cross-level overlap of per-category head sets, with tests"),
     "report": ("vseam.study.report", "run_report", "one self-contained HTML report of a results folder"),
     "study": ("vseam.study.run", "run_study", "heads per category + ablation + overlap + report, both archs"),
+    "trace": ("vseam.tracing.run", "run_trace", "causal tracing (attn / mlp / resid x layer x token) and logit lens of edit pairs"),
 }
 
 

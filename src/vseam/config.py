@@ -191,6 +191,24 @@ class StudyConfig:
 
 
 @dataclass
+class TraceConfig:
+    manifest: Optional[str] = None  # edit manifest (.jsonl) or folder (an `analyze.py edit` out_dir); None = the organism's exact edits of `data`
+    effective_only: bool = True  # trace only pairs whose edit was effective (clean correct, edited not); false = every pair
+    direction: str = "denoise"  # denoise (clean values into the edited run) | noise (edited values into the clean run)
+    blocks: list[str] = field(default_factory=lambda: ["attn", "mlp", "resid"])  # attn | mlp | resid (layer output)
+    tokenwise: bool = True  # patch each position on its own (the layer x token map); false = the groups only
+    groups: list[str] = field(default_factory=lambda: ["image", "question", "last"])  # position groups patched together
+    limit: Optional[int] = None  # at most this many pairs per category (before the effective filter); None = all
+    rows_per_forward: int = 64  # patched rows in one forward pass: the memory knob; halves itself on CUDA OOM
+    chunk_size: int = 16  # pairs per saved progress chunk: the resume unit and the unit sharded over ranks
+    resume: bool = True  # reuse finished chunks in <out_dir>/progress when the config matches; false = start afresh
+    progress: bool = True  # progress bar with ETA on rank 0
+    lens_top_k: int = 5  # logit lens: top tokens kept per layer
+    plots: bool = True  # write the PNG figures
+    plot_pairs: int = 2  # also a heat map of each of the first N pairs (pairs/heatmap_<i>.png)
+
+
+@dataclass
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -201,12 +219,13 @@ class RootConfig:
     edit: EditConfig = field(default_factory=EditConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     results_dir: Optional[str] = None  # `analyze.py report` / `overlap`: the results folder to read; None = out_dir
+    trace: TraceConfig = field(default_factory=TraceConfig)
     out_dir: Optional[str] = None  # where the run writes; None = runs/<command>/<date-time>
     seed: int = 0  # global seed (sampling, splits, random heads)
     run_name: Optional[str] = None  # W&B run name; None = derived from out_dir
 
 
-GROUPS = ("model", "data", "attribution", "modulation", "trainer", "logger", "edit", "study")
+GROUPS = ("model", "data", "attribution", "modulation", "trainer", "logger", "edit", "study", "trace")
 
 
 # ----------------------------------------------------------------------------------------- loading

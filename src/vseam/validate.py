@@ -21,6 +21,9 @@ ABLATIONS = ("mean", "zero")
 ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 MODULATION_METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
+TRACE_BLOCKS = ("attn", "mlp", "resid")  # tracing.engine patches these block outputs
+TRACE_GROUPS = ("image", "question", "last")  # tracing.positions finds these groups of positions
+TRACE_DIRECTIONS = ("denoise", "noise")
 SCALES = ("scalar", "vector", "none")
 SELECTS = ("key", "all")
 SCHEDULERS = ("constant", "cosine")
@@ -73,7 +76,7 @@ def _devices(tc: Any) -> None:
 
 def validate(cfg: Any, command: str) -> None:
     """Raise ``ConfigError`` for the first value of ``cfg`` that cannot work for ``command``
-    (train | heads | eval | edit | ablate | overlap | report | study)."""
+    (train | heads | eval | edit | ablate | overlap | report | study | trace)."""
     m, d, a, mc, tc, lg, e = cfg.model, cfg.data, cfg.attribution, cfg.modulation, cfg.trainer, cfg.logger, cfg.edit
     _choice("model.arch", m.arch, ARCHS)
     _choice("model.dtype", m.dtype, DTYPES)
@@ -94,7 +97,8 @@ def validate(cfg: Any, command: str) -> None:
                                              "ablate": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "overlap": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "report": lambda: None,
-                                             "study": lambda: (_attribution(a, tc), check_study(cfg.study))}
+                                             "study": lambda: (_attribution(a, tc), check_study(cfg.study)),
+                                             "trace": lambda: _trace(cfg.trace, tc)}
     if command not in checks:
         raise ValueError(f"unknown command {command!r}")
     checks[command]()
@@ -210,6 +214,24 @@ def _edit(e: Any) -> None:
         raise ConfigError(f"edit.resolution={e.resolution}: expected a multiple of 8 (the inpainting VAE's stride)")
     for key in ("mask_margin", "mask_margin_px", "sam_dilate_px"):
         _at_least(f"edit.{key}", e[key], 0)
+
+
+def _trace(t: Any, tc: Any) -> None:
+    _choice("trace.direction", t.direction, TRACE_DIRECTIONS)
+    for key, valid in (("blocks", TRACE_BLOCKS), ("groups", TRACE_GROUPS)):
+        values = list(t[key])
+        bad = [v for v in values if v not in valid]
+        if bad or (key == "blocks" and not values) or len(set(values)) != len(values):
+            raise ConfigError(f"trace.{key}={values!r}: expected a non-empty list of distinct names from {list(valid)}"
+                              if key == "blocks" else f"trace.{key}={values!r}: expected distinct names from {list(valid)}")
+    if not t.tokenwise and not list(t.groups):
+        raise ConfigError("trace.tokenwise=false with trace.groups=[]: nothing to trace")
+    for key in ("rows_per_forward", "chunk_size", "lens_top_k"):
+        _at_least(f"trace.{key}", t[key], 1)
+    _at_least("trace.limit", t.limit, 1, allow_none=True)
+    _at_least("trace.plot_pairs", t.plot_pairs, 0)
+    _at_least("trainer.torch_threads", tc.torch_threads, 0)
+    _devices(tc)
 
 
 def say_k_fits(k: int, key: str, num_layers: int, num_heads: int, say: Callable[[str], None] = print) -> int:

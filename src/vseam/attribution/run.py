@@ -32,17 +32,18 @@ def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -
 
     ``on_chunk`` is called after each newly computed and saved chunk (tests use it to simulate a kill).
     """
-    from lightning.fabric import Fabric
-
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
     validate(cfg, "heads")  # before the folder is taken and before any model loads
     with run_folder(cfg, "heads"):  # refused when it holds another run's results; DDP children inherit it
-        return _launch(cfg, Fabric, on_chunk)
+        return _run(cfg, launch_fabric(cfg), on_chunk)
 
 
-def _launch(cfg: Any, Fabric, on_chunk) -> dict:
+def launch_fabric(cfg: Any):
+    """The launched Lightning Fabric of ``cfg.trainer`` (one process by default; DDP over ``trainer.devices``)."""
+    from lightning.fabric import Fabric
+
     tcfg = cfg.trainer
     threads = int(getattr(tcfg, "torch_threads", 0) or 0)
     if threads > 0:
@@ -50,10 +51,10 @@ def _launch(cfg: Any, Fabric, on_chunk) -> dict:
     fabric = Fabric(accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
                     num_nodes=int(getattr(tcfg, "num_nodes", 1) or 1))
     fabric.launch()
-    return _run(cfg, fabric, on_chunk)
+    return fabric
 
 
-def _gather(fabric, chunks: list[ChunkResult]) -> list[ChunkResult]:
+def gather_chunks(fabric, chunks: list) -> list:
     """Every rank's chunk results on every rank (per-sample values, so no floating-point reduction
     order enters: the matrices are then summed in sample order, identically for any world size)."""
     if fabric.world_size == 1:
@@ -65,7 +66,7 @@ def _gather(fabric, chunks: list[ChunkResult]) -> list[ChunkResult]:
     return [c for part in everything for c in part]
 
 
-def _model_cfg(cfg: Any, fabric) -> dict:
+def model_cfg(cfg: Any, fabric) -> dict:
     from omegaconf import OmegaConf
 
     mcfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -90,7 +91,7 @@ def model_fingerprint(mcfg: Any) -> dict:
 
 
 def fresh_progress(progress_dir: Path, acfg: Any) -> None:
-    """With ``attribution.resume=false``, discard saved chunks (a fresh start was asked for)."""
+    """With ``resume=false`` in ``acfg`` (``attribution`` or ``trace``), discard saved chunks (a fresh start was asked for)."""
     if not acfg.resume and progress_dir.exists():
         shutil.rmtree(progress_dir)
 
@@ -136,7 +137,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     samples = load_samples(cfg.data)
     max_skip = float(cfg.data.max_skip_fraction)
     check_skips(len(samples), missing_images(samples), max_skip, "heads")  # before the model loads
-    mcfg = _model_cfg(cfg, fabric)
+    mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
     L, H = adapter.num_layers, adapter.num_heads
     if rank0:
@@ -158,7 +159,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
 
     scores = score_heads(adapter, samples, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size),
                          progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg), rank=fabric.global_rank,
-                         world_size=fabric.world_size, gather=lambda mine: _gather(fabric, mine),
+                         world_size=fabric.world_size, gather=lambda mine: gather_chunks(fabric, mine),
                          progress=rank0 and bool(acfg.progress), on_chunk=chunk_done, max_skip_fraction=max_skip)
     values = scores.per_sample
 

@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -87,6 +87,34 @@ def load_progress(path: Path, fingerprint: str, resume_key: str) -> tuple[dict[s
     return t, meta
 
 
+def rank_chunks(n_chunks: int, rank: int, world_size: int) -> list[int]:
+    """The chunks rank ``rank`` of ``world_size`` owns: chunk c belongs to rank c % world_size."""
+    return [c for c in range(n_chunks) if c % world_size == rank]
+
+
+def run_chunks(chunks: Sequence[int], *, load: Callable[[int], Any], compute: Callable[[int], Any],
+               save: Callable[[int, Any], None], units: Callable[[int], int],
+               on_progress: Callable[[int], None] | None = None,
+               on_chunk: Callable[[Any], None] | None = None) -> list:
+    """The resumable loop over one rank's chunks, in order: ``load(c)`` (None when not saved yet) or
+    ``compute(c)`` then ``save(c, result)``; ``on_progress(units(c))`` for a loaded chunk (a computed one
+    reports its own progress), ``on_chunk(result)`` after each newly computed chunk is saved."""
+    results = []
+    for c in chunks:
+        done = load(c)
+        if done is not None:
+            results.append(done)
+            if on_progress:
+                on_progress(units(c))
+            continue
+        res = compute(c)
+        save(c, res)
+        results.append(res)
+        if on_chunk:
+            on_chunk(res)
+    return results
+
+
 def fingerprint(**parts) -> str:
     """A short hash of the JSON of ``parts`` (config values, sample ids): what a chunk's numbers depend on."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -129,7 +157,7 @@ class Sweep:
 
     # ------------------------------------------------------------------ chunks
     def my_chunks(self) -> list[int]:
-        return [c for c in range(len(self.bounds)) if c % self.world_size == self.rank]
+        return rank_chunks(len(self.bounds), self.rank, self.world_size)
 
     def chunk_path(self, c: int) -> Path | None:
         return None if self.progress_dir is None else self.progress_dir / f"{self.tag}-chunk{c:05d}.safetensors"
@@ -154,22 +182,13 @@ class Sweep:
         ``on_progress(units)`` advances a progress bar; ``on_chunk(result)`` is called after each newly
         computed chunk is saved (W&B progress; tests raise there to simulate a kill).
         """
-        results = []
-        for c in self.my_chunks():
-            done = self.load_done(c)
-            if done is not None:
-                results.append(done)
-                if on_progress:
-                    on_progress(self.work_units(c))
-                continue
-            res = self.compute_chunk(c, on_progress)
+        def save(c: int, res: ChunkResult) -> None:
             path = self.chunk_path(c)
             if path is not None:
                 res.save(path, self.fingerprint)
-            results.append(res)
-            if on_chunk:
-                on_chunk(res)
-        return results
+
+        return run_chunks(self.my_chunks(), load=self.load_done, compute=lambda c: self.compute_chunk(c, on_progress),
+                          save=save, units=self.work_units, on_progress=on_progress, on_chunk=on_chunk)
 
     def compute_chunk(self, c: int, on_progress: Callable[[int], None] | None = None) -> ChunkResult:
         lo, hi = self.bounds[c]
@@ -232,13 +251,13 @@ def merge_chunks(chunks: Sequence[ChunkResult], num_layers: int, num_heads: int)
 class Progress:
     """tqdm bar with ETA when enabled (rank 0); a no-op elsewhere."""
 
-    def __init__(self, enabled: bool, total: int, desc: str):
+    def __init__(self, enabled: bool, total: int, desc: str, unit: str | None = None):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="layer pass" if "exact" in desc else "sample",
-                            unit_scale=True, dynamic_ncols=True)
+            unit = unit or ("layer pass" if "exact" in desc else "sample")
+            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True)
 
     def update(self, n: int) -> None:
         if self.bar is not None:

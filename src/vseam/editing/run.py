@@ -222,17 +222,24 @@ def make_writer(e: Any) -> Callable[[Sample], EditPlan]:
     raise ValueError(f"edit.prompt_writer must be rules or llm, got {kind!r}")
 
 
+def organism_records(data_cfg: Any) -> tuple[list[EditRecord], Path]:
+    """The organism's exact edit records of the samples ``data_cfg`` names (world built on first use),
+    and the manifest they come from."""
+    from vseam.data.load import load_samples
+    from vseam.world.write import ensure_world
+
+    root = ensure_world(data_cfg)
+    keep = {_key(s.category, s.id) for s in load_samples(data_cfg)}
+    return [r for r in read_manifest(root, effective=False) if _key(r.category, r.id) in keep], root / MANIFEST
+
+
 def _organism_edits(cfg: Any, out: Path) -> dict:
     """The organism's exact edits of the configured samples, copied into ``out/edits.jsonl``."""
     import json
 
-    from vseam.data.load import load_samples
-    from vseam.world.write import ensure_world
-
     cfg = as_config(cfg)
-    root = ensure_world(cfg.data)
-    keep = {_key(s.category, s.id) for s in load_samples(cfg.data)}
-    recs = [r for r in read_manifest(root, effective=False) if _key(r.category, r.id) in keep]
+    recs, source = organism_records(cfg.data)
+    root = source.parent
     write_text(out / MANIFEST, "".join(json.dumps(r.to_dict()) + "\n" for r in recs))
     report = {"source": f"organism exact edits ({root / MANIFEST})", "edited": len(recs), "skipped": 0,
               "manifest": str(out / MANIFEST)}

@@ -1,9 +1,11 @@
-"""The one per-head intervention mechanism at the language model's ``o_proj`` input, and saved modulations."""
+"""The one intervention mechanism (per-head edits at the ``o_proj`` input, hidden-state hook points of every
+decoder layer, attention patterns) and saved modulations."""
 
 from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
 from vseam.interventions.heads import (
-    Ablate, HeadCache, HeadModulation, HeadShapeError, Patch, Read, check_heads, intervene,
+    HIDDEN_SITES, SITES, Ablate, HeadCache, HeadModulation, HeadShapeError, Patch, Read, block_modules, check_heads,
+    intervene,
 )
 
 __all__ = ["Ablate", "Patch", "Read", "HeadModulation", "HeadCache", "intervene", "HeadShapeError", "check_heads",
-           "load_modulation", "read_modulation", "save_modulation"]
+           "load_modulation", "read_modulation", "save_modulation", "block_modules", "SITES", "HIDDEN_SITES"]

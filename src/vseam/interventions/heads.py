@@ -1,17 +1,28 @@
-"""Per-head interventions at the input of each decoder layer's ``o_proj`` (the concatenated head outputs).
+"""The one intervention mechanism: edits at named hook points of each decoder layer of the language model.
 
-One forward pre-hook per touched layer views the input as ``z`` [B, T, H, D] and applies, in order,
-the edits given for that layer. Ablation, patching, heuristic rescaling, learned modulation and
-caching (with gradients) are all edits of this one mechanism:
+Hook points (``site``), named for what they are (TransformerLens's ``hook_*`` names in brackets):
+
+- ``"z"``: the input of the layer's ``o_proj``, viewed as the H head outputs ``z`` [B, T, H, D] (``hook_z``);
+- ``"resid_pre"``: the residual stream entering the layer, [B, T, d] (``hook_resid_pre``);
+- ``"attn_out"``: the attention block's output (after ``o_proj``), added to the residual, [B, T, d];
+- ``"mlp_out"``: the MLP block's output, added to the residual, [B, T, d];
+- ``"resid_post"``: the residual stream leaving the layer, [B, T, d] (``hook_resid_post``);
+- ``"attn_pattern"``: the attention probabilities [B, H, query, key] (read only). The fast kernels
+  return none, so a context that reads them runs the language model's eager attention path.
+
+One hook per touched (site, layer) applies, in order, the edits given for it. Ablation, patching,
+heuristic rescaling, learned modulation, causal tracing and caching (with gradients) are all edits of
+this one mechanism:
 
 - ``Ablate``: replace a head's slice by the mean of the other H-1 heads' slices, or by zeros;
-- ``Patch``: replace it with a slice from another run (e.g. the clean run's cache);
+- ``Patch``: replace a head's slice (``z``) or a hidden state (other sites) with the value from another
+  run (e.g. the clean run's cache), at chosen positions;
 - ``HeadModulation``: ``z <- a * z + v`` on chosen heads, ``a`` scalar or per-dim, ``v`` per-dim,
   as (trainable) ``nn.Parameter``s;
-- ``Read``: cache the slices, optionally with their gradients.
+- ``Read``: cache the values of a site, optionally with their gradients.
 
 Heads are chosen per sample by a bool mask [B, H] (or one list of heads for the whole batch), and
-positions by an optional bool mask [B, T]; all vectorised, no loop over heads.
+positions by an optional bool mask [B, T]; all vectorised, no loop over heads or positions.
 """
 
 from __future__ import annotations
@@ -22,6 +33,15 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+
+SITES = ("z", "resid_pre", "attn_out", "mlp_out", "resid_post", "attn_pattern")
+HIDDEN_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post")
+
+
+def _check_site(site: str) -> str:
+    if site not in SITES:
+        raise ValueError(f"intervention site {site!r}: expected one of {SITES}")
+    return site
 
 
 class HeadShapeError(ValueError):
@@ -105,59 +125,106 @@ class Ablate:
 
 @dataclass
 class Patch:
-    """Replace heads' slices with ``source`` [B, T, H, D] (e.g. cached from the clean run)."""
+    """Replace values with ``source`` from another run (e.g. the clean run's cache) at chosen positions.
+
+    At ``site="z"`` the source is [B, T, H, D] and ``heads`` picks the heads (None = all); at the
+    hidden-state sites (``resid_pre``, ``attn_out``, ``mlp_out``, ``resid_post``) it is [B, T, d] and
+    ``heads`` must be None. A source with batch 1 (or without a batch dimension) serves every row.
+    """
 
     layer: int
     source: torch.Tensor
-    heads: torch.Tensor | Sequence[int]
-    positions: torch.Tensor | None = None
+    heads: torch.Tensor | Sequence[int] | None = None
+    positions: torch.Tensor | None = None  # bool [B, T]; None = every position
+    site: str = "z"
+
+    def __post_init__(self):
+        _check_site(self.site)
+        if self.site == "attn_pattern":
+            raise ValueError("attention patterns can be read, not patched (patch z or attn_out instead)")
+        if self.site != "z" and self.heads is not None:
+            raise ValueError(f"Patch at site {self.site!r} (a hidden state) takes no heads")
 
     def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
-        B, T, H, D = z.shape
         src = self.source.to(device=z.device, dtype=z.dtype)
-        if src.dim() == 3:
+        if src.dim() == z.dim() - 1:
             src = src.unsqueeze(0)
-        src = src.expand(B, -1, -1, -1)
+        src = src.expand(z.shape[0], *src.shape[1:])
         if src.shape != z.shape:
-            raise ValueError(f"patch source {tuple(src.shape)} does not fit o_proj input {tuple(z.shape)} "
+            raise ValueError(f"patch source {tuple(src.shape)} does not fit the {self.site} value {tuple(z.shape)} "
                              f"at layer {self.layer}")
-        return torch.where(_where_mask(_head_mask(self.heads, B, H, z.device), self.positions, z), src, z)
+        if self.site != "z":
+            if self.positions is None:
+                return src.clone()
+            pos = self.positions.to(z.device)
+            if pos.shape != z.shape[:2]:
+                raise ValueError(f"position mask {tuple(pos.shape)} does not fit [B, T] = {tuple(z.shape[:2])} "
+                                 f"at {self.site} of layer {self.layer}")
+            return torch.where(pos[:, :, None], src, z)
+        B, T, H, D = z.shape
+        heads = range(H) if self.heads is None else self.heads
+        return torch.where(_where_mask(_head_mask(heads, B, H, z.device), self.positions, z), src, z)
 
 
 @dataclass
 class Read:
-    """Cache the slices of ``layers`` (all when None) as they are at this point of the edit order.
+    """Cache the values of ``site`` at ``layers`` (all when None) as they are at this point of the edit order.
 
-    With ``grad=True`` a zero probe is added, so ``cache.grad(l)`` gives d(output)/d(z) after backward
-    without cutting any path through the model.
+    With ``grad=True`` a zero probe is added, so ``cache.grad(l, site)`` gives d(output)/d(value) after
+    backward without cutting any path through the model (not for ``attn_pattern``).
     """
 
     layers: Iterable[int] | None = None
     grad: bool = False
     detach: bool = True  # cache detached copies (saves memory); ignored when grad=True
+    site: str = "z"
+
+    def __post_init__(self):
+        _check_site(self.site)
+        if self.grad and self.site == "attn_pattern":
+            raise ValueError("Read(grad=True) is not offered for attention patterns")
 
 
 class HeadCache:
-    """What ``Read`` edits recorded: ``cache[l]`` is z [B, T, H, D]; ``cache.grad(l)`` its gradient."""
+    """What ``Read`` edits recorded: ``cache[l]`` is z [B, T, H, D]; ``cache[site, l]`` any site's value;
+    ``cache.grad(l)`` / ``cache.grad(l, site)`` their gradients."""
 
     def __init__(self):
-        self.values: dict[int, torch.Tensor] = {}
-        self.probes: dict[int, torch.Tensor] = {}
+        self.sites: dict[str, dict[int, torch.Tensor]] = {s: {} for s in SITES}
+        self.site_probes: dict[str, dict[int, torch.Tensor]] = {s: {} for s in SITES}
+        self.values = self.sites["z"]
+        self.probes = self.site_probes["z"]
 
-    def __getitem__(self, layer: int) -> torch.Tensor:
-        return self.values[layer]
+    @staticmethod
+    def _key(key) -> tuple[str, int]:
+        return (key[0], int(key[1])) if isinstance(key, tuple) else ("z", int(key))
 
-    def __contains__(self, layer: int) -> bool:
-        return layer in self.values
+    def __getitem__(self, key) -> torch.Tensor:
+        site, layer = self._key(key)
+        try:
+            return self.sites[site][layer]
+        except KeyError:
+            raise KeyError(f"nothing read at site {site!r} of layer {layer}") from None
 
-    def grad(self, layer: int) -> torch.Tensor:
-        g = self.probes[layer].grad
+    def __contains__(self, key) -> bool:
+        site, layer = self._key(key)
+        return layer in self.sites.get(site, {})
+
+    def grad(self, layer: int, site: str = "z") -> torch.Tensor:
+        g = self.site_probes[site][layer].grad
         if g is None:
-            raise RuntimeError(f"no gradient at layer {layer}: call backward() inside or after the context")
+            raise RuntimeError(f"no gradient at {site} of layer {layer}: call backward() inside or after the context")
         return g
 
-    def layers(self) -> list[int]:
-        return sorted(self.values)
+    def layers(self, site: str = "z") -> list[int]:
+        return sorted(self.sites[site])
+
+    def stack(self, site: str) -> torch.Tensor:
+        """The values read at ``site`` for every layer, stacked: [L, ...] (layers 0..L-1 must all be there)."""
+        layers = self.layers(site)
+        if layers != list(range(len(layers))) or not layers:
+            raise KeyError(f"site {site!r} was read at layers {layers}, not at every layer from 0")
+        return torch.stack([self.sites[site][l] for l in layers])
 
 
 class HeadModulation(nn.Module):
@@ -239,8 +306,12 @@ class _ModulationAt:
         return self.module.apply_at(self.layer, z)
 
 
-def _expand(edits, num_layers: int) -> dict[int, list]:
-    per_layer: dict[int, list] = {}
+def _site_of(item) -> str:
+    return getattr(item, "site", "z")
+
+
+def _expand(edits, num_layers: int) -> dict[tuple[str, int], list]:
+    per_point: dict[tuple[str, int], list] = {}
     for e in edits:
         if e is None:
             continue
@@ -254,46 +325,130 @@ def _expand(edits, num_layers: int) -> dict[int, list]:
         for l, item in items:
             if not 0 <= l < num_layers:
                 raise ValueError(f"intervention at layer {l}: the language model has {num_layers} layers")
-            per_layer.setdefault(l, []).append(item)
-    return per_layer
+            site = _site_of(item)
+            if site == "attn_pattern" and not isinstance(item, Read):
+                raise ValueError(f"{type(item).__name__} at attention patterns: they can only be read")
+            per_point.setdefault((site, l), []).append(item)
+    return per_point
+
+
+def block_modules(target, layer: int) -> dict[str, nn.Module]:
+    """The modules whose hooks give each site of ``layer``: found by structure, not by attribute names.
+
+    The attention block is the layer's module holding ``o_proj`` (``target.attention``); the MLP block
+    is the layer's one other direct child that holds linear layers (norms hold none).
+    """
+    block = target.layers[layer]
+    attn = target.attention(layer)
+    mlps = [m for m in block.children() if m is not attn and any(isinstance(x, nn.Linear) for x in m.modules())]
+    if len(mlps) != 1:
+        raise ValueError(f"decoder layer {layer} ({type(block).__name__}): expected one MLP block beside the "
+                         f"attention, found {[type(m).__name__ for m in mlps]}")
+    return {"z": target.o_proj(layer), "resid_pre": block, "attn_out": attn, "mlp_out": mlps[0],
+            "resid_post": block, "attn_pattern": attn}
+
+
+def _apply_items(site: str, layer: int, items: list, x: torch.Tensor, cache: HeadCache) -> torch.Tensor:
+    for item in items:
+        if isinstance(item, Read):
+            if item.grad:
+                probe = torch.zeros_like(x, requires_grad=True)
+                cache.site_probes[site][layer] = probe
+                x = x + probe
+                cache.sites[site][layer] = x
+            else:
+                cache.sites[site][layer] = x.detach() if item.detach else x
+        else:
+            x = item.apply(x, cache)
+    return x
+
+
+def _check_causal(pattern: torch.Tensor, layer: int) -> None:
+    # Eager attention under a mask made for a fast kernel (which may pass none) attends to the future.
+    # The second-to-last query is a real token in any left-padded batch (fully padded rows are uniform).
+    q, k = pattern.shape[-2:]
+    if q == k and q >= 2 and bool((pattern.detach()[..., -2, -1] > 1e-6).any()):
+        raise RuntimeError(f"attention pattern of layer {layer} attends to a later position: the attention mask was "
+                           f"made for another attention implementation; read patterns in a context that runs the "
+                           f"whole language-model forward")
+
+
+def _make_hook(site: str, layer: int, items: list, cache: HeadCache, num_heads: int):
+    if site == "z":
+        def z_hook(module, args):
+            x = args[0]
+            B, T, W = x.shape
+            z = _apply_items(site, layer, items, x.reshape(B, T, num_heads, W // num_heads), cache)
+            return (z.reshape(B, T, W),) + tuple(args[1:])
+        return z_hook, "pre"
+    if site == "resid_pre":
+        def pre_hook(module, args, kwargs):
+            if args:
+                return (_apply_items(site, layer, items, args[0], cache),) + tuple(args[1:]), kwargs
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = _apply_items(site, layer, items, kwargs["hidden_states"], cache)
+            return args, kwargs
+        return pre_hook, "pre_kw"
+    if site == "attn_pattern":
+        def pattern_hook(module, args, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None:
+                raise RuntimeError(f"layer {layer}'s attention returned no pattern (attention implementation "
+                                   f"{getattr(module.config, '_attn_implementation', '?')!r})")
+            _check_causal(weights, layer)
+            _apply_items(site, layer, items, weights, cache)
+        return pattern_hook, "post"
+
+    def post_hook(module, args, output):
+        if isinstance(output, tuple):
+            return (_apply_items(site, layer, items, output[0], cache),) + tuple(output[1:])
+        return _apply_items(site, layer, items, output, cache)
+    return post_hook, "post"
+
+
+@contextmanager
+def _eager_attention(target, on: bool):
+    """Run the language model's eager attention path (which returns patterns) while the body runs."""
+    if not on:
+        yield
+        return
+    configs = {id(c): c for c in [target.decoder.config] + [target.attention(l).config
+                                                            for l in range(target.num_layers)]}
+    before = {k: c._attn_implementation for k, c in configs.items()}
+    try:
+        for c in configs.values():
+            c._attn_implementation = "eager"
+        yield
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = before[k]
 
 
 @contextmanager
 def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCache]:
-    """Apply ``edits`` at the ``o_proj`` inputs while the body runs; yields the ``HeadCache``.
+    """Apply ``edits`` at their hook points while the body runs; yields the ``HeadCache``.
 
-    ``target`` is a ``VLMAdapter`` (or anything with ``o_proj(l)``, ``num_layers``, ``num_heads``).
-    Every hook is removed on exit, also when the body raises.
+    ``target`` is a ``VLMAdapter`` (or anything with ``layers``, ``attention(l)``, ``o_proj(l)``,
+    ``num_layers``, ``num_heads``; ``decoder`` too when attention patterns are read). Every hook is
+    removed (and the attention implementation restored) on exit, also when the body raises.
     """
     num_layers = target.num_layers
     num_heads = num_heads or target.num_heads
     cache = HeadCache()
     handles = []
-
-    def make_hook(layer: int, items: list):
-        def hook(module, args):
-            x = args[0]
-            B, T, W = x.shape
-            z = x.reshape(B, T, num_heads, W // num_heads)
-            for item in items:
-                if isinstance(item, Read):
-                    if item.grad:
-                        probe = torch.zeros_like(z, requires_grad=True)
-                        cache.probes[layer] = probe
-                        z = z + probe
-                        cache.values[layer] = z
-                    else:
-                        cache.values[layer] = z.detach() if item.detach else z
-                else:
-                    z = item.apply(z, cache)
-            return (z.reshape(B, T, W),) + tuple(args[1:])
-
-        return hook
-
+    points = _expand(edits, num_layers)
     try:
-        for layer, items in _expand(edits, num_layers).items():
-            handles.append(target.o_proj(layer).register_forward_pre_hook(make_hook(layer, items)))
-        yield cache
+        with _eager_attention(target, any(site == "attn_pattern" for site, _ in points)):
+            for (site, layer), items in points.items():
+                module = target.o_proj(layer) if site == "z" else block_modules(target, layer)[site]
+                hook, kind = _make_hook(site, layer, items, cache, num_heads)
+                if kind == "pre":
+                    handles.append(module.register_forward_pre_hook(hook))
+                elif kind == "pre_kw":
+                    handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+                else:
+                    handles.append(module.register_forward_hook(hook))
+            yield cache
     finally:
         for h in handles:
             h.remove()

@@ -42,10 +42,11 @@ def _env() -> dict:
     return env
 
 
-def _head_scores_file(path: Path, L: int = 2, H: int = 4) -> Path:
+def _head_scores_file(path: Path, L: int = 2, H: int = 4, identity: dict | None = None) -> Path:
     g = torch.Generator().manual_seed(0)
     pos, neg = torch.rand(L, H, generator=g), torch.rand(L, H, generator=g)
     path.write_text(json.dumps({"model": "tiny", "method": "exact", "num_layers": L, "num_heads": H,
+                                "weights_sha256": (identity or {}).get("weights_sha256"),
                                 "positive": pos.tolist(), "negative": neg.tolist(), "signed": (pos - neg).tolist()}))
     return path
 
@@ -159,9 +160,9 @@ def test_sweep_agent_argv_runs_train_py(tmp_path, world_root):
     assert summary["head_scores"]["source"] == "computed"
 
 
-def test_ddp_two_processes_end_with_the_parameters_of_one(tmp_path, world_root):
+def test_ddp_two_processes_end_with_the_parameters_of_one(tmp_path, world_root, tiny_llava):
     """Same global batch (8) on 1 process and on 2 gloo processes of 4 each: same learned parameters."""
-    scores = _head_scores_file(tmp_path / "head_scores.json")
+    scores = _head_scores_file(tmp_path / "head_scores.json", identity=tiny_llava.identity)
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"ddp{n}"

@@ -368,3 +368,93 @@ def test_weights_hash_is_of_the_files_not_the_dtype(tmp_path):
 
     raw = hashlib.sha256((ROOT / "checkpoints/organism/llava-undertrained/model.safetensors").read_bytes()).hexdigest()
     assert a.identity["weights_sha256"] == hashlib.sha256(f"model.safetensors:{raw}\n".encode()).hexdigest()
+
+
+@pytest.mark.parametrize("content,problem", [
+    ('{"num_layers": 2, "num_heads": 2, "positive": [[0.1, 0.2], [0.3', "not valid JSON"),
+    ('{"num_layers": 2, "num_heads": 2, "positive": [[0.1, 0.2], [0.3]]}', "ragged"),
+    ('{"num_layers": 2, "num_heads": 2, "positive": [[0.1, "x"], [0.3, 0.4]]}', r"non-numeric entry at \[0\]\[1\]"),
+    ('{"num_layers": 2, "num_heads": 2, "positive": [[0.1, NaN], [0.3, 0.4]]}', "1 NaN / infinite"),
+    ('{"num_layers": 2, "num_heads": 2, "positive": [[0.1, null], [0.3, 0.4]]}', "non-numeric entry"),
+    ('[1, 2]', "expected a JSON object"),
+])
+def test_a_bad_head_score_file_is_named(tmp_path, content, problem):
+    from vseam.attribution.outputs import load_head_scores
+    from vseam.utils.io import BadFileError
+
+    path = tmp_path / "head_scores.json"
+    path.write_text(content)
+    with pytest.raises(BadFileError, match=problem) as e:
+        load_head_scores(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_head_scores_of_another_model_are_refused_by_train(world, tmp_path):
+    """head_scores.json names the weights it was made with; train.py refuses another checkpoint's."""
+    from vseam.attribution.run import run_heads
+    from vseam.models.identity import ModelMismatchError
+    from vseam.modulation.run import run_train
+
+    res = run_heads(_heads_cfg(world, tmp_path / "h", "model.seed=1"))  # a tiny llava of other weights
+    assert len(res["weights_sha256"]) == 64 and res["model_path"] == "tiny:llava"
+    args = ["model=tiny-llava", "logger=none", f"data.root={world}", "modulation.methods=[learned]",
+            f"modulation.head_scores={tmp_path / 'h'}", "trainer.max_steps=1", "modulation.k_pos=1",
+            "modulation.k_neg=1", "modulation.val_fraction=0.2", "modulation.test_fraction=0.3"]
+    with pytest.raises(ModelMismatchError, match="was made with model .* but this model is tiny-llava"):
+        run_train(load_config(args + [f"out_dir={tmp_path / 't'}"]))
+    assert not (tmp_path / "t" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------------ leak-free evaluation
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny learned modulation (one step) and the world it was trained on."""
+    from vseam.modulation.run import run_train
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world14")
+    write_world(root, n_per_category=6, seed=3)
+    import contextlib
+    import io
+
+    out = root / "train"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_train(load_config(["model=tiny-llava", "logger=none", f"data.root={root}", "modulation.methods=[learned]",
+                               "modulation.k_pos=1", "modulation.k_neg=1", "trainer.max_steps=1",
+                               "modulation.attribution_limit=12", f"out_dir={out}"]))
+    return root, out / "modulation.safetensors", printed.getvalue()
+
+
+def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_path, capsys):
+    from vseam.evaluation.run import OverlapError, run_eval
+    from vseam.interventions.checkpoint import read_modulation
+
+    world, mod, train_out = trained
+    seen = read_modulation(mod)[1]["extra"]
+    assert len(seen["seen"]["train"]) == len(seen["seen_ids"]["train"]) > 0 and seen["seen"]["val"]
+    assert f"python analyze.py eval model=tiny-llava modulation.checkpoint={mod}" in train_out
+    args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", f"modulation.checkpoint={mod}"]
+    with pytest.raises(OverlapError, match=r"of the 36 evaluation samples are ones modulation .* was trained \(\d+\) "
+                                           r"or selected \(\d+\) on"):
+        run_eval(load_config(args + [f"out_dir={tmp_path / 'a'}"]))
+    res = run_eval(load_config(args + [f"out_dir={tmp_path / 'b'}", "modulation.allow_overlap=true"]))
+    printed = capsys.readouterr().out
+    assert "WARNING: not held-out" in printed and res["overlap_with_training"]["warning"]
+    ov = res["overlap_with_training"]
+    assert ov["n_in_train"] == len(seen["seen"]["train"]) and ov["n_in_val"] == len(seen["seen"]["val"])
+    # a fresh world (another seed and folder) is disjoint: no refusal, no warning
+    fresh = run_eval(load_config(["model=tiny-llava", "logger=none", f"data.root={tmp_path / 'fresh'}",
+                                  "data.world_seed=9", "data.n_per_category=2", f"modulation.checkpoint={mod}",
+                                  f"out_dir={tmp_path / 'c'}"]))
+    assert fresh["overlap_with_training"] == {"known": True, "n_eval": 12, "n_in_train": 0, "n_in_val": 0}
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_the_default_eval_data_is_a_fresh_world():
+    from vseam.cli import ANALYSIS_DEFAULTS, TRAIN_DEFAULTS
+
+    train = load_config([], default_choices=TRAIN_DEFAULTS).data
+    ev = load_config([], default_choices=ANALYSIS_DEFAULTS["eval"]).data
+    assert ev.format == train.format == "organism"
+    assert (ev.root, ev.world_seed) != (train.root, train.world_seed) and ev.root != train.root

@@ -21,6 +21,9 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# eval scores a fresh organism world by default, disjoint from the one train.py trains and selects on.
+ANALYSIS_DEFAULTS = {"eval": {"data": "organism-heldout"}}
+
 # train.py starts from the under-trained organism: modulation needs headroom to show an effect.
 TRAIN_DEFAULTS = {"model": "organism-llava-undertrained"}
 
@@ -48,7 +51,7 @@ def analyze_main(argv: list[str] | None = None) -> dict:
     name, rest = argv[0], argv[1:]
     if name not in ANALYSES:
         raise SystemExit(f"unknown analysis {name!r}; choices: {', '.join(ANALYSES)}")
-    return _run(name, *ANALYSES[name][:2], rest)
+    return _run(name, *ANALYSES[name][:2], rest, ANALYSIS_DEFAULTS.get(name))
 
 
 def train_main(argv: list[str] | None = None) -> dict:

@@ -103,6 +103,7 @@ class ModulationConfig:
     norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
     checkpoint: Optional[str] = None  # a saved modulation (.safetensors) to apply in `analyze.py eval`
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
+    allow_overlap: bool = False  # eval: score a modulation on samples it was trained / selected on (warned, marked in results)
 
 
 @dataclass

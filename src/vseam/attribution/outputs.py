@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from vseam.attribution.scores import MATRICES, HeadScores, top_k
 from vseam.interventions.heads import HeadShapeError
-from vseam.utils.io import save_figure, save_safetensors, write_json
+from vseam.utils.io import BadFileError, save_figure, save_safetensors, write_json
 
 SCHEMA = "vseam.head_scores/1"
 UNDEFINED_REASON = {"positive": "no baseline-correct sample", "negative": "no baseline-incorrect sample",
@@ -42,6 +43,8 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
     return {
         "schema": SCHEMA,
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
+        # which weights: a file of another checkpoint is refused where it is used (vseam.models.identity)
+        "model_path": scores.meta.get("model_path"), "weights_sha256": scores.meta.get("weights_sha256"),
         "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
@@ -77,7 +80,8 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
         for gname, sc in getattr(scores, group).items():
             tensors.update({f"{prefix}/{gname}/{m}": t for m, t in sc.matrices().items() if t is not None})
     meta = {"schema": SCHEMA, "method": result["method"], "ablation": result["ablation"],
-            "model_id": str(result["model_id"]), "dataset_id": str(result["dataset_id"]),
+            "model_id": str(result["model_id"]), "weights_sha256": str(result.get("weights_sha256") or ""),
+            "dataset_id": str(result["dataset_id"]),
             "ids": json.dumps(ids), "undefined": json.dumps(sorted(result["undefined"]))}
     files["safetensors"] = str(save_safetensors(out / "head_scores.safetensors", tensors, metadata=meta))
     if heatmaps:
@@ -131,20 +135,23 @@ CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads",
 def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
     """Validate a ``head_scores.json`` mapping into ``HeadScores``: the shape comes from ``num_layers`` /
     ``num_heads`` (or the matrices), every defined matrix must have it, other keys go to ``meta``."""
+    if not isinstance(d, dict):
+        raise BadFileError(f"{where}: expected a JSON object, got {type(d).__name__}")
     if d.get("schema", SCHEMA) != SCHEMA:
-        raise ValueError(f"{where}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
+        raise BadFileError(f"{where}: schema {d.get('schema')!r}, expected {SCHEMA!r}")
     mats = {k: d.get(k) for k in MATRICES}
     if all(v is None for v in mats.values()):
-        raise ValueError(f"{where}: none of {MATRICES} is present")
-    first = next(torch.as_tensor(v) for v in mats.values() if v is not None)
-    L = int(d.get("num_layers", first.shape[0]))
-    H = int(d.get("num_heads", first.shape[1] if first.dim() > 1 else 0))
-    parsed = {}
-    for name, v in mats.items():
-        t = None if v is None else torch.as_tensor(v, dtype=torch.float32)
+        raise BadFileError(f"{where}: none of {MATRICES} is present")
+    parsed = {name: None if v is None else _matrix(v, name, where) for name, v in mats.items()}
+    first = next(t for t in parsed.values() if t is not None)
+    try:
+        L = int(d.get("num_layers", first.shape[0]))
+        H = int(d.get("num_heads", first.shape[1]))
+    except (TypeError, ValueError):
+        raise BadFileError(f"{where}: num_layers / num_heads are not integers") from None
+    for name, t in parsed.items():
         if t is not None and tuple(t.shape) != (L, H):
             raise HeadShapeError(f"{where}: matrix {name!r} has shape {tuple(t.shape)}, the file says {(L, H)}")
-        parsed[name] = t
     model, method = str(d.get("model_id", d.get("model", "")) or ""), str(d.get("method", "") or "")
     groups = {group: {name: scores_from_dict({"num_layers": L, "num_heads": H, "model_id": model, "method": method,
                                               **block}, where=f"{where}: {group}[{name!r}]")
@@ -152,6 +159,26 @@ def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
     return HeadScores(parsed["positive"], parsed["negative"], parsed["signed"], int(d.get("n_correct") or 0),
                       int(d.get("n_incorrect") or 0), L, H, model=model, method=method,
                       meta={k: v for k, v in d.items() if k not in CORE_KEYS}, **groups)
+
+
+def _matrix(value: Any, name: str, where: str) -> torch.Tensor:
+    """An L x H matrix of finite numbers, or a ``BadFileError`` saying what is wrong with it."""
+    if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
+        raise BadFileError(f"{where}: matrix {name!r} is not a list of rows (L x H nested lists)")
+    widths = sorted({len(r) for r in value})
+    if len(widths) != 1 or widths[0] == 0:
+        raise BadFileError(f"{where}: matrix {name!r} is ragged: its {len(value)} rows have {widths} entries")
+    bad = [(i, j, x) for i, r in enumerate(value) for j, x in enumerate(r)
+           if isinstance(x, bool) or not isinstance(x, (int, float))]
+    if bad:
+        i, j, x = bad[0]
+        raise BadFileError(f"{where}: matrix {name!r} has a non-numeric entry at [{i}][{j}]: {x!r} "
+                           f"({len(bad)} in all)")
+    t = torch.tensor(value, dtype=torch.float32)
+    if not torch.isfinite(t).all():
+        raise BadFileError(f"{where}: matrix {name!r} holds {int((~torch.isfinite(t)).sum())} NaN / infinite "
+                           f"values; an undefined matrix is null, never NaN")
+    return t
 
 
 def scores_to_dict(scores: HeadScores) -> dict:
@@ -174,5 +201,5 @@ def load_head_scores(path: str | Path) -> HeadScores:
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from None
+        raise BadFileError(f"{path}: not valid JSON (truncated?): {e}") from None
     return scores_from_dict(d, where=str(path))

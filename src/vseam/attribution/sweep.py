@@ -347,7 +347,9 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
         sc.model, sc.method = adapter.name, name
     n = int(first.prob.numel())
     scored = set(first.ids)
-    scores.meta = {"ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
+    ident = getattr(adapter, "identity", {}) or {}
+    scores.meta = {"model_path": ident.get("path"), "weights_sha256": ident.get("weights_sha256"),
+                   "ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
                    **({"atp_space": atp_space, "atp_alpha": float(atp_alpha)} if method == "atp" else {}),

@@ -40,6 +40,16 @@ class Sample:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "image"})
 
 
+def sample_key(s: Sample) -> str:
+    """A short content key of a sample (its image file, question and answer): the same sample read again
+    has the same key; another world or annotation file gives other keys even where the ids repeat.
+    Saved modulations record the keys of their train / val samples, so evaluation can refuse an overlap."""
+    import hashlib
+
+    image = str(Path(s.image_path).resolve()) if s.image_path else f"<in-memory {s.id}>"
+    return hashlib.sha1(f"{image}\n{s.question}\n{s.answer}".encode()).hexdigest()[:16]
+
+
 def load_image(sample_or_path: "Sample | str | Path"):
     """Open an image as RGB PIL; raise ``MissingImageError`` naming the file when absent/unreadable."""
     from PIL import Image, UnidentifiedImageError

@@ -22,6 +22,39 @@ from vseam.utils.tracking import Tracker
 from vseam.world.write import ensure_world
 
 
+class OverlapError(ValueError):
+    """The evaluation set holds samples the modulation was trained or selected on."""
+
+
+def check_overlap(mod_path, samples, allow: bool) -> dict:
+    """How many of ``samples`` the saved modulation was trained / selected on; refused unless ``allow``
+    (``modulation.allow_overlap=true``), then warned here and recorded in ``eval_results.json``."""
+    from vseam.data.sample import sample_key
+    from vseam.interventions.checkpoint import read_modulation
+
+    seen = read_modulation(mod_path)[1]["extra"].get("seen")
+    if seen is None:
+        msg = (f"modulation {mod_path} does not record the samples it was trained and selected on, so an "
+               f"overlap with this evaluation set cannot be ruled out")
+        if not allow:
+            raise OverlapError(f"{msg}; set modulation.allow_overlap=true to evaluate it anyway")
+        print(f"WARNING: {msg}", flush=True)
+        return {"known": False, "warning": msg}
+    keys = {k: set(v) for k, v in seen.items()}
+    hits = {k: sum(sample_key(s) in keys[k] for s in samples) for k in keys}
+    n = sum(hits.values())
+    out = {"known": True, "n_eval": len(samples), **{f"n_in_{k}": v for k, v in hits.items()}}
+    if n:
+        msg = (f"{n} of the {len(samples)} evaluation samples are ones modulation {mod_path} was trained "
+               f"({hits.get('train', 0)}) or selected ({hits.get('val', 0)}) on: its accuracy on them is not held-out")
+        if not allow:
+            raise OverlapError(f"{msg}. Evaluate on a disjoint set (the default data of eval, data=organism-heldout, "
+                               f"is one for the organism), or set modulation.allow_overlap=true to score it anyway")
+        print(f"WARNING: {msg} (modulation.allow_overlap=true)", flush=True)
+        out["warning"] = msg
+    return out
+
+
 def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
@@ -45,6 +78,7 @@ def _eval(cfg, out: Path) -> dict:
     mod_path = cfg.modulation.checkpoint
     mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
         if mod_path else None
+    overlap = check_overlap(mod_path, all_samples, bool(cfg.modulation.allow_overlap)) if mod_path else None
     samples, answer_skipped = answer_skips(adapter, all_samples)
     runs = {"base": None}
     if mod is not None:
@@ -57,7 +91,7 @@ def _eval(cfg, out: Path) -> dict:
         results[name] = {**res.summary(), "skipped_samples": res.skipped}
         preds += [{"run": name, **r} for r in res.records]
     summary = {"model": adapter.name, "data": cfg.data.name, "format": cfg.data.format,
-               "modulation": str(mod_path) if mod_path else None, "results": results,
+               "modulation": str(mod_path) if mod_path else None, "overlap_with_training": overlap, "results": results,
                "seconds": round(time.time() - t0, 1)}
     write_json(out / "eval_results.json", summary)
     path = out / "eval_predictions.jsonl"
@@ -69,6 +103,8 @@ def _eval(cfg, out: Path) -> dict:
         for split, pm in r.get("pope", {}).items():
             line += f"\n  pope/{split}: " + " ".join(f"{k}={_fmt(v)}" for k, v in pm.items())
         print(line)
+    if overlap and overlap.get("warning"):
+        print(f"WARNING: not held-out: {overlap['warning']}")
     print(f"written: {out / 'eval_results.json'}")
     _track(cfg, out, summary)
     return summary

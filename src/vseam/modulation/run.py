@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from vseam.attribution.outputs import load_head_scores, scores_to_dict
 from vseam.attribution.scores import HeadScores
 from vseam.data.load import load_samples
+from vseam.data.sample import sample_key
 from vseam.data.skips import answer_skips, check_skips
 from vseam.evaluation.score import EvalResult, evaluate
 from vseam.interventions import HeadModulation, check_heads
@@ -52,6 +53,20 @@ def say(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- pieces
+def scores_file(cfg, adapter) -> HeadScores:
+    """``modulation.head_scores``, checked to be of this model's shape and weights (before any training)."""
+    from vseam.models.identity import check_same_model
+
+    mc = cfg.modulation
+    scores = load_head_scores(mc.head_scores)
+    where = f"modulation.head_scores={mc.head_scores}"
+    scores.check_shape(adapter.num_layers, adapter.num_heads, where)
+    check_same_model({"id": scores.model, "path": scores.meta.get("model_path"),
+                      "weights_sha256": scores.meta.get("weights_sha256")}, adapter, where,
+                     allow=bool(mc.allow_other_model), say=say)
+    return scores
+
+
 def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path) -> HeadScores:
     """The configured ``head_scores.json``, or head attribution on the train split through the sweep
     (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed)."""
@@ -60,9 +75,7 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Pa
 
     mc = cfg.modulation
     if mc.head_scores:
-        scores = load_head_scores(mc.head_scores)
-        scores.check_shape(adapter.num_layers, adapter.num_heads, f"modulation.head_scores={mc.head_scores}")
-        return scores
+        return scores_file(cfg, adapter)
     subset = list(train)
     if mc.attribution_limit is not None and len(subset) > int(mc.attribution_limit):
         # a seeded draw over the whole split: the split is ordered by category, a prefix would not be
@@ -191,6 +204,8 @@ def _train(cfg, out: Path) -> dict:
     check_skips(len(all_samples), skipped, max_skip, "train")  # before the model loads
     adapter = load_adapter(cfg.model, device=torch_device(tc.accelerator, tc.devices))
     total_params = sum(p.numel() for p in adapter.model.parameters())
+    if mc.head_scores:
+        scores_file(cfg, adapter)  # a file of another shape or model fails now, not after the split and caching
     samples, answer_skipped = answer_skips(adapter, samples)
     skipped = answer_skipped + skipped
     check_skips(len(all_samples), skipped, max_skip, "train")
@@ -295,7 +310,10 @@ def _train(cfg, out: Path) -> dict:
             path = save_modulation(out / "modulation.safetensors", learned_mod, model=adapter.name,
                                    num_layers=adapter.num_layers, num_heads=adapter.num_heads,
                                    identity=adapter.identity,
-                                   extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"]})
+                                   extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"],
+                                          # what it was trained and selected on: eval refuses an overlap with these
+                                          "seen": {k: [sample_key(x) for x in splits[k]] for k in ("train", "val")},
+                                          "seen_ids": {k: [x.id for x in splits[k]] for k in ("train", "val")}})
             summary["modulation_file"] = str(path)
         if scores is not None:
             write_json(out / "head_scores_used.json", scores_to_dict(scores))
@@ -303,9 +321,22 @@ def _train(cfg, out: Path) -> dict:
         write_text(out / "table.txt", table + "\n")
         _write_predictions(out, evals)
         print("\n" + table + f"\n\nwritten: {out / 'summary.json'} ({summary['seconds']} s)", flush=True)
+        if learned_mod is not None:
+            print(f"evaluate it on held-out data: {eval_command(cfg, out / 'modulation.safetensors')}", flush=True)
         _log_tables(tracker, results, evals, out, artifact=bool(cfg.logger.artifact))
     tracker.finish()
     return summary
+
+
+def eval_command(cfg, modulation_file: Path) -> str:
+    """The ``analyze.py eval`` command for a saved modulation: the same model; the default data of
+    eval is a fresh organism world (``configs/data/organism-heldout.yaml``), disjoint from this run's."""
+    from vseam.config import CONFIG_DIR
+
+    name = str(cfg.model.name)
+    model = f"model={name}" if (CONFIG_DIR / "model" / f"{name}.yaml").exists() else f"model.path={cfg.model.path}"
+    data = "" if cfg.data.format == "organism" else " data=<a set disjoint from the train / val split>"
+    return f"python analyze.py eval {model}{data} modulation.checkpoint={modulation_file}"
 
 
 def _write_predictions(out: Path, evals: dict[str, EvalResult]) -> None:

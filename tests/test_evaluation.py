@@ -81,7 +81,8 @@ def test_analyze_eval_pope_with_a_saved_modulation(tmp_path, tiny_llava):
         mod.scale.fill_(0.0)  # silence two heads: the answer probabilities must move
         mod.offset.normal_(generator=torch.Generator().manual_seed(0))
     mpath = save_modulation(tmp_path / "m.safetensors", mod, model="tiny", num_layers=2, num_heads=4,
-                            identity=tiny_llava.identity)  # the same seed as configs/model/tiny-llava.yaml
+                            identity=tiny_llava.identity,  # the same seed as configs/model/tiny-llava.yaml
+                            extra={"seen": {"train": [], "val": []}})  # trained on none of these samples
     out = tmp_path / "eval"
     summary = analyze_main(["eval", "model=tiny-llava", "data.format=pope", f"data.annotations=[{FILES['pope']}]",
                             f"data.image_dir={tmp_path / 'img'}", "data.limit=8", "data.max_skip_fraction=0.8", "logger=wandb", "logger.mode=offline", f"out_dir={out}",

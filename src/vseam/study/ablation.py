@@ -259,7 +259,7 @@ def ablation_figure(summary: dict, title: str = ""):
 
     groups = [g for g in summary["groups"] if g.startswith("level/")] + ["all"]
     ks = summary["ks"]
-    fig, axes = plt.subplots(len(ks), 2, figsize=(10, 2.6 * len(ks) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(ks) + 1, 2, figsize=(10, 2.6 * (len(ks) + 1) + 0.6), squeeze=False)
     colors = {"positive": "#c0392b", "negative": "#2471a3", "random": "#7f8c8d"}
     for r, k in enumerate(ks):
         for col, metric in enumerate(("accuracy_drop", "prob_drop")):
@@ -286,9 +286,33 @@ def ablation_figure(summary: dict, title: str = ""):
             ax.set_title(f"K={k}: {metric.replace('_', ' ')}", fontsize=9)
             if r == 0 and col == 0:
                 ax.legend(fontsize=7)
+    _curves(axes[-1], summary, colors)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _curves(axes, summary: dict, colors: dict) -> None:
+    """Accuracy and probability drop of all samples as curves over K (random: mean, band = std)."""
+    import numpy as np
+
+    s = summary["groups"]["all"]
+    for ax, metric in zip(axes, ("accuracy", "prob_drop")):
+        for kind in ("positive", "negative"):
+            pts = sorted((c["k"], c[metric]) for c in s.get("conditions", {}).values() if c["kind"] == kind)
+            if pts:
+                ax.plot(*zip(*pts), "o-", color=colors[kind], label=f"top-K {kind}")
+        rnd = sorted((int(k), v[metric]["mean"], v[metric]["std"]) for k, v in s.get("random", {}).items())
+        if rnd:
+            k, m, sd = (np.array(v) for v in zip(*rnd))
+            ax.plot(k, m, "o--", color=colors["random"], label="random (band: std over trials)")
+            ax.fill_between(k, m - sd, m + sd, color=colors["random"], alpha=0.25)
+        if metric == "accuracy" and s.get("baseline"):
+            ax.axhline(s["baseline"]["accuracy"], color="black", lw=0.6, ls=":", label="no ablation")
+        ax.set_xticks(sorted({int(k) for k in summary["ks"] + summary.get("k_random", [])}))
+        ax.set_xlabel("K (heads removed)")
+        ax.set_title(f"all samples: {metric.replace('_', ' ')} over K", fontsize=9)
+        ax.legend(fontsize=7)
 
 
 # ------------------------------------------------------------------------------------- entry

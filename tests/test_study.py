@@ -102,6 +102,8 @@ def test_summary_spread_and_drops_by_hand():
     assert rnd["accuracy"]["mean"] == pytest.approx(0.75) and rnd["accuracy"]["min"] == 0.5
     assert rnd["prob_drop"]["mean"] == pytest.approx((0.05 + 0.1) / 2)
     assert rnd["accuracy"]["std"] == pytest.approx(0.3535534, abs=1e-6)  # std of (1.0, 0.5), n-1
+    # no random trial ends as low as the positive set (0.0): p = (1 + 0) / (1 + 2)
+    assert c["vs_random"] == {"n_trials": 2, "n_random_as_bad": 0, "p": pytest.approx(1 / 3)}
 
 
 def test_ablate_end_to_end_resumes_and_names_skipped_conditions(world, tmp_path):

@@ -8,8 +8,10 @@ carries its own head mask per layer, through the one intervention mechanism (``v
 Ablate``). Per-sample results are saved per chunk (resumable, as the attribution sweep). Outputs
 (``ablation.json``, schema ``vseam.ablation/1``): ``conditions`` (name, k, trial, heads), ``groups``
 (``all``, ``category/<name>``, ``level/<name>``; each: ``n``, ``baseline`` and per condition
-``accuracy``, ``mean_prob``, ``prob_drop`` = mean(p - p_ablated), ``accuracy_drop``; random
-conditions also aggregated over trials as ``mean`` / ``std`` / ``min`` / ``max``), ``skipped``.
+``accuracy``, ``mean_prob``, ``prob_drop`` = mean(p - p_ablated), ``accuracy_drop``, and for a top-K
+set ``vs_random``: how many of the random trials of the same K end at an accuracy as low or lower,
+with the permutation p-value (1 + that) / (1 + trials); random conditions also aggregated over
+trials as ``mean`` / ``std`` / ``min`` / ``max``), ``skipped``.
 """
 
 from __future__ import annotations
@@ -231,6 +233,11 @@ def summarize(prob: torch.Tensor, correct: torch.Tensor, conds: Sequence[Conditi
     for k in sorted({cd.k for cd in conds if cd.kind == "random"}):
         trials = [per[cd.name] for cd in conds if cd.kind == "random" and cd.k == k]
         random[str(k)] = {m: _spread([t[m] for t in trials]) for m in ("accuracy", "prob_drop", "accuracy_drop")}
+        for c in per.values():
+            if c["kind"] != "random" and c["k"] == k:
+                # how often K random heads cost as much accuracy or more: (1 + #) / (1 + trials), one-sided
+                worse = sum(t["accuracy"] <= c["accuracy"] for t in trials)
+                c["vs_random"] = {"n_trials": len(trials), "n_random_as_bad": worse, "p": (1 + worse) / (1 + len(trials))}
     return {"n": n, "baseline": {"accuracy": base_acc, "mean_prob": base_p}, "conditions": per, "random": random}
 
 

@@ -294,7 +294,8 @@ def _overlap_part(sec: Section, p: Path, ov: dict, where: str) -> None:
 def _ablation_part(sec: Section, p: Path, ab: dict, where: str) -> None:
     sec.body.append(f"<h3>{html.escape(where)}: {html.escape(str(ab['model_id']))}, {ab['ablation']} ablation, "
                     f"heads from {ab['heads_from']}, N={ab['n']}, {ab['random_trials']} random trials</h3>")
-    header = ["group", "heads removed", "K", "N", "accuracy", "accuracy drop", "mean prob", "prob drop"]
+    header = ["group", "heads removed", "K", "N", "accuracy", "accuracy drop", "mean prob", "prob drop",
+              "random trials as bad (p)"]
     main = {g: s for g, s in ab["groups"].items() if not g.startswith("category/")}
     cats = {g: s for g, s in ab["groups"].items() if g.startswith("category/")}
     sec.body.append(_table(header, _ablation_rows(main)))
@@ -313,16 +314,18 @@ def _ablation_rows(groups: dict) -> list[list]:
     for g, s in groups.items():
         if not s.get("n"):
             continue
-        rows.append([g, "none", "", s["n"], s["baseline"]["accuracy"], "", s["baseline"]["mean_prob"], ""])
+        rows.append([g, "none", "", s["n"], s["baseline"]["accuracy"], "", s["baseline"]["mean_prob"], "", ""])
         for c in s["conditions"].values():
             if c["kind"] != "random":
+                vs = c.get("vs_random")
                 rows.append([g, c["kind"], c["k"], s["n"], c["accuracy"], c["accuracy_drop"], c["mean_prob"],
-                             c["prob_drop"]])
+                             c["prob_drop"], "" if not vs else
+                             f"{vs['n_random_as_bad']}/{vs['n_trials']} (p={vs['p']:.2f})"])
         for k, sp in s["random"].items():
             rows.append([g, f"random x {sp['accuracy']['n_trials']}", int(k), s["n"],
                          f"{sp['accuracy']['mean']:.3f} ± {sp['accuracy']['std']:.3f}",
                          f"{sp['accuracy_drop']['mean']:.3f} ± {sp['accuracy_drop']['std']:.3f}", "",
-                         f"{sp['prob_drop']['mean']:.3f} ± {sp['prob_drop']['std']:.3f}"])
+                         f"{sp['prob_drop']['mean']:.3f} ± {sp['prob_drop']['std']:.3f}", ""])
     return rows
 
 

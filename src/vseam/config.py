@@ -189,6 +189,7 @@ class StudyConfig:
     alpha: float = 0.05  # significance level of the verdicts
     # the whole study (vseam.study.run): `python analyze.py study`
     models: list[str] = field(default_factory=lambda: ["organism-llava", "organism-instructblip"])  # configs/model/ choices
+    trace: bool = False  # also run `analyze.py trace` (the trace.* settings) for each model: tracing maps in the report
 
 
 @dataclass

@@ -97,7 +97,8 @@ def validate(cfg: Any, command: str) -> None:
                                              "ablate": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "overlap": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "report": lambda: None,
-                                             "study": lambda: (_attribution(a, tc), check_study(cfg.study)),
+                                             "study": lambda: (_attribution(a, tc), check_study(cfg.study),
+                                                               cfg.study.trace and _trace(cfg.trace, tc)),
                                              "trace": lambda: _trace(cfg.trace, tc)}
     if command not in checks:
         raise ValueError(f"unknown command {command!r}")

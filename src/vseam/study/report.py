@@ -331,7 +331,8 @@ def _ablation_rows(groups: dict) -> list[list]:
 
 def _tracing_part(sec: Section, p: Path, d: dict, where: str) -> None:
     """Tracing results (``analyze.py trace``: ``trace.json``): its top-level numbers, the logit-lens
-    table and every PNG beside it (layer x token maps, group curves, logit lens; not the per-pair maps)."""
+    table and every PNG beside it and in ``categories/`` (layer x token maps, group curves, logit lens;
+    not the per-pair maps)."""
     sec.body.append(f"<h3>{html.escape(where)}: {html.escape(p.name)}</h3>")
     scalars = [[k, v] for k, v in d.items() if isinstance(v, (int, float, str)) and k != "schema"]
     if scalars:
@@ -339,7 +340,7 @@ def _tracing_part(sec: Section, p: Path, d: dict, where: str) -> None:
     lens = p.parent / "logit_lens.txt"
     if lens.exists():
         sec.body.append(f"<pre>{html.escape(lens.read_text())}</pre>")
-    for png in sorted(p.parent.glob("*.png")):
+    for png in sorted(p.parent.glob("*.png")) + sorted(p.parent.glob("categories/*.png")):
         sec.figures.append(Figure(f"tracing_{where.replace('/', '_')}_{png.stem}", f"{where}: {png.name}",
                                   png.read_bytes()))
 

@@ -3,7 +3,8 @@
 ``overlap``: the cross-level overlap analysis (``vseam.study.overlap``) of one head-attribution result's
 per-category matrices, written as ``overlap.json`` + ``overlap.png``. ``study``: for each model of
 ``study.models`` (both organism architectures by default) head attribution with per-category scores,
-the ablation study and the overlap analysis, into ``<out_dir>/<model>/{heads,ablate,overlap}``, then
+the ablation study and the overlap analysis (and with ``study.trace=true`` causal tracing), into
+``<out_dir>/<model>/{heads,ablate,overlap,trace}``, then
 one report of the whole folder (``<out_dir>/report.html``) and ``study.json``, the verdicts in one file.
 """
 
@@ -164,6 +165,10 @@ def _study(cfg: Any, out: Path) -> dict:
                                                      "study": {"head_scores": str(heads)}}))
         overlap = run_overlap(OmegaConf.merge(mcfg, {"out_dir": str(base / "overlap"),
                                                      "study": {"head_scores": str(heads)}}))
+        if cfg.study.trace:
+            from vseam.tracing.run import run_trace
+
+            run_trace(OmegaConf.merge(mcfg, {"out_dir": str(base / "trace")}))
         summary["models"][name] = {
             "head_scores": str(heads), "ablation": str(base / "ablate" / "ablation.json"),
             "overlap": str(base / "overlap" / "overlap.json"),

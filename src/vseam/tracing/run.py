@@ -5,22 +5,26 @@ loads the model, cuts the pairs into chunks of ``trace.chunk_size`` that are sav
 ``<out_dir>/progress`` (a killed run resumes; same fingerprinted loop as the head sweep) and sharded
 over the Lightning Fabric ranks (``trainer.devices``), gathers them and on rank 0 writes:
 
-- ``trace.json``: ``model``, ``arch``, ``num_layers``, ``blocks`` (attn | mlp | resid), ``groups``
-  (image | question | last), ``direction`` (denoise | noise), ``metrics`` (prob_norm, prob_raw,
-  logit_norm, logit_raw), ``n_manifest``, ``n_pairs`` (traced), ``skipped`` ([{id, reason}]: missing
-  images, not-effective edits), ``pairs`` ([{id, category, level, question, answer, edit, tokens,
-  roles, clean: {prob, logit, correct, pred}, corrupt: {...}, logit_lens: {clean|edited: {prob,
-  rank, top: [[token, prob], ...]} per layer}}]), ``average`` ({``groups``: {metric: {block:
-  {group: {mean, se, n}}}} over layers; ``tokenwise``: {labels, roles, n_pairs, n_left_out,
-  metrics: {metric: {block: {mean, se}}} as [L][slots]}; ``logit_lens``: {clean|edited: {prob_mean,
-  prob_se, rank_mean, rank_se, rank_median, top1}}}), ``files``, ``config``, ``seconds``.
+- ``trace.json``: ``model``, ``model_identity`` ({id, path, weights_sha256}), ``arch``, ``num_layers``,
+  ``blocks`` (attn | mlp | resid), ``groups`` (image | question | last), ``direction`` (denoise |
+  noise), ``metrics`` (prob_norm, prob_raw, logit_norm, logit_raw), ``n_manifest``, ``n_pairs``
+  (traced), ``skipped`` ([{id, reason}]: missing images, untokenizable answers, not-effective edits),
+  ``pairs`` ([{id, category, level, question, answer, edit, edited_answer, tokens, roles, clean:
+  {prob, logit, correct, pred}, corrupt: {...}, logit_lens: {clean|edited: per layer {prob, rank,
+  top: [[token, prob], ...]}}}]), ``average`` ({``groups``: {metric: {block: {group: {mean, se, n}}}}
+  over layers; ``tokenwise``: {labels, roles, n_pairs, n_left_out, question, metrics: {metric:
+  {block: {mean, se}}} as [L][slots]}; ``tokenwise_by_category``: {category: the same};
+  ``logit_lens``: {clean|edited: {prob_mean, prob_se, rank_mean, rank_se, rank_median, top1}}}),
+  ``files``, ``config``, ``seconds``, ``world_size``.
 - ``trace.safetensors``: ``average.groups.<metric>`` [blocks, L, groups] (+ ``.se``),
-  ``average.tokenwise.<metric>`` [blocks, L, slots] (+ ``.se``), ``pairs.groups.<metric>``
+  ``average.tokenwise.<metric>`` [blocks, L, slots] (+ ``.se``), ``category.<c>.tokenwise.<metric>``
+  (+ ``.se``), ``pairs.groups.<metric>``
   [N, blocks, L, groups], ``pair.<i>.tokenwise.<metric>`` [blocks, L, tokens of pair i],
   ``pairs.lens_prob`` / ``pairs.lens_rank`` [N, 2 (clean, edited), L].
 - ``heatmap_{prob,logit}.png`` (mean normalised token-wise effects, layer x token),
   ``groups_{prob,logit}.png`` (group curves over layers), ``logit_lens.png`` (rank and probability by
-  layer), ``pairs/heatmap_<i>.png``, ``logit_lens.txt`` (the table), ``config.yaml``, a W&B run.
+  layer), ``categories/heatmap_<c>.png``, ``pairs/heatmap_<i>.png``, ``logit_lens.txt`` (the table),
+  ``config.yaml``, a W&B run (offline unless ``logger.mode=online``).
 
 Normalised effects are ``(m(patched) - m(base)) / (m(source) - m(base))``: 1 = the patch restores the
 source run's answer, 0 = no effect; the base run is the edited one when denoising.
@@ -186,7 +190,9 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     fp = fingerprint(
         blocks=list(tcfg.blocks), groups=list(tcfg.groups), direction=tcfg.direction, tokenwise=bool(tcfg.tokenwise),
         effective_only=bool(tcfg.effective_only), lens_top_k=int(tcfg.lens_top_k), batch_size=int(cfg.data.batch_size),
-        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records], **model_fingerprint(mcfg))
+        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records], **model_fingerprint(mcfg),
+        # the weights themselves: progress saved with a replaced checkpoint of the same path is not reused
+        weights_sha256=adapter.identity.get("weights_sha256"))
     mine = rank_chunks(len(bounds), fabric.global_rank, fabric.world_size)
     per_pair = engine.units(_prompt_tokens(adapter, records[0]))
     bar = Progress(rank0 and bool(tcfg.progress), sum((bounds[c][1] - bounds[c][0]) * per_pair for c in mine),
@@ -226,7 +232,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         skipped = bad_answers + [s for ch in chunks for s in ch.skipped]
         summary, arrays = aggregate(pairs, L)
         files: dict[str, str] = {}
-        result = {"model": adapter.name, "arch": adapter.arch, "num_layers": L, "num_heads": adapter.num_heads,
+        result = {"model": adapter.name, "model_identity": dict(adapter.identity), "arch": adapter.arch, "num_layers": L, "num_heads": adapter.num_heads,
                   "blocks": list(tcfg.blocks), "groups": list(tcfg.groups), "direction": tcfg.direction,
                   "tokenwise": bool(tcfg.tokenwise), "metrics": ["prob_norm", "prob_raw", "logit_norm", "logit_raw"],
                   "manifest": source, "effective_only": bool(tcfg.effective_only), "n_manifest": len(records) + len(bad),

@@ -458,3 +458,105 @@ def test_the_default_eval_data_is_a_fresh_world():
     ev = load_config([], default_choices=ANALYSIS_DEFAULTS["eval"]).data
     assert ev.format == train.format == "organism"
     assert (ev.root, ev.world_seed) != (train.root, train.world_seed) and ev.root != train.root
+
+
+# ------------------------------------------------------------------------------- seeding and resuming
+def _train_args(world, out, *extra):
+    return ["model=tiny-llava", "logger=none", f"data.root={world}", "modulation.k_pos=1", "modulation.k_neg=1",
+            "modulation.attribution_limit=12", f"out_dir={out}", *extra]
+
+
+def _ckpt_state(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_a_methods_row_does_not_depend_on_the_other_methods(trained, tmp_path):
+    import torch
+
+    from vseam.modulation.run import run_train
+
+    world = trained[0]
+    alone = run_train(load_config(_train_args(world, tmp_path / "a", "modulation.methods=[lora]", "trainer.max_steps=3")))
+    mixed = run_train(load_config(_train_args(world, tmp_path / "b", "modulation.methods=[learned,random,lora]",
+                                              "trainer.max_steps=3")))
+    assert alone["methods"]["lora"]["test"] == mixed["methods"]["lora"]["test"]
+    a, b = (_ckpt_state(p / "checkpoints" / "lora" / "last.ckpt") for p in (tmp_path / "a", tmp_path / "b"))
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_killed_train_resumes_to_the_same_table(trained, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from vseam.interventions.checkpoint import read_modulation
+    from vseam.modulation.module import FrozenVLMModule
+    from vseam.modulation.run import run_train
+
+    world = trained[0]
+    extra = ["modulation.methods=[none,learned]", "trainer.max_epochs=3", "modulation.lr=0.05"]
+    full = run_train(load_config(_train_args(world, tmp_path / "full", *extra)))
+
+    class Killed(RuntimeError):
+        pass
+
+    original = FrozenVLMModule.on_train_epoch_start
+
+    def die_in_epoch_3(self):
+        if self.current_epoch == 2:
+            raise Killed("killed")
+        return original(self)
+
+    cfg_args = _train_args(world, tmp_path / "killed", *extra)
+    monkeypatch.setattr(FrozenVLMModule, "on_train_epoch_start", die_in_epoch_3, raising=False)
+    with pytest.raises(Killed):
+        run_train(load_config(cfg_args))
+    monkeypatch.undo()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    capsys.readouterr()
+    steps = []
+    step = FrozenVLMModule.training_step
+    monkeypatch.setattr(FrozenVLMModule, "training_step", lambda self, *a: steps.append(1) or step(self, *a))
+    again = run_train(load_config(cfg_args))  # the same command
+    resumed = capsys.readouterr().out
+    assert "[learned] resuming from" in resumed
+    # it continued from the last saved epoch instead of starting again
+    assert 0 < len(steps) < full["methods"]["learned"]["steps"], resumed
+    assert (tmp_path / "killed" / "table.txt").read_text() == (tmp_path / "full" / "table.txt").read_text()
+    assert again["methods"]["learned"]["steps"] == full["methods"]["learned"]["steps"]
+    a, _ = read_modulation(tmp_path / "full" / "modulation.safetensors")
+    b, _ = read_modulation(tmp_path / "killed" / "modulation.safetensors")
+    torch.testing.assert_close(a.offset, b.offset, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.scale, b.scale, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow  # three train.py processes (~1-2 min on 2 shared cores)
+def test_train_py_killed_mid_training_resumes_to_the_same_table(trained, tmp_path):
+    """`python train.py ...` killed (SIGKILL) after its first checkpoint; the same command again ends with
+    the table of an uninterrupted run."""
+    import signal
+    import time
+
+    world = trained[0]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+    def cmd(out):
+        return [sys.executable, str(ROOT / "train.py"), *_train_args(world, out, "modulation.methods=[none,learned]",
+                                                                     "trainer.max_epochs=6")]
+
+    full = subprocess.run(cmd(tmp_path / "full"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = tmp_path / "killed" / "checkpoints" / "learned" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "table.txt").exists(), "the run finished before it could be killed"
+    again = subprocess.run(cmd(tmp_path / "killed"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "[learned] resuming from" in again.stdout
+    assert (tmp_path / "killed" / "table.txt").read_text() == (tmp_path / "full" / "table.txt").read_text()

@@ -178,6 +178,9 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         write_results(out, result, scores, values.prob, values.correct, values.ablated, values.ids,
                       heatmaps=acfg.heatmaps)
         _track_result(tracker, result, scores)
-        log.info("head scores written to %s", out / "head_scores.json")
+        top = ", ".join(f"L{d['layer']}H{d['head']}" for d in (result["top_k"].get("positive") or [])[:3]) or "-"
+        print(f"head scores ({result['method']}, {result['ablation']} ablation): {result['n']} samples scored, "
+              f"{result['n_skipped']} skipped; baseline accuracy {result['baseline']['accuracy']}; top positive "
+              f"{top}\nwritten: {out / 'head_scores.json'} ({result['seconds']} s)", flush=True)
     fabric.barrier()
     return result

@@ -332,4 +332,7 @@ def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dic
     finally:
         tracker.finish()
     write_json(out / "edit_summary.json", result)
+    kept = (result.get("filter") or {}).get("total", {}).get("kept", "-")
+    print(f"edit: {result['edit'].get('edited', 0)} edited, {result['edit'].get('skipped', 0)} skipped, "
+          f"{kept} kept by the effective-edit filter\nwritten: {out / 'edit_summary.json'}", flush=True)
     return result

@@ -94,12 +94,34 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Pa
     return scores
 
 
+class EpochLine(L.Callback):
+    """Progress without a bar: one line per finished epoch (rank 0) with the method's losses and accuracy."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        shown = " ".join(f"{k.split('/', 1)[1]}={float(m[k]):.4f}" for k in
+                         (f"{self.method}/train/loss_epoch", f"{self.method}/val/loss", f"{self.method}/val/acc")
+                         if k in m)
+        total = trainer.max_epochs if trainer.max_steps in (None, -1) else f"<= {trainer.max_epochs}"
+        print(f"[{self.method}] epoch {trainer.current_epoch + 1}/{total} step {trainer.global_step}: {shown}",
+              flush=True)
+
+
 def build_trainer(cfg, method: str, out: Path, logger) -> tuple[L.Trainer, ModelCheckpoint]:
     tc = cfg.trainer
     monitor = f"{method}/{tc.monitor}"
     ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints" / method), filename="best", monitor=monitor,
-                           mode=tc.monitor_mode, save_top_k=1, save_last=True, enable_version_counter=False)
+                           mode=tc.monitor_mode, save_top_k=1, save_last=True, enable_version_counter=False,
+                           # saved once the epoch (and its validation) is complete, so a resumed run starts the next
+                           save_on_train_epoch_end=True)
     callbacks: list = [ckpt]
+    if not tc.enable_progress_bar:
+        callbacks.append(EpochLine(method))
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
@@ -126,9 +148,19 @@ def fit(cfg, method: str, adapter, modulation: HeadModulation | None, dm: Modula
                              gradient_checkpointing=tc.gradient_checkpointing, method=method,
                              norm_every=mc.norm_every if logger is not None else 0)
     trainer, ckpt = build_trainer(cfg, method, out, logger)
+    # a run killed mid-way resumes: the same command (same config, same out_dir) continues each method from
+    # its last checkpoint (parameters, optimizer, scheduler, loop and best-checkpoint state)
+    last = out / "checkpoints" / method / "last.ckpt"
+    resume = None
+    if last.exists():
+        from vseam.utils.io import load_torch_checkpoint
+
+        done = load_torch_checkpoint(last, f"{method} checkpoint")  # a damaged file is named, not a bare error
+        resume = str(last)
+        say(f"[{method}] resuming from {last} (epoch {done.get('epoch')}, step {done.get('global_step')})")
     t0 = time.time()
     try:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume)
     except NonFiniteLossError as e:
         kept = ckpt.best_model_path or ckpt.last_model_path
         raise SystemExit(f"{e}\nlast good checkpoint: {kept or 'none (no validation finished yet)'}") from None
@@ -257,6 +289,8 @@ def _train(cfg, out: Path) -> dict:
         return (evaluate(use_adapter, splits["test"], mod, **kw), evaluate(use_adapter, splits["val"], mod, **kw))
 
     for method in mc.methods:
+        # each method from the same seed: its row does not depend on which methods ran before it
+        L.seed_everything(int(tc.seed), workers=True, verbose=False)
         if method == "none":
             record("none", *ev(), 0)
         elif method == "heuristic":

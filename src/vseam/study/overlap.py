@@ -101,18 +101,21 @@ def random_set_test(sets: Mapping[str, frozenset], levels: Sequence[str], pool: 
     within, across = pair_means(jaccard_matrix(sets), levels)
     rng = np.random.default_rng(seed)
     P = len(pool)
-    # one-hot [n_perm, categories, pool]: a random size-s subset per category and draw
-    keys = rng.random((n_perm, len(names), P))
-    ranks = keys.argsort(-1).argsort(-1)
-    member = ranks < np.asarray(sizes)[None, :, None]
-    inter = np.einsum("rip,rjp->rij", member.astype(np.int32), member.astype(np.int32))
     size = np.asarray(sizes)
-    union = size[:, None] + size[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jac = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
     iu, ju = np.triu_indices(len(names), 1)
     same = np.array([levels[i] == levels[j] for i, j in zip(iu, ju)], dtype=bool)
-    pairs = jac[:, iu, ju]
+    pairs = np.empty((n_perm, len(iu)))
+    block = max(1, 2_000_000 // max(1, len(names) * P))  # draws per block: bounded memory for 1,024-head models
+    for r0 in range(0, n_perm, block):
+        r1 = min(n_perm, r0 + block)
+        # one-hot [draws, categories, pool]: a random size-s subset per category and draw
+        ranks = rng.random((r1 - r0, len(names), P)).argsort(-1).argsort(-1)
+        member = (ranks < size[None, :, None]).astype(np.int32)
+        inter = np.einsum("rip,rjp->rij", member, member)
+        union = size[:, None] + size[None, :] - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jac = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+        pairs[r0:r1] = jac[:, iu, ju]
     with np.errstate(invalid="ignore"), _quiet():
         null_w = np.nanmean(pairs[:, same], 1) if same.any() else np.full(n_perm, np.nan)
         null_a = np.nanmean(pairs[:, ~same], 1) if (~same).any() else np.full(n_perm, np.nan)

@@ -560,3 +560,26 @@ def test_train_py_killed_mid_training_resumes_to_the_same_table(trained, tmp_pat
     assert again.returncode == 0, again.stderr[-2000:]
     assert "[learned] resuming from" in again.stdout
     assert (tmp_path / "killed" / "table.txt").read_text() == (tmp_path / "full" / "table.txt").read_text()
+
+
+# ---------------------------------------------------------------------------- exact vs estimate
+def test_exact_and_estimated_cells_are_kept_apart(world, tmp_path):
+    import torch
+
+    from vseam.attribution.run import run_heads
+
+    mixed = run_heads(_heads_cfg(world, tmp_path / "mixed", "attribution.method=atp", "attribution.rescore_top_k=2"))
+    pure = run_heads(_heads_cfg(world, tmp_path / "pure", "attribution.method=atp"))
+    exact = {tuple(h) for h in mixed["exact_heads"]}
+    cells = [(l, h) for l, row in enumerate(mixed["cell_method"]) for h, m in enumerate(row) if m == "exact"]
+    assert set(cells) == exact and sum(r.count("estimate") for r in mixed["cell_method"]) == 8 - len(exact)
+    for name in ("signed", "positive"):
+        if mixed[name] is None:
+            continue
+        for d in mixed["top_k"][name]:  # every entry says which kind of value it is
+            assert d["method"] == ("exact" if (d["layer"], d["head"]) in exact else "estimate")
+        ranked = mixed["top_k_exact"][name]
+        assert {(d["layer"], d["head"]) for d in ranked} <= exact and len(ranked) == min(10, len(exact))
+        assert [d["score"] for d in ranked] == sorted((d["score"] for d in ranked), reverse=True)
+        # the pure estimate is kept as it was, beside the mixed matrix
+        torch.testing.assert_close(torch.tensor(mixed["estimate"][name]), torch.tensor(pure[name]))

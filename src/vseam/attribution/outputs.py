@@ -40,7 +40,7 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
                  dataset: dict | None = None, config: dict | None = None) -> dict:
     """The ``head_scores.json`` dictionary (no NaN: undefined matrices are null and named)."""
     n = int(prob.numel())
-    return {
+    result = {
         "schema": SCHEMA,
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
         # which weights: a file of another checkpoint is refused where it is used (vseam.models.identity)
@@ -55,6 +55,28 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         **{group: {name: {**sc.meta, "n": sc.n, **score_block(sc, k)} for name, sc in getattr(scores, group).items()}
            for group in GROUPS},
     }
+    if exact_heads:
+        mark_exact_and_estimate(result, exact_heads, scores.meta.get("estimate"), k)
+    return result
+
+
+def mark_exact_and_estimate(result: dict, exact_heads: list[list[int]], estimate: dict | None, k: int) -> None:
+    """For ``atp+exact_topk``: which cell holds which kind of value (``cell_method``: L x H of exact |
+    estimate), the method of every top-K entry, ``top_k_exact`` (the exactly scored heads ranked by their
+    exact scores: the honest ranking among them) and ``estimate`` (the pure first-order matrices)."""
+    L, H = result["num_layers"], result["num_heads"]
+    exact = {(int(l), int(h)) for l, h in exact_heads}
+    result["cell_method"] = [["exact" if (l, h) in exact else "estimate" for h in range(H)] for l in range(L)]
+    for lst in result["top_k"].values():
+        for d in lst if isinstance(lst, list) else []:
+            d["method"] = "exact" if (d["layer"], d["head"]) in exact else "estimate"
+    mask = torch.zeros(L, H, dtype=torch.bool)
+    for l, h in exact:
+        mask[l, h] = True
+    result["top_k_exact"] = {name: None if result[name] is None else
+                             top_k(torch.tensor(result[name]).masked_fill(~mask, float("nan")), min(k, len(exact)))
+                             for name in MATRICES}
+    result["estimate"] = estimate
 
 
 GROUPS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
@@ -116,8 +138,13 @@ def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
     over = {"positive": f"{result['n_correct']} baseline-correct samples",
             "negative": f"{result['n_incorrect']} baseline-incorrect samples",
             "signed": f"all {result['n']} samples"}[name]
-    ax.set_title(f"{name} head score ({result['method']}, {result['ablation']} ablation)\n"
+    kind = (f"exact at the {len(result['exact_heads'])} heads marked x, first-order estimate elsewhere"
+            if result.get("exact_heads") else result["method"])
+    ax.set_title(f"{name} head score ({kind}; {result['ablation']} ablation)\n"
                  f"{result['model_id']} on {result['dataset_id']}: mean over {over}", fontsize=9)
+    if result.get("exact_heads"):
+        ax.scatter([h for _, h in result["exact_heads"]], [l for l, _ in result["exact_heads"]], marker="x",
+                   c="white", s=30, linewidths=1.2)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(0, H, 1 if H <= 16 else 4))

@@ -315,7 +315,7 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
 
     first = sweep_all(Sweep(adapter, samples, method=method, space=atp_space, alpha=float(atp_alpha), **common),
                       f"heads {method}")
-    ablated, exact_heads, name = first.ablated, None, method
+    ablated, exact_heads, name, estimate = first.ablated, None, method, None
     if method == "atp" and int(rescore_top_k) > 0:
         est = head_scores(first.prob, first.correct, first.ablated)
         k = int(rescore_top_k)
@@ -331,6 +331,8 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
         ablated[:, mask] = exact.ablated[:, mask]
         exact_heads = [[int(l), int(h)] for l, h in sorted(chosen)]
         name = "atp+exact_topk"
+        # the pure estimate is kept beside the mixed matrices, so exact and estimated values stay apart
+        estimate = {k: None if m is None else m.tolist() for k, m in est.matrices().items()}
     skipped = answer_skipped + first.skipped
     check_skips(len(all_samples), skipped, max_skip_fraction, "head scores")
     scores = head_scores(first.prob, first.correct, ablated)
@@ -353,5 +355,5 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
                    **({"atp_space": atp_space, "atp_alpha": float(atp_alpha)} if method == "atp" else {}),
-                   **({"exact_heads": exact_heads} if exact_heads is not None else {})}
+                   **({"exact_heads": exact_heads, "estimate": estimate} if exact_heads is not None else {})}
     return scores

@@ -85,7 +85,8 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     assert len(preds) == 6 * summary["splits"]["test"]
     # the offline W&B run holds the config, losses, lr, per-head norms and the tables
     l, h = summary["key_heads"]["all"][0]
-    wandb_run_data(out / "logs", ["learned/train/loss", "learned/val/acc", "lr-AdamW", f"learned/heads/L{l}H{h}/scale_dev",
+    wandb_run_data(out / "logs", ["learned/train/loss", "learned/val/acc", "lr-AdamW", "learned/lr", "lora/lr",
+                                  "key_heads", "key_heads/heatmap", f"learned/heads/L{l}H{h}/scale_dev",
                                   f"learned/heads/L{l}H{h}/offset_norm", "lora/test/acc", "comparison", "before_after",
                                   "k_pos"])
 

@@ -583,3 +583,20 @@ def test_exact_and_estimated_cells_are_kept_apart(world, tmp_path):
         assert [d["score"] for d in ranked] == sorted((d["score"] for d in ranked), reverse=True)
         # the pure estimate is kept as it was, beside the mixed matrix
         torch.testing.assert_close(torch.tensor(mixed["estimate"][name]), torch.tensor(pure[name]))
+
+
+# ------------------------------------------------------------------------------------ dashboards
+def test_eval_logs_per_level_accuracy_and_run_names_are_not_doubled(tmp_path):
+    from conftest import wandb_run_data
+
+    from vseam.evaluation.run import run_eval
+    from vseam.utils.tracking import run_name
+
+    assert run_name("heads", "runs/heads-organism") == "heads-organism"
+    assert run_name("heads", "runs/heads/20261201-1200-1-ab") == "heads-20261201-1200-1-ab"
+    out = tmp_path / "eval-organism"
+    run_eval(load_config(["model=tiny-llava", "logger=wandb", "logger.mode=offline", f"data.root={tmp_path / 'w'}",
+                          "data.n_per_category=2", f"out_dir={out}"]))
+    data = wandb_run_data(out / "logs", ["base/acc_level/object", "base/acc_level/attribute",
+                                         "base/acc_level/relation", "base/acc/Color"])
+    assert b"eval-eval-organism" not in data

@@ -121,6 +121,8 @@ def _track(cfg, out: Path, summary: dict) -> None:
         for g, v in r["by_category"].items():
             metrics[f"{name}/acc/{g}"] = v["acc"]
             rows.append([name, g, v["acc"], v["n"]])
+        for lv, v in r["by_level"].items():  # object / attribute / relation, the paper's three levels
+            metrics[f"{name}/acc_level/{lv}"] = v["acc"]
         for split, pm in r.get("pope", {}).items():
             metrics.update({f"{name}/pope/{split}/{k}": v for k, v in pm.items()})
     tracker.log(metrics)

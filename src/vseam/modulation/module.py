@@ -141,6 +141,10 @@ class FrozenVLMModule(L.LightningModule):
         self.log(f"{self.method}/train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=n)
         self.log(f"{self.method}/train/ce", ce, on_step=True, on_epoch=False, batch_size=n)
+        # the learning rate under the method's own name (one Lightning logger serves every method)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log(f"{self.method}/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=True,
+                     on_epoch=False, batch_size=n)
         if self.l1 > 0:
             self.log(f"{self.method}/train/l1", reg, on_step=True, on_epoch=False, batch_size=n)
         self.log(f"{self.method}/train/acc", metric, on_step=False, on_epoch=True, batch_size=n)

@@ -270,6 +270,8 @@ def _train(cfg, out: Path) -> dict:
         raise ValueError("no head has a positive or negative score > 0: nothing to modulate (more samples?)")
     if scores is not None:
         say(f"key heads ({scores.method}): positive {key['positive']} negative {key['negative']}")
+        if is_rank_zero():
+            _log_key_heads(tracker, scores, key, out)
 
     results: dict[str, dict] = {}
     evals: dict[str, EvalResult] = {}
@@ -380,6 +382,32 @@ def _write_predictions(out: Path, evals: dict[str, EvalResult]) -> None:
     if path.exists():
         path.unlink()
     append_jsonl(path, [{"method": m, **r} for m, e in evals.items() for r in e.records])
+
+
+def _log_key_heads(tracker: Tracker, scores: HeadScores, key: dict, out: Path) -> None:
+    """The key heads and their scores as a table, and the signed-score heat map they were picked from."""
+    kinds = {tuple(h): "positive" for h in key.get("positive", [])}
+    kinds.update({tuple(h): "negative" for h in key.get("negative", []) if tuple(h) not in kinds})
+    cell = lambda m, l, h: None if m is None else float(m[l, h])  # noqa: E731
+    tracker.table("key_heads", ["layer", "head", "kind", "positive", "negative", "signed"],
+                  [[l, h, kind, cell(scores.positive, l, h), cell(scores.negative, l, h), cell(scores.signed, l, h)]
+                   for (l, h), kind in kinds.items()])
+    if scores.signed is not None:
+        import matplotlib.pyplot as plt
+
+        from vseam.attribution.outputs import heatmap_figure
+        from vseam.utils.io import save_figure
+
+        facts = {"n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect, "n": scores.n,
+                 "method": scores.method, "ablation": scores.meta.get("ablation", "mean"), "model_id": scores.model,
+                 "dataset_id": scores.meta.get("dataset", "")}
+        fig = heatmap_figure(scores.signed, "signed", facts)
+        fig.axes[0].scatter([h for _, h in kinds], [l for l, _ in kinds], marker="o", facecolors="none",
+                            edgecolors="black", s=60, label="key heads")
+        fig.axes[0].legend(loc="upper right", fontsize=7)
+        path = save_figure(out / "key_heads_signed.png", fig)
+        plt.close(fig)
+        tracker.images({"key_heads/heatmap": path})
 
 
 def _log_tables(tracker: Tracker, results: dict, evals: dict[str, EvalResult], out: Path, artifact: bool) -> None:

@@ -50,7 +50,7 @@ class Tracker:
             os.environ.setdefault("WANDB_SILENT", "true")
             self.lightning = WandbLogger(
                 project=_field(lc, "project", "vseam"), entity=_field(lc, "entity"),
-                name=_field(cfg, "run_name") or f"{job}-{Path(out_dir).name}", save_dir=str(self.save_dir),
+                name=_field(cfg, "run_name") or run_name(job, out_dir), save_dir=str(self.save_dir),
                 mode=mode, tags=[*list(_field(lc, "tags") or []), job], job_type=job, log_model=False,
                 config=_plain(cfg))
 
@@ -131,6 +131,12 @@ def log_analysis(cfg: Any, out_dir: str | Path, job: str, metrics: dict[str, Any
     tracker.images({f"figure/{k}": v for k, v in (images or {}).items()})
     tracker.summary(metrics)
     tracker.finish()
+
+
+def run_name(job: str, out_dir: str | Path) -> str:
+    """``<job>-<folder>``, without doubling the job when the folder already names it (runs/heads-organism)."""
+    folder = Path(out_dir).name
+    return folder if folder == job or folder.startswith(f"{job}-") else f"{job}-{folder}"
 
 
 def _field(node: Any, key: str, default: Any = None) -> Any:

@@ -263,7 +263,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
             tracker.table("trace/logit_lens", *lens_table(summary, L))
         tracker.summary(metrics)
         tracker.finish()
-        log.info("tracing written to %s", out / "trace.json")
+        print(f"trace ({tcfg.direction}): {len(pairs)} of {result['n_manifest']} pairs traced, {len(skipped)} "
+              f"skipped ({result['seconds']:.0f} s); results in {out / 'trace.json'}")
     fabric.barrier()
     return result
 

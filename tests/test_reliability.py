@@ -600,3 +600,15 @@ def test_eval_logs_per_level_accuracy_and_run_names_are_not_doubled(tmp_path):
     data = wandb_run_data(out / "logs", ["base/acc_level/object", "base/acc_level/attribute",
                                          "base/acc_level/relation", "base/acc/Color"])
     assert b"eval-eval-organism" not in data
+
+
+def test_edit_logs_clean_and_edited_example_images(tmp_path):
+    from conftest import wandb_run_data
+
+    from vseam.editing.run import run_edit
+
+    out = tmp_path / "edit"
+    run_edit(load_config(["model=tiny-llava", "data=organism", f"data.root={tmp_path / 'world'}",
+                          "data.n_per_category=2", "data.categories=[Color]", "logger=wandb", "logger.mode=offline",
+                          "edit.progress=false", "edit.filter=false", f"out_dir={out}"]))
+    wandb_run_data(out / "logs", ["edit/examples/0/clean", "edit/examples/0/edited", "edit/examples/1/edited"])

@@ -310,6 +310,17 @@ def edit_counts(report: dict, prefix: str = "edit") -> dict:
     return flat
 
 
+def example_images(out: Path, n: int = 3) -> dict[str, str]:
+    """The first ``n`` edits as clean / edited / mask image files (W&B keys ``edit/examples/<i>/...``;
+    the mask only when it is a PNG, not boxes)."""
+    paths: dict[str, str] = {}
+    for i, r in enumerate(read_jsonl(out / MANIFEST)[:n]):
+        files = {"clean": r.get("image"), "edited": r.get("edited_image"),
+                 "mask": r.get("mask") if isinstance(r.get("mask"), str) else None}
+        paths.update({f"edit/examples/{i}/{k}": str(v) for k, v in files.items() if v and Path(str(v)).exists()})
+    return paths
+
+
 def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dict:
     from vseam.utils.tracking import Tracker
 
@@ -321,6 +332,7 @@ def _filter_step(cfg: Any, e: Any, out: Path, adapter: Any, result: dict) -> dic
 
     try:
         log_fn(edit_counts(result["edit"]))
+        tracker.images(example_images(out))
         if bool(e.filter):
             if adapter is None:
                 from vseam.models import load_adapter

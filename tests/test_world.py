@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from vseam.data.sample import EditRecord, load_image
-from vseam.world import CATEGORIES, KINDS, answer_vocabulary, generate, render, write_world
+from vseam.world import CATEGORIES, answer_vocabulary, generate, render, write_world
+from vseam.world.questions import CATEGORY_KINDS
 from vseam.world.scene import ALL_SHAPES, shape_mask, texture_pattern
 
 N = 48  # items per category: a multiple of every answer-vocabulary size x 2 kinds
@@ -73,11 +74,26 @@ def test_answers_are_true_of_the_scene(items):
             assert (it.answer == "Yes") == (f" {truth} of " in it.question)
 
 
+def test_existence_answers_are_true_of_the_scene():
+    its = generate("Existence", N, seed=7)
+    assert Counter(it.answer for it in its) == {"Yes": N // 2, "No": N // 2} and {it.kind for it in its} == {"verify"}
+    for it in its:
+        clean, edited = render(it.scene), render(it.edited_scene)
+        (x, y, w, h), = it.mask_boxes
+        outside = np.ones(clean.shape[:2], dtype=bool)
+        outside[y:y + h, x:x + w] = False
+        assert np.array_equal(clean[outside], edited[outside]) and not np.array_equal(clean, edited)
+        target = it.change["object"]
+        assert it.question == f"Is there a {target} in the image?"
+        assert (it.scene.find(target) is not None) == (it.answer == "Yes")
+        assert (it.edited_scene.find(target) is not None) == (it.edited_answer == "Yes")
+
+
 def test_categories_balanced(items):
     for cat, its in items.items():
         kinds = Counter(it.kind for it in its)
-        assert set(kinds) == set(KINDS) and max(kinds.values()) - min(kinds.values()) <= 1
-        for kind in KINDS:
+        assert set(kinds) == set(CATEGORY_KINDS[cat]) and max(kinds.values()) - min(kinds.values()) <= 1
+        for kind in CATEGORY_KINDS[cat]:
             answers = Counter(it.answer for it in its if it.kind == kind)
             assert len(answers) >= 2, f"{cat}/{kind}: one answer only"
             assert max(answers.values()) - min(answers.values()) <= 1, f"{cat}/{kind}: unbalanced {answers}"

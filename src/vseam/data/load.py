@@ -25,6 +25,19 @@ def annotation_files(data_cfg: Any) -> list[Path]:
     return [Path(p) for p in data_cfg.annotations]
 
 
+def pope_files(data_cfg: Any) -> list[Path]:
+    """The organism's POPE-analog files (``data.pope_per_split`` > 0; ``ensure_world`` writes them)."""
+    if data_cfg.format != "organism" or not int(getattr(data_cfg, "pope_per_split", 0) or 0):
+        return []
+    import json
+
+    summary = Path(data_cfg.root) / "pope" / "pope.json"
+    if not summary.exists():
+        raise FileNotFoundError(f"data.root={data_cfg.root}: data.pope_per_split={data_cfg.pope_per_split} but no "
+                                f"POPE analog there (pope/pope.json); build it with vseam.world.ensure_world(cfg.data)")
+    return [summary.parent / f for f in json.loads(summary.read_text())["files"].values()]
+
+
 def load_samples(data_cfg: Any) -> list[Sample]:
     """All samples named by ``data_cfg`` (categories filtered, ``limit`` per file), in file order."""
     image_dir = data_cfg.image_dir
@@ -36,6 +49,8 @@ def load_samples(data_cfg: Any) -> list[Sample]:
             raise FileNotFoundError(f"data.annotations: {path} does not exist")
         samples += read_benchmark(data_cfg.format, path, image_dir=image_dir,
                                   image_pattern=data_cfg.image_pattern, limit=data_cfg.limit)
+    for path in pope_files(data_cfg):  # read as POPE is: category = the split (random / popular / adversarial)
+        samples += read_benchmark("pope", path, image_dir=path.parent / "images", limit=data_cfg.limit)
     if data_cfg.categories:
         keep = set(data_cfg.categories)
         samples = [s for s in samples if s.category in keep]

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vseam.data.sample import EditRecord, Sample
-from vseam.world.scene import ALL_SHAPES, COLORS, ICONS, SHAPES, TEXTURES, Scene, random_scene, render_pil
+from vseam.world.scene import (
+    ALL_SHAPES, BY_FREQUENCY, COLORS, ICONS, PARTNER, SHAPES, TEXTURES, Obj, Scene, random_scene, render_pil,
+)
 
-CATEGORIES = {  # category -> semantic level
+CATEGORIES = {  # category -> semantic level: the six GQA-style categories of the written world
     "Shape": "object",
     "Icon": "object",
     "Color": "attribute",
@@ -23,7 +25,14 @@ CATEGORIES = {  # category -> semantic level
     "Horizontal": "relation",
     "Vertical": "relation",
 }
+# The POPE analog: "Is there a {object} in the image?" on co-occurrence scenes. It is its own benchmark
+# (vseam.world.pope writes it in POPE's format), as POPE is beside GQA, and part of the training world.
+EXISTENCE = "Existence"
+CATEGORY_LEVELS = {**CATEGORIES, EXISTENCE: "object"}  # every category an item can have
 KINDS = ("verify", "query")  # yes/no, single word
+CATEGORY_KINDS = {c: KINDS for c in CATEGORIES} | {EXISTENCE: ("verify",)}  # kinds a category has
+NEGATIVES = ("random", "popular", "adversarial")  # POPE's ways to draw the absent object of a "No" question
+EXISTENCE_STRENGTH = 0.75  # co-occurrence strength of Existence scenes unless a caller sets one
 _TYPES_SEMANTIC = {"object": "obj", "attribute": "attr", "relation": "rel"}
 _MAX_TRIES = 1000
 
@@ -48,7 +57,7 @@ class WorldItem:
 
     @property
     def level(self) -> str:
-        return CATEGORIES[self.category]
+        return CATEGORY_LEVELS[self.category]
 
     @property
     def mask_boxes(self) -> list[list[int]]:
@@ -107,13 +116,13 @@ def _sel(shape: str, i: int) -> dict:
 
 # --- object level ---------------------------------------------------------------------------------
 
-def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int):
+def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_):
     vocab = SHAPES if category == "Shape" else ICONS
     if kind == "verify":
         target = vocab[(slot // 2) % len(vocab)]
         present = slot % 2 == 0
         for _ in range(_MAX_TRIES):
-            scene = random_scene(rng, grid, cell)
+            scene = random_scene(rng, grid, cell, cooccur=cooccur)
             idx = scene.find(target)
             if present and idx is None:
                 # put the target in place of a random object, keeping its colour, texture and cell
@@ -140,7 +149,7 @@ def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int):
     else:
         target = vocab[slot % len(vocab)]
         for _ in range(_MAX_TRIES):
-            scene = random_scene(rng, grid, cell)
+            scene = random_scene(rng, grid, cell, cooccur=cooccur)
             idx = scene.find(target)
             if idx is None:
                 idx = int(rng.integers(len(scene.objects)))
@@ -164,9 +173,9 @@ def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int):
 
 # --- attribute level ------------------------------------------------------------------------------
 
-def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int):
+def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_):
     attr, vocab = ("color", tuple(COLORS)) if category == "Color" else ("texture", TEXTURES)
-    scene = random_scene(rng, grid, cell)
+    scene = random_scene(rng, grid, cell, cooccur=cooccur)
     idx = int(rng.integers(len(scene.objects)))
     o = scene.objects[idx]
     if kind == "verify":
@@ -203,11 +212,11 @@ def _rel_phrase(word: str) -> str:
     return f"{word} of" if word in ("left", "right") else word
 
 
-def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int):
+def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_):
     axis, lo, hi = _REL[category]
     other = "row" if axis == "col" else "col"
     for _ in range(_MAX_TRIES):
-        scene = random_scene(rng, grid, cell)
+        scene = random_scene(rng, grid, cell, cooccur=cooccur)
         ia, ib = (int(v) for v in rng.choice(len(scene.objects), size=2, replace=False))
         a, b = scene.objects[ia], scene.objects[ib]
         pa, pb = getattr(a, axis), getattr(b, axis)
@@ -263,19 +272,109 @@ def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int):
     raise RuntimeError(f"could not build a {category}/{kind} item")
 
 
+# --- existence (the POPE analog) -----------------------------------------------------------------
+
+def negative_object(scene: Scene, negative: str, rng: np.random.Generator) -> str | None:
+    """The absent object a "No" question asks about, drawn as POPE does: ``random`` (any absent
+    object), ``popular`` (the most frequent absent object), ``adversarial`` (the absent partner of a
+    present object: the object that co-occurs most with what is there). None when there is none."""
+    present = {o.shape for o in scene.objects}
+    absent = [s for s in ALL_SHAPES if s not in present]
+    if negative == "random":
+        return _pick(rng, absent) if absent else None
+    if negative == "popular":
+        return next((s for s in BY_FREQUENCY if s not in present), None)
+    if negative == "adversarial":
+        partners = [PARTNER[o.shape] for o in scene.objects if PARTNER[o.shape] not in present]
+        return _pick(rng, partners) if partners else None
+    raise ValueError(f"negative={negative!r}: expected one of {NEGATIVES}")
+
+
+def lonely(scene: Scene) -> list[int]:
+    """Indices of the objects whose usual partner is not in the scene."""
+    present = {o.shape for o in scene.objects}
+    return [i for i, o in enumerate(scene.objects) if PARTNER[o.shape] not in present]
+
+
+def _existence(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
+               negative: str = "random", prior: float = 0.0, **_):
+    """"Is there a {object} in the image?" on a co-occurrence scene with at least one object whose
+    partner is absent (so every negative kind exists); the scene does not depend on ``negative``, so
+    the three POPE splits of one seed ask about the same images, as POPE's do.
+
+    ``prior`` > 0 (training worlds only): with this probability a question about the absent partner of
+    a present object is answered "Yes", the usual scene rather than the image (as answers written from
+    captions and co-occurrence statistics are); its edit then removes the present partner (-> "No").
+    """
+    strength = EXISTENCE_STRENGTH if cooccur is None else cooccur
+    for _ in range(_MAX_TRIES):
+        scene = random_scene(rng, grid, cell, cooccur=strength)
+        if lonely(scene) and len(scene.objects) < grid * grid:
+            break
+    else:
+        raise RuntimeError("could not draw an Existence scene with an object whose partner is absent")
+    present = slot % 2 == 0
+    pick = rng.integers(1 << 30)  # one draw either way: the scene stream is the same for every split
+    sub = np.random.default_rng([int(pick)])
+    program_for = lambda t: [{"operation": "select", "dependencies": [], "argument": t},  # noqa: E731
+                             {"operation": "exist", "dependencies": [0], "argument": ""}]
+    if present:
+        idx = int(sub.integers(len(scene.objects)))
+        o = scene.objects[idx]
+        target = o.shape
+        edited = replace_objects(scene, [j for j in range(len(scene.objects)) if j != idx])
+        return (scene, f"Is there a {target} in the image?", "Yes", edited, "No", [idx], [(o.row, o.col)],
+                {"what": "existence", "object": target, "from": "present", "to": "absent", "negative": None},
+                f"remove the {target}", program_for(target))
+    target = negative_object(scene, negative, sub)
+    if target is None:  # popular / random always find one (at most 4 of 8 objects are present)
+        raise RuntimeError(f"no {negative} negative in a scene of {[o.shape for o in scene.objects]}")
+    partner_idx = scene.find(PARTNER[target])
+    if prior > 0 and partner_idx is not None and sub.random() < prior:
+        p = scene.objects[partner_idx]
+        edited = replace_objects(scene, [j for j in range(len(scene.objects)) if j != partner_idx])
+        return (scene, f"Is there a {target} in the image?", "Yes", edited, "No", [partner_idx], [(p.row, p.col)],
+                {"what": "existence", "object": target, "from": "prior", "to": "absent", "negative": negative,
+                 "prior": True}, f"remove the {p.shape}", program_for(target))
+    free = [(r, c) for r in range(grid) for c in range(grid) if (r, c) not in scene.occupied()]
+    r, c = free[int(sub.integers(len(free)))]
+    colors = list(COLORS)
+    new = Obj(shape=target, color=colors[int(sub.integers(len(colors)))],
+              texture=TEXTURES[int(sub.integers(len(TEXTURES)))], row=r, col=c)
+    edited = Scene(objects=scene.objects + (new,), background=scene.background, grid=grid, cell=cell)
+    return (scene, f"Is there a {target} in the image?", "No", edited, "Yes", [], [(r, c)],
+            {"what": "existence", "object": target, "from": "absent", "to": "present", "negative": negative},
+            f"add a {target}", program_for(target))
+
+
+def replace_objects(scene: Scene, keep: list[int]) -> Scene:
+    return Scene(objects=tuple(scene.objects[j] for j in keep), background=scene.background, grid=scene.grid,
+                 cell=scene.cell)
+
+
 _BUILDERS = {"object": _object, "attribute": _attribute, "relation": _relation}
 
 
 def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: int = 3, cell: int = 16,
-              split: str = "all") -> WorldItem:
-    """One item; ``slot`` picks the answer class (cycled for balance), the rng is keyed by (seed, ...)."""
-    if category not in CATEGORIES:
-        raise ValueError(f"unknown organism category {category!r}; known: {list(CATEGORIES)}")
-    if kind not in KINDS:
-        raise ValueError(f"unknown question kind {kind!r}; known: {KINDS}")
-    key = [seed, list(CATEGORIES).index(category), KINDS.index(kind), index]
+              split: str = "all", cooccur: float | None = None, negative: str = "random",
+              prior: float = 0.0) -> WorldItem:
+    """One item; ``slot`` picks the answer class (cycled for balance), the rng is keyed by (seed, ...).
+
+    ``cooccur``: co-occurrence strength of the scene (None: independent shapes; Existence: its own
+    ``EXISTENCE_STRENGTH``); ``negative`` and ``prior``: Existence only (see ``_existence``).
+    """
+    if category not in CATEGORY_LEVELS:
+        raise ValueError(f"unknown organism category {category!r}; known: {list(CATEGORY_LEVELS)}")
+    if kind not in CATEGORY_KINDS[category]:
+        raise ValueError(f"question kind {kind!r} for {category}; known: {CATEGORY_KINDS[category]}")
+    if negative not in NEGATIVES:
+        raise ValueError(f"negative={negative!r}: expected one of {NEGATIVES}")
+    if not 0.0 <= float(prior) <= 1.0:
+        raise ValueError(f"prior={prior!r}: expected a probability in [0, 1]")
+    key = [seed, list(CATEGORY_LEVELS).index(category), KINDS.index(kind), index]
     rng = np.random.default_rng(key)
-    out = _BUILDERS[CATEGORIES[category]](rng, category, kind, slot, grid, cell)
+    build = _existence if category == EXISTENCE else _BUILDERS[CATEGORIES[category]]
+    out = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior)
     scene, q, ans, edited, edited_ans, involved, cells, change, prompt, program = out
     return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind,
                      question=q, answer=ans, scene=scene, edited_scene=edited, edited_answer=edited_ans,
@@ -283,17 +382,23 @@ def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: 
 
 
 def generate(category: str, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, grid: int = 3, cell: int = 16,
-             split: str = "all", start: int = 0) -> list[WorldItem]:
+             split: str = "all", start: int = 0, cooccur: float | None = None, negative: str = "random",
+             prior: float = 0.0) -> list[WorldItem]:
     """``n`` items of one category, kinds interleaved, balanced by answer within each kind.
 
     Deterministic in (seed, category, kind, index); ``start`` continues a stream (index offset) so
-    disjoint ranges of one seed give disjoint, reproducible sets.
+    disjoint ranges of one seed give disjoint, reproducible sets. Kinds the category does not have
+    are left out (Existence is yes/no only); none left is an error.
     """
+    kinds = tuple(k for k in kinds if k in CATEGORY_KINDS[category]) if category in CATEGORY_KINDS else tuple(kinds)
+    if not kinds:
+        raise ValueError(f"{category}: none of the requested kinds; it has {CATEGORY_KINDS[category]}")
     items = []
     for i in range(start, start + n):
         kind = kinds[i % len(kinds)]
         j = i // len(kinds)  # running index within this kind: answers cycle through it
-        items.append(make_item(category, kind, j, seed, j, grid, cell, split))
+        items.append(make_item(category, kind, j, seed, j, grid, cell, split, cooccur=cooccur, negative=negative,
+                               prior=prior))
     return items
 
 

@@ -26,6 +26,16 @@ COLORS = {
 }
 TEXTURES = ("solid", "striped", "dotted", "checkered")
 
+# Co-occurrence structure (the POPE analog): objects come in usual pairs, one of each vocabulary, and
+# the pairs are not equally frequent. A co-occurrence scene draws objects by frequency and, with
+# probability ``strength``, adds each drawn object's partner; "popular" negatives are the most frequent
+# objects, "adversarial" ones the absent partner of a present object.
+GROUPS = (("circle", "star"), ("square", "heart"), ("triangle", "cross"), ("diamond", "moon"))
+GROUP_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
+PARTNER = {a: b for g in GROUPS for a, b in (g, g[::-1])}
+# objects by frequency in co-occurrence scenes, most frequent first (within a pair: the order listed)
+BY_FREQUENCY = tuple(o for g in GROUPS for o in g)
+
 
 @dataclass(frozen=True)
 class Obj:
@@ -158,14 +168,61 @@ def render_pil(scene: Scene):
 
 
 def random_scene(rng: np.random.Generator, grid: int = 3, cell: int = 16, n_min: int = 2, n_max: int = 4,
-                 shapes: tuple[str, ...] = ALL_SHAPES) -> Scene:
-    """Objects with distinct shapes (so "the circle" names one object) in distinct cells."""
+                 shapes: tuple[str, ...] = ALL_SHAPES, cooccur: float | None = None) -> Scene:
+    """Objects with distinct shapes (so "the circle" names one object) in distinct cells.
+
+    ``cooccur=None``: shapes drawn uniformly and independently. A number in [0, 1]: a co-occurrence
+    scene (``cooccur_scene``) of that strength.
+    """
+    if cooccur is not None:
+        return cooccur_scene(rng, cooccur, grid, cell, n_min, n_max)
     n = int(rng.integers(n_min, n_max + 1))
     cells = rng.choice(grid * grid, size=n, replace=False)
     names = rng.choice(len(shapes), size=n, replace=False)
     colors = list(COLORS)
     objs = tuple(
         Obj(shape=shapes[int(names[i])], color=colors[int(rng.integers(len(colors)))],
+            texture=TEXTURES[int(rng.integers(len(TEXTURES)))], row=int(cells[i]) // grid, col=int(cells[i]) % grid)
+        for i in range(n)
+    )
+    background = tuple(int(v) for v in rng.integers(205, 246, size=3))
+    return Scene(objects=objs, background=background, grid=grid, cell=cell)
+
+
+def _check_strength(strength: float) -> None:
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"co-occurrence strength {strength!r}: expected a number in [0, 1]")
+
+
+def cooccur_shapes(rng: np.random.Generator, n: int, strength: float) -> list[str]:
+    """``n`` distinct shapes: each new one drawn by its pair's frequency (``GROUP_WEIGHTS``, a random
+    member of the pair), then, with probability ``strength``, its partner right after it."""
+    _check_strength(strength)
+    chosen: list[str] = []
+    weights = np.asarray(GROUP_WEIGHTS, dtype=np.float64)
+    while len(chosen) < n:
+        free = [g for g in GROUPS if any(o not in chosen for o in g)]
+        w = np.asarray([weights[GROUPS.index(g)] for g in free])
+        group = free[int(rng.choice(len(free), p=w / w.sum()))]
+        options = [o for o in group if o not in chosen]
+        first = options[int(rng.integers(len(options)))]
+        chosen.append(first)
+        partner = PARTNER[first]
+        if len(chosen) < n and partner not in chosen and rng.random() < strength:
+            chosen.append(partner)
+    return chosen
+
+
+def cooccur_scene(rng: np.random.Generator, strength: float, grid: int = 3, cell: int = 16, n_min: int = 2,
+                  n_max: int = 4) -> Scene:
+    """A scene whose shapes follow the world's co-occurrence structure at ``strength`` (0: pairs are
+    as likely apart as together beyond chance; 1: a drawn object's partner is always there when room)."""
+    n = int(rng.integers(n_min, n_max + 1))
+    names = cooccur_shapes(rng, n, strength)
+    cells = rng.choice(grid * grid, size=n, replace=False)
+    colors = list(COLORS)
+    objs = tuple(
+        Obj(shape=names[i], color=colors[int(rng.integers(len(colors)))],
             texture=TEXTURES[int(rng.integers(len(TEXTURES)))], row=int(cells[i]) // grid, col=int(cells[i]) % grid)
         for i in range(n)
     )

@@ -1,8 +1,9 @@
 """Rebuild the organism's checkpoints (tiny LLaVA and InstructBLIP, trained and under-trained) and report
 their held-out accuracy per semantic level.
 
-    python scripts/build_organism.py                      # both architectures -> checkpoints/organism/
+    python scripts/build_organism.py                      # both architectures -> checkpoints/organism-6x8/
     python scripts/build_organism.py --arch llava max_steps=3000 lr=3e-3
+    python scripts/build_organism.py --rescore            # re-measure accuracy.json of the saved checkpoints
 
 ``key=value`` arguments override fields of ``vseam.organism.build.OrganismTrainConfig``; each
 architecture's own defaults are in ``vseam.organism.build.ARCH_DEFAULTS``.
@@ -15,14 +16,16 @@ import json
 import sys
 from pathlib import Path
 
-from vseam.organism.build import ARCH_DEFAULTS, build_organism, plot_learning_curves, train_config
+from vseam.organism.build import ARCH_DEFAULTS, build_organism, plot_learning_curves, rescore, train_config
 from vseam.utils.io import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=["llava", "instructblip", "both"], default="both")
-    ap.add_argument("--out", default="checkpoints/organism", help="folder of the checkpoints")
+    ap.add_argument("--out", default="checkpoints/organism-6x8", help="folder of the checkpoints")
+    ap.add_argument("--rescore", action="store_true",
+                    help="train nothing: re-measure accuracy.json of the checkpoints in --out with the current code")
     ap.add_argument("overrides", nargs="*", help="key=value fields of OrganismTrainConfig")
     a = ap.parse_args(argv)
     overrides = dict(kv.split("=", 1) for kv in a.overrides)
@@ -30,9 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for arch in archs:
         cfg = train_config(arch, overrides)
+        if a.rescore:
+            for folder in sorted(Path(a.out).glob(f"{arch}*")):
+                if folder.name.split("-")[0] == arch and (folder / "training.json").exists():
+                    summary[folder.name] = rescore(folder, arch, cfg.n_test_per_category, cfg.n_pope_per_split,
+                                                   cfg.seed)
+            continue
         summary.update(build_organism(cfg, a.out))
-    print(json.dumps({name: {"level": acc["level"], "overall": acc["overall"]} for name, acc in summary.items()},
-                     indent=1))
+    print(json.dumps({name: {"level": acc["level"], "overall": acc["overall"],
+                             "pope": {k: round(v["accuracy"], 3) for k, v in acc.get("pope", {}).items()}}
+                      for name, acc in summary.items()}, indent=1))
     # summary.json holds every checkpoint of the folder: a one-arch rebuild replaces only its own entries
     path = Path(a.out) / "summary.json"
     previous = json.loads(path.read_text()) if path.exists() else {}

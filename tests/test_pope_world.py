@@ -123,6 +123,7 @@ def test_organism_data_config_loads_the_pope_analog_beside_the_world(tmp_path):
                     "random": 6, "popular": 6, "adversarial": 6}
     assert len({s.id for s in samples}) == len(samples)  # question ids unique across the POPE files
     pope = [s for s in samples if s.benchmark == "pope"]
+    assert {s.level for s in pope} == {"object"}
     assert len({s.image_path for s in pope}) == len(pope)  # each split its own images: no leak across splits
     assert all(load_image(s).size == (48, 48) for s in pope[:3])
     cfg.pope_per_split = 0

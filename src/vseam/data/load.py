@@ -3,6 +3,7 @@ or benchmark files."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ def load_samples(data_cfg: Any) -> list[Sample]:
         samples += read_benchmark(data_cfg.format, path, image_dir=image_dir,
                                   image_pattern=data_cfg.image_pattern, limit=data_cfg.limit)
     for path in pope_files(data_cfg):  # read as POPE is: category = the split (random / popular / adversarial)
-        samples += read_benchmark("pope", path, image_dir=path.parent / "images", limit=data_cfg.limit)
+        # existence is an object-level question in the organism's world (real POPE files carry no level)
+        samples += [replace(s, level="object") for s in
+                    read_benchmark("pope", path, image_dir=path.parent / "images", limit=data_cfg.limit)]
     if data_cfg.categories:
         keep = set(data_cfg.categories)
         samples = [s for s in samples if s.category in keep]

@@ -9,6 +9,7 @@ into ``out_dir`` (rank 0 only).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
@@ -198,17 +199,30 @@ def _method_row(result: EvalResult, val: EvalResult, trainable: int, extra: dict
             "val_accuracy": val.summary()["accuracy"], "trainable_params": int(trainable), **extra}
 
 
+POPE_SPLITS = ("random", "popular", "adversarial")
+
+
+def test_se(acc: float | None, n: int) -> float | None:
+    """Standard error of a test accuracy over ``n`` samples, sqrt(p (1 - p) / n)."""
+    return math.sqrt(acc * (1 - acc) / n) if isinstance(acc, float) and n > 0 else None
+
+
 def format_table(methods: dict[str, dict], total_params: int) -> str:
+    """One row per method: trainable parameters, val / test accuracy (with its standard error), test
+    accuracy per level and, when the pool holds them, per POPE split (pope-r / pope-p / pope-a)."""
     levels = [lv for lv in LEVEL_ORDER if any(lv in m["test"]["by_level"] for m in methods.values())]
-    head = f"{'method':<10} {'trainable':>10} {'% of model':>10} {'val acc':>8} {'test acc':>8} " + \
-        " ".join(f"{lv:>9}" for lv in levels)
+    pope = [s for s in POPE_SPLITS if any(s in m["test"].get("by_category", {}) for m in methods.values())]
+    head = f"{'method':<10} {'trainable':>10} {'% of model':>10} {'val acc':>8} {'test acc':>8} {'SE':>6} " + \
+        " ".join(f"{lv:>9}" for lv in levels) + "".join(f" {'pope-' + s[0]:>7}" for s in pope)
     lines = [head, "-" * len(head)]
 
     for name, m in methods.items():
         pct = 100.0 * m["trainable_params"] / max(1, total_params)
+        se = test_se(m["test"]["accuracy"], int(m["test"]["n"]))
         lines.append(f"{name:<10} {m['trainable_params']:>10,d} {pct:>9.4f}% {_fmt(m['val_accuracy']):>8} "
-                     f"{_fmt(m['test']['accuracy']):>8} " +
-                     " ".join(f"{_fmt(m['test']['by_level'].get(lv)):>9}" for lv in levels))
+                     f"{_fmt(m['test']['accuracy']):>8} {_fmt(se):>6} " +
+                     " ".join(f"{_fmt(m['test']['by_level'].get(lv)):>9}" for lv in levels) +
+                     "".join(f" {_fmt(m['test']['by_category'].get(s)):>7}" for s in pope))
     return "\n".join(lines)
 
 

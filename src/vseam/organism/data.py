@@ -15,7 +15,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vseam.organism.encode import encode_samples
 from vseam.organism.module import LEVELS
-from vseam.world.questions import CATEGORIES, KINDS, generate
+from vseam.world.questions import CATEGORIES, EXISTENCE, KINDS, NEGATIVES, generate
+
+TRAINING_CATEGORIES = (*CATEGORIES, EXISTENCE)  # the organism learns the world's six categories and existence
 
 
 class TensorRows(Dataset):
@@ -68,6 +70,18 @@ def cell_targets(tokenizer, scenes) -> torch.Tensor:
     return out
 
 
+def cell_attributes(scenes) -> torch.Tensor:
+    """[N, grid*grid, 2]: colour and texture index of each cell's object (row-major), -100 if empty."""
+    from vseam.world.scene import COLORS, TEXTURES
+
+    colors = list(COLORS)
+    out = torch.full((len(scenes), scenes[0].grid ** 2, 2), -100, dtype=torch.long)
+    for n, scene in enumerate(scenes):
+        for o in scene.objects:
+            out[n, o.row * scene.grid + o.col] = torch.tensor([colors.index(o.color), TEXTURES.index(o.texture)])
+    return out
+
+
 AXIS_WORDS = {"Horizontal": ("left", "middle", "right"), "Vertical": ("top", "middle", "bottom")}
 
 
@@ -82,6 +96,8 @@ def key_words_and_targets(item, edited: bool = False) -> list[tuple[str, str]]:
     """
     scene = item.edited_scene if edited else item.scene
     objs = scene.objects
+    if item.category == EXISTENCE:  # at the object word, the answer (a training prior included)
+        return [(item.change["object"], item.edited_answer if edited else item.answer)]
     if item.level == "object":
         if item.kind == "verify":
             word = item.question.split()[-1].rstrip("?")
@@ -124,9 +140,25 @@ def key_targets(tokenizer, input_ids: torch.Tensor, keys: list[list[tuple[str, s
 
 
 def draw_items(n_per_category: int, seed: int, split: str, kinds=KINDS, categories=None, grid: int = 3,
-               cell: int = 16):
-    items = [it for c in (categories or CATEGORIES)
-             for it in generate(c, n_per_category, seed=seed, kinds=tuple(kinds), grid=grid, cell=cell, split=split)]
+               cell: int = 16, cooccur: float | None = None, existence_prior: float = 0.0):
+    """World items of every category. ``cooccur``: co-occurrence strength of every scene (None: shapes
+    independent; Existence scenes always follow their own strength unless this is set). Existence
+    items take their negatives from each of POPE's kinds in turn (random, popular, adversarial, in
+    disjoint index ranges), and ``existence_prior`` is their training-answer prior (see
+    ``vseam.world.questions._existence``)."""
+    items = []
+    for c in (categories or TRAINING_CATEGORIES):
+        if c == EXISTENCE:
+            parts = [n_per_category // len(NEGATIVES) + (i < n_per_category % len(NEGATIVES))
+                     for i in range(len(NEGATIVES))]
+            start = 0
+            for neg, n in zip(NEGATIVES, parts):
+                items += generate(c, n, seed=seed, kinds=tuple(kinds), grid=grid, cell=cell, split=f"{split}-{neg}",
+                                  start=start, cooccur=cooccur, negative=neg, prior=existence_prior)
+                start += n
+            continue
+        items += generate(c, n_per_category, seed=seed, kinds=tuple(kinds), grid=grid, cell=cell, split=split,
+                          cooccur=cooccur)
     random.Random(seed).shuffle(items)  # mix categories so any prefix of the stream is balanced
     return items
 
@@ -134,8 +166,10 @@ def draw_items(n_per_category: int, seed: int, split: str, kinds=KINDS, categori
 class OrganismDataModule(L.LightningDataModule):
     def __init__(self, adapter, n_train_per_category: int = 1000, n_val_per_category: int = 50,
                  seed: int = 0, kinds=KINDS, with_edits: bool = True, batch_size: int = 64,
-                 grid: int = 3, cell: int = 16, curriculum: dict[str, int] | None = None, steps: int = 10_000):
+                 grid: int = 3, cell: int = 16, curriculum: dict[str, int] | None = None, steps: int = 10_000,
+                 cooccur: float | None = None, existence_prior: float = 0.0):
         super().__init__()
+        self.cooccur, self.existence_prior = cooccur, existence_prior
         self.curriculum, self.steps = dict(curriculum or {}), steps
         self.adapter = adapter
         self.n_train, self.n_val = n_train_per_category, n_val_per_category
@@ -148,8 +182,11 @@ class OrganismDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         # train and val come from different world seeds (and split labels): no scene is shared
-        train = draw_items(self.n_train, self.seed * 1000 + 1, "train", self.kinds, grid=self.grid, cell=self.cell)
-        val = draw_items(self.n_val, self.seed * 1000 + 2, "val", self.kinds, grid=self.grid, cell=self.cell)
+        train = draw_items(self.n_train, self.seed * 1000 + 1, "train", self.kinds, grid=self.grid, cell=self.cell,
+                           cooccur=self.cooccur, existence_prior=self.existence_prior)
+        # validation answers are the image's (no prior): model selection sees what the test measures
+        val = draw_items(self.n_val, self.seed * 1000 + 2, "val", self.kinds, grid=self.grid, cell=self.cell,
+                         cooccur=self.cooccur)
         samples = [it.sample() for it in train]
         groups = [[i] for i in range(len(train))]
         if self.with_edits:
@@ -158,6 +195,7 @@ class OrganismDataModule(L.LightningDataModule):
         tensors = encode_samples(self.adapter, samples)
         scenes = [it.scene for it in train] + ([it.edited_scene for it in train] if self.with_edits else [])
         tensors["cell_target"] = cell_targets(self.adapter.tokenizer, scenes)
+        tensors["cell_attr"] = cell_attributes(scenes)
         pairs = [key_words_and_targets(it) for it in train]
         if self.with_edits:
             pairs += [key_words_and_targets(it, edited=True) for it in train]

@@ -35,7 +35,7 @@ def encode_samples(adapter, samples: list[Sample], batch_size: int = 256) -> dic
     return out
 
 
-NOT_MODEL_INPUTS = ("target", "cell_target", "level_index", "key_pos", "key_target")  # our own columns beside the processor's
+NOT_MODEL_INPUTS = ("target", "cell_target", "cell_attr", "level_index", "key_pos", "key_target")  # our own columns beside the processor's
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

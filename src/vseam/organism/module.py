@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vseam.organism.encode import lm_logits, model_inputs
+from vseam.world.scene import COLORS, TEXTURES
 
 LEVELS = ("object", "attribute", "relation")
 
@@ -29,7 +30,8 @@ def vision_encoder(model: torch.nn.Module) -> torch.nn.Module:
 class OrganismModule(L.LightningModule):
     def __init__(self, adapter, lr: float = 2e-3, weight_decay: float = 0.01, warmup_steps: int = 100,
                  max_steps: int = 2000, min_lr_ratio: float = 0.05, dense_loss_weight: float = 0.0, log=None,
-                 position_loss_weight: float = 0.0, position_loss_layers: str = "all", grid: int = 3):
+                 position_loss_weight: float = 0.0, position_loss_layers: str = "all", grid: int = 3,
+                 attribute_loss_weight: float = 0.0):
         super().__init__()
         self.adapter = adapter
         # registered here so Lightning sees (and trains) the parameters. The model stays in eval mode,
@@ -49,6 +51,10 @@ class OrganismModule(L.LightningModule):
         # outputs ("vision"). Without them the projector output carries no position at all, so a lookup
         # from a shape word to its image token finds what, never where.
         self.position_loss_weight, self.grid = position_loss_weight, grid
+        # With attribute_loss_weight > 0 the same read-outs also name the colour and texture of the
+        # object in each cell (empty cells ignored): the attribute level otherwise trails far behind.
+        self.attribute_loss_weight = attribute_loss_weight
+        n_attr = len(COLORS) + len(TEXTURES) if attribute_loss_weight > 0 else 0
         self.position_layers: list[int] = []
         self.position_vision = False
         self.position_heads = torch.nn.ModuleDict()
@@ -60,9 +66,10 @@ class OrganismModule(L.LightningModule):
             self.position_layers = list(range(n_layers + 1)) if parts == ["all"] else [int(v) for v in parts]
             d = adapter.model.config.text_config.hidden_size
             for i in self.position_layers:
-                self.position_heads[str(i)] = torch.nn.Linear(d, 2 * grid)
+                self.position_heads[str(i)] = torch.nn.Linear(d, 2 * grid + n_attr)
             if self.position_vision:
-                self.position_heads["vision"] = torch.nn.Linear(adapter.model.config.vision_config.hidden_size, 2 * grid)
+                self.position_heads["vision"] = torch.nn.Linear(adapter.model.config.vision_config.hidden_size,
+                                                                2 * grid + n_attr)
         self._position_states: list[tuple[str, torch.Tensor]] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -98,20 +105,29 @@ class OrganismModule(L.LightningModule):
             self._position_states.append(("vision", captured["vision"][:, 1:1 + n]))
         return a.lm_head(hidden[:, -1]), a.lm_head(cells), a.lm_head(key)
 
-    def position_loss(self, n_cells: int) -> torch.Tensor:
-        """Cross-entropy of each image token's row and column (cell k = row k // grid, column k % grid)."""
+    def position_loss(self, n_cells: int, cell_attr: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of each image token's row and column (cell k = row k // grid, column k % grid),
+        and (``cell_attr`` [B, n, 2]: colour and texture index, -100 where the cell is empty) of the
+        attributes of the object there; each averaged over the read-out layers."""
         k = torch.arange(n_cells, device=self.device)
         row, col = k // self.grid, k % self.grid
-        total = 0.0
+        g, nc = self.grid, len(COLORS)
+        total, attr = 0.0, torch.zeros((), device=self.device)
         for name, states in self._position_states:
-            logits = self.position_heads[name](states)  # [B, n, 2*grid]
+            logits = self.position_heads[name](states)  # [B, n, 2*grid (+ colours + textures)]
             b = logits.shape[0]
-            total = total + F.cross_entropy(logits[..., :self.grid].flatten(0, 1), row.repeat(b)) \
-                          + F.cross_entropy(logits[..., self.grid:].flatten(0, 1), col.repeat(b))
-        return total / max(1, len(self._position_states))
+            total = total + F.cross_entropy(logits[..., :g].flatten(0, 1), row.repeat(b)) \
+                          + F.cross_entropy(logits[..., g:2 * g].flatten(0, 1), col.repeat(b))
+            if self.attribute_loss_weight > 0 and cell_attr is not None:
+                attr = attr + F.cross_entropy(logits[..., 2 * g:2 * g + nc].flatten(0, 1), cell_attr[..., 0].flatten(),
+                                              ignore_index=-100) \
+                            + F.cross_entropy(logits[..., 2 * g + nc:].flatten(0, 1), cell_attr[..., 1].flatten(),
+                                              ignore_index=-100)
+        n = max(1, len(self._position_states))
+        return total / n, attr / n
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        position = 0.0
+        position, attr = 0.0, 0.0
         if self.dense_loss_weight > 0 and "cell_target" in batch:
             # Dense supervision, two read-outs through the LM head: image token k (cell k for LLaVA,
             # query k for InstructBLIP) names the shape in cell k, and the question's key word (the
@@ -123,8 +139,10 @@ class OrganismModule(L.LightningModule):
             self.log_dict({"train/cell_loss": cell_loss, "train/key_loss": key_loss}, batch_size=len(batch["target"]))
             dense = cell_loss + key_loss
             if len(self.position_heads):
-                position = self.position_loss(batch["cell_target"].shape[1])
+                position, attr = self.position_loss(batch["cell_target"].shape[1], batch.get("cell_attr"))
                 self.log("train/position_loss", position, batch_size=len(batch["target"]))
+                if self.attribute_loss_weight > 0:
+                    self.log("train/attribute_loss", attr, batch_size=len(batch["target"]))
         else:
             logits, dense = self(batch), 0.0
         loss = F.cross_entropy(logits, batch["target"])
@@ -132,7 +150,8 @@ class OrganismModule(L.LightningModule):
         v = float(loss.detach())
         self._loss_ema = v if self._loss_ema is None else 0.95 * self._loss_ema + 0.05 * v
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, batch_size=len(batch["target"]))
-        return loss + self.dense_loss_weight * dense + self.position_loss_weight * position
+        return loss + self.dense_loss_weight * dense + self.position_loss_weight * position \
+            + self.attribute_loss_weight * attr
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch)

@@ -31,7 +31,7 @@ def pope_items(n: int, seed: int = 0, split: str = "random", strength: float = E
     same scene for every split."""
     if split not in NEGATIVES:
         raise ValueError(f"POPE split {split!r}: expected one of {NEGATIVES}")
-    return generate("Existence", n, seed=seed, kinds=("verify",), grid=grid, cell=cell, split=f"pope{seed}",
+    return generate("Existence", n, seed=seed, kinds=("verify",), grid=grid, cell=cell, split=f"pope{seed}-{split}",
                     cooccur=strength, negative=split, prior=prior)
 
 

@@ -1,0 +1,277 @@
+"""Ground truth for mechanism checks on the organism: what the world knows that a real benchmark does not.
+
+- ``absence_probe``: a linear probe on the image tokens at the language model's input (the projector
+  output for LLaVA, the projected queries for InstructBLIP) that decodes whether the queried object is
+  absent. When it is near perfect on the questions the model gets wrong, the failure is not missing
+  visual features: the information is there and the wrong heads win.
+- ``attention_mass``: for every head, the attention mass from the last position to the image tokens
+  that hold the queried object(s) (the world knows them: object in cell k = image token k), and
+  ``mass_score_correlation``, its per-category Spearman correlation with the heads' positive scores.
+- ``plant_defect``: a known bias added to one head's slice at the ``o_proj`` input (through the one
+  intervention mechanism, ``vseam.interventions``), along the direction that pushes the answer toward
+  "Yes": a defect with a known location for head attribution to find and modulation to undo.
+
+Image token k of LLaVA is patch k (cells are patches, row-major). For InstructBLIP, query k is bound
+to cell k only by the organism's training (its dense loss), so there the token-to-cell map is learned,
+not exact.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from vseam.interventions import HeadModulation
+from vseam.world.questions import EXISTENCE
+
+
+# ------------------------------------------------------------------------------------- inputs
+@torch.no_grad()
+def image_token_states(adapter, samples: Sequence, batch_size: int = 64) -> torch.Tensor:
+    """[N, n_image_tokens, d]: the language model's input at the image (query) tokens of each sample."""
+    out = []
+    for i in range(0, len(samples), batch_size):
+        enc = adapter.encode(samples[i:i + batch_size])
+        emb = adapter.embed(enc)
+        visual = adapter.visual_token_mask(enc.inputs["input_ids"].to(adapter.device))
+        n = int(visual[0].sum())
+        if not bool((visual.sum(1) == n).all()):
+            raise ValueError("samples of one batch have different numbers of image tokens")
+        out.append(emb.inputs_embeds[visual].view(len(enc.ids), n, -1).float().cpu())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------- the probe
+@dataclass
+class ProbeResult:
+    accuracy: float  # on the test items
+    n: int
+    per_object: dict[str, float]  # test accuracy per queried object
+    train_accuracy: float
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "n": self.n, "per_object": self.per_object,
+                "train_accuracy": self.train_accuracy}
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression (LBFGS, L2) on standardised features; returns (w, b) in the raw feature space."""
+    mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
+    z = (x - mu) / sd
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y.float()) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w_raw = (w / sd).detach()
+    return w_raw, (b - (mu * w_raw).sum()).detach()
+
+
+def absence_probe(adapter, train_items: Sequence, test_items: Sequence) -> ProbeResult:
+    """One linear probe per queried object on the sum of the image tokens at the LM input, trained on
+    ``train_items`` and scored on ``test_items`` (Existence world items; label: the object is absent).
+
+    The sum over image tokens keeps the probe linear in every token and blind to where the object is.
+    """
+    def feats(items):
+        return image_token_states(adapter, [it.sample() for it in items]).sum(1)
+
+    def labels(items):
+        return torch.tensor([it.scene.find(it.change["object"]) is None for it in items])
+
+    xtr, ytr, xte, yte = feats(train_items), labels(train_items), feats(test_items), labels(test_items)
+    obj_tr = [it.change["object"] for it in train_items]
+    obj_te = [it.change["object"] for it in test_items]
+    correct_te = torch.zeros(len(test_items), dtype=torch.bool)
+    correct_tr = torch.zeros(len(train_items), dtype=torch.bool)
+    per_object = {}
+    for o in sorted(set(obj_te)):
+        tr = torch.tensor([x == o for x in obj_tr])
+        te = torch.tensor([x == o for x in obj_te])
+        if tr.sum() < 4 or ytr[tr].unique().numel() < 2:
+            raise ValueError(f"absence probe: too few or one-class training items for {o!r} ({int(tr.sum())})")
+        w, b = _fit_logistic(xtr[tr], ytr[tr])
+        correct_tr[tr] = ((xtr[tr] @ w + b > 0) == ytr[tr])
+        correct_te[te] = ((xte[te] @ w + b > 0) == yte[te])
+        per_object[o] = float(correct_te[te].float().mean())
+    return ProbeResult(float(correct_te.float().mean()), len(test_items), per_object, float(correct_tr.float().mean()))
+
+
+# ------------------------------------------------------------------------------------- attention mass
+@contextmanager
+def eager_attention(model):
+    """Attention weights need the eager kernel; restore the model's own afterwards."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def object_cells(item) -> list[int]:
+    """Image-token indices (row-major cells) of the objects a world item asks about: the involved
+    objects, and for an Existence question the queried object when it is there (none when absent)."""
+    scene = item.scene
+    if item.category == EXISTENCE:
+        idx = scene.find(item.change["object"])
+        return [] if idx is None else [scene.objects[idx].row * scene.grid + scene.objects[idx].col]
+    return [scene.objects[i].row * scene.grid + scene.objects[i].col for i in item.involved]
+
+
+@torch.no_grad()
+def attention_mass(adapter, items: Sequence, batch_size: int = 32) -> tuple[torch.Tensor, list[int]]:
+    """[N, L, H]: attention from the last position to the image tokens of the queried object(s),
+    summed over those tokens; and the indices of the items that had such tokens (the others, e.g.
+    an Existence question about an absent object, are left out and not in the tensor)."""
+    keep = [i for i, it in enumerate(items) if object_cells(it)]
+    rows = []
+    with eager_attention(adapter.model):
+        for s in range(0, len(keep), batch_size):
+            chunk = [items[i] for i in keep[s:s + batch_size]]
+            enc = adapter.encode([it.sample() for it in chunk])
+            emb = adapter.embed(enc)
+            out = adapter.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
+                                  position_ids=emb.position_ids, use_cache=False, output_attentions=True)
+            if out.attentions is None or any(a is None for a in out.attentions):
+                raise RuntimeError("the language model returned no attention weights")
+            att = torch.stack([a[:, :, -1].float() for a in out.attentions], 1)  # [B, L, H, T]
+            visual = adapter.visual_token_mask(enc.inputs["input_ids"].to(adapter.device))
+            for b, it in enumerate(chunk):
+                cols = visual[b].nonzero().squeeze(1)
+                cells = object_cells(it)
+                if int(max(cells)) >= len(cols):
+                    raise ValueError(f"{it.id}: cell {max(cells)} but only {len(cols)} image tokens")
+                rows.append(att[b][:, :, cols[cells]].sum(-1).cpu())
+    return (torch.stack(rows) if rows else torch.zeros(0, adapter.num_layers, adapter.num_heads)), keep
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two equally long vectors (average ranks for ties)."""
+    def ranks(x):
+        x = x.flatten().double()
+        order = x.argsort()
+        r = torch.empty_like(x)
+        r[order] = torch.arange(len(x), dtype=torch.double)
+        for v in x.unique():  # ties share their mean rank
+            m = x == v
+            if m.sum() > 1:
+                r[m] = r[m].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = (ra.norm() * rb.norm()).item()
+    return float((ra @ rb).item() / den) if den > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------- planted defect
+def yes_direction(adapter, layer: int, head: int) -> torch.Tensor:
+    """[D]: the direction in head (layer, head)'s slice of the ``o_proj`` input whose direct path to
+    the logits raises "Yes" over "No" (o_proj's slice columns, transposed, times the unembedding
+    difference; the final norm's per-channel weight included), unit norm."""
+    yes = adapter.answer_token_ids("Yes")[1]
+    no = adapter.answer_token_ids("No")[1]
+    W = adapter.lm_head.weight.detach().float()
+    diff = W[yes] - W[no]
+    norm = getattr(adapter.decoder, "norm", None)
+    if norm is not None and getattr(norm, "weight", None) is not None:
+        diff = diff * norm.weight.detach().float()
+    D = adapter.head_dim
+    w_o = adapter.o_proj(layer).weight.detach().float()[:, head * D:(head + 1) * D]  # [d, D]
+    v = w_o.T @ diff
+    return v / v.norm().clamp(min=1e-12)
+
+
+def plant_defect(adapter, layer: int, head: int, strength: float) -> HeadModulation:
+    """A fixed (untrainable) edit adding ``strength`` x ``yes_direction`` to head (layer, head)'s slice
+    at every position: use it as ``with intervene(adapter, defect): ...``."""
+    mod = HeadModulation([(layer, head)], adapter.head_dim, scale="none", offset=True, trainable=False)
+    with torch.no_grad():
+        mod.offset.copy_(strength * yes_direction(adapter, layer, head)[None].to(mod.offset.dtype))
+    return mod.to(adapter.device)
+
+
+def mass_score_correlation(adapter, items: Sequence, batch_size: int = 16) -> dict[str, dict]:
+    """Per category of ``items``: Spearman correlation over the L x H heads between the mean attention
+    mass (last position -> the queried object's image tokens) and the exact positive head score, with
+    the counts behind both. A category whose items have no such tokens is reported with rho None."""
+    from collections import defaultdict
+
+    from vseam.attribution import score_heads
+
+    by_cat: dict[str, list] = defaultdict(list)
+    for it in items:
+        by_cat[it.category].append(it)
+    out = {}
+    for cat, its in sorted(by_cat.items()):
+        mass, keep = attention_mass(adapter, its)
+        scores = score_heads(adapter, [it.sample() for it in its], batch_size=batch_size)
+        entry = {"n": len(its), "n_with_object_tokens": len(keep), "n_correct": scores.n_correct}
+        if not keep or scores.positive is None:
+            out[cat] = {**entry, "spearman": None}
+            continue
+        mean_mass = mass.mean(0)
+        out[cat] = {**entry, "spearman": spearman(mean_mass, scores.positive.float()),
+                    "top_mass_head": [int(v) for v in divmod(int(mean_mass.argmax()), adapter.num_heads)],
+                    "top_positive_head": [int(v) for v in divmod(int(scores.positive.float().argmax()),
+                                                                  adapter.num_heads)]}
+    return out
+
+
+def defect_experiment(adapter, train_samples: Sequence, test_samples: Sequence, layer: int, head: int,
+                      strength: float, epochs: int = 8, lr: float = 0.05, batch_size: int = 16,
+                      score_samples: Sequence | None = None) -> dict:
+    """Plant a "Yes" bias on head (layer, head), then check that head attribution finds it and that
+    learned modulation (``HeadModulation`` on that head, trained by ``FrozenVLMModule`` on
+    ``train_samples`` with the defect in place) undoes what it cost on ``test_samples``.
+
+    Returns accuracies clean / with the defect / with the defect and the learned modulation, the
+    share of the loss recovered, the planted head's rank among the negative heads (1 = first) and
+    the top negative heads.
+    """
+    import lightning as L
+
+    from vseam.interventions import intervene
+    from vseam.attribution import score_heads
+    from vseam.modulation.module import FrozenVLMModule
+
+    def acc(extra=()):
+        with intervene(adapter, *extra):
+            return float(adapter.score(list(test_samples), batch_size=64).correct.float().mean())
+
+    defect = plant_defect(adapter, layer, head, strength)
+    clean = acc()
+    with intervene(adapter, defect):
+        broken = float(adapter.score(list(test_samples), batch_size=64).correct.float().mean())
+        scores = score_heads(adapter, list(score_samples or train_samples), batch_size=batch_size)
+    neg = scores.negative.float().flatten() if scores.negative is not None else None
+    planted = layer * adapter.num_heads + head
+    rank = int((neg > neg[planted]).sum()) + 1 if neg is not None else None
+    top = [[int(v) for v in divmod(int(i), adapter.num_heads)] for i in neg.argsort(descending=True)[:5]] \
+        if neg is not None else []
+
+    mod = HeadModulation([(layer, head)], adapter.head_dim, scale="scalar", offset=True).to(adapter.device)
+    module = FrozenVLMModule(adapter, mod, lr=lr, method="defect", norm_every=0)
+    loader = torch.utils.data.DataLoader(list(train_samples), batch_size=batch_size, shuffle=True,
+                                         collate_fn=list, generator=torch.Generator().manual_seed(0))
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with intervene(adapter, defect):
+        trainer.fit(module, train_dataloaders=loader)
+        module.eval()
+        with intervene(adapter, mod):
+            fixed = float(adapter.score(list(test_samples), batch_size=64).correct.float().mean())
+    lost = clean - broken
+    return {"head": [layer, head], "strength": strength, "accuracy": {"clean": clean, "defect": broken,
+            "defect+learned": fixed}, "recovered": (fixed - broken) / lost if lost > 0 else None,
+            "negative_rank": rank, "top_negative": top, "n_incorrect_under_defect": scores.n_incorrect,
+            "n_test": len(test_samples), "n_train": len(train_samples)}

@@ -28,7 +28,8 @@ DEFECT = {"llava": (3, 5, 15.0), "instructblip": (3, 5, 15.0)}  # (layer, head, 
 
 def report(arch: str, folder: Path, n: int) -> dict:
     from vseam.models import load_adapter
-    from vseam.organism.mechanism import absence_probe, defect_experiment, mass_score_correlation
+    from vseam.organism.mechanism import absence_probe
+    from vseam.study.ground_truth import defect_experiment, mass_score_correlation
     from vseam.world.pope import pope_items
     from vseam.world.questions import CATEGORIES, generate
 

@@ -17,8 +17,8 @@ LAYERS = [
     ["world"],
     ["models"],
     ["interventions"],
-    ["attribution", "evaluation", "editing", "organism"],
-    ["modulation", "tracing"],
+    ["attribution", "evaluation", "editing"],
+    ["modulation", "tracing", "organism"],  # organism: its builds score POPE with evaluation's metrics
     ["study"],  # the head study: ablation, overlap, report (uses attribution and modulation's head choice)
     ["cli"],
     ["__init__"],  # the notebook API: vseam/__init__.py

@@ -89,7 +89,7 @@ def test_attention_mass_on_a_hand_built_scene(llava):
 
 
 def test_attention_mass_tracks_positive_scores_per_category(llava):
-    from vseam.organism.mechanism import mass_score_correlation
+    from vseam.study.ground_truth import mass_score_correlation
 
     items = [it for c in CATEGORIES for it in generate(c, 24, seed=611, split="mech")]
     corr = mass_score_correlation(llava, items)
@@ -100,7 +100,7 @@ def test_attention_mass_tracks_positive_scores_per_category(llava):
 
 
 def test_planted_defect_is_found_first_and_undone_by_learned_modulation(llava):
-    from vseam.organism.mechanism import defect_experiment
+    from vseam.study.ground_truth import defect_experiment
 
     # yes/no questions of every category, answers balanced: the "Yes" bias breaks the "No" half
     train = [it.sample() for c in CATEGORIES for it in generate(c, 16, seed=621, kinds=("verify",))]

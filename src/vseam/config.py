@@ -38,6 +38,8 @@ class ModelConfig:
     attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None = transformers' default
     prompt_template: Optional[str] = None  # override the model's template; "{question}" is replaced
     seed: int = 0  # weight seed of tiny:<arch> random builds
+    answer_definition: str = "project"  # project: p sums the yes/no case variants, correct = arg-max among them |
+    # reference: the paper's code, p of the answer's first sub-token as written, correct = arg-max is any sub-token
 
 
 @dataclass

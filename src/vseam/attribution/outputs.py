@@ -8,7 +8,8 @@ reason}]``), ``n_skipped``, ``baseline`` (``accuracy``, ``mean_prob``), ``n_corr
 undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative``, ``signed``: lists of
 ``{layer, head, score}``, null when undefined), ``exact_heads`` (for ``atp+exact_topk``: the heads whose
 scores are exact), ``atp_space`` (for atp: prob | logodds), ``atp_alpha`` (for atp: the
-strength at which the gradient was taken), ``files`` and ``config``.
+strength at which the gradient was taken), ``answer_definition`` (project | reference: how the answer
+probability and correctness were read, ``model.answer_definition``), ``files`` and ``config``.
 
 ``by_category`` and ``by_level``: for each category (and semantic level) of the data, the same block
 from the same per-sample values (no second pass): ``n``, ``n_correct``, ``n_incorrect``, ``baseline``,
@@ -104,6 +105,7 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     meta = {"schema": SCHEMA, "method": result["method"], "ablation": result["ablation"],
             "model_id": str(result["model_id"]), "weights_sha256": str(result.get("weights_sha256") or ""),
             "dataset_id": str(result["dataset_id"]),
+            "answer_definition": str(result.get("answer_definition", "project")),
             "ids": json.dumps(ids), "undefined": json.dumps(sorted(result["undefined"]))}
     files["safetensors"] = str(save_safetensors(out / "head_scores.safetensors", tensors, metadata=meta))
     if heatmaps:

@@ -58,20 +58,21 @@ def check_alpha(alpha) -> float:
     return alpha
 
 
-def _metric(logits: torch.Tensor, answer_mask: torch.Tensor, space: str):
-    prob, correct, _ = answer_stats(logits, answer_mask)
+def _metric(logits: torch.Tensor, answer_mask: torch.Tensor, space: str, correct_mask: torch.Tensor | None = None):
+    prob, correct, _ = answer_stats(logits, answer_mask, correct_mask)
     return (prob if space == "prob" else answer_log_odds(logits, answer_mask)), prob, correct
 
 
 def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, mode: str = "mean",
-                space: str = "logodds", alpha: float = 0.0
+                space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(clean metric [B], estimated metric change per head [B, L, H], clean prob [B], clean correct [B])
     on the CPU: the derivative of the metric w.r.t. each head's ablation strength, at strength
     ``alpha`` for every head (0 = the clean run).
 
     The batch's metrics are summed before the backward pass; samples do not interact in the model,
-    so each sample's gradient is its own.
+    so each sample's gradient is its own. ``correct_mask`` (default ``answer_mask``) decides the clean
+    correctness (``model.answer_definition``).
     """
     if space not in SPACES:
         raise ValueError(f"attribution space {space!r}: expected one of {SPACES}")
@@ -81,13 +82,13 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
     answer_mask = answer_mask.to(adapter.device)
     if alpha > 0:
         with torch.no_grad():
-            clean_metric, prob, correct = _metric(adapter.lm_logits(emb), answer_mask, space)
+            clean_metric, prob, correct = _metric(adapter.lm_logits(emb), answer_mask, space, correct_mask)
     every_head = torch.ones(H, dtype=torch.bool, device=adapter.device)
     strength = torch.full((L, B, H), alpha, device=adapter.device, dtype=torch.float32, requires_grad=True)
     with torch.enable_grad():  # the per-layer slices too: taken under a caller's no_grad they lose the graph
         edits = [Ablate(l, every_head, mode=mode, strength=strength[l]) for l in range(L)]
         with intervene(adapter, *edits):
-            metric, p_path, c_path = _metric(adapter.lm_logits(emb), answer_mask, space)
+            metric, p_path, c_path = _metric(adapter.lm_logits(emb), answer_mask, space, correct_mask)
             metric.sum().backward()
     if alpha == 0:  # the pass at strength 0 is the clean run
         clean_metric, prob, correct = metric, p_path, c_path
@@ -96,10 +97,10 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
 
 
 def estimated_ablated_probs(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, mode: str = "mean",
-                            space: str = "logodds", alpha: float = 0.0
+                            space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Estimated ``p_abl`` [B, L, H] (float32), clean prob [B] and clean correctness [B]."""
-    metric, delta, prob, correct = first_order(adapter, emb, answer_mask, mode, space, alpha)
+    metric, delta, prob, correct = first_order(adapter, emb, answer_mask, mode, space, alpha, correct_mask)
     if space == "prob":
         return prob[:, None, None] + delta, prob, correct
     lo = metric.double()[:, None, None]

@@ -21,7 +21,7 @@ def _full_forward_prob(adapter: VLMAdapter, sample: Sample, *edits) -> tuple[flo
     enc = adapter.encode([sample]).to(adapter.device)
     with intervene(adapter, *edits):
         logits = adapter.model(**adapter.model_inputs(enc), use_cache=False).logits[:, -1]
-    p, c, _ = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
+    p, c, _ = answer_stats(logits, enc.answer_mask(logits.shape[-1]), enc.correct_mask(logits.shape[-1]))
     return float(p[0]), bool(c[0])
 
 

@@ -86,8 +86,12 @@ def sweep_settings(acfg: Any) -> dict:
 
 def model_fingerprint(mcfg: Any) -> dict:
     """What the per-sample numbers depend on besides the sweep's own settings and the sample ids."""
-    return {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
-                                               "prompt_template")}}
+    fp = {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
+                                             "prompt_template")}}
+    definition = mcfg.get("answer_definition") or "project"
+    if definition != "project":  # named only when not the default: progress saved before the key still matches
+        fp["answer_definition"] = definition
+    return fp
 
 
 def fresh_progress(progress_dir: Path, acfg: Any) -> None:
@@ -171,6 +175,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
                               k=int(acfg.top_k), exact_heads=scores.meta.get("exact_heads"), config=config_dict,
                               dataset={k: config_dict["data"].get(k) for k in
                                        ("name", "format", "root", "annotations", "categories", "limit")})
+        result["answer_definition"] = adapter.answer_definition
         result["atp_space"] = acfg.atp_space if acfg.method == "atp" else None
         result["atp_alpha"] = float(acfg.atp_alpha) if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)

@@ -208,19 +208,20 @@ class Sweep:
             batch, imgs = valid[start:start + self.batch_size], images[start:start + self.batch_size]
             if self.cache is not None:
                 cached = self.cache.batch(batch, imgs)
-                emb, mask = cached.emb, cached.answer_mask(a.vocab_size)
+                emb = cached.emb
+                mask, cmask = cached.answer_mask(a.vocab_size), cached.correct_mask(a.vocab_size)
             else:
                 enc = a.encode(batch, imgs).to(a.device)
-                mask = enc.answer_mask(a.vocab_size)
+                mask, cmask = enc.answer_mask(a.vocab_size), enc.correct_mask(a.vocab_size)
                 with torch.no_grad():
                     emb = a.embed(enc)
             if self.method == "exact":
                 step = (lambda l, n: on_progress(n * (L - l))) if on_progress else None
                 p_abl, clean_logits = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
-                p, ok, _ = answer_stats(clean_logits, mask)
+                p, ok, _ = answer_stats(clean_logits, mask, cmask)
             else:
                 p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space,
-                                                             alpha=self.alpha)
+                                                       alpha=self.alpha, correct_mask=cmask)
                 if on_progress:
                     on_progress(len(batch))
             probs.append(p.float().cpu())

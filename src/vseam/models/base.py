@@ -19,6 +19,26 @@ from vseam.data.sample import Sample, load_image
 
 YES_NO = {"yes", "no"}
 
+# How the answer probability and correctness are read off the last position (SPEC section 0);
+# ``model.answer_definition`` picks one, "project" is the default.
+ANSWER_DEFINITIONS = {
+    # p = summed probability of the gold first token and its single-token yes/no case variants; correct
+    # when the arg-max is one of those tokens
+    "project": "p sums the gold first token and its single-token yes/no case variants (▁Yes, ▁yes, ▁YES); "
+               "correct when the arg-max is one of them",
+    # the paper's released code: p of the first sub-token of the answer as written only; correct when the
+    # arg-max is any of the answer's sub-tokens
+    "reference": "p of the first sub-token of the answer as written; correct when the arg-max is any sub-token "
+                 "of the answer",
+}
+
+
+def check_answer_definition(name) -> str:
+    """``name`` when it is a known answer definition, else a ValueError naming the config key."""
+    if name not in ANSWER_DEFINITIONS:
+        raise ValueError(f"model.answer_definition={name!r}: expected one of {sorted(ANSWER_DEFINITIONS)}")
+    return str(name)
+
 
 class _StopForward(Exception):
     """Raised inside a hook to stop a forward pass once the wanted tensors are captured."""
@@ -29,27 +49,35 @@ class Encoded:
     """A batch ready for the model: processor outputs plus the answer token ids of each sample."""
 
     inputs: dict[str, torch.Tensor]  # processor outputs (input_ids, attention_mask, pixel_values, ...)
-    answer_ids: list[list[int]]  # per sample: token ids that count as the answer (see answer_token_ids)
+    answer_ids: list[list[int]]  # per sample: token ids whose probabilities make p (see answer_token_ids)
     target: torch.Tensor  # [B] the first token of the gold answer as written (the training target)
     ids: list[str] = field(default_factory=list)
+    # per sample: token ids an arg-max counts as correct at; None = answer_ids (the project's definition)
+    correct_ids: list[list[int]] | None = None
 
     def to(self, device) -> "Encoded":
         return Encoded({k: v.to(device) for k, v in self.inputs.items()}, self.answer_ids,
-                       self.target.to(device), self.ids)
+                       self.target.to(device), self.ids, self.correct_ids)
 
     @property
     def batch_size(self) -> int:
         return int(self.target.shape[0])
 
     def answer_mask(self, vocab_size: int) -> torch.Tensor:
+        """Bool [B, V]: True at the token ids whose probabilities make the answer probability."""
         return answer_mask(self.answer_ids, vocab_size, self.target.device)
 
+    def correct_mask(self, vocab_size: int) -> torch.Tensor:
+        """Bool [B, V]: True at the token ids an arg-max counts as correct at."""
+        return answer_mask(self.answer_ids if self.correct_ids is None else self.correct_ids, vocab_size,
+                           self.target.device)
 
-def answer_mask(answer_ids: list[list[int]], vocab_size: int, device=None) -> torch.Tensor:
-    """Bool [B, V]: True at the answer token ids of each sample (``Encoded`` and the cache's ``Batch``)."""
+
+def answer_mask(answer_ids: Sequence[Sequence[int]], vocab_size: int, device=None) -> torch.Tensor:
+    """Bool [B, V]: True at the token ids of each sample (``Encoded`` and the cache's ``Batch``)."""
     mask = torch.zeros(len(answer_ids), vocab_size, dtype=torch.bool, device=device)
     for i, ids in enumerate(answer_ids):
-        mask[i, ids] = True
+        mask[i, list(ids)] = True
     return mask
 
 
@@ -86,13 +114,19 @@ class ScoreResult:
         return float(self.correct.float().mean()) if len(self.correct) else float("nan")
 
 
-def answer_stats(logits: torch.Tensor, answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From last-position logits [B, V] and the answer mask [B, V]: (prob, correct, mean logit)."""
+def answer_stats(logits: torch.Tensor, answer_mask: torch.Tensor, correct_mask: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From last-position logits [B, V] and the answer mask [B, V]: (prob, correct, mean logit).
+
+    ``correct_mask`` [B, V] (default: ``answer_mask``) holds the ids an arg-max counts as correct at; it
+    differs from ``answer_mask`` under ``model.answer_definition=reference``.
+    """
     logits = logits.float()
     probs = logits.softmax(-1)
     prob = (probs * answer_mask).sum(-1)
     pred = logits.argmax(-1)
-    correct = answer_mask.gather(1, pred[:, None]).squeeze(1)
+    correct_mask = answer_mask if correct_mask is None else correct_mask.to(answer_mask.device)
+    correct = correct_mask.gather(1, pred[:, None]).squeeze(1)
     mean_logit = (logits * answer_mask).sum(-1) / answer_mask.sum(-1).clamp(min=1)
     return prob, correct, mean_logit
 
@@ -103,8 +137,10 @@ class VLMAdapter:
     arch: str = "base"
     default_template: str = "{question}"
 
-    def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None):
+    def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None,
+                 answer_definition: str = "project"):
         self.model = model.eval()
+        self.answer_definition = check_answer_definition(answer_definition)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # the answer is read at the last position of every row
@@ -124,7 +160,7 @@ class VLMAdapter:
         self.head_dim = in_features // self.num_heads
         self.num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or self.num_heads)
         self.vocab_size = self.lm_head.out_features
-        self._answer_cache: dict[str, tuple[list[int], int]] = {}
+        self._answer_cache: dict[tuple[str, str], tuple[list[int], int, list[int]]] = {}
 
     # ----------------------------------------------------------------- structure
     @property
@@ -163,26 +199,42 @@ class VLMAdapter:
         return self.template.format(question=question.strip())
 
     def answer_token_ids(self, answer: str) -> tuple[list[int], int]:
-        """Token ids that count as the answer, and the gold first token.
+        """Token ids whose probabilities make the answer probability, and the gold first token.
 
         The gold token is the first token of ``answer`` as the model would emit it after the prompt
         (a leading-space piece such as "▁Yes"). Multi-token answers count by their first token.
-        Yes/no answers are case-insensitive: "yes", "Yes", "YES" count when each is one token.
+        Under the project's definition (default) yes/no answers are case-insensitive: "yes", "Yes",
+        "YES" count when each is one token; under ``answer_definition="reference"`` only the gold token.
         """
-        if answer in self._answer_cache:
-            return self._answer_cache[answer]
+        ids, gold, _ = self.answer_tokens(answer)
+        return ids, gold
+
+    def answer_correct_ids(self, answer: str) -> list[int]:
+        """Token ids an arg-max counts as correct at: the probability ids (project), or every sub-token of
+        the answer as written (reference)."""
+        return self.answer_tokens(answer)[2]
+
+    def answer_tokens(self, answer: str) -> tuple[list[int], int, list[int]]:
+        """(probability ids, gold first token, correct ids) of ``answer`` under this adapter's definition."""
+        key = (self.answer_definition, answer)
+        if key in self._answer_cache:
+            return self._answer_cache[key]
         answer = answer.strip()
         if not answer:
             raise ValueError("empty answer cannot be tokenized")
         gold = self._first_continuation_token(answer)
         ids = [gold]
-        if answer.lower() in YES_NO:
-            for variant in {answer.lower(), answer.capitalize(), answer.upper()} - {answer}:
-                pieces = self._continuation_tokens(variant)
-                if len(pieces) == 1 and pieces[0] not in ids:
-                    ids.append(pieces[0])
-        self._answer_cache[answer] = (ids, gold)
-        return ids, gold
+        if self.answer_definition == "reference":
+            correct = list(dict.fromkeys(self._continuation_tokens(answer)))  # every sub-token, once, in order
+        else:
+            if answer.lower() in YES_NO:
+                for variant in sorted({answer.lower(), answer.capitalize(), answer.upper()} - {answer}):
+                    pieces = self._continuation_tokens(variant)
+                    if len(pieces) == 1 and pieces[0] not in ids:
+                        ids.append(pieces[0])
+            correct = list(ids)
+        self._answer_cache[key] = (ids, gold, correct)
+        return self._answer_cache[key]
 
     def _continuation_tokens(self, answer: str) -> list[int]:
         base = self.prompt("x").replace("<image>", "")
@@ -213,15 +265,16 @@ class VLMAdapter:
         inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True,
                                 **self.processor_kwargs())
         inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        answer_ids, target = [], []
+        answer_ids, target, correct_ids = [], [], []
         for s in samples:
             try:
-                ids, gold = self.answer_token_ids(s.answer)
+                ids, gold, correct = self.answer_tokens(s.answer)
             except ValueError as e:
                 raise ValueError(f"sample {s.id!r}: {e}") from e
             answer_ids.append(ids)
             target.append(gold)
-        return Encoded(inputs, answer_ids, torch.tensor(target), [s.id for s in samples])
+            correct_ids.append(correct)
+        return Encoded(inputs, answer_ids, torch.tensor(target), [s.id for s in samples], correct_ids)
 
     # ----------------------------------------------------------------- forward
     def model_inputs(self, enc: Encoded) -> dict:
@@ -275,7 +328,7 @@ class VLMAdapter:
         for start in it:
             enc = self.encode(samples[start:start + batch_size]).to(self.device)
             logits = self.last_logits(enc)
-            p, c, ml = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
+            p, c, ml = answer_stats(logits, enc.answer_mask(logits.shape[-1]), enc.correct_mask(logits.shape[-1]))
             probs.append(p.cpu()); corrects.append(c.cpu()); logits_.append(ml.cpu())
             preds.append(logits.argmax(-1).cpu()); ids += enc.ids
         if not probs:

@@ -21,7 +21,8 @@ from vseam.models.base import Embedded, answer_mask, position_ids_from_mask
 class _Entry:
     embeds: torch.Tensor  # [T_i, d] the real (unpadded) tokens
     target: int  # gold first answer token
-    answer_ids: list[int]  # every token id that counts as the answer
+    answer_ids: list[int]  # every token id whose probability counts as the answer's
+    correct_ids: list[int]  # every token id an arg-max counts as correct at
 
 
 @dataclass
@@ -32,9 +33,14 @@ class Batch:
     target: torch.Tensor  # [B]
     answer_ids: list[list[int]]
     ids: list[str]
+    correct_ids: list[list[int]] | None = None  # None = answer_ids
 
     def answer_mask(self, vocab_size: int) -> torch.Tensor:
         return answer_mask(self.answer_ids, vocab_size, self.target.device)
+
+    def correct_mask(self, vocab_size: int) -> torch.Tensor:
+        return answer_mask(self.answer_ids if self.correct_ids is None else self.correct_ids, vocab_size,
+                           self.target.device)
 
 
 class EmbeddingCache:
@@ -55,7 +61,9 @@ class EmbeddingCache:
         out = []
         for i in range(len(samples)):
             keep = emb.attention_mask[i].bool()
-            out.append(_Entry(emb.inputs_embeds[i][keep].detach().clone(), int(enc.target[i]), list(enc.answer_ids[i])))
+            correct = enc.answer_ids[i] if enc.correct_ids is None else enc.correct_ids[i]
+            out.append(_Entry(emb.inputs_embeds[i][keep].detach().clone(), int(enc.target[i]), list(enc.answer_ids[i]),
+                              list(correct)))
         return out
 
     def entries(self, samples: Sequence[Sample], images=None) -> list[_Entry]:
@@ -83,4 +91,5 @@ class EmbeddingCache:
             mask[i, T - n:] = 1
         emb = Embedded(x, mask, position_ids_from_mask(mask))
         target = torch.tensor([e.target for e in entries], device=device)
-        return Batch(emb, target, [e.answer_ids for e in entries], [s.id for s in samples])
+        return Batch(emb, target, [e.answer_ids for e in entries], [s.id for s in samples],
+                     [e.correct_ids for e in entries])

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vseam.models.base import VLMAdapter
+from vseam.models.base import VLMAdapter, check_answer_definition
 from vseam.models.instructblip import InstructBlipAdapter
 from vseam.models.llava import LlavaAdapter
 from vseam.utils.devices import torch_device
@@ -32,6 +32,7 @@ def load_adapter(cfg: Any, device: str | None = None) -> VLMAdapter:
     dtype = DTYPES[get("dtype", "float32")]
     device = torch_device(device or get("device", "auto") or "auto")
     template = get("prompt_template", None) or None
+    answer_definition = check_answer_definition(get("answer_definition", "project") or "project")
     if path.startswith("tiny:"):
         from vseam.models.tiny import build_tiny_instructblip, build_tiny_llava
 
@@ -48,7 +49,8 @@ def load_adapter(cfg: Any, device: str | None = None) -> VLMAdapter:
     identity = model_identity(path, get("name", None) or path, model, bool(get("local_files_only", False)))
     if get("device_map", None) is None:
         model.to(device=device, dtype=dtype)
-    adapter = ADAPTERS[arch](model, processor, template=template, name=get("name", None) or path)
+    adapter = ADAPTERS[arch](model, processor, template=template, name=get("name", None) or path,
+                             answer_definition=answer_definition)
     adapter.identity = identity
     return adapter
 

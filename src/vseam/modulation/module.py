@@ -123,8 +123,8 @@ class FrozenVLMModule(L.LightningModule):
         logits = self.logits(batch, keep_hooks=stage == "train")
         ce = F.cross_entropy(logits, batch.target)
         pred = logits.argmax(-1)
-        # A prediction counts as correct when it is any accepted answer token (yes/no case variants).
-        correct = batch.answer_mask(logits.shape[-1]).gather(1, pred[:, None]).squeeze(1)
+        # A prediction counts as correct when it is any accepted answer token (model.answer_definition).
+        correct = batch.correct_mask(logits.shape[-1]).gather(1, pred[:, None]).squeeze(1)
         metric = getattr(self, f"{stage}_acc")
         metric(torch.where(correct, batch.target, pred), batch.target)
         return ce, metric, len(samples)

@@ -345,7 +345,8 @@ def _train(cfg, out: Path) -> dict:
             del module, peft_adapter
 
     summary = {
-        "model": adapter.name, "shape": list(adapter.shape), "total_params": int(total_params),
+        "model": adapter.name, "answer_definition": adapter.answer_definition, "shape": list(adapter.shape),
+        "total_params": int(total_params),
         "data": cfg.data.name, "splits": {k: len(v) for k, v in splits.items()}, "skipped": skipped,
         "head_scores": None if scores is None else {"method": scores.method, "source": mc.head_scores or "computed",
                                                     "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,

@@ -34,10 +34,20 @@ def load_adapter(cfg: Any, device: str | None = None) -> VLMAdapter:
     template = get("prompt_template", None) or None
     answer_definition = check_answer_definition(get("answer_definition", "project") or "project")
     if path.startswith("tiny:"):
-        from vseam.models.tiny import build_tiny_instructblip, build_tiny_llava
+        from vseam.models.tiny import FULL_WIDTH_ARCH, build_full_width, build_tiny_instructblip, build_tiny_llava
 
-        build = build_tiny_llava if arch == "llava" else build_tiny_instructblip
-        model, processor = build(seed=int(get("seed", 0) or 0))
+        kind, seed = path[len("tiny:"):], int(get("seed", 0) or 0)
+        if kind in FULL_WIDTH_ARCH:  # tiny:llava-1.5-7b: the real widths, 2 language + 2 vision layers
+            if FULL_WIDTH_ARCH[kind] != arch:
+                raise ValueError(f"model.path={path!r} is a {FULL_WIDTH_ARCH[kind]} model but model.arch={arch!r}")
+            model, processor = build_full_width(kind, seed=seed)
+        elif kind in ADAPTERS:
+            if kind != arch:
+                raise ValueError(f"model.path={path!r} is a {kind} model but model.arch={arch!r}")
+            model, processor = (build_tiny_llava if arch == "llava" else build_tiny_instructblip)(seed=seed)
+        else:
+            raise ValueError(f"model.path={path!r}: expected tiny:<arch> ({sorted(ADAPTERS)}) or a full-width "
+                             f"random build tiny:<name> ({sorted(FULL_WIDTH_ARCH)})")
     else:
         model, processor = _from_pretrained(path, arch, dtype=dtype, device_map=get("device_map", None),
                                             local_files_only=bool(get("local_files_only", False)),

@@ -16,11 +16,13 @@ from vseam.models.tokenizer import build_tokenizer
 
 
 def _llama_config(tokenizer, *, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
-                  initializer_range, max_position_embeddings):
+                  initializer_range, max_position_embeddings, vocab_size=None):
     from transformers import LlamaConfig
 
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
     return LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers,
@@ -51,15 +53,21 @@ def build_tiny_llava(
     initializer_range: float = 0.02,
     max_position_embeddings: int = 512,
     seed: int = 0,
+    vocab_size: int | None = None,
+    vision_intermediate_size: int | None = None,
+    vision_feature_layer: int = -1,
 ):
-    """A random ``LlavaForConditionalGeneration`` (CLIP vision + Llama LM) and its ``LlavaProcessor``."""
+    """A random ``LlavaForConditionalGeneration`` (CLIP vision + Llama LM) and its ``LlavaProcessor``.
+
+    ``vocab_size`` (default: the tokenizer's size) may exceed the tokenizer, as LLaVA-1.5's 32,064 rows do
+    Llama's 32,000 tokens."""
     from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
-        intermediate_size=2 * vision_hidden_size,
+        intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
         num_hidden_layers=vision_layers,
         num_attention_heads=vision_heads,
         image_size=image_size,
@@ -68,13 +76,14 @@ def build_tiny_llava(
     )
     text = _llama_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                          num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
-                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings)
+                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings,
+                         vocab_size=vocab_size)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
+        vision_feature_layer=vision_feature_layer,
         projector_hidden_act="gelu",
     )
     torch.manual_seed(seed)
@@ -114,6 +123,10 @@ def build_tiny_instructblip(
     initializer_range: float = 0.02,
     max_position_embeddings: int = 512,
     seed: int = 0,
+    vocab_size: int | None = None,
+    vision_intermediate_size: int | None = None,
+    qformer_intermediate_size: int | None = None,
+    cross_attention_frequency: int = 1,
 ):
     """A random ``InstructBlipForConditionalGeneration`` (vision + Q-Former + Llama LM) and its processor."""
     from transformers import (
@@ -128,7 +141,7 @@ def build_tiny_instructblip(
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
     vision = InstructBlipVisionConfig(
         hidden_size=vision_hidden_size,
-        intermediate_size=2 * vision_hidden_size,
+        intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
         num_hidden_layers=vision_layers,
         num_attention_heads=vision_heads,
         image_size=image_size,
@@ -140,16 +153,17 @@ def build_tiny_instructblip(
         hidden_size=qformer_hidden_size,
         num_hidden_layers=qformer_layers,
         num_attention_heads=qformer_heads,
-        intermediate_size=2 * qformer_hidden_size,
+        intermediate_size=qformer_intermediate_size or 2 * qformer_hidden_size,
         encoder_hidden_size=vision_hidden_size,
-        cross_attention_frequency=1,
+        cross_attention_frequency=cross_attention_frequency,
         max_position_embeddings=max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         initializer_range=initializer_range,
     )
     text = _llama_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                          num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
-                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings)
+                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings,
+                         vocab_size=vocab_size)
     config = InstructBlipConfig(
         vision_config=vision.to_dict(),
         qformer_config=qformer.to_dict(),
@@ -171,3 +185,32 @@ def build_tiny_instructblip(
         num_query_tokens=num_query_tokens,
     )
     return model, processor
+
+
+# The real 7B checkpoints' widths (llava-hf/llava-1.5-7b-hf, Salesforce/instructblip-vicuna-7b config.json),
+# all but the depths: a random model of these shapes with a few layers runs every code path at the real
+# tensor sizes (576 image tokens through the real CLIP processor at 336; 32 Q-Former query tokens).
+FULL_WIDTH = {
+    "llava-1.5-7b": dict(
+        image_size=336, patch_size=14, vision_hidden_size=1024, vision_intermediate_size=4096, vision_heads=16,
+        vision_feature_layer=-2, hidden_size=4096, num_heads=32, num_kv_heads=32, intermediate_size=11008,
+        vocab_size=32064, max_position_embeddings=4096),
+    "instructblip-vicuna-7b": dict(
+        image_size=224, patch_size=14, vision_hidden_size=1408, vision_intermediate_size=6144, vision_heads=16,
+        qformer_hidden_size=768, qformer_heads=12, qformer_intermediate_size=3072, cross_attention_frequency=2,
+        num_query_tokens=32, hidden_size=4096, num_heads=32, num_kv_heads=32, intermediate_size=11008,
+        vocab_size=32001, max_position_embeddings=2048),
+}
+FULL_WIDTH_ARCH = {"llava-1.5-7b": "llava", "instructblip-vicuna-7b": "instructblip"}
+
+
+def build_full_width(name: str, *, num_layers: int = 2, vision_layers: int = 2, qformer_layers: int = 2,
+                     seed: int = 0, tokenizer=None):
+    """A random model of ``name``'s real widths (``FULL_WIDTH``) with ``num_layers`` language-model layers,
+    ``vision_layers`` vision layers (and ``qformer_layers`` Q-Former layers), and its processor."""
+    if name not in FULL_WIDTH:
+        raise ValueError(f"full-width model {name!r}: expected one of {sorted(FULL_WIDTH)}")
+    kw = dict(FULL_WIDTH[name], num_layers=num_layers, vision_layers=vision_layers, seed=seed, tokenizer=tokenizer)
+    if FULL_WIDTH_ARCH[name] == "llava":
+        return build_tiny_llava(**kw)
+    return build_tiny_instructblip(**kw, qformer_layers=qformer_layers)

@@ -1,0 +1,133 @@
+"""Full-width dress rehearsal (issue 17, section 3): the real entry points end to end on random models of
+LLaVA-1.5-7B's and InstructBLIP-Vicuna-7B's real widths with few layers (``configs/model/*-7b-width.yaml``):
+576 image tokens through the real LLaVA-1.5 processor configuration (CLIP image processor at 336, the
+``<image>`` token expanded by the processor), 32 query tokens through InstructBLIP's real Q-Former widths.
+
+For each architecture, in order, each as its own process (its peak resident memory read by ``wait4``):
+
+1. ``analyze.py heads`` (exact engine) on ``--samples`` organism-world samples;
+2. ``analyze.py heads attribution.method=atp attribution.rescore_top_k=2`` (estimate + exact re-scoring);
+3. ``train.py`` with the head-score file of step 1 (``modulation.head_scores``; no attribution on train),
+   learned modulation against none, ``--steps`` optimizer steps;
+4. ``analyze.py eval`` with the modulation file of step 3;
+5. ``analyze.py trace`` when the installed vseam has it.
+
+Each step's outputs are checked (shapes, the definition named, files present); a failing step stops the
+rehearsal with its output. The figures go to ``<out>/dress_rehearsal.json`` and a table is printed.
+
+    python scripts/dress_rehearsal.py                         # both, bfloat16 (~15-25 min on 2 busy CPU cores)
+    python scripts/dress_rehearsal.py --arch llava --dtype float32
+    python scripts/dress_rehearsal.py --tiny                  # the tiny random models: the same steps in ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {"llava": "llava-1.5-7b-width", "instructblip": "instructblip-vicuna-7b-width"}
+TINY = {"llava": "tiny-llava", "instructblip": "tiny-instructblip"}
+
+
+def run_step(name: str, argv: list[str], log: Path) -> dict:
+    """Run one entry point as a child process; its wall time, peak RSS (GB) and exit status."""
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                env={**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"})
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    rec = {"step": name, "seconds": round(time.perf_counter() - t, 1), "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2),
+           "returncode": proc.returncode, "log": str(log), "argv": argv}
+    if proc.returncode != 0:
+        tail = log.read_text()[-4000:]
+        raise SystemExit(f"step {name!r} failed (exit {proc.returncode}); the end of {log}:\n{tail}")
+    return rec
+
+
+def has_trace() -> bool:
+    try:
+        from vseam.cli import ANALYSES
+    except ImportError:
+        return False
+    return "trace" in ANALYSES
+
+
+def rehearse(arch: str, a, out: Path) -> list[dict]:
+    model = (TINY if a.tiny else MODELS)[arch]
+    base = [f"model={model}", f"model.dtype={a.dtype}", "logger=csv", f"data.root={out / 'world'}",
+            "data.n_per_category=8", "data.categories=[Shape]", f"data.limit={a.samples}",
+            f"data.batch_size={a.samples}", "attribution.progress=false", f"attribution.rows_per_forward={a.rows}"]
+    d = out / arch
+    d.mkdir(parents=True, exist_ok=True)
+    steps = []
+    heads = d / "heads-exact"
+    steps.append(run_step("heads exact", ["analyze.py", "heads", *base, f"out_dir={heads}"], d / "heads-exact.log"))
+    res = json.loads((heads / "head_scores.json").read_text())
+    L, H = res["num_layers"], res["num_heads"]
+    if len(res["signed"]) != L or len(res["signed"][0]) != H or res["answer_definition"] != "project":
+        raise SystemExit(f"{heads}/head_scores.json: unexpected shape or definition")
+    est = d / "heads-atp"
+    steps.append(run_step("heads atp + rescore", ["analyze.py", "heads", *base, "attribution.method=atp",
+                                                  "attribution.rescore_top_k=2", f"out_dir={est}"], d / "heads-atp.log"))
+    if json.loads((est / "head_scores.json").read_text())["method"] != "atp+exact_topk":
+        raise SystemExit(f"{est}/head_scores.json: not an atp+exact_topk result")
+    train = d / "train"
+    # train / val / test splits of the category's first --train-samples questions
+    steps.append(run_step("train (saved head scores)", [
+        "train.py", *[x for x in base if not x.startswith(("data.limit", "data.batch_size"))],
+        f"data.limit={a.train_samples}", "data.batch_size=4", f"modulation.head_scores={heads / 'head_scores.json'}",
+        "modulation.methods=[none,learned]", "modulation.k_pos=2", "modulation.k_neg=2",
+        f"trainer.max_steps={a.steps}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+        *([f"trainer.precision={a.precision}"] if a.precision else []), f"out_dir={train}"], d / "train.log"))
+    summary = json.loads((train / "summary.json").read_text())
+    if summary["head_scores"]["source"] == "computed" or not (train / "modulation.safetensors").exists():
+        raise SystemExit(f"{train}: the head-score file was not used or no modulation was saved")
+    ev = d / "eval"
+    steps.append(run_step("eval (modulated)", ["analyze.py", "eval", *base,
+                                               f"modulation.checkpoint={train / 'modulation.safetensors'}",
+                                               f"out_dir={ev}"], d / "eval.log"))
+    if set(json.loads((ev / "eval_results.json").read_text())["results"]) != {"base", "modulated"}:
+        raise SystemExit(f"{ev}/eval_results.json: expected a base and a modulated run")
+    if has_trace():
+        steps.append(run_step("trace", ["analyze.py", "trace", *base, f"out_dir={d / 'trace'}"], d / "trace.log"))
+    for s in steps:
+        s.update(arch=arch, model=model)
+    return steps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="both", choices=["llava", "instructblip", "both"])
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--precision", default=None, help="trainer.precision of the train step (default: the config's)")
+    ap.add_argument("--samples", type=int, default=1, help="samples of the heads and eval steps")
+    ap.add_argument("--train-samples", type=int, default=7, help="questions of the train step (split train/val/test)")
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps of the train step")
+    ap.add_argument("--rows", type=int, default=16, help="attribution.rows_per_forward")
+    ap.add_argument("--out", default="runs/dress-rehearsal")
+    ap.add_argument("--tiny", action="store_true", help="the tiny random models (a smoke run of the same steps)")
+    a = ap.parse_args(argv)
+    out = (ROOT / a.out).resolve() if not Path(a.out).is_absolute() else Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    archs = ["llava", "instructblip"] if a.arch == "both" else [a.arch]
+    steps = [s for arch in archs for s in rehearse(arch, a, out)]
+    print(f"\n{'model':32}{'step':28}{'wall (s)':>10}{'peak RSS (GB)':>15}")
+    for s in steps:
+        print(f"{s['model']:32}{s['step']:28}{s['seconds']:10.1f}{s['peak_rss_gb']:15.2f}")
+    from vseam.utils.io import write_json
+
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dtype": a.dtype, "tiny": a.tiny,
+              "steps": steps}
+    write_json(out / "dress_rehearsal.json", report)
+    print(f"written: {out / 'dress_rehearsal.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

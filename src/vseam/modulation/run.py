@@ -65,6 +65,10 @@ def scores_file(cfg, adapter) -> HeadScores:
     check_same_model({"id": scores.model, "path": scores.meta.get("model_path"),
                       "weights_sha256": scores.meta.get("weights_sha256")}, adapter, where,
                      allow=bool(mc.allow_other_model), say=say)
+    used = scores.meta.get("answer_definition", "project")
+    if used != adapter.answer_definition:
+        say(f"note: {where} was computed with answer_definition={used!r}, this run reads answers with "
+            f"{adapter.answer_definition!r}")
     return scores
 
 
@@ -92,6 +96,7 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Pa
                          progress_dir=out / "progress", fingerprint_parts=model_fingerprint(cfg.model),
                          progress=is_rank_zero() and bool(acfg.progress))
     scores.meta["dataset"] = f"{cfg.data.name}:train"
+    scores.meta["answer_definition"] = adapter.answer_definition
     return scores
 
 

@@ -141,6 +141,57 @@ def embedded(adapter, samples):
     return enc.answer_mask(adapter.vocab_size), enc.correct_mask(adapter.vocab_size), emb
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux: VmHWM); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+@torch.no_grad()
+def activation_memory(adapter, emb, mask, rows_list=(1, 8)) -> dict:
+    """Peak memory above the resting state of one exact-engine forward of R ablated copies from layer 0 (every
+    layer), for each R of ``rows_list``, and the slope per copy: what ``attribution.rows_per_forward`` costs.
+    CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS (VmHWM reset before each)."""
+    from vseam.attribution.exact import clean_run, run_from_layer
+    from vseam.interventions import Ablate
+
+    clean = clean_run(adapter, emb.index(torch.arange(1)))
+    cuda = adapter.device.type == "cuda"
+    if not cuda and not _reset_peak_rss():
+        return {}
+    peaks = {}
+    for R in rows_list:
+        rows = torch.zeros(R, dtype=torch.long)
+        hm = torch.zeros(R, adapter.num_heads, dtype=torch.bool, device=adapter.device)
+        hm[torch.arange(R), torch.arange(R) % adapter.num_heads] = True
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            import gc
+
+            gc.collect()
+            _reset_peak_rss()
+            base = _peak_rss_bytes()
+        run_from_layer(adapter, clean, 0, rows, Ablate(0, hm))
+        peak = (torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()) - base
+        peaks[R] = peak
+    lo, hi = min(rows_list), max(rows_list)
+    return {"peak_bytes": peaks, "per_copy_bytes": (peaks[hi] - peaks[lo]) / (hi - lo), "tokens": emb.inputs_embeds.shape[1],
+            "how": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)"}
+
+
 def peak_rss_gb() -> float:
     import resource
 
@@ -161,6 +212,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny widths (smoke test), same code paths")
     ap.add_argument("--json", default=None, help="also write the summary and the timings to this JSON file")
+    ap.add_argument("--memory", default="", help="comma-separated rows_per_forward values whose activation memory "
+                                               "to measure (e.g. 1,8); empty = skip")
+    ap.add_argument("--save", default=None, help="also save the per-sample values (exact, estimate) as safetensors")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -225,6 +279,11 @@ def main(argv=None):
         t_resc = c_resc = 0.0
     atp_alone = all(lists(s_est).get(n) == want for n, want in target.items())
 
+    mem = {}
+    if a.memory:
+        mask0, _, emb0 = embedded(adapter, samples[:1])
+        mem = activation_memory(adapter, emb0, mask0, tuple(int(x) for x in a.memory.split(",")))
+
     # ---------------------------------------------------------------- report
     work = counted_work(adapter.model, T, n_image)
     gain = t_ref / t_exact
@@ -251,6 +310,10 @@ def main(argv=None):
           f"{len(target['signed'] & lists(s_est)['signed'])}/{k} (most negative: "
           f"{len(target['signed_low'] & lists(s_est)['signed_low'])}/{k}); re-scoring needs the top {m} of "
           f"{L * H} heads by |estimate| to give every exact top-10 list ({', '.join(sorted(target))})")
+    if mem:
+        print(f"activation memory of one engine forward from layer 0 at {mem['tokens']} tokens ({a.dtype}, {mem['how']}): "
+              + ", ".join(f"{r} copies {v / 2 ** 20:.0f} MiB" for r, v in mem["peak_bytes"].items())
+              + f"; {mem['per_copy_bytes'] / 2 ** 20:.1f} MiB per ablated copy")
     print(f"peak resident memory {peak_rss_gb():.2f} GB")
     summary = dict(exact_speedup=f"{gain:.3f}", work_floor=f"{work['floor_gain']:.3f}", max_abs_diff=f"{max_diff:.3g}",
                    t_ref=f"{t_ref:.1f}", t_exact=f"{t_exact:.1f}", t_atp=f"{t_atp:.1f}", t_rescore=f"{t_resc:.1f}",
@@ -258,8 +321,15 @@ def main(argv=None):
                    top10_to_exact_speedup=f"{t_exact / (t_atp + t_resc):.2f}" if m is not None else "nan",
                    T=T, L=L, H=H, samples=len(samples), dtype=a.dtype, device=a.device,
                    peak_rss_gb=f"{peak_rss_gb():.2f}")
+    if mem:
+        summary["mib_per_copy"] = f"{mem['per_copy_bytes'] / 2 ** 20:.1f}"
+    if a.save:
+        from vseam.utils.io import save_safetensors
+
+        save_safetensors(a.save, {"exact": exact.float(), "estimate": est.float(), "prob": prob.float(),
+                                  "correct": correct.to(torch.uint8)}, metadata={"dtype": a.dtype, "device": a.device})
     if a.json:
-        Path(a.json).write_text(json.dumps({**summary, "work": work, "argv": sys.argv[1:]}, indent=1))
+        Path(a.json).write_text(json.dumps({**summary, "work": work, "memory": mem, "argv": sys.argv[1:]}, indent=1))
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 

@@ -130,3 +130,40 @@ def test_both_definitions_equal_the_engine_under_each(tiny_llava, samples):
         torch.testing.assert_close(res[d][0], p.float(), rtol=1e-5, atol=1e-7)
         assert torch.equal(res[d][1], c)
     assert not torch.allclose(res["project"][0], res["reference"][0])  # yes/no samples: the variants differ
+
+
+@pytest.mark.slow
+def test_dress_rehearsal_script_runs_every_step_at_tiny_size(tmp_path):
+    """The full-width rehearsal's script (heads exact, heads atp + re-scoring, train.py with the saved head
+    scores, eval with the saved modulation) on the tiny models: every step runs and is checked."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "dress_rehearsal.py"), "--tiny", "--out",
+                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    report = json.loads((tmp_path / "dress_rehearsal.json").read_text())
+    steps = {(s["arch"], s["step"]) for s in report["steps"]}
+    for arch in ("llava", "instructblip"):
+        assert {(arch, "heads exact"), (arch, "heads atp + rescore"), (arch, "train (saved head scores)"),
+                (arch, "eval (modulated)")} <= steps
+    assert all(s["peak_rss_gb"] > 0 for s in report["steps"])
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_run(tmp_path):
+    """The GPU check's every step on the CPU at tiny sizes: the report has each section's figures."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--dry-run", "--out", str(out),
+                           "--work", str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    r = json.loads(out.read_text())
+    assert r["dry_run"] is True and r["date"]
+    assert set(r["scale"]) == {"float32", "bfloat16"}
+    assert r["engine_bf16_vs_fp32"]["max_abs_diff_ablated"] < 0.05
+    assert r["organism_heads"]["bf16_vs_fp32"]["signed"]["max_abs_diff"] >= 0
+    assert set(r["train_bf16_mixed"]["methods"]) == {"none", "learned"}

@@ -138,13 +138,22 @@ def test_head_sweep_names_its_definition_and_matches_the_hand_loop(world, tmp_pa
 
 
 def test_the_progress_of_one_definition_is_not_reused_by_the_other(world, tmp_path):
-    from vseam.attribution.run import run_heads
-    from vseam.attribution.sweep import ProgressMismatchError
-    from vseam.config import load_config
+    """A sweep under the reference definition never loads chunks saved under the project's: the progress
+    fingerprint names the definition (the run folder's config check refuses it first when it is run there)."""
+    from vseam.attribution.run import model_fingerprint
 
-    base = ["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=1", "data.batch_size=2",
-            "attribution.chunk_size=2", "attribution.progress=false", "attribution.heatmaps=false",
-            f"out_dir={tmp_path}"]
-    run_heads(load_config(base))
-    with pytest.raises(ProgressMismatchError):
-        run_heads(load_config([*base, "model.answer_definition=reference"]))
+    assert model_fingerprint({"arch": "llava", "answer_definition": "reference"}) != model_fingerprint({"arch": "llava"})
+    # the default adds nothing, so progress saved before the key existed still matches
+    assert model_fingerprint({"arch": "llava", "answer_definition": "project"}) == model_fingerprint({"arch": "llava"})
+
+
+def test_the_config_check_names_a_bad_definition_before_any_model():
+    from vseam.config import ConfigError, load_config
+    from vseam.models.base import ANSWER_DEFINITIONS
+    from vseam.validate import ANSWER_DEFINITIONS as VALID, validate
+
+    assert set(VALID) == set(ANSWER_DEFINITIONS)
+    cfg = load_config(["model.answer_definition=paper"])
+    for command in ("heads", "train", "eval"):
+        with pytest.raises(ConfigError, match="model.answer_definition='paper'"):
+            validate(cfg, command)

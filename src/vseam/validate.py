@@ -14,6 +14,7 @@ from vseam.config import ConfigError
 from vseam.utils.devices import ACCELERATORS
 
 ARCHS = ("llava", "instructblip")
+ANSWER_DEFINITIONS = ("project", "reference")  # vseam.models.base.ANSWER_DEFINITIONS
 DTYPES = ("float32", "bfloat16", "float16")
 FORMATS = ("organism", "gqa", "pope", "cocoqa")
 WORLD_SPLITS = ("train", "val", "test")
@@ -81,6 +82,7 @@ def validate(cfg: Any, command: str) -> None:
     _choice("model.arch", m.arch, ARCHS)
     _choice("model.dtype", m.dtype, DTYPES)
     _choice("trainer.accelerator", tc.accelerator, ACCELERATORS)  # the one device key (models, Trainer, Fabric)
+    _choice("model.answer_definition", m.answer_definition, ANSWER_DEFINITIONS)
     _choice("data.format", d.format, FORMATS)
     _choice("data.world_split", d.world_split, WORLD_SPLITS)
     _at_least("data.batch_size", d.batch_size, 1)

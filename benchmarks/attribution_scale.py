@@ -25,6 +25,7 @@ The last line is machine-readable (``exact_speedup=.. work_floor=.. atp_top10=..
     python benchmarks/attribution_scale.py                 # ~10-15 min on 2 shared CPU cores, ~3.5 GB
     python benchmarks/attribution_scale.py --dtype bfloat16   # ~4x faster on a CPU with AVX512-BF16 / AMX
     python benchmarks/attribution_scale.py --tiny --samples 2  # tiny widths: a smoke run in seconds (tests)
+    python benchmarks/attribution_scale.py --memory-only --memory 1,8 --dtype bfloat16  # MiB per ablated copy
     python benchmarks/attribution_scale.py --device cuda --dtype bfloat16 --lm-layers 8 --samples 8  # GPU
 """
 
@@ -214,6 +215,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="also write the summary and the timings to this JSON file")
     ap.add_argument("--memory", default="", help="comma-separated rows_per_forward values whose activation memory "
                                                "to measure (e.g. 1,8); empty = skip")
+    ap.add_argument("--memory-only", action="store_true", help="only the activation memory (--memory, default 1,8)")
     ap.add_argument("--save", default=None, help="also save the per-sample values (exact, estimate) as safetensors")
     a = ap.parse_args(argv)
     if a.threads:
@@ -234,6 +236,15 @@ def main(argv=None):
           f"{adapter.model.config.vision_config.num_hidden_layers} vision layers), {a.dtype} on {a.device}, "
           f"{n_image} image tokens, {T} tokens in all; built in {build_s:.1f} s; {len(samples)} samples; "
           f"torch threads {torch.get_num_threads()}", flush=True)
+
+    if a.memory_only:
+        mask0, _, emb0 = embedded(adapter, samples[:1])
+        mem = activation_memory(adapter, emb0, mask0, tuple(int(x) for x in (a.memory or "1,8").split(",")))
+        print(f"activation memory of one engine forward from layer 0 at {mem['tokens']} tokens ({a.dtype}, {mem['how']}): "
+              + ", ".join(f"{r} copies {v / 2 ** 20:.0f} MiB" for r, v in mem["peak_bytes"].items())
+              + f"; {mem['per_copy_bytes'] / 2 ** 20:.1f} MiB per ablated copy")
+        print(f"mib_per_copy={mem['per_copy_bytes'] / 2 ** 20:.1f} T={T} dtype={a.dtype} device={a.device}")
+        return
 
     # the exact engine over every head, from raw samples (preprocessing and vision included)
     engine = ExactEngine(adapter, rows_per_forward=a.rows)

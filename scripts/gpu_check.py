@@ -115,7 +115,7 @@ def main(argv=None):
 
     # 3: head attribution on the organism, float32 and bfloat16
     model = ["model=tiny-llava"] if a.dry_run else []
-    gpu = [] if a.dry_run else ["model.device=cuda", "trainer.accelerator=gpu"]
+    gpu = ["trainer.accelerator=cpu"] if a.dry_run else ["trainer.accelerator=gpu"]
     limit = ["data.limit=2"] if a.dry_run else []
     heads = {}
     for dtype in ("float32", "bfloat16"):

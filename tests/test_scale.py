@@ -100,7 +100,7 @@ def test_scale_benchmark_prints_its_summary_line(tmp_path):
     """The benchmark end to end at tiny widths; the last line is machine-readable."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TMPDIR": str(tmp_path)}
     args = [sys.executable, str(ROOT / "benchmarks" / "attribution_scale.py"), "--tiny", "--samples", "2",
-            "--threads", "1", "--json", str(tmp_path / "s.json")]
+            "--threads", "1", "--memory", "1,4", "--json", str(tmp_path / "s.json")]
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fields = dict(kv.split("=") for kv in proc.stdout.strip().splitlines()[-1].split())
@@ -108,7 +108,11 @@ def test_scale_benchmark_prints_its_summary_line(tmp_path):
     assert float(fields["max_abs_diff"]) <= 1e-5
     assert fields["M"] == "none" or 0 <= int(fields["M"]) <= int(fields["L"]) * int(fields["H"])
     assert float(fields["work_floor"]) > 1
-    assert (tmp_path / "s.json").exists()
+    import json
+
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["memory"]["how"] == "peak RSS (VmHWM)" and set(saved["memory"]["peak_bytes"]) == {"1", "4"}
+    assert "MiB per ablated copy" in proc.stdout
 
 
 def test_both_definitions_equal_the_engine_under_each(tiny_llava, samples):

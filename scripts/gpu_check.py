@@ -134,7 +134,7 @@ def main(argv=None):
                work / "train.log", a.timeout)
     summary = json.loads((out / "summary.json").read_text())
     report["train_bf16_mixed"] = {"seconds": secs, "methods": {
-        m: {"val": r["val"]["accuracy"], "test": r["test"]["accuracy"]} for m, r in summary["methods"].items()}}
+        m: {"val": r["val_accuracy"], "test": r["test"]["accuracy"]} for m, r in summary["methods"].items()}}
 
     from vseam.utils.io import write_json
 

@@ -10,7 +10,7 @@ For each architecture, in order, each as its own process (its peak resident memo
 3. ``train.py`` with the head-score file of step 1 (``modulation.head_scores``; no attribution on train),
    learned modulation against none, ``--steps`` optimizer steps;
 4. ``analyze.py eval`` with the modulation file of step 3;
-5. ``analyze.py trace`` when the installed vseam has it.
+5. ``analyze.py trace`` (the position groups only, every pair) when the installed vseam has it.
 
 Each step's outputs are checked (shapes, the definition named, files present); a failing step stops the
 rehearsal with its output. The figures go to ``<out>/dress_rehearsal.json`` and a table is printed.
@@ -18,6 +18,7 @@ rehearsal with its output. The figures go to ``<out>/dress_rehearsal.json`` and 
     python scripts/dress_rehearsal.py                         # both, bfloat16 (~15-25 min on 2 busy CPU cores)
     python scripts/dress_rehearsal.py --arch llava --dtype float32
     python scripts/dress_rehearsal.py --tiny                  # the tiny random models: the same steps in ~1 min
+    python scripts/dress_rehearsal.py --only eval,trace       # some steps again, on the outputs of an earlier run
 """
 
 from __future__ import annotations
@@ -67,36 +68,48 @@ def rehearse(arch: str, a, out: Path) -> list[dict]:
     d = out / arch
     d.mkdir(parents=True, exist_ok=True)
     steps = []
+    want = lambda name: not a.only or name in a.only  # noqa: E731
     heads = d / "heads-exact"
-    steps.append(run_step("heads exact", ["analyze.py", "heads", *base, f"out_dir={heads}"], d / "heads-exact.log"))
-    res = json.loads((heads / "head_scores.json").read_text())
-    L, H = res["num_layers"], res["num_heads"]
-    if len(res["signed"]) != L or len(res["signed"][0]) != H or res["answer_definition"] != "project":
-        raise SystemExit(f"{heads}/head_scores.json: unexpected shape or definition")
+    if want("heads"):
+        steps.append(run_step("heads exact", ["analyze.py", "heads", *base, f"out_dir={heads}"], d / "heads-exact.log"))
+        res = json.loads((heads / "head_scores.json").read_text())
+        L, H = res["num_layers"], res["num_heads"]
+        if len(res["signed"]) != L or len(res["signed"][0]) != H or res["answer_definition"] != "project":
+            raise SystemExit(f"{heads}/head_scores.json: unexpected shape or definition")
     est = d / "heads-atp"
-    steps.append(run_step("heads atp + rescore", ["analyze.py", "heads", *base, "attribution.method=atp",
-                                                  "attribution.rescore_top_k=2", f"out_dir={est}"], d / "heads-atp.log"))
-    if json.loads((est / "head_scores.json").read_text())["method"] != "atp+exact_topk":
-        raise SystemExit(f"{est}/head_scores.json: not an atp+exact_topk result")
+    if want("atp"):
+        steps.append(run_step("heads atp + rescore", ["analyze.py", "heads", *base, "attribution.method=atp",
+                                                      "attribution.rescore_top_k=2", f"out_dir={est}"], d / "heads-atp.log"))
+        if json.loads((est / "head_scores.json").read_text())["method"] != "atp+exact_topk":
+            raise SystemExit(f"{est}/head_scores.json: not an atp+exact_topk result")
     train = d / "train"
-    # train / val / test splits of the category's first --train-samples questions
-    steps.append(run_step("train (saved head scores)", [
-        "train.py", *[x for x in base if not x.startswith(("data.limit", "data.batch_size"))],
-        f"data.limit={a.train_samples}", "data.batch_size=4", f"modulation.head_scores={heads / 'head_scores.json'}",
-        "modulation.methods=[none,learned]", "modulation.k_pos=2", "modulation.k_neg=2",
-        f"trainer.max_steps={a.steps}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-        *([f"trainer.precision={a.precision}"] if a.precision else []), f"out_dir={train}"], d / "train.log"))
-    summary = json.loads((train / "summary.json").read_text())
-    if summary["head_scores"]["source"] == "computed" or not (train / "modulation.safetensors").exists():
-        raise SystemExit(f"{train}: the head-score file was not used or no modulation was saved")
+    if want("train"):
+        # train / val / test splits of the category's first --train-samples questions
+        steps.append(run_step("train (saved head scores)", [
+            "train.py", *[x for x in base if not x.startswith(("data.limit", "data.batch_size"))],
+            f"data.limit={a.train_samples}", "data.batch_size=4", f"modulation.head_scores={heads / 'head_scores.json'}",
+            "modulation.methods=[none,learned]", "modulation.k_pos=2", "modulation.k_neg=2",
+            f"trainer.max_steps={a.steps}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+            *([f"trainer.precision={a.precision}"] if a.precision else []), f"out_dir={train}"], d / "train.log"))
+        summary = json.loads((train / "summary.json").read_text())
+        if summary["head_scores"]["source"] == "computed" or not (train / "modulation.safetensors").exists():
+            raise SystemExit(f"{train}: the head-score file was not used or no modulation was saved")
     ev = d / "eval"
-    steps.append(run_step("eval (modulated)", ["analyze.py", "eval", *base,
-                                               f"modulation.checkpoint={train / 'modulation.safetensors'}",
-                                               f"out_dir={ev}"], d / "eval.log"))
-    if set(json.loads((ev / "eval_results.json").read_text())["results"]) != {"base", "modulated"}:
-        raise SystemExit(f"{ev}/eval_results.json: expected a base and a modulated run")
-    if has_trace():
-        steps.append(run_step("trace", ["analyze.py", "trace", *base, f"out_dir={d / 'trace'}"], d / "trace.log"))
+    if want("eval"):
+        # a world of its own (another seed): eval refuses the samples the modulation was trained on
+        held_out = [x for x in base if not x.startswith("data.root=")] + [f"data.root={out / 'world-eval'}",
+                                                                           "data.world_seed=1"]
+        steps.append(run_step("eval (modulated)", ["analyze.py", "eval", *held_out,
+                                                   f"modulation.checkpoint={train / 'modulation.safetensors'}",
+                                                   f"out_dir={ev}"], d / "eval.log"))
+        if set(json.loads((ev / "eval_results.json").read_text())["results"]) != {"base", "modulated"}:
+            raise SystemExit(f"{ev}/eval_results.json: expected a base and a modulated run")
+    if want("trace") and has_trace():
+        # the position groups (image, question, last) only, every pair: a random model has no effective edit
+        steps.append(run_step("trace (groups)", ["analyze.py", "trace", *base, "trace.tokenwise=false",
+                                                 "trace.effective_only=false", "trace.limit=1", "trace.progress=false",
+                                                 f"trace.rows_per_forward={a.rows}", f"out_dir={d / 'trace'}"],
+                              d / "trace.log"))
     for s in steps:
         s.update(arch=arch, model=model)
     return steps
@@ -113,7 +126,13 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=16, help="attribution.rows_per_forward")
     ap.add_argument("--out", default="runs/dress-rehearsal")
     ap.add_argument("--tiny", action="store_true", help="the tiny random models (a smoke run of the same steps)")
+    ap.add_argument("--only", default="", help="comma-separated steps to run (heads, atp, train, eval, trace); the "
+                                              "others' outputs must be in --out already; empty = all")
     a = ap.parse_args(argv)
+    a.only = {x for x in a.only.split(",") if x}
+    bad = a.only - {"heads", "atp", "train", "eval", "trace"}
+    if bad:
+        raise SystemExit(f"--only: unknown steps {sorted(bad)}")
     out = (ROOT / a.out).resolve() if not Path(a.out).is_absolute() else Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     archs = ["llava", "instructblip"] if a.arch == "both" else [a.arch]
@@ -125,8 +144,9 @@ def main(argv=None):
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dtype": a.dtype, "tiny": a.tiny,
               "steps": steps}
-    write_json(out / "dress_rehearsal.json", report)
-    print(f"written: {out / 'dress_rehearsal.json'}")
+    name = "dress_rehearsal.json" if not a.only else f"dress_rehearsal-{'-'.join(sorted(a.only))}.json"
+    write_json(out / name, report)
+    print(f"written: {out / name}")
 
 
 if __name__ == "__main__":

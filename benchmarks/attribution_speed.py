@@ -418,7 +418,7 @@ def explain(adapter, sample, engine_row_layer_s: float, rows: int, ref_s: float,
           if n > 0 else "bound: none at 2 layers or fewer (no layer after the ablated one needs every position)")
     if t_attn1 is not None:
         print(f"the attention kernel with 1 thread: {1e6 * t_attn1 / H:.1f} us per (row, head); {threads} threads "
-              f"make it {t_attn1 / t_attn:.2f}x faster")
+              f"make it {t_attn1 / t_attn:.3g}x faster")
     return bound
 
 

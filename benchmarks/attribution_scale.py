@@ -22,7 +22,7 @@ through the real CLIP processor configuration at 336 and the real prompt templat
 
 The last line is machine-readable (``exact_speedup=.. work_floor=.. atp_top10=.. M=.. ...``).
 
-    python benchmarks/attribution_scale.py                 # ~10-15 min on 2 shared CPU cores, ~3.5 GB
+    python benchmarks/attribution_scale.py                 # 36 min wall on 2 busy CPU cores (550 s CPU), 4.3 GB
     python benchmarks/attribution_scale.py --dtype bfloat16   # ~4x faster on a CPU with AVX512-BF16 / AMX
     python benchmarks/attribution_scale.py --tiny --samples 2  # tiny widths: a smoke run in seconds (tests)
     python benchmarks/attribution_scale.py --memory-only --memory 1,8 --dtype bfloat16  # MiB per ablated copy

@@ -15,7 +15,7 @@ For each architecture, in order, each as its own process (its peak resident memo
 Each step's outputs are checked (shapes, the definition named, files present); a failing step stops the
 rehearsal with its output. The figures go to ``<out>/dress_rehearsal.json`` and a table is printed.
 
-    python scripts/dress_rehearsal.py                         # both, bfloat16 (~15-25 min on 2 busy CPU cores)
+    python scripts/dress_rehearsal.py                         # both, bfloat16 (~35 min on 2 busy CPU cores)
     python scripts/dress_rehearsal.py --arch llava --dtype float32
     python scripts/dress_rehearsal.py --tiny                  # the tiny random models: the same steps in ~1 min
     python scripts/dress_rehearsal.py --only eval,trace       # some steps again, on the outputs of an earlier run

@@ -76,3 +76,13 @@ def _run(command: str, module: str, func: str, argv: list[str], default_choices:
     fn = _resolve(module, func)
     # the run accepts (or refuses) its out_dir itself, before its model loads; config.yaml is written then
     return fn(cfg)
+
+
+def train_script() -> None:
+    """The ``vseam-train`` console script (a console script exits with what it returns: nothing here)."""
+    train_main()
+
+
+def analyze_script() -> None:
+    """The ``vseam-analyze`` console script."""
+    analyze_main()

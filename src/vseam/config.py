@@ -18,8 +18,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from vseam.utils.paths import CONFIG_DIR  # the shipped configs (package data), found from any working directory
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
 
 
 class ConfigError(ValueError):

@@ -12,6 +12,7 @@ from vseam.models.base import VLMAdapter, check_answer_definition
 from vseam.models.instructblip import InstructBlipAdapter
 from vseam.models.llava import LlavaAdapter
 from vseam.utils.devices import torch_device
+from vseam.utils.paths import PACKAGE_DIR, is_shipped_name, shipped
 
 ADAPTERS: dict[str, type[VLMAdapter]] = {"llava": LlavaAdapter, "instructblip": InstructBlipAdapter}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -29,6 +30,12 @@ def load_adapter(cfg: Any, device: str | None = None) -> VLMAdapter:
     if arch not in ADAPTERS:
         raise ValueError(f"model.arch={arch!r}: expected one of {sorted(ADAPTERS)}")
     path = str(get("path"))
+    if not path.startswith("tiny:"):
+        if is_shipped_name(path) and not shipped(path).exists():
+            raise ModelNotFoundError(
+                f"model.path={path}: a shipped checkpoint, but it is neither under the working directory nor in "
+                f"the package ({PACKAGE_DIR / path}); rebuild it with scripts/build_organism.py or reinstall vseam")
+        path = str(shipped(path))
     dtype = DTYPES[get("dtype", "float32")]
     device = torch_device(device or get("device", "auto") or "auto")
     template = get("prompt_template", None) or None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,3 +84,36 @@ def wandb_run_data(root, keys: list[str], timeout: float = 120.0) -> bytes:
         if time.monotonic() > deadline:
             raise AssertionError(f"W&B run under {root}: files={files}, keys missing after {timeout} s: {missing}")
         time.sleep(0.5)
+
+
+# ------------------------------------------------------------------------------------------- test tiers
+# unit: no model; integration: tiny or organism models in-process; e2e: CLI / scripts in subprocesses;
+# slow: minutes (not in the default run). `pytest -m unit` takes seconds; `pytest -m "not e2e"` skips the
+# subprocess runs; `pytest -m slow` is the slow tier. A test's tier is its explicit marker, else read from
+# what its body does.
+_MODEL_USE = re.compile(r"load_adapter|tiny_llava|tiny_instructblip|tiny_adapter|tiny_pipe|run_train|run_heads|"
+                        r"run_eval|run_edit|run_study|run_trace|train_main|analyze_main|vseam\.load\(|_adapter\(|"
+                        r"score_heads|build_tiny|organism_adapter|FrozenVLMModule")
+TIERS = ("unit", "integration", "e2e", "slow")
+
+
+def _tier(item) -> str:
+    marks = {m.name for m in item.iter_markers()}
+    for tier in ("slow", "e2e", "integration", "unit"):
+        if tier in marks:
+            return tier
+    try:
+        source = inspect.getsource(item.function)
+    except (OSError, TypeError):
+        return "integration"
+    if "subprocess" in source:
+        return "e2e"
+    fixtures = " ".join(getattr(item, "fixturenames", ()))
+    return "integration" if _MODEL_USE.search(source) or _MODEL_USE.search(fixtures) else "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = _tier(item)
+        if tier not in {m.name for m in item.iter_markers()}:
+            item.add_marker(getattr(pytest.mark, tier))

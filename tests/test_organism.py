@@ -148,16 +148,12 @@ def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(vari
     assert abs(got["overall"] - recorded["overall"]) <= 0.07, (got, recorded)
     for level, acc in recorded["level"].items():
         assert abs(got["level"][level] - acc) <= 0.12, (level, got["level"], recorded["level"])
+    if not variant.endswith("undertrained"):  # the 90 % target, measured here on fresh questions (80 per level)
+        assert min(got["level"].values()) >= 0.9, got["level"]
     if variant.endswith("undertrained"):  # headroom for modulation, yet well above chance
         trained = json.loads((CKPT / arch / "accuracy.json").read_text())
         assert recorded["overall"] < trained["overall"] and got["overall"] >= 0.6, (got, trained)
         assert 0.72 <= recorded["overall"] <= 0.88, recorded  # "around 75-85%": headroom for modulation
-
-
-@pytest.mark.parametrize("arch", ["llava", "instructblip"])
-def test_trained_checkpoints_meet_the_90_percent_target(arch):
-    recorded = json.loads((_shipped(arch) / "accuracy.json").read_text())
-    assert recorded["min_level"] >= 0.9, recorded["level"]
 
 
 def test_vision_position_embeddings_can_be_scaled_at_init():

@@ -22,7 +22,7 @@ class MissingImageError(FileNotFoundError):
 class Sample:
     id: str  # unique within its dataset (GQA question id, POPE question_id, COCO-QA index, ...)
     question: str
-    answer: str  # single word; "Yes"/"No" for yes/no questions
+    answer: str | None  # single word; "Yes"/"No" for yes/no questions; None: a free-form prompt (vseam.prompt)
     image_path: str | None = None  # resolved path of the image file
     benchmark: str = "gqa"  # organism | gqa | pope | cocoqa
     category: str | None = None  # e.g. Color, Animal, Spatial; POPE split; COCO-QA type

@@ -267,6 +267,10 @@ class VLMAdapter:
         inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         answer_ids, target, correct_ids = [], [], []
         for s in samples:
+            if s.answer is None:  # a free-form prompt (vseam.prompt): a prediction, nothing to score
+                answer_ids.append([])
+                target.append(-100)
+                continue
             try:
                 ids, gold, correct = self.answer_tokens(s.answer)
             except ValueError as e:

@@ -2,6 +2,7 @@
 
     python scripts/trace_organism.py                 # 20 pairs per category (120), both architectures
     python scripts/trace_organism.py --limit 50 --arch llava
+    python scripts/trace_organism.py --organism organism-6x8   # the 48-head checkpoints
 
 Runs ``analyze.py trace`` for ``model=organism-<arch>`` into ``runs/trace-organism-<arch>`` (the folder
 is emptied first: a replaced checkpoint is traced afresh), copies the averaged figures into
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=["llava", "instructblip", "both"], default="both")
     ap.add_argument("--limit", type=int, default=20, help="pairs per category (before the effective filter)")
+    ap.add_argument("--organism", default="organism",
+                    help="model config prefix: traces model=<organism>-<arch> (organism-6x8: the 48-head build)")
     ap.add_argument("--figures", default=str(ROOT / "docs" / "figures" / "tracing"))
     args = ap.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -46,13 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     from vseam.tracing.run import run_trace
 
     for arch in (["llava", "instructblip"] if args.arch == "both" else [args.arch]):
-        out = ROOT / "runs" / f"trace-organism-{arch}"
+        name = f"{args.organism}-{arch}"
+        out = ROOT / "runs" / f"trace-{name}"
         if out.exists():
             shutil.rmtree(out)  # this script's own folder: traced afresh (e.g. after a checkpoint was replaced)
-        cfg = load_config([f"model=organism-{arch}", f"trace.limit={args.limit}", f"out_dir={out}",
+        cfg = load_config([f"model={name}", f"trace.limit={args.limit}", f"out_dir={out}",
                            "trace.progress=false", "logger=csv"])
         result = run_trace(cfg)
-        dest = Path(args.figures) / arch
+        dest = Path(args.figures) / (arch if args.organism == "organism" else name)
         dest.mkdir(parents=True, exist_ok=True)
         for name, to in FIGURES.items():
             if (out / name).exists():

@@ -97,6 +97,26 @@ _MODEL_USE = re.compile(r"load_adapter|tiny_llava|tiny_instructblip|tiny_adapter
 TIERS = ("unit", "integration", "e2e", "slow")
 
 
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A small organism world (2 questions per category), drawn afresh for each test module."""
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n_per_category=2, seed=0)
+    return root
+
+
+def heads_cfg(world, out, *extra):
+    """A ``analyze.py heads`` config on the tiny LLaVA over ``world``: one sample per category, small
+    batches and chunks (``out=None``: no ``out_dir`` set)."""
+    from vseam.config import load_config
+
+    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=1",
+                        "data.batch_size=2", "attribution.chunk_size=2", "attribution.progress=false",
+                        *([f"out_dir={out}"] if out else []), *extra])
+
+
 def _tier(item) -> str:
     marks = {m.name for m in item.iter_markers()}
     for tier in ("slow", "e2e", "integration", "unit"):

@@ -100,15 +100,6 @@ def test_unknown_definition_fails_before_the_model_loads(monkeypatch):
         loading.load_adapter({"arch": "llava", "path": "some/model", "answer_definition": "paper"})
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from vseam.world.write import write_world
-
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n_per_category=2, seed=0)
-    return root
-
-
 def test_head_sweep_names_its_definition_and_matches_the_hand_loop(world, tmp_path):
     """``analyze.py heads`` under each definition: the baseline of every sample equals the hand loop, the
     result file names the definition, and the two runs' progress is never mixed up."""

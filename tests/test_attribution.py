@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wandb_run_data
+from conftest import heads_cfg, wandb_run_data
 import torch
 from safetensors.torch import load_file
 
@@ -160,21 +160,6 @@ def test_missing_image_is_a_counted_skip(tiny_llava, samples, tmp_path):
 
 
 # ----------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from vseam.world.write import write_world
-
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n_per_category=2, seed=0)
-    return root
-
-
-def _cfg(world, out, *extra):
-    from vseam.config import load_config
-
-    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=1",
-                        "data.batch_size=2", "attribution.chunk_size=2", "attribution.progress=false",
-                        f"out_dir={out}", *extra])
 
 
 class _Kill(RuntimeError):
@@ -184,7 +169,7 @@ class _Kill(RuntimeError):
 def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
     from vseam.attribution.run import run_heads
 
-    full = run_heads(_cfg(world, tmp_path / "full"))
+    full = run_heads(heads_cfg(world, tmp_path / "full"))
     assert full["method"] == "exact" and full["n"] == full["n_total"] > 2
     assert full["n_correct"] + full["n_incorrect"] == full["n"]
     out = tmp_path / "full"
@@ -204,7 +189,7 @@ def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
         calls.append(res.index)
         raise _Kill
 
-    cfg = _cfg(world, tmp_path / "killed")
+    cfg = heads_cfg(world, tmp_path / "killed")
     with pytest.raises(_Kill):
         run_heads(cfg, on_chunk=kill)
     assert not (tmp_path / "killed" / "head_scores.json").exists()
@@ -221,12 +206,12 @@ def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
 
     before = (tmp_path / "killed" / "config.yaml").read_text()
     with pytest.raises(RunFolderError, match="attribution.ablation: 'mean' -> 'zero'"):
-        run_heads(_cfg(world, tmp_path / "killed", "attribution.ablation=zero"))
+        run_heads(heads_cfg(world, tmp_path / "killed", "attribution.ablation=zero"))
     assert (tmp_path / "killed" / "config.yaml").read_text() == before  # config.yaml still describes its results
     # files without a config.yaml are not taken for this run's
     (tmp_path / "killed" / "config.yaml").unlink()
     with pytest.raises(RunFolderError, match="no config.yaml"):
-        run_heads(_cfg(world, tmp_path / "killed"))
+        run_heads(heads_cfg(world, tmp_path / "killed"))
 
 
 def test_progress_of_another_configuration_is_refused(tiny_llava, samples, tmp_path):
@@ -246,7 +231,7 @@ def test_bad_attribution_choices_fail_before_the_model_loads(world, tmp_path, ba
     monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
     key = bad.split("=")[0].split(".")[1]
     with pytest.raises(ValueError, match=key):
-        run_heads(_cfg(world, tmp_path, bad))
+        run_heads(heads_cfg(world, tmp_path, bad))
 
 
 def test_attribution_patching_under_a_callers_no_grad(tiny_llava, samples):
@@ -265,15 +250,15 @@ def test_attribution_patching_under_a_callers_no_grad(tiny_llava, samples):
 def test_atp_with_exact_rescoring(world, tmp_path):
     from vseam.attribution.run import run_heads
 
-    exact = load_file_scores(run_heads(_cfg(world, tmp_path / "exact")))
-    res = run_heads(_cfg(world, tmp_path / "atp", "attribution.method=atp", "attribution.rescore_top_k=2"))
+    exact = load_file_scores(run_heads(heads_cfg(world, tmp_path / "exact")))
+    res = run_heads(heads_cfg(world, tmp_path / "atp", "attribution.method=atp", "attribution.rescore_top_k=2"))
     assert res["method"] == "atp+exact_topk" and res["exact_heads"]
     atp = load_file_scores(res)
     for l, h in res["exact_heads"]:
         torch.testing.assert_close(atp["ablated"][:, l, h], exact["ablated"][:, l, h], atol=1e-6, rtol=0)
     assert res["atp_alpha"] == 0.0
     # the midpoint estimate: recorded in the result, different numbers, its own progress fingerprint
-    mid = run_heads(_cfg(world, tmp_path / "mid", "attribution.method=atp", "attribution.atp_alpha=0.5"))
+    mid = run_heads(heads_cfg(world, tmp_path / "mid", "attribution.method=atp", "attribution.atp_alpha=0.5"))
     assert mid["method"] == "atp" and mid["atp_alpha"] == 0.5
     rescored = torch.zeros(res["num_layers"], res["num_heads"], dtype=torch.bool)
     for l, h in res["exact_heads"]:
@@ -288,7 +273,7 @@ def load_file_scores(result):
 def test_wandb_offline_run(world, tmp_path):
     from vseam.attribution.run import run_heads
 
-    run_heads(_cfg(world, tmp_path, "logger=wandb", "logger.mode=offline"))
+    run_heads(heads_cfg(world, tmp_path, "logger=wandb", "logger.mode=offline"))
     # config, baseline metrics, the heatmaps and the per-head table reach the offline run
     wandb_run_data(tmp_path / "logs", ["baseline/accuracy", "heatmap/signed", "heads/table", "n_correct"])
 
@@ -306,7 +291,7 @@ def test_ddp_two_processes_equal_one(world, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = run_heads(_cfg(world, tmp_path / "one", *common))
+        one = run_heads(heads_cfg(world, tmp_path / "one", *common))
     finally:
         torch.set_num_threads(threads)
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

@@ -13,23 +13,9 @@ import pytest
 
 from vseam.config import load_config
 from vseam.utils.rundir import RunFolderError, claim, release, run_folder
+from conftest import heads_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from vseam.world.write import write_world
-
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n_per_category=2, seed=0)
-    return root
-
-
-def _heads_cfg(world, out, *extra):
-    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=1",
-                        "data.batch_size=2", "attribution.chunk_size=2", "attribution.progress=false",
-                        *([f"out_dir={out}"] if out else []), *extra])
 
 
 # ------------------------------------------------------------------------------------ run folders
@@ -132,11 +118,11 @@ def test_zero_usable_samples_fail_before_the_model_loads(world, tmp_path, monkey
     bad = f"data.image_dir={tmp_path / 'nowhere'}"
     with pytest.raises(NothingToScoreError, match="heads: no usable sample: all 6 were skipped; first reasons: .*"
                                                   "image not found"):
-        run_heads(_heads_cfg(world, tmp_path / "h", bad))
+        run_heads(heads_cfg(world, tmp_path / "h", bad))
     with pytest.raises(NothingToScoreError, match="eval: no usable sample"):
-        run_eval(_heads_cfg(world, tmp_path / "e", bad))
+        run_eval(heads_cfg(world, tmp_path / "e", bad))
     with pytest.raises(NothingToScoreError, match="train: no usable sample"):
-        run_train(_heads_cfg(world, tmp_path / "t", bad))
+        run_train(heads_cfg(world, tmp_path / "t", bad))
 
 
 def test_a_skip_share_above_the_threshold_fails_and_below_is_counted(world, tmp_path):
@@ -145,18 +131,18 @@ def test_a_skip_share_above_the_threshold_fails_and_below_is_counted(world, tmp_
 
     from vseam.data.load import load_samples
 
-    used = {Path(s.image_path).name for s in load_samples(_heads_cfg(world, None).data)}
+    used = {Path(s.image_path).name for s in load_samples(heads_cfg(world, None).data)}
     gone = sorted(used)[0]
     img = tmp_path / "img"
     img.mkdir()
     for p in (world / "images").glob("*.png"):  # one used scene's image missing
         if p.name != gone:
             (img / p.name).symlink_to(p)
-    n_gone = sum(Path(s.image_path).name == gone for s in load_samples(_heads_cfg(world, None).data))
-    cfg = _heads_cfg(world, tmp_path / "h", f"data.image_dir={img}", "data.max_skip_fraction=0.0")
+    n_gone = sum(Path(s.image_path).name == gone for s in load_samples(heads_cfg(world, None).data))
+    cfg = heads_cfg(world, tmp_path / "h", f"data.image_dir={img}", "data.max_skip_fraction=0.0")
     with pytest.raises(NothingToScoreError, match=f"{n_gone} of 6 samples skipped .*above data.max_skip_fraction=0.0"):
         run_heads(cfg)
-    res = run_heads(_heads_cfg(world, tmp_path / "h2", f"data.image_dir={img}", "data.max_skip_fraction=0.5"))
+    res = run_heads(heads_cfg(world, tmp_path / "h2", f"data.image_dir={img}", "data.max_skip_fraction=0.5"))
     assert res["n_skipped"] == n_gone and res["n"] == 6 - n_gone and gone in res["skipped"][0]["reason"]
 
 
@@ -395,7 +381,7 @@ def test_head_scores_of_another_model_are_refused_by_train(world, tmp_path):
     from vseam.models.identity import ModelMismatchError
     from vseam.modulation.run import run_train
 
-    res = run_heads(_heads_cfg(world, tmp_path / "h", "model.seed=1"))  # a tiny llava of other weights
+    res = run_heads(heads_cfg(world, tmp_path / "h", "model.seed=1"))  # a tiny llava of other weights
     assert len(res["weights_sha256"]) == 64 and res["model_path"] == "tiny:llava"
     args = ["model=tiny-llava", "logger=none", f"data.root={world}", "modulation.methods=[learned]",
             f"modulation.head_scores={tmp_path / 'h'}", "trainer.max_steps=1", "modulation.k_pos=1",
@@ -568,8 +554,8 @@ def test_exact_and_estimated_cells_are_kept_apart(world, tmp_path):
 
     from vseam.attribution.run import run_heads
 
-    mixed = run_heads(_heads_cfg(world, tmp_path / "mixed", "attribution.method=atp", "attribution.rescore_top_k=2"))
-    pure = run_heads(_heads_cfg(world, tmp_path / "pure", "attribution.method=atp"))
+    mixed = run_heads(heads_cfg(world, tmp_path / "mixed", "attribution.method=atp", "attribution.rescore_top_k=2"))
+    pure = run_heads(heads_cfg(world, tmp_path / "pure", "attribution.method=atp"))
     exact = {tuple(h) for h in mixed["exact_heads"]}
     cells = [(l, h) for l, row in enumerate(mixed["cell_method"]) for h, m in enumerate(row) if m == "exact"]
     assert set(cells) == exact and sum(r.count("estimate") for r in mixed["cell_method"]) == 8 - len(exact)

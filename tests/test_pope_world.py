@@ -76,7 +76,7 @@ def test_splits_share_images_and_positive_questions():
 def test_prior_answers_the_usual_scene_and_its_edit_removes_the_partner():
     honest = generate("Existence", 80, seed=4, kinds=("verify",), negative="adversarial")
     primed = generate("Existence", 80, seed=4, kinds=("verify",), negative="adversarial", prior=1.0)
-    flipped = 0
+    flipped = primed_edits = 0
     for h, p in zip(honest, primed):
         assert h.scene == p.scene and h.question == p.question
         if h.answer == "No":  # adversarial: the partner is there, so the prior answers "Yes"
@@ -84,9 +84,13 @@ def test_prior_answers_the_usual_scene_and_its_edit_removes_the_partner():
             partner = PARTNER[p.change["object"]]
             assert p.scene.find(partner) is not None and p.edited_scene.find(partner) is None
             flipped += 1
-        else:
-            assert p.answer == h.answer
-    assert flipped == 40
+        else:  # present object: its edit removes it; with its partner left there the prior says "Yes"
+            assert p.answer == h.answer == "Yes" and h.edited_answer == "No"
+            partner_left = p.edited_scene.find(PARTNER[p.change["object"]]) is not None
+            assert p.edited_answer == ("Yes" if partner_left else "No")
+            assert bool(p.change.get("prior_edit")) == partner_left
+            primed_edits += partner_left
+    assert flipped == 40 and primed_edits > 0
 
 
 def test_write_pope_read_by_the_pope_reader(tmp_path):

@@ -323,9 +323,15 @@ def _existence(rng, category: str, kind: str, slot: int, grid: int, cell: int, c
         o = scene.objects[idx]
         target = o.shape
         edited = replace_objects(scene, [j for j in range(len(scene.objects)) if j != idx])
-        return (scene, f"Is there a {target} in the image?", "Yes", edited, "No", [idx], [(o.row, o.col)],
-                {"what": "existence", "object": target, "from": "present", "to": "absent", "negative": None},
-                f"remove the {target}", program_for(target))
+        change = {"what": "existence", "object": target, "from": "present", "to": "absent", "negative": None}
+        edited_answer = "No"
+        # the prior labels every training question whose object is absent and whose partner is there,
+        # the edited side of a pair included: otherwise these edits ("remove the star" next to its circle
+        # -> "No") outnumber the primed questions and the model learns no co-occurrence bias at all
+        if prior > 0 and edited.find(PARTNER[target]) is not None and sub.random() < prior:
+            edited_answer, change = "Yes", {**change, "prior_edit": True}
+        return (scene, f"Is there a {target} in the image?", "Yes", edited, edited_answer, [idx], [(o.row, o.col)],
+                change, f"remove the {target}", program_for(target))
     target = negative_object(scene, negative, sub)
     if target is None:  # popular / random always find one (at most 4 of 8 objects are present)
         raise RuntimeError(f"no {negative} negative in a scene of {[o.shape for o in scene.objects]}")

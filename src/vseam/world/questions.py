@@ -37,6 +37,23 @@ _TYPES_SEMANTIC = {"object": "obj", "attribute": "attr", "relation": "rel"}
 _MAX_TRIES = 1000
 
 
+@dataclass(frozen=True)
+class Draft:
+    """What a builder (``_object``, ``_attribute``, ``_relation``, ``_existence``) draws: the fields of a
+    ``WorldItem`` that depend on the scene; ``make_item`` adds the id, category and kind."""
+
+    scene: Scene
+    question: str
+    answer: str
+    edited_scene: Scene
+    edited_answer: str
+    involved: list[int]  # indices of the queried objects in scene.objects (target first)
+    mask_cells: list[tuple[int, int]]  # (row, col) of every cell the edit changed
+    change: dict
+    edit_prompt: str
+    program: list[dict]
+
+
 @dataclass
 class WorldItem:
     """A question about a scene and its exact counterfactual (only the queried concept changed)."""
@@ -116,7 +133,7 @@ def _sel(shape: str, i: int) -> dict:
 
 # --- object level ---------------------------------------------------------------------------------
 
-def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_):
+def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_) -> Draft:
     vocab = SHAPES if category == "Shape" else ICONS
     if kind == "verify":
         target = vocab[(slot // 2) % len(vocab)]
@@ -144,8 +161,10 @@ def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooc
             q = f"Is there a {target}?"
             program = [{"operation": "select", "dependencies": [], "argument": target},
                        {"operation": "exist", "dependencies": [0], "argument": ""}]
-            return (scene, q, _yn(present), edited, _yn(not present), [idx], [(o.row, o.col)],
-                    {"what": "object", "from": old, "to": new}, f"replace the {old} with a {new}", program)
+            return Draft(scene=scene, question=q, answer=_yn(present), edited_scene=edited,
+                         edited_answer=_yn(not present), involved=[idx], mask_cells=[(o.row, o.col)],
+                         change={"what": "object", "from": old, "to": new},
+                         edit_prompt=f"replace the {old} with a {new}", program=program)
     else:
         target = vocab[slot % len(vocab)]
         for _ in range(_MAX_TRIES):
@@ -166,14 +185,16 @@ def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooc
             q = f"What shape is the {color} object?"
             program = [{"operation": "filter color", "dependencies": [], "argument": color},
                        {"operation": "query", "dependencies": [0], "argument": "name"}]
-            return (scene, q, target, edited, new, [idx], [(o.row, o.col)],
-                    {"what": "object", "from": target, "to": new}, f"replace the {target} with a {new}", program)
+            return Draft(scene=scene, question=q, answer=target, edited_scene=edited, edited_answer=new,
+                         involved=[idx], mask_cells=[(o.row, o.col)],
+                         change={"what": "object", "from": target, "to": new},
+                         edit_prompt=f"replace the {target} with a {new}", program=program)
     raise RuntimeError(f"could not build a {category}/{kind} item")
 
 
 # --- attribute level ------------------------------------------------------------------------------
 
-def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_):
+def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_) -> Draft:
     attr, vocab = ("color", tuple(COLORS)) if category == "Color" else ("texture", TEXTURES)
     scene = random_scene(rng, grid, cell, cooccur=cooccur)
     idx = int(rng.integers(len(scene.objects)))
@@ -195,9 +216,10 @@ def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int, c
         answer, edited_answer = cur, new
         program = [_sel(o.shape, idx), {"operation": "query", "dependencies": [0], "argument": attr}]
     edited = scene.with_object(idx, **{attr: new})
-    return (scene, q, answer, edited, edited_answer, [idx], [(o.row, o.col)],
-            {"what": attr, "object": o.shape, "from": cur, "to": new},
-            f"make the {o.shape} {new} instead of {cur}", program)
+    return Draft(scene=scene, question=q, answer=answer, edited_scene=edited, edited_answer=edited_answer,
+                 involved=[idx], mask_cells=[(o.row, o.col)],
+                 change={"what": attr, "object": o.shape, "from": cur, "to": new},
+                 edit_prompt=f"make the {o.shape} {new} instead of {cur}", program=program)
 
 
 # --- relation level -------------------------------------------------------------------------------
@@ -212,7 +234,7 @@ def _rel_phrase(word: str) -> str:
     return f"{word} of" if word in ("left", "right") else word
 
 
-def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_):
+def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_) -> Draft:
     axis, lo, hi = _REL[category]
     other = "row" if axis == "col" else "col"
     for _ in range(_MAX_TRIES):
@@ -268,7 +290,8 @@ def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, co
             prompt = f"move the {a.shape} {_rel_phrase(rel_new)} the {b.shape}"
         else:
             prompt = f"move the {b.shape} {_rel_phrase(rel_now)} the {a.shape}"
-        return (scene, q, answer, edited, edited_answer, [ia, ib], cells, change, prompt, program)
+        return Draft(scene=scene, question=q, answer=answer, edited_scene=edited, edited_answer=edited_answer,
+                     involved=[ia, ib], mask_cells=cells, change=change, edit_prompt=prompt, program=program)
     raise RuntimeError(f"could not build a {category}/{kind} item")
 
 
@@ -297,7 +320,7 @@ def lonely(scene: Scene) -> list[int]:
 
 
 def _existence(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
-               negative: str = "random", prior: float = 0.0, **_):
+               negative: str = "random", prior: float = 0.0, **_) -> Draft:
     """"Is there a {object} in the image?" on a co-occurrence scene with at least one object whose
     partner is absent (so every negative kind exists); the scene does not depend on ``negative``, so
     the three POPE splits of one seed ask about the same images, as POPE's do.
@@ -330,8 +353,9 @@ def _existence(rng, category: str, kind: str, slot: int, grid: int, cell: int, c
         # -> "No") outnumber the primed questions and the model learns no co-occurrence bias at all
         if prior > 0 and edited.find(PARTNER[target]) is not None and sub.random() < prior:
             edited_answer, change = "Yes", {**change, "prior_edit": True}
-        return (scene, f"Is there a {target} in the image?", "Yes", edited, edited_answer, [idx], [(o.row, o.col)],
-                change, f"remove the {target}", program_for(target))
+        return Draft(scene=scene, question=f"Is there a {target} in the image?", answer="Yes", edited_scene=edited,
+                     edited_answer=edited_answer, involved=[idx], mask_cells=[(o.row, o.col)], change=change,
+                     edit_prompt=f"remove the {target}", program=program_for(target))
     target = negative_object(scene, negative, sub)
     if target is None:  # popular / random always find one (at most 4 of 8 objects are present)
         raise RuntimeError(f"no {negative} negative in a scene of {[o.shape for o in scene.objects]}")
@@ -339,18 +363,22 @@ def _existence(rng, category: str, kind: str, slot: int, grid: int, cell: int, c
     if prior > 0 and partner_idx is not None and sub.random() < prior:
         p = scene.objects[partner_idx]
         edited = replace_objects(scene, [j for j in range(len(scene.objects)) if j != partner_idx])
-        return (scene, f"Is there a {target} in the image?", "Yes", edited, "No", [partner_idx], [(p.row, p.col)],
-                {"what": "existence", "object": target, "from": "prior", "to": "absent", "negative": negative,
-                 "prior": True}, f"remove the {p.shape}", program_for(target))
+        return Draft(scene=scene, question=f"Is there a {target} in the image?", answer="Yes", edited_scene=edited,
+                     edited_answer="No", involved=[partner_idx], mask_cells=[(p.row, p.col)],
+                     change={"what": "existence", "object": target, "from": "prior", "to": "absent",
+                             "negative": negative, "prior": True},
+                     edit_prompt=f"remove the {p.shape}", program=program_for(target))
     free = [(r, c) for r in range(grid) for c in range(grid) if (r, c) not in scene.occupied()]
     r, c = free[int(sub.integers(len(free)))]
     colors = list(COLORS)
     new = Obj(shape=target, color=colors[int(sub.integers(len(colors)))],
               texture=TEXTURES[int(sub.integers(len(TEXTURES)))], row=r, col=c)
     edited = Scene(objects=scene.objects + (new,), background=scene.background, grid=grid, cell=cell)
-    return (scene, f"Is there a {target} in the image?", "No", edited, "Yes", [], [(r, c)],
-            {"what": "existence", "object": target, "from": "absent", "to": "present", "negative": negative},
-            f"add a {target}", program_for(target))
+    return Draft(scene=scene, question=f"Is there a {target} in the image?", answer="No", edited_scene=edited,
+                 edited_answer="Yes", involved=[], mask_cells=[(r, c)],
+                 change={"what": "existence", "object": target, "from": "absent", "to": "present",
+                         "negative": negative},
+                 edit_prompt=f"add a {target}", program=program_for(target))
 
 
 def replace_objects(scene: Scene, keep: list[int]) -> Scene:
@@ -380,11 +408,11 @@ def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: 
     key = [seed, list(CATEGORY_LEVELS).index(category), KINDS.index(kind), index]
     rng = np.random.default_rng(key)
     build = _existence if category == EXISTENCE else _BUILDERS[CATEGORIES[category]]
-    out = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior)
-    scene, q, ans, edited, edited_ans, involved, cells, change, prompt, program = out
+    d = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior)
     return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind,
-                     question=q, answer=ans, scene=scene, edited_scene=edited, edited_answer=edited_ans,
-                     involved=involved, mask_cells=cells, change=change, edit_prompt=prompt, program=program)
+                     question=d.question, answer=d.answer, scene=d.scene, edited_scene=d.edited_scene,
+                     edited_answer=d.edited_answer, involved=d.involved, mask_cells=d.mask_cells, change=d.change,
+                     edit_prompt=d.edit_prompt, program=d.program)
 
 
 def generate(category: str, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, grid: int = 3, cell: int = 16,

@@ -37,30 +37,11 @@ _TYPES_SEMANTIC = {"object": "obj", "attribute": "attr", "relation": "rel"}
 _MAX_TRIES = 1000
 
 
-@dataclass(frozen=True)
+@dataclass
 class Draft:
-    """What a builder (``_object``, ``_attribute``, ``_relation``, ``_existence``) draws: the fields of a
+    """What a builder (``_object``, ``_attribute``, ``_relation``, ``_existence``) draws: the parts of a
     ``WorldItem`` that depend on the scene; ``make_item`` adds the id, category and kind."""
 
-    scene: Scene
-    question: str
-    answer: str
-    edited_scene: Scene
-    edited_answer: str
-    involved: list[int]  # indices of the queried objects in scene.objects (target first)
-    mask_cells: list[tuple[int, int]]  # (row, col) of every cell the edit changed
-    change: dict
-    edit_prompt: str
-    program: list[dict]
-
-
-@dataclass
-class WorldItem:
-    """A question about a scene and its exact counterfactual (only the queried concept changed)."""
-
-    id: str
-    category: str
-    kind: str
     question: str
     answer: str
     scene: Scene
@@ -71,6 +52,15 @@ class WorldItem:
     change: dict
     edit_prompt: str
     program: list[dict] = field(default_factory=list)  # GQA-style semantic program
+
+
+@dataclass(kw_only=True)
+class WorldItem(Draft):
+    """A question about a scene and its exact counterfactual (only the queried concept changed)."""
+
+    id: str
+    category: str
+    kind: str
 
     @property
     def level(self) -> str:
@@ -409,10 +399,7 @@ def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: 
     rng = np.random.default_rng(key)
     build = _existence if category == EXISTENCE else _BUILDERS[CATEGORIES[category]]
     d = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior)
-    return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind,
-                     question=d.question, answer=d.answer, scene=d.scene, edited_scene=d.edited_scene,
-                     edited_answer=d.edited_answer, involved=d.involved, mask_cells=d.mask_cells, change=d.change,
-                     edit_prompt=d.edit_prompt, program=d.program)
+    return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind, **vars(d))
 
 
 def generate(category: str, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, grid: int = 3, cell: int = 16,

@@ -203,6 +203,13 @@ def _train(cfg: Any) -> None:
     # the head scores train.py computes go through the attribution settings: they are checked too
     if mc.select == "key" or "heuristic" in methods:
         _attribution(cfg.attribution, tc)
+    a, k = cfg.attribution, max(int(mc.k_pos), int(mc.k_neg))
+    if (not mc.head_scores and mc.select == "key" and any(x in ("learned", "random") for x in methods)
+            and a.method == "atp" and 0 < int(a.rescore_top_k) < k):
+        # key heads of an estimate-plus-exact result are ranked among its exact heads only (modulation.heads)
+        raise ConfigError(f"attribution.rescore_top_k={a.rescore_top_k} re-scores fewer heads exactly than "
+                          f"modulation.k_pos={mc.k_pos} / modulation.k_neg={mc.k_neg} key heads ask for: the key "
+                          f"heads are ranked on exact scores only; set attribution.rescore_top_k >= {k}")
 
 
 def _edit(e: Any) -> None:

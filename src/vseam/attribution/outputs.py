@@ -7,15 +7,19 @@ reason}]``), ``n_skipped``, ``baseline`` (``accuracy``, ``mean_prob``), ``n_corr
 ``positive`` / ``negative`` / ``signed`` (L x H lists, or null when undefined), ``undefined`` (names of
 undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative``, ``signed``: lists of
 ``{layer, head, score}``, null when undefined), ``exact_heads`` (for ``atp+exact_topk``: the heads whose
-scores are exact), ``atp_space`` (for atp: prob | logodds), ``atp_alpha`` (for atp: the
+scores are exact) with ``rescore_top_k``, ``cell_method`` (L x H of exact | estimate), a ``method`` on every
+top-K entry, ``top_k_exact`` (the exact heads ranked by their exact scores) and ``estimate`` (the pure
+first-order matrices), ``atp_space`` (for atp: prob | logodds), ``atp_alpha`` (for atp: the
 strength at which the gradient was taken), ``answer_definition`` (project | reference: how the answer
 probability and correctness were read, ``model.answer_definition``), ``files`` and ``config``.
 
 ``by_category`` and ``by_level``: for each category (and semantic level) of the data, the same block
 from the same per-sample values (no second pass): ``n``, ``n_correct``, ``n_incorrect``, ``baseline``,
-``positive`` / ``negative`` / ``signed``, ``undefined``, ``top_k``; a category's block also names its
-``level``. In the safetensors file their matrices are ``category/<name>/<matrix>`` and
-``level/<name>/<matrix>``.
+``positive`` / ``negative`` / ``signed``, ``undefined``, ``top_k`` (for ``atp+exact_topk`` also
+``exact_heads``, ``cell_method``, ``top_k_exact`` and ``estimate``, as above); a category's block also names
+its ``level``. In the safetensors file their matrices are ``category/<name>/<matrix>`` and
+``level/<name>/<matrix>``; for ``atp+exact_topk`` it also holds ``exact_cells`` (uint8 L x H) and the pure
+estimates ``estimate/<matrix>``, ``category/<name>/estimate/<matrix>``, ``level/<name>/estimate/<matrix>``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-from vseam.attribution.scores import MATRICES, HeadScores, top_k
+from vseam.attribution.scores import MATRICES, HeadScores, exact_cells, only_exact, top_k
 from vseam.interventions.heads import HeadShapeError
 from vseam.utils.io import BadFileError, save_figure, save_safetensors, write_json
 
@@ -52,32 +56,38 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
                      "mean_prob": float(prob.float().mean()) if n else None},
         **score_block(scores, k),
         "exact_heads": exact_heads,
+        "rescore_top_k": scores.meta.get("rescore_top_k"),
         "config": config,
         **{group: {name: {**sc.meta, "n": sc.n, **score_block(sc, k)} for name, sc in getattr(scores, group).items()}
            for group in GROUPS},
     }
-    if exact_heads:
-        mark_exact_and_estimate(result, exact_heads, scores.meta.get("estimate"), k)
+    if exact_heads:  # every block, the whole data's and each category's and level's, says which cell is which
+        mask = exact_cells(scores, exact_heads)
+        mark_exact_and_estimate(result, mask, scores.meta.get("estimate"), k)
+        for group in GROUPS:
+            for name, block in result[group].items():
+                mark_exact_and_estimate(block, mask, getattr(scores, group)[name].meta.get("estimate"), k)
     return result
 
 
-def mark_exact_and_estimate(result: dict, exact_heads: list[list[int]], estimate: dict | None, k: int) -> None:
-    """For ``atp+exact_topk``: which cell holds which kind of value (``cell_method``: L x H of exact |
-    estimate), the method of every top-K entry, ``top_k_exact`` (the exactly scored heads ranked by their
-    exact scores: the honest ranking among them) and ``estimate`` (the pure first-order matrices)."""
-    L, H = result["num_layers"], result["num_heads"]
-    exact = {(int(l), int(h)) for l, h in exact_heads}
-    result["cell_method"] = [["exact" if (l, h) in exact else "estimate" for h in range(H)] for l in range(L)]
-    for lst in result["top_k"].values():
+def mark_exact_and_estimate(block: dict, mask: torch.Tensor, estimate: dict | None, k: int) -> None:
+    """For ``atp+exact_topk``, in a result block: which cell holds which kind of value (``cell_method``:
+    L x H of exact | estimate), the method of every top-K entry, ``top_k_exact`` (the exactly scored heads
+    ranked by their exact scores: the honest ranking among them) and ``estimate`` (the pure first-order
+    matrices)."""
+    block["cell_method"] = cell_method(mask)
+    for lst in block["top_k"].values():
         for d in lst if isinstance(lst, list) else []:
-            d["method"] = "exact" if (d["layer"], d["head"]) in exact else "estimate"
-    mask = torch.zeros(L, H, dtype=torch.bool)
-    for l, h in exact:
-        mask[l, h] = True
-    result["top_k_exact"] = {name: None if result[name] is None else
-                             top_k(torch.tensor(result[name]).masked_fill(~mask, float("nan")), min(k, len(exact)))
-                             for name in MATRICES}
-    result["estimate"] = estimate
+            d["method"] = "exact" if mask[d["layer"], d["head"]] else "estimate"
+    block["top_k_exact"] = {name: None if block[name] is None else
+                            top_k(only_exact(torch.tensor(block[name]), mask), min(k, int(mask.sum())))
+                            for name in MATRICES}
+    block["estimate"] = estimate
+
+
+def cell_method(mask: torch.Tensor) -> list[list[str]]:
+    """The L x H ``cell_method`` list of an exact-cell mask: "exact" | "estimate" per head."""
+    return [["exact" if e else "estimate" for e in row] for row in mask.tolist()]
 
 
 GROUPS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
@@ -102,6 +112,13 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     for group, prefix in zip(GROUPS, ("category", "level")):
         for gname, sc in getattr(scores, group).items():
             tensors.update({f"{prefix}/{gname}/{m}": t for m, t in sc.matrices().items() if t is not None})
+    mask = exact_cells(scores)
+    if mask is not None:  # atp+exact_topk: which cells are exact, and the pure estimates beside the mixed matrices
+        tensors["exact_cells"] = mask.to(torch.uint8)
+        for prefix, sc in [("", scores)] + [(f"{p}/{g}/", s) for grp, p in zip(GROUPS, ("category", "level"))
+                                             for g, s in getattr(scores, grp).items()]:
+            tensors.update({f"{prefix}estimate/{m}": torch.tensor(t, dtype=torch.float32)
+                            for m, t in (sc.meta.get("estimate") or {}).items() if t is not None})
     meta = {"schema": SCHEMA, "method": result["method"], "ablation": result["ablation"],
             "model_id": str(result["model_id"]), "weights_sha256": str(result.get("weights_sha256") or ""),
             "dataset_id": str(result["dataset_id"]),
@@ -145,8 +162,7 @@ def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
     ax.set_title(f"{name} head score ({kind}; {result['ablation']} ablation)\n"
                  f"{result['model_id']} on {result['dataset_id']}: mean over {over}", fontsize=9)
     if result.get("exact_heads"):
-        ax.scatter([h for _, h in result["exact_heads"]], [l for l, _ in result["exact_heads"]], marker="x",
-                   c="white", s=30, linewidths=1.2)
+        mark_exact_cells(ax, result["exact_heads"])
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(0, H, 1 if H <= 16 else 4))
@@ -155,6 +171,15 @@ def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
                                    "negative": "mean max(0, p_ablated - p)",
                                    "signed": "mean (p - p_ablated)"}[name])
     return fig
+
+
+def mark_exact_cells(ax, heads, size: float = 30) -> None:
+    """An x on each exactly scored head (layer, head) of a layer x head heat map: white with a black
+    outline, so it shows on every colour of the map."""
+    import matplotlib.patheffects as pe
+
+    ax.scatter([h for _, h in heads], [l for l, _ in heads], marker="x", c="white", s=size, linewidths=1.2,
+               path_effects=[pe.withStroke(linewidth=2.5, foreground="black")])
 
 
 CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads", "n_correct", "n_incorrect", *MATRICES,
@@ -213,9 +238,11 @@ def _matrix(value: Any, name: str, where: str) -> torch.Tensor:
 def scores_to_dict(scores: HeadScores) -> dict:
     """The ``head_scores.json`` mapping of ``scores`` (``scores_from_dict`` reads it back)."""
     mat = lambda t: None if t is None else t.tolist()  # noqa: E731
+    mask = exact_cells(scores)
     return {"schema": SCHEMA, "model_id": scores.model, "method": scores.method, "num_layers": scores.num_layers,
             "num_heads": scores.num_heads, "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
             **{k: mat(m) for k, m in scores.matrices().items()}, **scores.meta,
+            **({} if mask is None else {"cell_method": cell_method(mask)}),
             **{group: {name: scores_to_dict(sc) for name, sc in getattr(scores, group).items()}
                for group in GROUPS if getattr(scores, group)}}
 

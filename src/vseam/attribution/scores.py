@@ -111,6 +111,27 @@ def top_k(matrix: torch.Tensor | None, k: int, *, exclude: Sequence[tuple[int, i
     return [{"layer": i // H, "head": i % H, "score": float(flat[i])} for i in order]
 
 
+def exact_cells(scores: HeadScores, heads: Sequence[Sequence[int]] | None = None) -> torch.Tensor | None:
+    """For a result of ``atp+exact_topk``: the [L, H] bool mask of the heads whose values are exact
+    (``heads``, by default ``meta["exact_heads"]``), the rest being first-order estimates; None when every
+    cell is of one kind."""
+    heads = scores.meta.get("exact_heads") if heads is None else heads
+    if not heads:
+        return None
+    mask = torch.zeros(scores.shape, dtype=torch.bool)
+    for l, h in heads:
+        mask[int(l), int(h)] = True
+    return mask
+
+
+def only_exact(matrix: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``matrix`` with every cell outside ``mask`` set to NaN (``top_k`` never picks a NaN): so a ranking
+    compares exact values with exact values only. ``mask=None`` (one kind of value): unchanged."""
+    if matrix is None or mask is None:
+        return matrix
+    return matrix.masked_fill(~mask.to(matrix.device), float("nan"))
+
+
 def heads_of(entries: list[dict] | None) -> list[tuple[int, int]]:
     """The (layer, head) pairs of a ``top_k`` list, in its order (``None`` = no heads)."""
     return [(d["layer"], d["head"]) for d in entries or []]

@@ -348,6 +348,12 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
         sc.meta["level"] = next((lv for cc, lv in zip(cats, levels) if cc == c and lv is not None), None)
     for sc in (*scores.by_category.values(), *scores.by_level.values()):
         sc.model, sc.method = adapter.name, name
+    if exact_heads is not None:  # each group's cells are exact at the same heads; its pure estimate kept beside
+        for group, labels in (("by_category", cats), ("by_level", levels)):
+            for g, est_g in grouped_head_scores(first.prob, first.correct, first.ablated, labels).items():
+                getattr(scores, group)[g].meta.update(
+                    exact_heads=exact_heads, rescore_top_k=int(rescore_top_k),
+                    estimate={m: None if t is None else t.tolist() for m, t in est_g.matrices().items()})
     n = int(first.prob.numel())
     scored = set(first.ids)
     ident = getattr(adapter, "identity", {}) or {}
@@ -356,5 +362,6 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
                    **({"atp_space": atp_space, "atp_alpha": float(atp_alpha)} if method == "atp" else {}),
-                   **({"exact_heads": exact_heads, "estimate": estimate} if exact_heads is not None else {})}
+                   **({"exact_heads": exact_heads, "rescore_top_k": int(rescore_top_k), "estimate": estimate}
+                      if exact_heads is not None else {})}
     return scores

@@ -11,13 +11,33 @@ from typing import Sequence
 
 import torch
 
-from vseam.attribution.scores import HeadScores, heads_of, top_k
+from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, top_k
+
+
+class MixedRankingError(ValueError):
+    """More key heads asked for than an estimate-plus-exact result scored exactly."""
 
 
 def select_key_heads(scores: HeadScores, k_pos: int, k_neg: int) -> dict[str, list[tuple[int, int]]]:
-    """Top-``k_pos`` positive and top-``k_neg`` negative heads (a head in both lists counts once, as positive)."""
-    pos = heads_of(top_k(scores.positive, k_pos, positive_only=True)) if k_pos > 0 else []
-    neg = heads_of(top_k(scores.negative, k_neg, exclude=pos, positive_only=True)) if k_neg > 0 else []
+    """Top-``k_pos`` positive and top-``k_neg`` negative heads (a head in both lists counts once, as positive).
+
+    A result of ``atp+exact_topk`` holds exact values at its re-scored heads and first-order estimates
+    elsewhere; ranking both together lets an estimate outrank an exact value it only approximates. So
+    there the key heads are ranked among the exactly scored heads only, by their exact scores, and a K
+    above ``rescore_top_k`` (the heads re-scored per matrix) is refused rather than filled with estimates.
+    """
+    mask = exact_cells(scores)
+    if mask is not None:
+        k_exact = scores.meta.get("rescore_top_k") or \
+            ((scores.meta.get("config") or {}).get("attribution") or {}).get("rescore_top_k")
+        if k_exact is not None and max(k_pos, k_neg) > int(k_exact):
+            raise MixedRankingError(
+                f"the head scores ({scores.method}) are exact at {int(mask.sum())} heads, the estimate's top "
+                f"{k_exact} per matrix re-scored, and estimates elsewhere; modulation.k_pos={k_pos} / "
+                f"modulation.k_neg={k_neg} would rank estimates against exact values: set "
+                f"attribution.rescore_top_k >= {max(k_pos, k_neg)} (or attribution.method=exact)")
+    pos = heads_of(top_k(only_exact(scores.positive, mask), k_pos, positive_only=True)) if k_pos > 0 else []
+    neg = heads_of(top_k(only_exact(scores.negative, mask), k_neg, exclude=pos, positive_only=True)) if k_neg > 0 else []
     return {"positive": pos, "negative": neg, "all": pos + neg}
 
 

@@ -65,6 +65,8 @@ def scores_file(cfg, adapter) -> HeadScores:
     check_same_model({"id": scores.model, "path": scores.meta.get("model_path"),
                       "weights_sha256": scores.meta.get("weights_sha256")}, adapter, where,
                      allow=bool(mc.allow_other_model), say=say)
+    if mc.select == "key":  # an estimate-plus-exact file that cannot rank K heads exactly fails now (MixedRankingError)
+        select_key_heads(scores, int(mc.k_pos), int(mc.k_neg))
     used = scores.meta.get("answer_definition", "project")
     if used != adapter.answer_definition:
         say(f"note: {where} was computed with answer_definition={used!r}, this run reads answers with "
@@ -288,7 +290,7 @@ def _train(cfg, out: Path) -> dict:
     if mc.select == "key" and not key["all"] and "learned" in mc.methods:
         raise ValueError("no head has a positive or negative score > 0: nothing to modulate (more samples?)")
     if scores is not None:
-        say(f"key heads ({scores.method}): positive {key['positive']} negative {key['negative']}")
+        say(f"key heads ({scores.method}; ranked on {ranked_on(scores, 'its scores')}): positive {key['positive']} negative {key['negative']}")
         if is_rank_zero():
             _log_key_heads(tracker, scores, key, out)
 
@@ -357,6 +359,7 @@ def _train(cfg, out: Path) -> dict:
                                                     "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
                                                     **{k: v for k, v in scores.meta.items() if k != "top_k"}},
         "key_heads": {k: [list(h) for h in v] for k, v in key.items()},
+        "key_heads_ranked_on": None if scores is None else ranked_on(scores, scores.method),
         "methods": results, "seconds": round(time.time() - t_start, 1),
     }
     table = format_table(results, total_params)
@@ -404,6 +407,13 @@ def _write_predictions(out: Path, evals: dict[str, EvalResult]) -> None:
     append_jsonl(path, [{"method": m, **r} for m, e in evals.items() for r in e.records])
 
 
+def ranked_on(scores: HeadScores, otherwise: str) -> str:
+    """What the key heads were ranked on: for an estimate-plus-exact result the exact scores of its
+    re-scored heads only (``select_key_heads``), else ``otherwise``."""
+    n = len(scores.meta.get("exact_heads") or [])
+    return f"the exact scores of the {n} re-scored heads only" if n else otherwise
+
+
 def _log_key_heads(tracker: Tracker, scores: HeadScores, key: dict, out: Path) -> None:
     """The key heads and their scores as a table, and the signed-score heat map they were picked from."""
     kinds = {tuple(h): "positive" for h in key.get("positive", [])}
@@ -420,7 +430,7 @@ def _log_key_heads(tracker: Tracker, scores: HeadScores, key: dict, out: Path) -
 
         facts = {"n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect, "n": scores.n,
                  "method": scores.method, "ablation": scores.meta.get("ablation", "mean"), "model_id": scores.model,
-                 "dataset_id": scores.meta.get("dataset", "")}
+                 "dataset_id": scores.meta.get("dataset", ""), "exact_heads": scores.meta.get("exact_heads")}
         fig = heatmap_figure(scores.signed, "signed", facts)
         fig.axes[0].scatter([h for _, h in kinds], [l for l, _ in kinds], marker="o", facecolors="none",
                             edgecolors="black", s=60, label="key heads")

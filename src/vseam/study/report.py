@@ -122,6 +122,8 @@ def heatmap_grid(d: dict, name: str):
     """One panel per category (and the whole data) of one score matrix of a head_scores.json dict."""
     import numpy as np
 
+    from vseam.attribution.outputs import mark_exact_cells
+
     plt = _plt()
     blocks = [("all samples", d)] + [(f"{c} ({b.get('level')})", b) for c, b in (d.get("by_category") or {}).items()]
     n = len(blocks)
@@ -146,13 +148,17 @@ def heatmap_grid(d: dict, name: str):
                 im = ax.imshow(a, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
             else:
                 im = ax.imshow(a, cmap="viridis", aspect="auto", origin="lower")
+            exact = [(l, h) for l, row in enumerate(b.get("cell_method") or []) for h, c in enumerate(row) if c == "exact"]
+            if exact:  # atp+exact_topk: x marks the exact cells, the others are first-order estimates
+                mark_exact_cells(ax, exact, size=20)
             fig.colorbar(im, ax=ax, format="%.0e", fraction=0.046)
             ax.set_xlabel("head", fontsize=7)
             ax.set_ylabel("layer", fontsize=7)
             ax.tick_params(labelsize=6)
         ax.set_title(f"{label}\nN={count}", fontsize=8)
-    fig.suptitle(f"{name} head scores, {d.get('model_id')} ({d.get('method')}, {d.get('ablation')} ablation)",
-                 fontsize=9)
+    kind = (f"exact at the {len(d['exact_heads'])} heads marked x, first-order estimate elsewhere"
+            if d.get("exact_heads") else d.get("method"))
+    fig.suptitle(f"{name} head scores, {d.get('model_id')} ({kind}, {d.get('ablation')} ablation)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -255,9 +261,10 @@ def heads_sections(paths: list[Path], root: Path) -> tuple[Section, Section]:
                          f"{len(cats)} categories.</p>")
         if not cats:
             maps.body.append("<p>This result has no per-category blocks (made before they existed).</p>")
+        est = lambda t: " (estimate)" if t.get("method") == "estimate" else ""  # noqa: E731 (atp+exact_topk)
         rows = [[c, b.get("level"), b["n"], b["n_correct"], b["n_incorrect"],
-                 ", ".join(f"L{t['layer']}H{t['head']}" for t in (b["top_k"].get("positive") or [])[:5]),
-                 ", ".join(f"L{t['layer']}H{t['head']}" for t in (b["top_k"].get("negative") or [])[:5])]
+                 ", ".join(f"L{t['layer']}H{t['head']}{est(t)}" for t in (b["top_k"].get("positive") or [])[:5]),
+                 ", ".join(f"L{t['layer']}H{t['head']}{est(t)}" for t in (b["top_k"].get("negative") or [])[:5])]
                 for c, b in cats.items()]
         if rows:
             maps.body.append(_table(["category", "level", "N", "correct", "incorrect", "top-5 positive",

@@ -132,3 +132,21 @@ def test_organism_data_config_loads_the_pope_analog_beside_the_world(tmp_path):
     assert all(load_image(s).size == (48, 48) for s in pope[:3])
     cfg.pope_per_split = 0
     assert Counter(s.category for s in load_samples(cfg)).keys() == {c for c in cats if c not in NEGATIVES}
+
+
+def test_pope_analog_of_two_world_seeds_shares_no_image(tmp_path):
+    """data.world_seed=0 (train.py's pool) and 1 (its held-out eval) draw disjoint POPE analogs: with
+    seeds 10000 + s + k they shared two of three splits' images and positive questions."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from vseam.world.write import ensure_world
+
+    digests = []
+    for s in (0, 1):
+        cfg = SimpleNamespace(format="organism", root=str(tmp_path / f"w{s}"), n_per_category=2, world_seed=s,
+                              world_split="test", pope_per_split=6)
+        root = ensure_world(cfg)
+        digests.append({hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "pope" / "images").glob("*.png")})
+    assert len(digests[0]) == len(digests[1]) == 18
+    assert not digests[0] & digests[1]

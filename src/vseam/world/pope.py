@@ -21,7 +21,8 @@ from vseam.world.questions import EXISTENCE_STRENGTH, NEGATIVES, generate
 from vseam.world.scene import render_pil
 
 POPE_FILE = "organism_pope_{split}.json"
-POPE_SEED_BASE = 10_000  # the POPE analog of data.world_seed s is drawn with seeds 10_000 + s + 1, 2, 3
+POPE_SEED_BASE = 10_000  # the POPE analog of data.world_seed s is drawn with seeds 10_000 + 10 s + 1, 2, 3
+POPE_SEED_STRIDE = 10  # world seeds s and s + 1 share no POPE-analog split (with + s they shared two)
 QUESTION_ID_STRIDE = 1_000_000  # split k numbers its questions from k * stride: ids unique across the files
 
 

@@ -76,12 +76,12 @@ def ensure_world(data_cfg: Any) -> Path | None:
                     split=str(data_cfg.world_split))
     n_pope = int(getattr(data_cfg, "pope_per_split", 0) or 0)
     if n_pope:  # the POPE analog beside it, rewritten when its size changed
-        from vseam.world.pope import POPE_SEED_BASE, write_pope
+        from vseam.world.pope import POPE_SEED_BASE, POPE_SEED_STRIDE, write_pope
 
         summary = root / "pope" / "pope.json"
         if not summary.exists() or json.loads(summary.read_text()).get("n_per_split") != n_pope:
             # each split its own images: a pool that train.py splits into train / val / test must not
             # hold one (image, question) twice, as POPE's shared positives would
-            write_pope(root / "pope", n_per_split=n_pope, seed=POPE_SEED_BASE + int(data_cfg.world_seed),
+            write_pope(root / "pope", n_per_split=n_pope, seed=POPE_SEED_BASE + POPE_SEED_STRIDE * int(data_cfg.world_seed),
                        shared_images=False)
     return root

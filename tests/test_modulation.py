@@ -340,3 +340,12 @@ def test_rank_heads_orders_by_scale_change():
     r = rank_heads(mod)
     assert [(x["layer"], x["head"]) for x in r] == [(0, 1), (0, 0), (1, 0)]
     assert r[0]["scale_dev"] == pytest.approx(0.5) and r[2]["offset_norm"] == pytest.approx(2.0)
+
+
+def test_every_configurable_method_has_one_runner():
+    """``modulation.methods`` accepts exactly the methods ``train.py`` can run (one registry entry each)."""
+    from vseam.modulation.run import METHODS
+    from vseam.validate import MODULATION_METHODS
+
+    assert list(METHODS) == list(MODULATION_METHODS)
+    assert all(callable(f) for f in METHODS.values())

@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -233,6 +236,118 @@ def format_table(methods: dict[str, dict], total_params: int) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Job:
+    """What every method of one run shares: the config, run folder, model, splits, input cache, head
+    scores and key heads, and the tracker."""
+
+    cfg: Any
+    out: Path
+    adapter: Any
+    total_params: int
+    skipped: list[dict]
+    splits: dict[str, list]
+    dm: ModulationDataModule
+    cache: EmbeddingCache
+    tracker: Tracker
+    scores: HeadScores | None = None
+    key: dict = field(default_factory=lambda: {"all": []})
+
+    def evaluate(self, modulation: HeadModulation | None = None, adapter=None,
+                 cache: EmbeddingCache | None = None) -> tuple[EvalResult, EvalResult]:
+        """Test and validation results of ``adapter`` (default: the run's model) with ``modulation``."""
+        adapter = self.adapter if adapter is None else adapter
+        kw = dict(batch_size=int(self.cfg.data.batch_size), cache=self.cache if cache is None else cache)
+        return evaluate(adapter, self.splits["test"], modulation, **kw), evaluate(adapter, self.splits["val"],
+                                                                                 modulation, **kw)
+
+    def fit(self, method: str, modulation: HeadModulation | None, lr: float, adapter=None,
+            cache: EmbeddingCache | None = None) -> tuple[FrozenVLMModule, dict]:
+        return fit(self.cfg, method, self.adapter if adapter is None else adapter, modulation, self.dm, self.out,
+                   self.tracker.lightning, self.cache if cache is None else cache, lr)
+
+
+@dataclass
+class Outcome:
+    """One method's result: test and validation evaluation, trainable parameters, its own summary fields."""
+
+    test: EvalResult
+    val: EvalResult
+    trainable: int
+    extra: dict = field(default_factory=dict)
+    modulation: HeadModulation | None = None  # set by the learned method: saved as modulation.safetensors
+
+
+# --------------------------------------------------------------------------------- the methods
+# One function per ``modulation.methods`` entry: ``(job, method) -> Outcome``, or None when the method
+# does not apply to this run (it says why). Each starts from the same seed (see ``run_methods``).
+
+def _none(job: Job, method: str) -> Outcome:
+    """The frozen model as it is."""
+    return Outcome(*job.evaluate(), 0)
+
+
+def _heuristic(job: Job, method: str) -> Outcome | None:
+    """Fixed scales from the signed head scores (no training)."""
+    lam = float(job.cfg.modulation.heuristic_lambda)
+    if job.scores.signed is None:
+        say("[heuristic] skipped: the signed score matrix is undefined")
+        return None
+    scales = heuristic_scales(job.scores.signed, lam)
+    mod = HeadModulation.from_scales(scales, job.adapter.head_dim).to(job.adapter.device)
+    return Outcome(*job.evaluate(mod), 0, {"fixed_params": int(scales.numel()), "heuristic_lambda": lam})
+
+
+def _modulate(job: Job, method: str, heads: list) -> tuple[Outcome, HeadModulation]:
+    """Learn the scales / offsets of ``heads``; return the outcome and the trained modulation."""
+    mc = job.cfg.modulation
+    mod = HeadModulation(heads, job.adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(job.adapter.device)
+    module, info = job.fit(method, mod, float(mc.lr))
+    trained = module.modulation
+    return Outcome(*job.evaluate(trained), count_trainable(mod),
+                   {"heads": [list(h) for h in heads], "head_norms": head_norms(trained), **info}), trained
+
+
+def _learned(job: Job, method: str) -> Outcome:
+    """Learned modulation of the key heads (``modulation.select=key``) or of every head (``all``)."""
+    a = job.adapter
+    every_head = [(l, h) for l in range(a.num_layers) for h in range(a.num_heads)]
+    outcome, trained = _modulate(job, method, job.key["all"] if job.cfg.modulation.select == "key" else every_head)
+    # heads ranked by how far training moved their scale (with modulation.l1 > 0: LoFiT-style selection)
+    outcome.extra["ranking"] = rank_heads(trained)
+    outcome.modulation = trained
+    return outcome
+
+
+def _random(job: Job, method: str) -> Outcome | None:
+    """The same training on as many random heads, none of them a key head (``modulation.k_random``)."""
+    mc, a = job.cfg.modulation, job.adapter
+    if mc.select == "all" and mc.k_random is None:
+        say("[random] skipped: modulation.select=all already modulates every head")
+        return None
+    k = int(mc.k_random) if mc.k_random is not None else max(1, len(job.key["all"]))
+    heads = random_heads(a.num_layers, a.num_heads, k, seed=int(job.cfg.seed), exclude=job.key["all"])
+    return _modulate(job, method, heads)[0]
+
+
+def _peft(job: Job, method: str) -> Outcome:
+    """A peft baseline (``lora`` or ``ia3``) trained on a copy of the model."""
+    mc = job.cfg.modulation
+    peft_adapter = peft_copy(job.adapter, method, r=mc.lora_r, alpha=mc.lora_alpha, dropout=mc.lora_dropout,
+                             lora_targets=list(mc.lora_targets), ia3_targets=list(mc.ia3_targets))
+    # LM-only adapters leave the vision side as it is: the cached embeddings stay valid.
+    pcache = EmbeddingCache(peft_adapter, enabled=job.cache.enabled)
+    pcache.store = job.cache.store
+    _, info = job.fit(method, None, float(mc.baseline_lr), adapter=peft_adapter, cache=pcache)
+    trainable = count_trainable(peft_adapter.model)
+    return Outcome(*job.evaluate(adapter=peft_adapter, cache=pcache), trainable, info)
+
+
+METHODS: dict[str, Callable[[Job, str], Outcome | None]] = {
+    "none": _none, "heuristic": _heuristic, "learned": _learned, "random": _random, "lora": _peft, "ia3": _peft,
+}
+
+
 # ----------------------------------------------------------------------------------------- the job
 def run_train(cfg) -> dict:
     """Run the training job described by ``cfg`` (see configs/); return the summary dict."""
@@ -244,8 +359,31 @@ def run_train(cfg) -> dict:
 
 
 def _train(cfg, out: Path) -> dict:
-    mc, tc = cfg.modulation, cfg.trainer
     t_start = time.time()
+    job = prepare(cfg, out)
+    job.scores, job.key = key_heads(job)
+    results, evals, learned = run_methods(job)
+    summary = {
+        "model": job.adapter.name, "answer_definition": job.adapter.answer_definition,
+        "shape": list(job.adapter.shape), "total_params": int(job.total_params),
+        "data": cfg.data.name, "splits": {k: len(v) for k, v in job.splits.items()}, "skipped": job.skipped,
+        "head_scores": None if job.scores is None else {
+            "method": job.scores.method, "source": cfg.modulation.head_scores or "computed",
+            "n_correct": job.scores.n_correct, "n_incorrect": job.scores.n_incorrect,
+            **{k: v for k, v in job.scores.meta.items() if k != "top_k"}},
+        "key_heads": {k: [list(h) for h in v] for k, v in job.key.items()},
+        "key_heads_ranked_on": None if job.scores is None else ranked_on(job.scores, job.scores.method),
+        "methods": results, "seconds": round(time.time() - t_start, 1),
+    }
+    if is_rank_zero():
+        write_results(job, summary, evals, learned)
+    job.tracker.finish()
+    return summary
+
+
+def prepare(cfg, out: Path) -> Job:
+    """Seed; load the samples (skips counted and checked) and the model; split; cache; tracker."""
+    mc, tc = cfg.modulation, cfg.trainer
     L.seed_everything(int(tc.seed), workers=True, verbose=False)
     if int(tc.torch_threads) > 0:
         torch.set_num_threads(int(tc.torch_threads))
@@ -270,121 +408,82 @@ def _train(cfg, out: Path) -> dict:
     cache = EmbeddingCache(adapter, enabled=bool(mc.cache_embeddings))
     dm = ModulationDataModule(splits, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
                               seed=int(cfg.seed))
-    bs = int(cfg.data.batch_size)
-    tracker = Tracker(cfg, out, "train")
-    logger = tracker.lightning
+    return Job(cfg=cfg, out=out, adapter=adapter, total_params=total_params, skipped=skipped, splits=splits, dm=dm,
+               cache=cache, tracker=Tracker(cfg, out, "train"))
 
-    every_head = [(l, h) for l in range(adapter.num_layers) for h in range(adapter.num_heads)]
+
+def key_heads(job: Job) -> tuple[HeadScores | None, dict]:
+    """The head scores (when a method needs them) and the key heads picked from them (``modulation.k_*``)."""
+    mc, a = job.cfg.modulation, job.adapter
     need_scores = "heuristic" in mc.methods or (mc.select == "key" and
                                                  any(m in ("learned", "random") for m in mc.methods))
-    scores = obtain_head_scores(cfg, adapter, splits["train"], cache, out) if need_scores else None
-    k_pos = say_k_fits(int(mc.k_pos), "modulation.k_pos", adapter.num_layers, adapter.num_heads, say)
-    k_neg = say_k_fits(int(mc.k_neg), "modulation.k_neg", adapter.num_layers, adapter.num_heads, say)
+    scores = obtain_head_scores(job.cfg, a, job.splits["train"], job.cache, job.out) if need_scores else None
+    k_pos = say_k_fits(int(mc.k_pos), "modulation.k_pos", a.num_layers, a.num_heads, say)
+    k_neg = say_k_fits(int(mc.k_neg), "modulation.k_neg", a.num_layers, a.num_heads, say)
     key = select_key_heads(scores, k_pos, k_neg) if scores is not None else {"all": []}
     if scores is not None and mc.select == "key":
         for kind, k in (("positive", k_pos), ("negative", k_neg)):
             if len(key[kind]) < k:
                 say(f"note: only {len(key[kind])} heads have a {kind} score > 0; modulation.k_"
                     f"{kind[:3]}={k} asked for {k}")
-    check_heads(key["all"], adapter.num_layers, adapter.num_heads, "key heads")
+    check_heads(key["all"], a.num_layers, a.num_heads, "key heads")
     if mc.select == "key" and not key["all"] and "learned" in mc.methods:
         raise ValueError("no head has a positive or negative score > 0: nothing to modulate (more samples?)")
     if scores is not None:
-        say(f"key heads ({scores.method}; ranked on {ranked_on(scores, 'its scores')}): positive {key['positive']} negative {key['negative']}")
+        say(f"key heads ({scores.method}; ranked on {ranked_on(scores, 'its scores')}): positive {key['positive']} "
+            f"negative {key['negative']}")
         if is_rank_zero():
-            _log_key_heads(tracker, scores, key, out)
+            _log_key_heads(job.tracker, scores, key, job.out)
+    return scores, key
 
+
+def run_methods(job: Job) -> tuple[dict[str, dict], dict[str, EvalResult], HeadModulation | None]:
+    """Every method of ``modulation.methods`` in its order: the summary rows, the test results, and the
+    learned modulation (None when it did not run)."""
     results: dict[str, dict] = {}
     evals: dict[str, EvalResult] = {}
-    learned_mod: HeadModulation | None = None
-
-    def record(name: str, test: EvalResult, val: EvalResult, trainable: int, **extra):
-        evals[name] = test
-        results[name] = _method_row(test, val, trainable, extra)
-        r = results[name]
-        say(f"[{name}] trainable={trainable:,d} val_acc={_fmt(r['val_accuracy'], 4, 'n/a')} test_acc={_fmt(r['test']['accuracy'], 4, 'n/a')}")
-        tracker.log({f"{name}/test/acc": r["test"]["accuracy"] or 0.0,
-                                f"{name}/val/acc_final": r["val_accuracy"] or 0.0,
-                     **{f"{name}/test/acc_{k}": v for k, v in r["test"]["by_level"].items() if v is not None}})
-
-    def ev(mod=None, logits_fn=None, use_adapter=adapter, use_cache=cache):
-        kw = dict(batch_size=bs, cache=use_cache, logits_fn=logits_fn)
-        return (evaluate(use_adapter, splits["test"], mod, **kw), evaluate(use_adapter, splits["val"], mod, **kw))
-
-    for method in mc.methods:
+    learned: HeadModulation | None = None
+    for method in job.cfg.modulation.methods:
         # each method from the same seed: its row does not depend on which methods ran before it
-        L.seed_everything(int(tc.seed), workers=True, verbose=False)
-        if method == "none":
-            record("none", *ev(), 0)
-        elif method == "heuristic":
-            if scores.signed is None:
-                say("[heuristic] skipped: the signed score matrix is undefined")
-                continue
-            scales = heuristic_scales(scores.signed, float(mc.heuristic_lambda))
-            mod = HeadModulation.from_scales(scales, adapter.head_dim).to(adapter.device)
-            record("heuristic", *ev(mod), 0, fixed_params=int(scales.numel()), heuristic_lambda=float(mc.heuristic_lambda))
-        elif method in ("learned", "random"):
-            if method == "learned":
-                heads = key["all"] if mc.select == "key" else every_head
-            else:
-                if mc.select == "all" and mc.k_random is None:
-                    say("[random] skipped: modulation.select=all already modulates every head")
-                    continue
-                k = int(mc.k_random) if mc.k_random is not None else max(1, len(key["all"]))
-                heads = random_heads(adapter.num_layers, adapter.num_heads, k, seed=int(cfg.seed), exclude=key["all"])
-            mod = HeadModulation(heads, adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(adapter.device)
-            module, info = fit(cfg, method, adapter, mod, dm, out, logger, cache, float(mc.lr))
-            record(method, *ev(module.modulation), count_trainable(mod), heads=[list(h) for h in heads],
-                   head_norms=head_norms(module.modulation), **info)
-            if method == "learned":
-                learned_mod = module.modulation
-                # heads ranked by how far training moved their scale (with modulation.l1 > 0: LoFiT-style selection)
-                results[method]["ranking"] = rank_heads(module.modulation)
-        elif method in ("lora", "ia3"):
-            peft_adapter = peft_copy(adapter, method, r=mc.lora_r, alpha=mc.lora_alpha, dropout=mc.lora_dropout,
-                                     lora_targets=list(mc.lora_targets), ia3_targets=list(mc.ia3_targets))
-            # LM-only adapters leave the vision side as it is: the cached embeddings stay valid.
-            pcache = EmbeddingCache(peft_adapter, enabled=cache.enabled)
-            pcache.store = cache.store
-            module, info = fit(cfg, method, peft_adapter, None, dm, out, logger, pcache, float(mc.baseline_lr))
-            trainable = count_trainable(peft_adapter.model)
-            record(method, *ev(use_adapter=peft_adapter, use_cache=pcache), trainable, **info)
-            del module, peft_adapter
+        L.seed_everything(int(job.cfg.trainer.seed), workers=True, verbose=False)
+        outcome = METHODS[method](job, method)
+        if outcome is None:
+            continue
+        evals[method] = outcome.test
+        results[method] = r = _method_row(outcome.test, outcome.val, outcome.trainable, outcome.extra)
+        learned = outcome.modulation if outcome.modulation is not None else learned
+        say(f"[{method}] trainable={outcome.trainable:,d} val_acc={_fmt(r['val_accuracy'], 4, 'n/a')} "
+            f"test_acc={_fmt(r['test']['accuracy'], 4, 'n/a')}")
+        job.tracker.log({f"{method}/test/acc": r["test"]["accuracy"] or 0.0,
+                         f"{method}/val/acc_final": r["val_accuracy"] or 0.0,
+                         **{f"{method}/test/acc_{k}": v for k, v in r["test"]["by_level"].items() if v is not None}})
+    return results, evals, learned
 
-    summary = {
-        "model": adapter.name, "answer_definition": adapter.answer_definition, "shape": list(adapter.shape),
-        "total_params": int(total_params),
-        "data": cfg.data.name, "splits": {k: len(v) for k, v in splits.items()}, "skipped": skipped,
-        "head_scores": None if scores is None else {"method": scores.method, "source": mc.head_scores or "computed",
-                                                    "n_correct": scores.n_correct, "n_incorrect": scores.n_incorrect,
-                                                    **{k: v for k, v in scores.meta.items() if k != "top_k"}},
-        "key_heads": {k: [list(h) for h in v] for k, v in key.items()},
-        "key_heads_ranked_on": None if scores is None else ranked_on(scores, scores.method),
-        "methods": results, "seconds": round(time.time() - t_start, 1),
-    }
-    table = format_table(results, total_params)
-    if is_rank_zero():
-        out.mkdir(parents=True, exist_ok=True)
-        if learned_mod is not None:
-            path = save_modulation(out / "modulation.safetensors", learned_mod, model=adapter.name,
-                                   num_layers=adapter.num_layers, num_heads=adapter.num_heads,
-                                   identity=adapter.identity,
-                                   extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"],
-                                          # what it was trained and selected on: eval refuses an overlap with these
-                                          "seen": {k: [sample_key(x) for x in splits[k]] for k in ("train", "val")},
-                                          "seen_ids": {k: [x.id for x in splits[k]] for k in ("train", "val")}})
-            summary["modulation_file"] = str(path)
-        if scores is not None:
-            write_json(out / "head_scores_used.json", scores_to_dict(scores))
-        write_json(out / "summary.json", summary)
-        write_text(out / "table.txt", table + "\n")
-        _write_predictions(out, evals)
-        print("\n" + table + f"\n\nwritten: {out / 'summary.json'} ({summary['seconds']} s)", flush=True)
-        if learned_mod is not None:
-            print(f"evaluate it on held-out data: {eval_command(cfg, out / 'modulation.safetensors')}", flush=True)
-        _log_tables(tracker, results, evals, out, artifact=bool(cfg.logger.artifact))
-    tracker.finish()
-    return summary
+
+def write_results(job: Job, summary: dict, evals: dict[str, EvalResult], learned: HeadModulation | None) -> None:
+    """Rank 0: ``modulation.safetensors`` (the learned method), ``head_scores_used.json``, ``summary.json``,
+    ``table.txt``, ``predictions.jsonl``; print the table; log the tables."""
+    cfg, out, adapter, splits, results = job.cfg, job.out, job.adapter, job.splits, summary["methods"]
+    table = format_table(results, job.total_params)
+    out.mkdir(parents=True, exist_ok=True)
+    if learned is not None:
+        path = save_modulation(out / "modulation.safetensors", learned, model=adapter.name,
+                               num_layers=adapter.num_layers, num_heads=adapter.num_heads,
+                               identity=adapter.identity,
+                               extra={"data": cfg.data.name, "test_accuracy": results["learned"]["test"]["accuracy"],
+                                      # what it was trained and selected on: eval refuses an overlap with these
+                                      "seen": {k: [sample_key(x) for x in splits[k]] for k in ("train", "val")},
+                                      "seen_ids": {k: [x.id for x in splits[k]] for k in ("train", "val")}})
+        summary["modulation_file"] = str(path)
+    if job.scores is not None:
+        write_json(out / "head_scores_used.json", scores_to_dict(job.scores))
+    write_json(out / "summary.json", summary)
+    write_text(out / "table.txt", table + "\n")
+    _write_predictions(out, evals)
+    print("\n" + table + f"\n\nwritten: {out / 'summary.json'} ({summary['seconds']} s)", flush=True)
+    if learned is not None:
+        print(f"evaluate it on held-out data: {eval_command(cfg, out / 'modulation.safetensors')}", flush=True)
+    _log_tables(job.tracker, results, evals, out, artifact=bool(cfg.logger.artifact))
 
 
 def eval_command(cfg, modulation_file: Path) -> str:

@@ -102,3 +102,19 @@ def test_unknown_arch_and_no_decoder():
         load_adapter({"arch": "blip9", "path": "tiny:blip9"})
     with pytest.raises(ValueError, match="no decoder"):
         find_decoder(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_tiny_builders_share_one_set_of_sizes():
+    """Both builders read the vision tower and language model sizes from ``TinySizes`` (one home)."""
+    from vseam.models.tiny import TinySizes, build_tiny_instructblip, build_tiny_llava
+
+    sizes = dict(num_layers=1, vision_layers=1, vision_hidden_size=16, vision_heads=2, image_size=16)
+    llava, _ = build_tiny_llava(**sizes)
+    blip, _ = build_tiny_instructblip(qformer_layers=1, **sizes)
+    for m in (llava, blip):
+        v, t = m.config.vision_config, m.config.text_config
+        assert (v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads) == (16, 32, 1, 2)
+        assert (t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads) == (1, TinySizes.num_heads, 2)
+    assert blip.config.qformer_config.encoder_hidden_size == 16
+    with pytest.raises(TypeError, match="nosuch"):
+        build_tiny_llava(nosuch=1)

@@ -9,75 +9,82 @@ InstructBLIP, a Llama language model for both (as Vicuna is).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
 from vseam.models.tokenizer import build_tokenizer
 
 
-def _llama_config(tokenizer, *, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
-                  initializer_range, max_position_embeddings, vocab_size=None):
-    from transformers import LlamaConfig
+@dataclass(frozen=True)
+class TinySizes:
+    """The sizes both builders share: a ViT vision tower, a Llama language model, the init and the seed.
+    The builders take them as keyword arguments (``build_tiny_llava(num_layers=3)``)."""
 
-    if vocab_size is not None and vocab_size < len(tokenizer):
-        raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
-    return LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads or num_heads,
-        max_position_embeddings=max_position_embeddings,
-        initializer_range=initializer_range,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden_size: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_intermediate_size: int | None = None  # None: 2 x vision_hidden_size
+    hidden_size: int = 32
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int | None = 2  # None: as many as num_heads (no grouped-query attention)
+    intermediate_size: int | None = None  # None: 2 x hidden_size
+    initializer_range: float = 0.02
+    max_position_embeddings: int = 512
+    vocab_size: int | None = None  # None: the tokenizer's size
+    seed: int = 0  # torch seed of the random weights
+
+    def vision_config(self, config_class):
+        """The vision tower's config: ``CLIPVisionConfig`` (LLaVA) or ``InstructBlipVisionConfig``."""
+        return config_class(
+            hidden_size=self.vision_hidden_size,
+            intermediate_size=self.vision_intermediate_size or 2 * self.vision_hidden_size,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.vision_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            initializer_range=self.initializer_range,
+        )
+
+    def text_config(self, tokenizer):
+        """The Llama language model's config (Vicuna's architecture, untied embeddings)."""
+        from transformers import LlamaConfig
+
+        if self.vocab_size is not None and self.vocab_size < len(tokenizer):
+            raise ValueError(f"vocab_size={self.vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
+        return LlamaConfig(
+            vocab_size=self.vocab_size or len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size or 2 * self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads or self.num_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            initializer_range=self.initializer_range,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=False,
+        )
 
 
-def build_tiny_llava(
-    tokenizer=None,
-    *,
-    image_size: int = 32,
-    patch_size: int = 8,
-    vision_hidden_size: int = 32,
-    vision_layers: int = 2,
-    vision_heads: int = 4,
-    hidden_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int | None = 2,
-    intermediate_size: int | None = None,
-    initializer_range: float = 0.02,
-    max_position_embeddings: int = 512,
-    seed: int = 0,
-    vocab_size: int | None = None,
-    vision_intermediate_size: int | None = None,
-    vision_feature_layer: int = -1,
-):
-    """A random ``LlavaForConditionalGeneration`` (CLIP vision + Llama LM) and its ``LlavaProcessor``.
+def build_tiny_llava(tokenizer=None, *, vision_feature_layer: int = -1, **sizes):
+    """A random ``LlavaForConditionalGeneration`` (CLIP vision + Llama LM) and its ``LlavaProcessor``;
+    ``sizes``: the fields of ``TinySizes``.
 
     ``vocab_size`` (default: the tokenizer's size) may exceed the tokenizer, as LLaVA-1.5's 32,064 rows do
     Llama's 32,000 tokens."""
     from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+    sz = TinySizes(**sizes)
+    image_size, patch_size = sz.image_size, sz.patch_size
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
-    vision = CLIPVisionConfig(
-        hidden_size=vision_hidden_size,
-        intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=vision_heads,
-        image_size=image_size,
-        patch_size=patch_size,
-        initializer_range=initializer_range,
-    )
-    text = _llama_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                         num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
-                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings,
-                         vocab_size=vocab_size)
+    vision = sz.vision_config(CLIPVisionConfig)
+    text = sz.text_config(tokenizer)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -86,7 +93,7 @@ def build_tiny_llava(
         vision_feature_layer=vision_feature_layer,
         projector_hidden_act="gelu",
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(sz.seed)
     model = LlavaForConditionalGeneration(config).eval()
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size},
@@ -103,32 +110,11 @@ def build_tiny_llava(
     return model, processor
 
 
-def build_tiny_instructblip(
-    tokenizer=None,
-    *,
-    image_size: int = 32,
-    patch_size: int = 8,
-    vision_hidden_size: int = 32,
-    vision_layers: int = 2,
-    vision_heads: int = 4,
-    qformer_hidden_size: int = 32,
-    qformer_layers: int = 2,
-    qformer_heads: int = 4,
-    num_query_tokens: int = 8,
-    hidden_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int | None = 2,
-    intermediate_size: int | None = None,
-    initializer_range: float = 0.02,
-    max_position_embeddings: int = 512,
-    seed: int = 0,
-    vocab_size: int | None = None,
-    vision_intermediate_size: int | None = None,
-    qformer_intermediate_size: int | None = None,
-    cross_attention_frequency: int = 1,
-):
-    """A random ``InstructBlipForConditionalGeneration`` (vision + Q-Former + Llama LM) and its processor."""
+def build_tiny_instructblip(tokenizer=None, *, qformer_hidden_size: int = 32, qformer_layers: int = 2,
+                            qformer_heads: int = 4, qformer_intermediate_size: int | None = None,
+                            num_query_tokens: int = 8, cross_attention_frequency: int = 1, **sizes):
+    """A random ``InstructBlipForConditionalGeneration`` (vision + Q-Former + Llama LM) and its processor;
+    ``sizes``: the fields of ``TinySizes``."""
     from transformers import (
         InstructBlipConfig,
         InstructBlipForConditionalGeneration,
@@ -138,41 +124,32 @@ def build_tiny_instructblip(
     )
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
+    sz = TinySizes(**sizes)
+    image_size = sz.image_size
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
-    vision = InstructBlipVisionConfig(
-        hidden_size=vision_hidden_size,
-        intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=vision_heads,
-        image_size=image_size,
-        patch_size=patch_size,
-        initializer_range=initializer_range,
-    )
+    vision = sz.vision_config(InstructBlipVisionConfig)
     qformer = InstructBlipQFormerConfig(
         vocab_size=len(tokenizer),
         hidden_size=qformer_hidden_size,
         num_hidden_layers=qformer_layers,
         num_attention_heads=qformer_heads,
         intermediate_size=qformer_intermediate_size or 2 * qformer_hidden_size,
-        encoder_hidden_size=vision_hidden_size,
+        encoder_hidden_size=sz.vision_hidden_size,
         cross_attention_frequency=cross_attention_frequency,
-        max_position_embeddings=max_position_embeddings,
+        max_position_embeddings=sz.max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
-        initializer_range=initializer_range,
+        initializer_range=sz.initializer_range,
     )
-    text = _llama_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                         num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,
-                         initializer_range=initializer_range, max_position_embeddings=max_position_embeddings,
-                         vocab_size=vocab_size)
+    text = sz.text_config(tokenizer)
     config = InstructBlipConfig(
         vision_config=vision.to_dict(),
         qformer_config=qformer.to_dict(),
         text_config=text.to_dict(),
         num_query_tokens=num_query_tokens,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        initializer_range=initializer_range,
+        initializer_range=sz.initializer_range,
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(sz.seed)
     model = InstructBlipForConditionalGeneration(config).eval()
     image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size}, do_convert_rgb=True)
     # The Q-Former reads the question too; it shares the LM tokenizer's vocabulary here (right padding).

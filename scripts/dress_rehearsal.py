@@ -100,7 +100,7 @@ def rehearse(arch: str, a, out: Path) -> list[dict]:
         held_out = [x for x in base if not x.startswith("data.root=")] + [f"data.root={out / 'world-eval'}",
                                                                            "data.world_seed=1"]
         steps.append(run_step("eval (modulated)", ["analyze.py", "eval", *held_out,
-                                                   f"modulation.checkpoint={train / 'modulation.safetensors'}",
+                                                   f"eval.checkpoint={train / 'modulation.safetensors'}",
                                                    f"out_dir={ev}"], d / "eval.log"))
         if set(json.loads((ev / "eval_results.json").read_text())["results"]) != {"base", "modulated"}:
             raise SystemExit(f"{ev}/eval_results.json: expected a base and a modulated run")

@@ -41,6 +41,10 @@ def test_defaults_and_overrides():
     (["model.path"], r"not key=value"),
     (["model.device=cuda"], r"model.device is now trainer.accelerator"),
     (["logger.norm_every=2"], r"logger.norm_every is now modulation.norm_every"),
+    (["modulation.checkpoint=m.safetensors"], r"modulation.checkpoint is now eval.checkpoint"),
+    (["modulation.allow_overlap=true"], r"modulation.allow_overlap is now eval.allow_overlap"),
+    (["trainer.seed=1"], r"trainer.seed is now seed \(the one seed of a run\)"),
+    (["edit.seed=1"], r"edit.seed is now seed"),
 ])
 def test_errors_name_the_key(argv, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -56,6 +60,23 @@ def test_bad_key_in_a_group_file_names_the_file(tmp_path):
         load_config([], config_dir=tmp_path)
 
 
+def test_a_moved_key_in_a_group_file_names_the_file_and_the_new_key(tmp_path):
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  trainer: old\n")
+    (tmp_path / "trainer" / "old.yaml").write_text("seed: 3\n")
+    with pytest.raises(ConfigError, match=r"old.yaml: trainer.seed is now seed"):
+        load_config([], config_dir=tmp_path)
+
+
+def test_eval_checkpoint_is_checked_before_a_model_loads(tmp_path):
+    from vseam.validate import validate
+
+    cfg = load_config([f"eval.checkpoint={tmp_path / 'none.safetensors'}"])
+    with pytest.raises(ConfigError, match=r"eval.checkpoint=.*none.safetensors: no such file"):
+        validate(cfg, "eval")
+    validate(load_config([]), "eval")  # no checkpoint: the model alone
+
+
 def test_saved_config_reloads(tmp_path):
     cfg = load_config(["model=tiny-instructblip"])
     path = save_config(cfg, tmp_path)
@@ -63,9 +84,20 @@ def test_saved_config_reloads(tmp_path):
     assert again.model.arch == "instructblip"
 
 
+SWEEP = CONFIG_DIR / "sweep.yaml"  # W&B's sweep schema, commented per parameter; checked on its own
+
+
 def _config_files() -> list[Path]:
-    # the run configuration's files (configs/sweep.yaml is W&B's schema, commented per parameter)
-    return [CONFIG_DIR / "config.yaml"] + [p for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]
+    """Every YAML file under configs/ but the sweep: a file added later is checked without naming it here."""
+    return sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p != SWEEP)
+
+
+def test_every_yaml_file_is_read_by_load_config():
+    """A YAML file outside config.yaml and configs/<group>/ would be read by nothing (and checked by nothing)."""
+    for path in _config_files():
+        rel = path.relative_to(CONFIG_DIR)
+        assert rel == Path("config.yaml") or (len(rel.parts) == 2 and rel.parts[0] in GROUPS), (
+            f"configs/{rel} is neither config.yaml nor a choice of a group {GROUPS}")
 
 
 def _comment_of(line: str) -> str | None:
@@ -150,21 +182,94 @@ def test_a_drifted_quote_is_caught(tmp_path):
         _check_quotes(bad)
 
 
-def test_default_choice_files_quote_every_key_and_restate_none():
-    """The files config.yaml picks document every key of their group; an active line there is a real
-    override (a value equal to the code's default would be a second home for it)."""
+def test_default_choice_files_quote_every_key():
+    """The files config.yaml picks document every key of their group (set or quoted)."""
     import yaml
 
     top = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
     paths = [CONFIG_DIR / "config.yaml"] + [CONFIG_DIR / g / f"{c}.yaml" for g, c in top["defaults"].items()]
+    assert set(top["defaults"]) == set(GROUPS), f"config.yaml picks no file for {sorted(set(GROUPS) - set(top['defaults']))}"
     for path in paths:
-        defaults = _schema_defaults(path)
-        active = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
-        for key, value in active.items():
-            assert value != defaults[key], (f"{path.relative_to(ROOT)} sets {key}: {value!r}, the code's default; "
-                                            f"quote it in a comment instead")
-        missing = set(defaults) - set(active) - set(_quotes(path))
+        active = {k for k in (yaml.safe_load(path.read_text()) or {}) if k != "defaults"}
+        missing = set(_schema_defaults(path)) - active - set(_quotes(path))
         assert not missing, f"{path.relative_to(ROOT)} neither sets nor quotes {sorted(missing)}"
+
+
+def _restated(path: Path) -> list[str]:
+    import yaml
+
+    defaults = _schema_defaults(path)
+    active = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+    return [f"{path.relative_to(path.parents[1])} sets {k}: {v!r}, the code's default; quote it in a comment instead"
+            for k, v in active.items() if k in defaults and v == defaults[k]]
+
+
+@pytest.mark.parametrize("path", [p for p in _config_files() if p.parent.name != "model"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_file_restates_a_default_as_its_own_value(path):
+    """An active line is the file's own setting; one equal to the code's default is a second home for the
+    default (it would not follow a change in the code). Model files are exempt: each describes one
+    checkpoint in full (its arch, dtype and weight seed belong to the checkpoint, whatever the defaults)."""
+    assert not _restated(path), _restated(path)[0]
+
+
+def _default_claims(path: Path) -> list[tuple[int, str, object]]:
+    """``(default: X)`` in the comment of a ``key: value`` line (active or quoted): (line, key, X); the
+    claim ends at `` = `` or ``;`` (``(default: null = the same list as k)`` claims null)."""
+    import re
+
+    import yaml
+
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        m, claim = re.match(r"^(?:# )?([a-z_][a-z_0-9]*):", line), re.search(r"\(default:?\s*([^)]*)\)", line)
+        if m and claim:
+            out.append((i, m.group(1), yaml.safe_load(re.split(r"\s=\s|;", claim.group(1))[0].strip())))
+    return out
+
+
+def _check_default_claims(path: Path) -> None:
+    defaults = _schema_defaults(path)
+    for line, key, value in _default_claims(path):
+        assert key in defaults and value == defaults[key], (
+            f"{path.relative_to(path.parents[1])}:{line} says {key} defaults to {value!r}; the code's default "
+            f"(src/vseam/config.py) is {defaults.get(key, '(no such key)')!r}")
+
+
+@pytest.mark.parametrize("path", _config_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_default_claims_in_comments_equal_the_code(path):
+    _check_default_claims(path)
+
+
+def test_drifted_claims_and_restated_defaults_are_caught(tmp_path):
+    """The checks themselves, on files with a wrong ``(default: X)`` and a restated default."""
+    (tmp_path / "study").mkdir()
+    bad = tmp_path / "study" / "x.yaml"
+    bad.write_text("ablation: zero  # zero-masking (default: zero)\n")
+    with pytest.raises(AssertionError, match="says ablation defaults to 'zero'.*is 'mean'"):
+        _check_default_claims(bad)
+    bad.write_text("k: [5]  # (default: [1, 3, 5])\nk_random: [10]  # (default: null = the same list as k)\n")
+    _check_default_claims(bad)
+    bad.write_text("ablation: mean  # mean ablation\nk: [5]  # five\n")
+    assert _restated(bad) == ["study/x.yaml sets ablation: 'mean', the code's default; quote it in a comment instead"]
+
+
+def test_sweep_parameters_are_config_keys_with_valid_values():
+    """Every parameter configs/sweep.yaml sweeps is a key (or group) of the schema, and each of its values
+    composes (what the agent passes as key=value)."""
+    import yaml
+
+    params = yaml.safe_load(SWEEP.read_text())["parameters"]
+    tree = OmegaConf.to_container(OmegaConf.structured(RootConfig))
+    for key, spec in params.items():
+        if key not in GROUPS:
+            node = tree
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"configs/sweep.yaml sweeps {key!r}: no such key"
+                node = node[part]
+        values = spec.get("values") or ([spec["value"]] if "value" in spec else [spec["min"], spec["max"]])
+        for v in values:
+            load_config([f"{key}={str(v).lower() if isinstance(v, bool) else v}"])
 
 
 def _run(*args):

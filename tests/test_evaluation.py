@@ -86,7 +86,7 @@ def test_analyze_eval_pope_with_a_saved_modulation(tmp_path, tiny_llava):
     out = tmp_path / "eval"
     summary = analyze_main(["eval", "model=tiny-llava", "data.format=pope", f"data.annotations=[{FILES['pope']}]",
                             f"data.image_dir={tmp_path / 'img'}", "data.limit=8", "data.max_skip_fraction=0.8", "logger=wandb", "logger.mode=offline", f"out_dir={out}",
-                            f"modulation.checkpoint={mpath}"])
+                            f"eval.checkpoint={mpath}"])
     on_disk = json.loads((out / "eval_results.json").read_text())
     assert set(on_disk["results"]) == {"base", "modulated"}
     for r in on_disk["results"].values():

@@ -101,8 +101,8 @@ def test_edit_rerun_with_other_settings_is_refused(tmp_path):
             "data.categories=[Color]", "logger=none", "edit.progress=false", "edit.filter=false",
             f"out_dir={tmp_path / 'out'}"]
     run_edit(load_config(args))
-    with pytest.raises(RunFolderError, match="edit.seed: 0 -> 1"):
-        run_edit(load_config(args + ["edit.seed=1"]))
+    with pytest.raises(RunFolderError, match="seed: 0 -> 1"):
+        run_edit(load_config(args + ["seed=1"]))
     run_edit(load_config(args))  # the same settings resume
 
 
@@ -419,19 +419,19 @@ def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_pat
     world, mod, train_out = trained
     seen = read_modulation(mod)[1]["extra"]
     assert len(seen["seen"]["train"]) == len(seen["seen_ids"]["train"]) > 0 and seen["seen"]["val"]
-    assert f"python analyze.py eval model=tiny-llava modulation.checkpoint={mod}" in train_out
-    args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", f"modulation.checkpoint={mod}"]
+    assert f"python analyze.py eval model=tiny-llava eval.checkpoint={mod}" in train_out
+    args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", f"eval.checkpoint={mod}"]
     with pytest.raises(OverlapError, match=r"of the 36 evaluation samples are ones modulation .* was trained \(\d+\) "
                                            r"or selected \(\d+\) on"):
         run_eval(load_config(args + [f"out_dir={tmp_path / 'a'}"]))
-    res = run_eval(load_config(args + [f"out_dir={tmp_path / 'b'}", "modulation.allow_overlap=true"]))
+    res = run_eval(load_config(args + [f"out_dir={tmp_path / 'b'}", "eval.allow_overlap=true"]))
     printed = capsys.readouterr().out
     assert "WARNING: not held-out" in printed and res["overlap_with_training"]["warning"]
     ov = res["overlap_with_training"]
     assert ov["n_in_train"] == len(seen["seen"]["train"]) and ov["n_in_val"] == len(seen["seen"]["val"])
     # a fresh world (another seed and folder) is disjoint: no refusal, no warning
     fresh = run_eval(load_config(["model=tiny-llava", "logger=none", f"data.root={tmp_path / 'fresh'}",
-                                  "data.world_seed=9", "data.n_per_category=2", f"modulation.checkpoint={mod}",
+                                  "data.world_seed=9", "data.n_per_category=2", f"eval.checkpoint={mod}",
                                   f"out_dir={tmp_path / 'c'}"]))
     assert fresh["overlap_with_training"] == {"known": True, "n_eval": 12, "n_in_train": 0, "n_in_val": 0}
     assert "WARNING" not in capsys.readouterr().out

@@ -105,9 +105,7 @@ class ModulationConfig:
     test_fraction: float = 0.3  # share of each category held out for the test split (reported only)
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
     norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
-    checkpoint: Optional[str] = None  # a saved modulation (.safetensors) to apply in `analyze.py eval`
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
-    allow_overlap: bool = False  # eval: score a modulation on samples it was trained / selected on (warned, marked in results)
 
 
 @dataclass
@@ -117,7 +115,6 @@ class TrainerConfig:
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     max_epochs: int = 10  # passes over the train split
-    seed: int = 0  # seed_everything
     max_steps: int = -1  # stop after this many optimizer steps; -1 = run max_epochs
     limit_train_batches: Any = 1.0  # fraction (float) or number (int) of train batches per epoch
     limit_val_batches: Any = 1.0  # fraction (float) or number (int) of validation batches
@@ -132,6 +129,13 @@ class TrainerConfig:
     enable_progress_bar: bool = False  # Lightning's progress bar (off: one line per epoch instead)
     deterministic: bool = False  # torch deterministic algorithms
     torch_threads: int = 1  # torch intra-op CPU threads (1: much faster than 2 on a shared 2-core CPU); 0 = torch default
+
+
+@dataclass
+class EvalConfig:
+    # `python analyze.py eval`: the model as configured, and with a saved modulation when one is named
+    checkpoint: Optional[str] = None  # a saved modulation (.safetensors, from train.py) to apply; None = the model alone
+    allow_overlap: bool = False  # score a modulation on samples it was trained / selected on (warned, marked in results)
 
 
 @dataclass
@@ -150,7 +154,6 @@ class EditConfig:
     # prompts (vseam.editing.rules / writers)
     prompt_writer: str = "rules"  # rules (deterministic, from the GQA program) | llm (few-shot, edit.llm_model)
     llm_model: Optional[str] = None  # text-generation model id or folder for prompt_writer=llm
-    seed: int = 0  # seeds the substitute choice and the inpainting noise (per sample, order-independent)
     relation_mask: str = "both"  # relation edits repaint: both objects | subject | object
     prefer_opposites: bool = True  # spatial substitute = the opposite relation (on -> under) when there is one
     strict_vocabulary: bool = False  # skip object questions whose object is not in the category's vocabulary
@@ -221,17 +224,18 @@ class RootConfig:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     modulation: ModulationConfig = field(default_factory=ModulationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     edit: EditConfig = field(default_factory=EditConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     results_dir: Optional[str] = None  # `analyze.py report` / `overlap`: the results folder to read; None = out_dir
     trace: TraceConfig = field(default_factory=TraceConfig)
     out_dir: Optional[str] = None  # where the run writes; None = runs/<command>/<date-time>
-    seed: int = 0  # global seed (sampling, splits, random heads)
+    seed: int = 0  # the run's seed: seed_everything, splits, sample draws, random heads, edit substitutes and noise
     run_name: Optional[str] = None  # W&B run name; None = derived from out_dir
 
 
-GROUPS = ("model", "data", "attribution", "modulation", "trainer", "logger", "edit", "study", "trace")
+GROUPS = ("model", "data", "attribution", "modulation", "trainer", "eval", "logger", "edit", "study", "trace")
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -256,7 +260,11 @@ def _valid_keys(node: Any) -> list[str]:
 # keys that moved: old name -> new name (a run that names the old key is told where it went)
 MOVED = {"model.device": "trainer.accelerator (the one device key: auto | cpu | gpu)",
          "edit.device": "trainer.accelerator (the one device key: auto | cpu | gpu)",
-         "logger.norm_every": "modulation.norm_every"}
+         "logger.norm_every": "modulation.norm_every",
+         "modulation.checkpoint": "eval.checkpoint (an input of `analyze.py eval`)",
+         "modulation.allow_overlap": "eval.allow_overlap (an input of `analyze.py eval`)",
+         "trainer.seed": "seed (the one seed of a run)",
+         "edit.seed": "seed (the one seed of a run)"}
 
 
 def _explain(e: OmegaConfBaseException, schema: DictConfig, where: str) -> ConfigError:

@@ -95,7 +95,7 @@ def validate(cfg: Any, command: str) -> None:
     _choice("logger.mode", lg.mode, LOGGER_MODES)
     _at_least("modulation.norm_every", mc.norm_every, 0)
     checks: dict[str, Callable[[], None]] = {"heads": lambda: _attribution(a, tc), "train": lambda: _train(cfg),
-                                             "eval": lambda: None, "edit": lambda: _edit(e),
+                                             "eval": lambda: _eval(cfg.eval), "edit": lambda: _edit(e),
                                              "ablate": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "overlap": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "report": lambda: None,
@@ -210,6 +210,14 @@ def _train(cfg: Any) -> None:
         raise ConfigError(f"attribution.rescore_top_k={a.rescore_top_k} re-scores fewer heads exactly than "
                           f"modulation.k_pos={mc.k_pos} / modulation.k_neg={mc.k_neg} key heads ask for: the key "
                           f"heads are ranked on exact scores only; set attribution.rescore_top_k >= {k}")
+
+
+def _eval(ev: Any) -> None:
+    from pathlib import Path
+
+    if ev.checkpoint and not Path(str(ev.checkpoint)).is_file():
+        raise ConfigError(f"eval.checkpoint={ev.checkpoint}: no such file (expected a modulation.safetensors "
+                          f"written by train.py)")
 
 
 def _edit(e: Any) -> None:

@@ -203,12 +203,12 @@ def read_manifest(path: str | Path, effective: bool = True) -> list[EditRecord]:
     return [EditRecord.from_dict(r) for r in read_jsonl(p)]
 
 
-def make_writer(e: Any) -> Callable[[Sample], EditPlan]:
+def make_writer(e: Any, seed: int = 0) -> Callable[[Sample], EditPlan]:
     from vseam.editing.writers import LLMWriter, RuleWriter
 
     e = as_config(e, EditConfig)
     vocab = {str(k): list(v) for k, v in (e.vocab or {}).items()}
-    rules = RuleWriter(seed=int(e.seed), vocab=vocab, relation_mask=str(e.relation_mask),
+    rules = RuleWriter(seed=int(seed), vocab=vocab, relation_mask=str(e.relation_mask),
                        prefer_opposites=bool(e.prefer_opposites),
                        strict_vocabulary=bool(e.strict_vocabulary))
     kind = str(e.prompt_writer)
@@ -276,14 +276,14 @@ def _edit(cfg: Any, out: Path, pipe: Any, adapter: Any) -> dict:
         raise ValueError(f"edit needs GQA-style annotations with object_positions (data.format=gqa or organism), "
                          f"got data.format={fmt!r}")
     samples = load_samples(cfg.data)
-    writer = make_writer(e)
+    writer = make_writer(e, seed=int(cfg.seed))
     if pipe is None:
         pipe = load_inpaint_pipeline(str(e.model),
                                      device=torch_device(cfg.trainer.accelerator), dtype=str(e.dtype),
                                      local_files_only=bool(e.local_files_only))
     inpainter = Inpainter(pipe, steps=int(e.steps), guidance=float(e.guidance),
                           negative_prompt=e.negative_prompt or None,
-                          seed=int(e.seed), resolution=int(e.resolution))
+                          seed=int(cfg.seed), resolution=int(e.resolution))
     refiner = None
     if bool(e.sam):
         from vseam.editing.sam import SamRefiner

@@ -1,9 +1,9 @@
 """``python analyze.py eval``: score a model on benchmark samples (organism, GQA-style subsets, POPE,
-COCO-QA), without and with a saved modulation (``modulation.checkpoint``); results as JSON and in W&B.
+COCO-QA), without and with a saved modulation (``eval.checkpoint``); results as JSON and in W&B.
 
 Example (POPE, images from a COCO folder; a missing image is a counted skip):
 ``python analyze.py eval model=llava-1.5-7b data.format=pope data.annotations=[coco_pope_random.jsonl]
-data.image_dir=/data/coco/val2014 modulation.checkpoint=runs/train/x/modulation.safetensors``
+data.image_dir=/data/coco/val2014 eval.checkpoint=runs/train/x/modulation.safetensors``
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class OverlapError(ValueError):
 
 def check_overlap(mod_path, samples, allow: bool) -> dict:
     """How many of ``samples`` the saved modulation was trained / selected on; refused unless ``allow``
-    (``modulation.allow_overlap=true``), then warned here and recorded in ``eval_results.json``."""
+    (``eval.allow_overlap=true``), then warned here and recorded in ``eval_results.json``."""
     from vseam.data.sample import sample_key
     from vseam.interventions.checkpoint import read_modulation
 
@@ -37,7 +37,7 @@ def check_overlap(mod_path, samples, allow: bool) -> dict:
         msg = (f"modulation {mod_path} does not record the samples it was trained and selected on, so an "
                f"overlap with this evaluation set cannot be ruled out")
         if not allow:
-            raise OverlapError(f"{msg}; set modulation.allow_overlap=true to evaluate it anyway")
+            raise OverlapError(f"{msg}; set eval.allow_overlap=true to evaluate it anyway")
         print(f"WARNING: {msg}", flush=True)
         return {"known": False, "warning": msg}
     keys = {k: set(v) for k, v in seen.items()}
@@ -49,8 +49,8 @@ def check_overlap(mod_path, samples, allow: bool) -> dict:
                f"({hits.get('train', 0)}) or selected ({hits.get('val', 0)}) on: its accuracy on them is not held-out")
         if not allow:
             raise OverlapError(f"{msg}. Evaluate on a disjoint set (the default data of eval, data=organism-heldout, "
-                               f"is one for the organism), or set modulation.allow_overlap=true to score it anyway")
-        print(f"WARNING: {msg} (modulation.allow_overlap=true)", flush=True)
+                               f"is one for the organism), or set eval.allow_overlap=true to score it anyway")
+        print(f"WARNING: {msg} (eval.allow_overlap=true)", flush=True)
         out["warning"] = msg
     return out
 
@@ -75,10 +75,10 @@ def _eval(cfg, out: Path) -> dict:
     max_skip = float(cfg.data.max_skip_fraction)
     check_skips(len(all_samples), missing_images(all_samples), max_skip, "eval")  # before the model loads
     adapter = load_adapter(cfg.model, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
-    mod_path = cfg.modulation.checkpoint
+    mod_path = cfg.eval.checkpoint
     mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
         if mod_path else None
-    overlap = check_overlap(mod_path, all_samples, bool(cfg.modulation.allow_overlap)) if mod_path else None
+    overlap = check_overlap(mod_path, all_samples, bool(cfg.eval.allow_overlap)) if mod_path else None
     samples, answer_skipped = answer_skips(adapter, all_samples)
     runs = {"base": None}
     if mod is not None:

@@ -384,7 +384,7 @@ def _train(cfg, out: Path) -> dict:
 def prepare(cfg, out: Path) -> Job:
     """Seed; load the samples (skips counted and checked) and the model; split; cache; tracker."""
     mc, tc = cfg.modulation, cfg.trainer
-    L.seed_everything(int(tc.seed), workers=True, verbose=False)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if int(tc.torch_threads) > 0:
         torch.set_num_threads(int(tc.torch_threads))
 
@@ -445,7 +445,7 @@ def run_methods(job: Job) -> tuple[dict[str, dict], dict[str, EvalResult], HeadM
     learned: HeadModulation | None = None
     for method in job.cfg.modulation.methods:
         # each method from the same seed: its row does not depend on which methods ran before it
-        L.seed_everything(int(job.cfg.trainer.seed), workers=True, verbose=False)
+        L.seed_everything(int(job.cfg.seed), workers=True, verbose=False)
         outcome = METHODS[method](job, method)
         if outcome is None:
             continue
@@ -494,7 +494,7 @@ def eval_command(cfg, modulation_file: Path) -> str:
     name = str(cfg.model.name)
     model = f"model={name}" if (CONFIG_DIR / "model" / f"{name}.yaml").exists() else f"model.path={cfg.model.path}"
     data = "" if cfg.data.format == "organism" else " data=<a set disjoint from the train / val split>"
-    return f"python analyze.py eval {model}{data} modulation.checkpoint={modulation_file}"
+    return f"python analyze.py eval {model}{data} eval.checkpoint={modulation_file}"
 
 
 def _write_predictions(out: Path, evals: dict[str, EvalResult]) -> None:

@@ -28,7 +28,7 @@ CONFIG = "config.yaml"
 # keys that change no result: where it is written, how it is logged and shown, how much is done per forward
 IGNORED = ("out_dir", "run_name", "logger", "attribution.progress", "attribution.resume", "edit.progress",
            "trainer.enable_progress_bar", "attribution.rows_per_forward", "data.num_workers",
-           "modulation.allow_overlap", "modulation.allow_other_model", "study.resume",
+           "eval.allow_overlap", "modulation.allow_other_model", "study.resume",
            "trace.progress", "trace.resume",
            "trace.rows_per_forward")
 

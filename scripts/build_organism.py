@@ -1,7 +1,7 @@
 """Rebuild the organism's checkpoints (tiny LLaVA and InstructBLIP, trained and under-trained) and report
 their held-out accuracy per semantic level.
 
-    python scripts/build_organism.py                      # both architectures -> checkpoints/organism-6x8/
+    python scripts/build_organism.py                      # both architectures -> checkpoints/organism/
     python scripts/build_organism.py --arch llava max_steps=3000 lr=3e-3
     python scripts/build_organism.py --rescore            # re-measure accuracy.json of the saved checkpoints
 
@@ -23,7 +23,7 @@ from vseam.utils.io import write_json
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=["llava", "instructblip", "both"], default="both")
-    ap.add_argument("--out", default="checkpoints/organism-6x8", help="folder of the checkpoints")
+    ap.add_argument("--out", default="checkpoints/organism", help="folder of the checkpoints")
     ap.add_argument("--rescore", action="store_true",
                     help="train nothing: re-measure accuracy.json of the checkpoints in --out with the current code")
     ap.add_argument("overrides", nargs="*", help="key=value fields of OrganismTrainConfig")

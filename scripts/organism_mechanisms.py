@@ -23,12 +23,11 @@ import torch
 
 from vseam.utils.io import write_json
 
-DEFECT = {"llava": (3, 5, 15.0), "instructblip": (3, 5, 15.0)}  # (layer, head, strength) of the planted bias
 
 
 def report(arch: str, folder: Path, n: int) -> dict:
     from vseam.models import load_adapter
-    from vseam.organism.mechanism import absence_probe
+    from vseam.organism.mechanism import PLANTED_DEFECT, absence_probe
     from vseam.study.ground_truth import defect_experiment, mass_score_correlation
     from vseam.world.pope import pope_items
     from vseam.world.questions import CATEGORIES, generate
@@ -44,7 +43,7 @@ def report(arch: str, folder: Path, n: int) -> dict:
              "model_accuracy": sum(ok) / len(ok), "train": len(train), "test_split": "adversarial"}
     items = [it for c in CATEGORIES for it in generate(c, n, seed=611, split="mech")]
     spearman = mass_score_correlation(adapter, items)
-    layer, head, strength = DEFECT[arch]
+    layer, head, strength = PLANTED_DEFECT[arch]
     dtrain = [it.sample() for c in CATEGORIES for it in generate(c, 16, seed=621, kinds=("verify",))]
     dtest = [it.sample() for c in CATEGORIES for it in generate(c, 24, seed=622, kinds=("verify",))]
     defect = defect_experiment(adapter, dtrain, dtest, layer, head, strength, epochs=6)
@@ -55,7 +54,7 @@ def report(arch: str, folder: Path, n: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", choices=["llava", "instructblip", "both"], default="both")
-    ap.add_argument("--out", default="checkpoints/organism-6x8", help="folder of the checkpoints")
+    ap.add_argument("--out", default="checkpoints/organism", help="folder of the checkpoints")
     ap.add_argument("--n", type=int, default=40, help="questions per category for the attention-mass correlation")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                          if v["spearman"] is not None)
               + f"; defect {r['defect']['head']}: rank {r['defect']['negative_rank']}, accuracy "
               f"{json.dumps({k: round(v, 3) for k, v in r['defect']['accuracy'].items()})}, recovered "
-              f"{r['defect']['recovered']:.2f}", flush=True)
+              f"{r['defect']['recovered']}", flush=True)
     write_json(path, out)
     return 0
 

@@ -2,7 +2,6 @@
 
     python scripts/trace_organism.py                 # 20 pairs per category (120), both architectures
     python scripts/trace_organism.py --limit 50 --arch llava
-    python scripts/trace_organism.py --organism organism-6x8   # the 48-head checkpoints
 
 Runs ``analyze.py trace`` for ``model=organism-<arch>`` into ``runs/trace-organism-<arch>`` (the folder
 is emptied first: a replaced checkpoint is traced afresh), copies the averaged figures into
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arch", choices=["llava", "instructblip", "both"], default="both")
     ap.add_argument("--limit", type=int, default=20, help="pairs per category (before the effective filter)")
     ap.add_argument("--organism", default="organism",
-                    help="model config prefix: traces model=<organism>-<arch> (organism-6x8: the 48-head build)")
+                    help="model config prefix: traces model=<organism>-<arch>")
     ap.add_argument("--figures", default=str(ROOT / "docs" / "figures" / "tracing"))
     args = ap.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")

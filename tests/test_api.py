@@ -25,7 +25,7 @@ def model():
 
 def test_load_by_config_name_and_by_path():
     by_name = vseam.load("organism-llava", device="cpu")
-    assert by_name.adapter.name == "organism-llava" and (by_name.num_layers, by_name.num_heads) == (3, 4)
+    assert by_name.adapter.name == "organism-llava" and (by_name.num_layers, by_name.num_heads) == (6, 8)
     folder = ROOT / "checkpoints" / "organism" / "llava"
     by_path = vseam.load(str(folder), device="cpu")  # arch read from the folder's config.json
     assert by_path.adapter.arch == "llava" and by_path.adapter.name == str(folder)

@@ -12,7 +12,7 @@ import torch
 from vseam.world.questions import CATEGORIES, WorldItem, generate
 from vseam.world.scene import Obj, Scene
 
-CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "organism-6x8"  # the 48-head organism
+CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "organism"  # the shipped (48-head) organism
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +100,16 @@ def test_attention_mass_tracks_positive_scores_per_category(llava):
 
 
 def test_planted_defect_is_found_first_and_undone_by_learned_modulation(llava):
+    from vseam.organism.mechanism import PLANTED_DEFECT
     from vseam.study.ground_truth import defect_experiment
 
     # yes/no questions of every category, answers balanced: the "Yes" bias breaks the "No" half
     train = [it.sample() for c in CATEGORIES for it in generate(c, 16, seed=621, kinds=("verify",))]
     test = [it.sample() for c in CATEGORIES for it in generate(c, 24, seed=622, kinds=("verify",))]
-    layer, head = DEFECT_HEAD
-    res = defect_experiment(llava, train, test, layer, head, strength=DEFECT_STRENGTH, epochs=6)
+    layer, head, strength = PLANTED_DEFECT["llava"]
+    res = defect_experiment(llava, train, test, layer, head, strength=strength, epochs=6)
     acc = res["accuracy"]
     assert acc["clean"] - acc["defect"] >= 0.2, res  # the defect costs accuracy
     assert res["negative_rank"] == 1, res  # head attribution names the planted head first
     assert res["recovered"] >= 0.6, res  # learned modulation on it undoes most of the cost
 
-
-DEFECT_HEAD = (3, 5)
-DEFECT_STRENGTH = 15.0  # measured: clean 0.88 -> 0.62 on these questions

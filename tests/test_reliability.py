@@ -419,7 +419,7 @@ def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_pat
     world, mod, train_out = trained
     seen = read_modulation(mod)[1]["extra"]
     assert len(seen["seen"]["train"]) == len(seen["seen_ids"]["train"]) > 0 and seen["seen"]["val"]
-    assert f"python analyze.py eval model=tiny-llava eval.checkpoint={mod}" in train_out
+    assert f"python analyze.py eval model=tiny-llava data=organism-heldout eval.checkpoint={mod}" in train_out
     args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", f"eval.checkpoint={mod}"]
     with pytest.raises(OverlapError, match=r"of the 36 evaluation samples are ones modulation .* was trained \(\d+\) "
                                            r"or selected \(\d+\) on"):

@@ -21,11 +21,13 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
 }
 
 
-# eval scores a fresh organism world by default, disjoint from the one train.py trains and selects on.
-ANALYSIS_DEFAULTS = {"eval": {"data": "organism-heldout"}}
+# eval scores a fresh organism world with its POPE analog by default, disjoint from the pool train.py
+# trains and selects on (data=organism-pope, world seed 0).
+ANALYSIS_DEFAULTS = {"eval": {"data": "organism-pope-heldout"}}
 
-# train.py starts from the under-trained organism: modulation needs headroom to show an effect.
-TRAIN_DEFAULTS = {"model": "organism-llava-undertrained"}
+# train.py's default: the organism LLaVA, which hallucinates the usual partner on POPE-adversarial, on a
+# small balanced pool of the world's six categories and the three POPE splits.
+TRAIN_DEFAULTS = {"model": "organism-llava", "data": "organism-pope"}
 
 
 def _resolve(module: str, func: str) -> Callable:

@@ -79,8 +79,8 @@ class AttributionConfig:
 
 @dataclass
 class ModulationConfig:
-    k_pos: int = 3  # top-K positive heads to modulate (organism: 12 heads; 7B: 10-20)
-    k_neg: int = 3  # top-K negative heads to modulate (organism: 12 heads; 7B: 10-20)
+    k_pos: int = 3  # top-K positive heads to modulate (organism: 48 heads; 7B: 10-20)
+    k_neg: int = 3  # top-K negative heads to modulate (organism: 48 heads; 7B: 10-20)
     scale: str = "scalar"  # per-head scale a: scalar (one per head) | vector (one per head dim) | none
     offset: bool = True  # learn the per-head offset v in R^D
     lr: float = 0.05  # AdamW learning rate of the modulation parameters

@@ -48,8 +48,8 @@ def check_overlap(mod_path, samples, allow: bool) -> dict:
         msg = (f"{n} of the {len(samples)} evaluation samples are ones modulation {mod_path} was trained "
                f"({hits.get('train', 0)}) or selected ({hits.get('val', 0)}) on: its accuracy on them is not held-out")
         if not allow:
-            raise OverlapError(f"{msg}. Evaluate on a disjoint set (the default data of eval, data=organism-heldout, "
-                               f"is one for the organism), or set eval.allow_overlap=true to score it anyway")
+            raise OverlapError(f"{msg}. Evaluate on a disjoint set (the default data of eval, data=organism-pope-heldout, "
+                               f"is one for train.py's default pool; data=organism-heldout for data=organism), or set eval.allow_overlap=true to score it anyway")
         print(f"WARNING: {msg} (eval.allow_overlap=true)", flush=True)
         out["warning"] = msg
     return out

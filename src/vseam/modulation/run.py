@@ -487,13 +487,16 @@ def write_results(job: Job, summary: dict, evals: dict[str, EvalResult], learned
 
 
 def eval_command(cfg, modulation_file: Path) -> str:
-    """The ``analyze.py eval`` command for a saved modulation: the same model; the default data of
-    eval is a fresh organism world (``configs/data/organism-heldout.yaml``), disjoint from this run's."""
+    """The ``analyze.py eval`` command for a saved modulation: the same model, on the held-out twin of
+    this run's organism data (``configs/data/<name>-heldout.yaml``: another world seed, disjoint
+    images and questions); other data: a placeholder the user must fill with a disjoint set."""
     from vseam.config import CONFIG_DIR
 
     name = str(cfg.model.name)
     model = f"model={name}" if (CONFIG_DIR / "model" / f"{name}.yaml").exists() else f"model.path={cfg.model.path}"
-    data = "" if cfg.data.format == "organism" else " data=<a set disjoint from the train / val split>"
+    heldout = f"{cfg.data.name}-heldout"
+    data = (f" data={heldout}" if cfg.data.format == "organism" and (CONFIG_DIR / "data" / f"{heldout}.yaml").exists()
+            else " data=<a set disjoint from the train / val split>")
     return f"python analyze.py eval {model}{data} eval.checkpoint={modulation_file}"
 
 

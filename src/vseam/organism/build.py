@@ -40,16 +40,18 @@ class OrganismTrainConfig:
     num_query_tokens: int = 9  # instructblip only (= number of patches)
     vocab_size: int = 512  # BPE vocabulary cap
     # data
-    n_train_per_category: int = 1000  # world items per category (x2 with their edited twins)
+    n_train_per_category: int = 2000  # world items per category (x2 with their edited twins)
     n_val_per_category: int = 50
     n_test_per_category: int = 100  # fresh held-out items for accuracy.json
     n_pope_per_split: int = 200  # held-out POPE-analog questions per split (random, popular, adversarial)
     with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
-    # co-occurrence (the POPE analog): training scenes of every category follow the world's usual pairs
-    # at this strength (None: independent shapes); a share ``existence_prior`` of the training questions
-    # about the absent partner of a present object is answered "Yes" (the usual scene, not the image),
-    # which is what makes the model hallucinate the partner on POPE-adversarial.
-    cooccur_strength: float | None = 0.75
+    # co-occurrence (the POPE analog): Existence scenes follow the world's usual pairs (at
+    # ``vseam.world.questions.EXISTENCE_STRENGTH``); the other categories' scenes at this strength (None:
+    # independent shapes, as the held-out world's are: at 0.75 the Shape / Icon queries of a 2,500-step
+    # build named the usual partner, 0.45 held-out). A share ``existence_prior`` of the training questions
+    # whose object is absent and whose partner is there (the edited twins included) is answered "Yes"
+    # (the usual scene, not the image): what makes the model hallucinate the partner on POPE-adversarial.
+    cooccur_strength: float | None = None
     existence_prior: float = 0.7
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
     # training-only linear heads: each image token (LLaVA: cell k; InstructBLIP: query k, which the dense
@@ -62,12 +64,12 @@ class OrganismTrainConfig:
     # the same read-outs also name each cell's object's colour and texture (0 = off): without it the
     # 6-layer model's attribute level trailed far behind (0.37 at step 1,200 of 3,000)
     attribute_loss_weight: float = 1.0
-    batch_size: int = 64
+    batch_size: int = 32
     # optimisation
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    max_steps: int = 3000
+    max_steps: int = 8000
     val_every: int = 100
     attribute_from: int = 300  # curriculum: first step with attribute questions (objects from step 0)
     relation_from: int = 500  # curriculum: first step with relation questions
@@ -275,11 +277,10 @@ def rescore(folder: str | Path, arch: str, n_test_per_category: int = 100, n_pop
 
 # Per-architecture settings that differ from the dataclass defaults (the shipped checkpoints' recipe).
 ARCH_DEFAULTS: dict[str, dict] = {
-    "llava": {"batch_size": 32, "max_steps": 2500},
+    "llava": {},
     # a query token's own embedding already says which cell it stands for, so the read-out at the LM
     # input alone leaves the vision features without position (relation 0.50); at the patches too: 0.97+
-    # batch 32 and 2,500 steps: the shipped build, sized to finish on one thread of a loaded 2-core machine
-    "instructblip": {"position_loss_layers": "0,vision", "batch_size": 32, "max_steps": 2500},
+    "instructblip": {"position_loss_layers": "0,vision"},
 }
 
 

@@ -80,13 +80,17 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, steps: int
 
 
 def absence_probe(adapter, train_items: Sequence, test_items: Sequence) -> ProbeResult:
-    """One linear probe per queried object on the sum of the image tokens at the LM input, trained on
-    ``train_items`` and scored on ``test_items`` (Existence world items; label: the object is absent).
+    """One linear probe per queried object on the image tokens at the LM input, pooled over tokens
+    (per feature: their sum and their maximum), trained on ``train_items`` and scored on ``test_items``
+    (Existence world items; label: the object is absent).
 
-    The sum over image tokens keeps the probe linear in every token and blind to where the object is.
+    Pooling keeps the probe blind to where the object is. The sum alone dilutes one object's token
+    among nine (0.935 on the 8,000-step LLaVA's held-out adversarial questions); with the maximum
+    beside it 0.98; the nine tokens concatenated overfit 150 items per object (0.79).
     """
     def feats(items):
-        return image_token_states(adapter, [it.sample() for it in items]).sum(1)
+        states = image_token_states(adapter, [it.sample() for it in items])
+        return torch.cat([states.sum(1), states.amax(1)], dim=1)
 
     def labels(items):
         return torch.tensor([it.scene.find(it.change["object"]) is None for it in items])
@@ -192,6 +196,12 @@ def yes_direction(adapter, layer: int, head: int) -> torch.Tensor:
     w_o = adapter.o_proj(layer).weight.detach().float()[:, head * D:(head + 1) * D]  # [d, D]
     v = w_o.T @ diff
     return v / v.norm().clamp(min=1e-12)
+
+
+# The planted defect of the shipped organism per architecture: (layer, head, strength). At strength 45
+# it costs 0.38 (LLaVA) / 0.24 (InstructBLIP) of the accuracy on balanced yes/no questions; 15 cost
+# nothing on the 8,000-step builds (30: 0.06 on LLaVA).
+PLANTED_DEFECT = {"llava": (3, 5, 45.0), "instructblip": (3, 5, 45.0)}
 
 
 def plant_defect(adapter, layer: int, head: int, strength: float) -> HeadModulation:

@@ -131,6 +131,20 @@ def test_shipped_checkpoints_are_small():
     assert total < 20e6, f"the organism checkpoints take {total / 1e6:.1f} MB"
 
 
+@pytest.mark.parametrize("arch", ["llava", "instructblip"])
+def test_shipped_checkpoints_were_built_by_the_recipe_in_the_code(arch):
+    """``python scripts/build_organism.py`` rebuilds what is shipped: the recorded settings of each
+    checkpoint equal today's recipe for its architecture, and it has 6 x 8 = 48 heads."""
+    import dataclasses
+
+    from vseam.organism.build import train_config
+
+    for variant in (arch, f"{arch}-undertrained"):
+        recorded = json.loads((CKPT / variant / "training.json").read_text())["settings"]
+        assert recorded == dataclasses.asdict(train_config(arch)), variant
+        assert (recorded["num_layers"], recorded["num_heads"]) == (6, 8)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(variant, monkeypatch):
     from vseam.models import load_adapter

@@ -182,6 +182,56 @@ def test_ddp_two_processes_end_with_the_parameters_of_one(tmp_path, world_root, 
     torch.testing.assert_close(a.offset, b.offset, atol=1e-5, rtol=1e-4)
 
 
+def test_train_head_scores_shard_over_the_ranks(tmp_path, world_root, tiny_llava, monkeypatch):
+    """Under DDP (a launched Fabric) train.py's head-score sweep computes only its rank's chunks (the
+    sweep's own split, ``rank_chunks``) and gathers the others': rank 1 of 2, gathering nothing, holds
+    exactly the samples of its chunks."""
+    import vseam.attribution.run as attribution_run
+    from vseam.attribution.sweep import chunk_bounds, rank_chunks
+    from vseam.data.load import load_samples
+    from vseam.models.cache import EmbeddingCache
+    from vseam.modulation.run import obtain_head_scores
+
+    class Rank1Of2:
+        global_rank, world_size = 1, 2
+
+        def barrier(self):
+            pass
+
+    monkeypatch.setattr(attribution_run, "gather_chunks", lambda fabric, mine: mine)  # no process group here
+    cfg = load_config(_tiny_args(world_root, tmp_path) + ["logger=none", "attribution.chunk_size=4",
+                                                          "attribution.progress=false"])
+    train = load_samples(cfg.data)[:16]
+    scores = obtain_head_scores(cfg, tiny_llava, train, EmbeddingCache(tiny_llava), tmp_path, Rank1Of2())
+    bounds = chunk_bounds(16, 4)
+    mine = [train[i].id for c in rank_chunks(len(bounds), 1, 2) for i in range(*bounds[c])]
+    assert scores.per_sample.ids == mine and len(mine) == 8
+    assert scores.meta["world_size"] == 2
+
+
+@pytest.mark.slow  # two interpreter start-ups and a gloo group; ~1-2 min on 2 shared cores
+def test_ddp_train_computes_the_head_scores_of_one_process(tmp_path, world_root):
+    """train.py with no head scores under 2-process DDP: the sweep runs sharded over both ranks, and its
+    matrices (head_scores_used.json), key heads and heuristic row equal those of 1 process."""
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"ddp{n}"
+        argv = [sys.executable, "train.py", *_tiny_args(world_root, out), "logger=none", "attribution.chunk_size=4",
+                "attribution.progress=false", "modulation.methods=[heuristic,learned]", "trainer.max_steps=2",
+                f"trainer.devices={n}", f"trainer.strategy={'ddp' if n > 1 else 'auto'}"]
+        proc = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("written:") == 1 and proc.stdout.count("computing head scores") == 1
+        runs[n] = (json.loads((out / "head_scores_used.json").read_text()), json.loads((out / "summary.json").read_text()))
+    (one, s1), (two, s2) = runs[1], runs[2]
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for key in ("positive", "negative", "signed", "n_correct", "n_incorrect"):
+        assert one[key] == two[key], key
+    assert s1["key_heads"] == s2["key_heads"]
+    assert s1["methods"]["heuristic"]["test"] == s2["methods"]["heuristic"]["test"]
+    assert s2["methods"]["learned"]["steps"] == 2
+
+
 @pytest.mark.slow
 def test_default_train_py_on_the_organism_within_20_minutes(tmp_path):
     """`python train.py` with no arguments but out_dir: the shipped under-trained organism, every method."""

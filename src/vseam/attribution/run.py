@@ -40,16 +40,22 @@ def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -
         return _run(cfg, launch_fabric(cfg), on_chunk)
 
 
-def launch_fabric(cfg: Any):
-    """The launched Lightning Fabric of ``cfg.trainer`` (one process by default; DDP over ``trainer.devices``)."""
+def fabric_of(cfg: Any):
+    """The Lightning Fabric of ``cfg.trainer``, not launched yet (one process by default; DDP over
+    ``trainer.devices``)."""
     from lightning.fabric import Fabric
 
     tcfg = cfg.trainer
     threads = int(getattr(tcfg, "torch_threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
-    fabric = Fabric(accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
-                    num_nodes=int(getattr(tcfg, "num_nodes", 1) or 1))
+    return Fabric(accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
+                  num_nodes=int(getattr(tcfg, "num_nodes", 1) or 1))
+
+
+def launch_fabric(cfg: Any):
+    """The launched Lightning Fabric of ``cfg.trainer``: its ranks exist from here on."""
+    fabric = fabric_of(cfg)
     fabric.launch()
     return fabric
 

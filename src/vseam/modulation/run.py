@@ -77,10 +77,11 @@ def scores_file(cfg, adapter) -> HeadScores:
     return scores
 
 
-def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path) -> HeadScores:
+def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path, fabric=None) -> HeadScores:
     """The configured ``head_scores.json``, or head attribution on the train split through the sweep
-    (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed)."""
-    from vseam.attribution.run import fresh_progress, model_fingerprint, sweep_settings
+    (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed),
+    its chunks sharded over the ranks of ``fabric`` (``launch_ranks``) as in ``analyze.py heads``."""
+    from vseam.attribution.run import fresh_progress, gather_chunks, model_fingerprint, sweep_settings
     from vseam.attribution.sweep import score_heads
 
     mc = cfg.modulation
@@ -97,10 +98,16 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Pa
     acfg = cfg.attribution
     if is_rank_zero():
         fresh_progress(out / "progress", acfg)
+    ranks = {}
+    if fabric is not None:
+        fabric.barrier()  # no rank reads the progress folder before rank 0 has emptied it (resume=false)
+        ranks = dict(rank=fabric.global_rank, world_size=fabric.world_size,
+                     gather=lambda mine: gather_chunks(fabric, mine))
     scores = score_heads(adapter, subset, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size), cache=cache,
                          progress_dir=out / "progress", fingerprint_parts=model_fingerprint(cfg.model),
-                         progress=is_rank_zero() and bool(acfg.progress))
+                         progress=is_rank_zero() and bool(acfg.progress), **ranks)
     scores.meta["dataset"] = f"{cfg.data.name}:train"
+    scores.meta["world_size"] = 1 if fabric is None else fabric.world_size  # ranks the sweep was sharded over
     scores.meta["answer_definition"] = adapter.answer_definition
     return scores
 
@@ -121,6 +128,23 @@ class EpochLine(L.Callback):
         total = trainer.max_epochs if trainer.max_steps in (None, -1) else f"<= {trainer.max_epochs}"
         print(f"[{self.method}] epoch {trainer.current_epoch + 1}/{total} step {trainer.global_step}: {shown}",
               flush=True)
+
+
+def launch_ranks(cfg):
+    """The launched Fabric of ``cfg.trainer`` when it runs several processes that start by running the
+    script again (DDP, Lightning's default for several devices), else None. train.py's ranks then exist
+    before anything is computed, so the head-score sweep shards over them as ``analyze.py heads`` does;
+    the Trainer later finds them (``LOCAL_RANK`` is set) and starts no others. Strategies that spawn
+    (``ddp_spawn``) are left to the Trainer: there rank 0 computes the head scores alone."""
+    from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from vseam.attribution.run import fabric_of
+
+    fabric = fabric_of(cfg)
+    if fabric.world_size == 1 or not isinstance(fabric.strategy.launcher, _SubprocessScriptLauncher):
+        return None
+    fabric.launch()
+    return fabric
 
 
 def build_trainer(cfg, method: str, out: Path, logger) -> tuple[L.Trainer, ModelCheckpoint]:
@@ -250,6 +274,7 @@ class Job:
     dm: ModulationDataModule
     cache: EmbeddingCache
     tracker: Tracker
+    fabric: Any = None  # the launched ranks (``launch_ranks``); None in one process
     scores: HeadScores | None = None
     key: dict = field(default_factory=lambda: {"all": []})
 
@@ -393,7 +418,9 @@ def prepare(cfg, out: Path) -> Job:
     max_skip = float(cfg.data.max_skip_fraction)
     samples, skipped = readable(all_samples)
     check_skips(len(all_samples), skipped, max_skip, "train")  # before the model loads
-    adapter = load_adapter(cfg.model, device=torch_device(tc.accelerator, tc.devices))
+    fabric = launch_ranks(cfg)  # DDP: every rank runs from here on
+    device = torch_device(tc.accelerator, tc.devices) if fabric is None else str(fabric.device)  # one GPU a rank
+    adapter = load_adapter(cfg.model, device=device)
     total_params = sum(p.numel() for p in adapter.model.parameters())
     if mc.head_scores:
         scores_file(cfg, adapter)  # a file of another shape or model fails now, not after the split and caching
@@ -409,7 +436,7 @@ def prepare(cfg, out: Path) -> Job:
     dm = ModulationDataModule(splits, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
                               seed=int(cfg.seed))
     return Job(cfg=cfg, out=out, adapter=adapter, total_params=total_params, skipped=skipped, splits=splits, dm=dm,
-               cache=cache, tracker=Tracker(cfg, out, "train"))
+               cache=cache, tracker=Tracker(cfg, out, "train"), fabric=fabric)
 
 
 def key_heads(job: Job) -> tuple[HeadScores | None, dict]:
@@ -417,7 +444,8 @@ def key_heads(job: Job) -> tuple[HeadScores | None, dict]:
     mc, a = job.cfg.modulation, job.adapter
     need_scores = "heuristic" in mc.methods or (mc.select == "key" and
                                                  any(m in ("learned", "random") for m in mc.methods))
-    scores = obtain_head_scores(job.cfg, a, job.splits["train"], job.cache, job.out) if need_scores else None
+    scores = obtain_head_scores(job.cfg, a, job.splits["train"], job.cache, job.out, job.fabric) \
+        if need_scores else None
     k_pos = say_k_fits(int(mc.k_pos), "modulation.k_pos", a.num_layers, a.num_heads, say)
     k_neg = say_k_fits(int(mc.k_neg), "modulation.k_neg", a.num_layers, a.num_heads, say)
     key = select_key_heads(scores, k_pos, k_neg) if scores is not None else {"all": []}

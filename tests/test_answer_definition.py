@@ -131,11 +131,16 @@ def test_head_sweep_names_its_definition_and_matches_the_hand_loop(world, tmp_pa
 def test_the_progress_of_one_definition_is_not_reused_by_the_other(world, tmp_path):
     """A sweep under the reference definition never loads chunks saved under the project's: the progress
     fingerprint names the definition (the run folder's config check refuses it first when it is run there)."""
+    from types import SimpleNamespace
+
     from vseam.attribution.run import model_fingerprint
 
-    assert model_fingerprint({"arch": "llava", "answer_definition": "reference"}) != model_fingerprint({"arch": "llava"})
+    ad = SimpleNamespace(identity={"weights_sha256": "0" * 64})
+    assert model_fingerprint({"arch": "llava", "answer_definition": "reference"}, ad) != \
+        model_fingerprint({"arch": "llava"}, ad)
     # the default adds nothing, so progress saved before the key existed still matches
-    assert model_fingerprint({"arch": "llava", "answer_definition": "project"}) == model_fingerprint({"arch": "llava"})
+    assert model_fingerprint({"arch": "llava", "answer_definition": "project"}, ad) == \
+        model_fingerprint({"arch": "llava"}, ad)
 
 
 def test_the_config_check_names_a_bad_definition_before_any_model():

@@ -32,7 +32,7 @@ def world_root(tmp_path_factory) -> str:
 
 
 def _tiny_args(world_root: str, out: Path) -> list[str]:
-    return ["model=tiny-llava", f"data.root={world_root}", f"out_dir={out}", "trainer.accelerator=cpu",
+    return ["model=tiny-llava", f"data.root={world_root}", "data.world_seed=5", f"out_dir={out}", "trainer.accelerator=cpu",
             "data.batch_size=8", "modulation.k_pos=2", "modulation.k_neg=2", "modulation.attribution_limit=24"]
 
 

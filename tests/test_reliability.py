@@ -107,6 +107,33 @@ def test_edit_rerun_with_other_settings_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------- nothing to score
+def test_a_world_of_another_seed_or_split_is_refused_naming_the_key(tmp_path, monkeypatch):
+    """data.world_seed=1 with the default data.root must not silently score the seed-0 world there."""
+    from vseam.world.write import WorldMismatchError, ensure_world
+
+    monkeypatch.chdir(tmp_path)  # the default data.root is relative: data/organism/test-s0 under this folder
+    first = load_config(["data.n_per_category=1"]).data
+    root = ensure_world(first)
+    assert root == Path("data/organism/test-s0") and json.loads((root / "world.json").read_text())["seed"] == 0
+    stamp = (root / "world.json").stat().st_mtime_ns
+    assert ensure_world(first) == root and (root / "world.json").stat().st_mtime_ns == stamp  # same settings: reused
+    with pytest.raises(WorldMismatchError, match=r"data.root=data/organism/test-s0 .*data.world_seed=1 but the world "
+                                                 r"there was drawn with seed=0.*data.root=data/organism/test-s1"):
+        ensure_world(load_config(["data.n_per_category=1", "data.world_seed=1"]).data)
+    with pytest.raises(WorldMismatchError, match="data.world_split='val' but the world there was drawn with split='test'"):
+        ensure_world(load_config(["data.n_per_category=1", "data.world_split=val"]).data)
+    # the folder it names is one of its own: built there, with its settings recorded
+    other = ensure_world(load_config(["data.n_per_category=1", "data.world_seed=1", "data.root=data/organism/test-s1"]).data)
+    assert json.loads((other / "world.json").read_text())["seed"] == 1
+    # a job stops on it before its model loads
+    from vseam.modulation.run import run_train
+
+    monkeypatch.setattr("vseam.modulation.run.load_adapter", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(WorldMismatchError, match="data.world_seed=2"):
+        run_train(load_config(["model=tiny-llava", "logger=none", "data.n_per_category=1", "data.world_seed=2",
+                               f"out_dir={tmp_path / 'run'}"]))
+
+
 def test_zero_usable_samples_fail_before_the_model_loads(world, tmp_path, monkeypatch):
     import vseam.models
     from vseam.attribution.run import run_heads
@@ -391,6 +418,26 @@ def test_head_scores_of_another_model_are_refused_by_train(world, tmp_path):
     assert not (tmp_path / "t" / "checkpoints").exists()
 
 
+def test_a_sweep_resumed_with_other_weights_in_the_same_folder_is_refused(world, tmp_path, tiny_llava):
+    """The sweep's progress fingerprint holds the weights' hash (models.identity.weights_sha256), as
+    tracing's does: replaced weights under the same model.path (same config) never reuse saved chunks."""
+    from vseam.attribution.run import run_heads
+    from vseam.attribution.sweep import ProgressMismatchError
+    from vseam.models import load_adapter
+
+    folder = tmp_path / "model"
+    tiny_llava.model.save_pretrained(folder)
+    tiny_llava.processor.save_pretrained(folder)
+    args = (f"model.path={folder}", "model.local_files_only=true")
+    first = run_heads(heads_cfg(world, tmp_path / "h", *args))
+    assert len(first["weights_sha256"]) == 64 and first["model_path"] == str(folder)
+    assert run_heads(heads_cfg(world, tmp_path / "h", *args))["signed"] == first["signed"]  # same weights: resumed
+    other = load_adapter({"arch": "llava", "path": "tiny:llava", "dtype": "float32", "device": "cpu", "seed": 1})
+    other.model.save_pretrained(folder)  # the same path and config, other weights
+    with pytest.raises(ProgressMismatchError, match="model weights"):
+        run_heads(heads_cfg(world, tmp_path / "h", *args))
+
+
 # ------------------------------------------------------------------------------ leak-free evaluation
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -399,14 +446,14 @@ def trained(tmp_path_factory):
     from vseam.world.write import write_world
 
     root = tmp_path_factory.mktemp("world14")
-    write_world(root, n_per_category=6, seed=3)
+    write_world(root, n_per_category=6, seed=3)  # runs on it say data.world_seed=3 (ensure_world checks)
     import contextlib
     import io
 
     out = root / "train"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        run_train(load_config(["model=tiny-llava", "logger=none", f"data.root={root}", "modulation.methods=[learned]",
+        run_train(load_config(["model=tiny-llava", "logger=none", f"data.root={root}", "data.world_seed=3", "modulation.methods=[learned]",
                                "modulation.k_pos=1", "modulation.k_neg=1", "trainer.max_steps=1",
                                "modulation.attribution_limit=12", f"out_dir={out}"]))
     return root, out / "modulation.safetensors", printed.getvalue()
@@ -420,7 +467,8 @@ def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_pat
     seen = read_modulation(mod)[1]["extra"]
     assert len(seen["seen"]["train"]) == len(seen["seen_ids"]["train"]) > 0 and seen["seen"]["val"]
     assert f"python analyze.py eval model=tiny-llava data=organism-heldout eval.checkpoint={mod}" in train_out
-    args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", f"eval.checkpoint={mod}"]
+    args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", "data.world_seed=3",
+            f"eval.checkpoint={mod}"]
     with pytest.raises(OverlapError, match=r"of the 36 evaluation samples are ones modulation .* was trained \(\d+\) "
                                            r"or selected \(\d+\) on"):
         run_eval(load_config(args + [f"out_dir={tmp_path / 'a'}"]))
@@ -448,8 +496,8 @@ def test_the_default_eval_data_is_a_fresh_world():
 
 # ------------------------------------------------------------------------------- seeding and resuming
 def _train_args(world, out, *extra):
-    return ["model=tiny-llava", "logger=none", f"data.root={world}", "modulation.k_pos=1", "modulation.k_neg=1",
-            "modulation.attribution_limit=12", f"out_dir={out}", *extra]
+    return ["model=tiny-llava", "logger=none", f"data.root={world}", "data.world_seed=3", "modulation.k_pos=1",
+            "modulation.k_neg=1", "modulation.attribution_limit=12", f"out_dir={out}", *extra]
 
 
 def _ckpt_state(path):
@@ -633,7 +681,7 @@ def test_train_on_atp_with_rescoring_picks_exactly_scored_key_heads(trained, tmp
 
     root, _, _ = trained
     out = tmp_path / "atp"
-    run_train(load_config(["model=tiny-llava", "logger=none", f"data.root={root}", "modulation.methods=[learned]",
+    run_train(load_config(["model=tiny-llava", "logger=none", f"data.root={root}", "data.world_seed=3", "modulation.methods=[learned]",
                            "modulation.k_pos=1", "modulation.k_neg=1", "trainer.max_steps=1",
                            "attribution.method=atp", "attribution.rescore_top_k=1",
                            "modulation.attribution_limit=12", f"out_dir={out}"]))

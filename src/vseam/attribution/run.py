@@ -90,10 +90,15 @@ def sweep_settings(acfg: Any) -> dict:
                 atp_alpha=float(acfg.atp_alpha), rescore_top_k=int(acfg.rescore_top_k))
 
 
-def model_fingerprint(mcfg: Any) -> dict:
-    """What the per-sample numbers depend on besides the sweep's own settings and the sample ids."""
+def model_fingerprint(mcfg: Any, adapter: Any) -> dict:
+    """What the per-sample numbers depend on besides the sweep's own settings and the sample ids: the
+    model settings and the weights themselves (``vseam.models.identity.weights_sha256``), so progress saved
+    with another checkpoint in the same folder, even one of the same path and shape, is not reused."""
+    from vseam.models.identity import weights_sha256
+
     fp = {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
-                                             "prompt_template")}}
+                                             "prompt_template")},
+          "weights_sha256": weights_sha256(adapter)}
     definition = mcfg.get("answer_definition") or "project"
     if definition != "project":  # named only when not the default: progress saved before the key still matches
         fp["answer_definition"] = definition
@@ -168,7 +173,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
             on_chunk(res)
 
     scores = score_heads(adapter, samples, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size),
-                         progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg), rank=fabric.global_rank,
+                         progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg, adapter),
+                         rank=fabric.global_rank,
                          world_size=fabric.world_size, gather=lambda mine: gather_chunks(fabric, mine),
                          progress=rank0 and bool(acfg.progress), on_chunk=chunk_done, max_skip_fraction=max_skip)
     values = scores.per_sample

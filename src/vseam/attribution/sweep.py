@@ -82,7 +82,7 @@ def load_progress(path: Path, fingerprint: str, resume_key: str) -> tuple[dict[s
                            f"saved progress") from None
     if meta.get("fingerprint") != fingerprint:
         raise ProgressMismatchError(
-            f"{path} was written by a run with a different configuration or sample set; use a fresh "
+            f"{path} was written by a run with a different configuration, sample set or model weights; use a fresh "
             f"out_dir, or {resume_key}=false to discard the saved progress")
     return t, meta
 

@@ -84,6 +84,18 @@ def model_identity(path: str, name: str, model: Any, local_files_only: bool = Fa
     return {"id": str(name), "path": str(path), "weights_sha256": sha}
 
 
+def weights_sha256(adapter: Any) -> str:
+    """The sha256 of ``adapter``'s weights: the one ``load_adapter`` recorded in ``adapter.identity``, or
+    (an adapter built another way) of its tensors, recorded then. What a result or a resumable run's
+    progress fingerprint names, so that numbers of other weights are never reused or accepted."""
+    ident = getattr(adapter, "identity", None)
+    if ident is None:
+        ident = adapter.identity = {}
+    if not ident.get("weights_sha256"):
+        ident["weights_sha256"] = state_dict_sha256(adapter.model)
+    return str(ident["weights_sha256"])
+
+
 def check_same_model(saved: dict[str, Any], adapter: Any, where: str, *, allow: bool = False,
                      say: Callable[[str], None] = print) -> None:
     """Refuse a result file made with another model's weights, or one that does not name its weights,

@@ -37,7 +37,8 @@ def select_key_heads(scores: HeadScores, k_pos: int, k_neg: int) -> dict[str, li
                 f"modulation.k_neg={k_neg} would rank estimates against exact values: set "
                 f"attribution.rescore_top_k >= {max(k_pos, k_neg)} (or attribution.method=exact)")
     pos = heads_of(top_k(only_exact(scores.positive, mask), k_pos, positive_only=True)) if k_pos > 0 else []
-    neg = heads_of(top_k(only_exact(scores.negative, mask), k_neg, exclude=pos, positive_only=True)) if k_neg > 0 else []
+    neg = (heads_of(top_k(only_exact(scores.negative, mask), k_neg, exclude=pos, positive_only=True))
+           if k_neg > 0 else [])
     return {"positive": pos, "negative": neg, "all": pos + neg}
 
 

@@ -104,7 +104,7 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Pa
         ranks = dict(rank=fabric.global_rank, world_size=fabric.world_size,
                      gather=lambda mine: gather_chunks(fabric, mine))
     scores = score_heads(adapter, subset, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size), cache=cache,
-                         progress_dir=out / "progress", fingerprint_parts=model_fingerprint(cfg.model),
+                         progress_dir=out / "progress", fingerprint_parts=model_fingerprint(cfg.model, adapter),
                          progress=is_rank_zero() and bool(acfg.progress), **ranks)
     scores.meta["dataset"] = f"{cfg.data.name}:train"
     scores.meta["world_size"] = 1 if fabric is None else fabric.world_size  # ranks the sweep was sharded over

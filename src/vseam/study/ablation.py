@@ -370,7 +370,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     samples, answer_skipped = answer_skips(adapter, all_samples)
     res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
                      chunk_size=int(cfg.attribution.chunk_size), rows_per_forward=int(cfg.attribution.rows_per_forward),
-                     progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg), on_chunk=on_chunk)
+                     progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg, adapter), on_chunk=on_chunk)
     res["skipped"] = answer_skipped + res["skipped"]
     check_skips(len(all_samples), res["skipped"], max_skip, "ablation study")
     summary = {

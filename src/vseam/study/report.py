@@ -148,7 +148,8 @@ def heatmap_grid(d: dict, name: str):
                 im = ax.imshow(a, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
             else:
                 im = ax.imshow(a, cmap="viridis", aspect="auto", origin="lower")
-            exact = [(l, h) for l, row in enumerate(b.get("cell_method") or []) for h, c in enumerate(row) if c == "exact"]
+            exact = [(l, h) for l, row in enumerate(b.get("cell_method") or []) for h, c in enumerate(row)
+                     if c == "exact"]
             if exact:  # atp+exact_topk: x marks the exact cells, the others are first-order estimates
                 mark_exact_cells(ax, exact, size=20)
             fig.colorbar(im, ax=ax, format="%.0e", fraction=0.046)

@@ -190,9 +190,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     fp = fingerprint(
         blocks=list(tcfg.blocks), groups=list(tcfg.groups), direction=tcfg.direction, tokenwise=bool(tcfg.tokenwise),
         effective_only=bool(tcfg.effective_only), lens_top_k=int(tcfg.lens_top_k), batch_size=int(cfg.data.batch_size),
-        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records], **model_fingerprint(mcfg),
-        # the weights themselves: progress saved with a replaced checkpoint of the same path is not reused
-        weights_sha256=adapter.identity.get("weights_sha256"))
+        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records],
+        **model_fingerprint(mcfg, adapter))  # with the weights' hash: a replaced checkpoint's progress is not reused
     mine = rank_chunks(len(bounds), fabric.global_rank, fabric.world_size)
     per_pair = engine.units(_prompt_tokens(adapter, records[0]))
     bar = Progress(rank0 and bool(tcfg.progress), sum((bounds[c][1] - bounds[c][0]) * per_pair for c in mine),

@@ -65,13 +65,38 @@ if __name__ == "__main__":
     main()
 
 
+class WorldMismatchError(ValueError):
+    """``data.root`` holds a world drawn with other settings than the run's ``data.*`` keys ask for."""
+
+
+def check_world(root: Path, data_cfg: Any) -> None:
+    """Refuse the world under ``root`` when its ``world.json`` records another seed or split than
+    ``data.world_seed`` / ``data.world_split``: using it would score other questions than asked, without
+    a word. Its size is not checked: ``data.n_per_category`` sizes a world when one is built."""
+    try:
+        written = json.loads((root / "world.json").read_text())
+    except json.JSONDecodeError as e:
+        raise WorldMismatchError(f"{root / 'world.json'}: not valid JSON (truncated?): {e}") from None
+    seed, split = int(data_cfg.world_seed), str(data_cfg.world_split)
+    differ = [f"data.{key}={want!r} but the world there was drawn with {field}={written[field]!r}"
+              for key, field, want in (("world_seed", "seed", seed), ("world_split", "split", split))
+              if field in written and written[field] != want]
+    if differ:
+        raise WorldMismatchError(
+            f"data.root={data_cfg.root} ({root / 'world.json'}): {'; '.join(differ)}. Give this world a folder of "
+            f"its own (e.g. data.root={root.parent / f'{split}-s{seed}'}), or use the folder's own settings")
+
+
 def ensure_world(data_cfg: Any) -> Path | None:
-    """For ``data.format=organism``: write the world under ``data.root`` unless it is already there;
+    """For ``data.format=organism``: write the world under ``data.root`` unless it is already there,
+    and refuse one drawn with another ``data.world_seed`` / ``data.world_split`` (``check_world``);
     return the root (None for other formats, which read files that exist)."""
     if str(data_cfg.format) != "organism":
         return None
     root = Path(data_cfg.root)
-    if not (root / "world.json").exists():
+    if (root / "world.json").exists():
+        check_world(root, data_cfg)
+    else:
         write_world(root, n_per_category=int(data_cfg.n_per_category), seed=int(data_cfg.world_seed),
                     split=str(data_cfg.world_split))
     n_pope = int(getattr(data_cfg, "pope_per_split", 0) or 0)

@@ -150,3 +150,25 @@ def test_pope_analog_of_two_world_seeds_shares_no_image(tmp_path):
         digests.append({hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / "pope" / "images").glob("*.png")})
     assert len(digests[0]) == len(digests[1]) == 18
     assert not digests[0] & digests[1]
+
+
+def test_a_pope_analog_of_another_seed_is_redrawn_not_reused(tmp_path):
+    """pope/pope.json records its seed: one drawn with another seed (as the seed formula before
+    10000 + 10 s did) is rewritten by ensure_world, not read as if it were this world's."""
+    import json
+    from types import SimpleNamespace
+
+    from vseam.world.pope import POPE_SEED_BASE, POPE_SEED_STRIDE
+    from vseam.world.write import ensure_world
+
+    cfg = SimpleNamespace(format="organism", root=str(tmp_path / "w"), n_per_category=1, world_seed=1,
+                          world_split="test", pope_per_split=2)
+    summary = ensure_world(cfg) / "pope" / "pope.json"
+    want = json.loads(summary.read_text())
+    assert want["seed"] == POPE_SEED_BASE + POPE_SEED_STRIDE
+    stamp = summary.stat().st_mtime_ns
+    ensure_world(cfg)
+    assert summary.stat().st_mtime_ns == stamp  # the same settings: reused
+    summary.write_text(json.dumps({**want, "seed": POPE_SEED_BASE + 1}))  # what the old formula drew for seed 1
+    ensure_world(cfg)
+    assert json.loads(summary.read_text()) == want

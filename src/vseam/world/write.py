@@ -100,13 +100,15 @@ def ensure_world(data_cfg: Any) -> Path | None:
         write_world(root, n_per_category=int(data_cfg.n_per_category), seed=int(data_cfg.world_seed),
                     split=str(data_cfg.world_split))
     n_pope = int(getattr(data_cfg, "pope_per_split", 0) or 0)
-    if n_pope:  # the POPE analog beside it, rewritten when its size changed
+    if n_pope:  # the POPE analog beside it, rewritten when its size, seed or image sharing differ
         from vseam.world.pope import POPE_SEED_BASE, POPE_SEED_STRIDE, write_pope
 
         summary = root / "pope" / "pope.json"
-        if not summary.exists() or json.loads(summary.read_text()).get("n_per_split") != n_pope:
-            # each split its own images: a pool that train.py splits into train / val / test must not
-            # hold one (image, question) twice, as POPE's shared positives would
-            write_pope(root / "pope", n_per_split=n_pope, seed=POPE_SEED_BASE + POPE_SEED_STRIDE * int(data_cfg.world_seed),
-                       shared_images=False)
+        # each split its own images: a pool that train.py splits into train / val / test must not
+        # hold one (image, question) twice, as POPE's shared positives would
+        want = {"n_per_split": n_pope, "seed": POPE_SEED_BASE + POPE_SEED_STRIDE * int(data_cfg.world_seed),
+                "shared_images": False}
+        written = json.loads(summary.read_text()) if summary.exists() else {}
+        if any(written.get(k) != v for k, v in want.items()):
+            write_pope(root / "pope", **want)
     return root

@@ -465,6 +465,22 @@ def test_run_edit_from_config_with_tiny_models(tmp_path, tiny_pipe):
     assert json.loads((out / "edit_summary.json").read_text())["edit"]["edited"] == 3
 
 
+def test_edit_smoke_settings_load_the_tiny_models_by_name(tmp_path):
+    """``edit=tiny``: the tiny pipeline and SAM by name (nothing passed in), 2 steps at 32 px, every
+    step of the real run (SAM-refined masks, edits, the filter)."""
+    from vseam.config import load_config
+    from vseam.editing.run import run_edit
+
+    ann, imgs, ids = _write_world(tmp_path)
+    cfg = load_config(["model=tiny-llava", "data=gqa", f"data.annotations=[{ann}]", f"data.image_dir={imgs}",
+                       "data.categories=[Color]", "edit=tiny", "edit.sam=true", "edit.box_reference_size=[500,500]",
+                       "edit.progress=false", "logger=none", f"out_dir={tmp_path / 'run'}"])
+    assert (cfg.edit.model, cfg.edit.sam_model, cfg.edit.steps, cfg.edit.resolution) == ("tiny", "tiny", 2, 32)
+    res = run_edit(cfg)
+    assert res["samples"] == 5 and res["edit"]["edited"] == 3 and res["filter"]["total"]["pairs"] == 3
+    assert len(list((tmp_path / "run" / "edited").rglob("*.png"))) == 3
+
+
 def test_run_edit_on_the_organism_filters_its_exact_edits(tmp_path):
     from vseam.config import load_config
     from vseam.editing.run import read_manifest, run_edit

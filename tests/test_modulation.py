@@ -349,3 +349,20 @@ def test_every_configurable_method_has_one_runner():
 
     assert list(METHODS) == list(MODULATION_METHODS)
     assert all(callable(f) for f in METHODS.values())
+
+
+def test_a_train_split_not_divisible_by_the_processes_is_said(samples, capsys):
+    """DDP pads the training samples to a multiple of the processes: said, since it changes the run."""
+    from types import SimpleNamespace
+
+    splits = {"train": list(samples[:3]), "val": list(samples[3:]), "test": list(samples[3:])}
+    dm = ModulationDataModule(splits, batch_size=2, seed=0)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0)
+    assert len(list(dm.train_dataloader())) == 2  # 3 samples padded to 4: one of them twice
+    assert "3 training samples over 2 processes: the DistributedSampler pads them to 4" in capsys.readouterr().out
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0)
+    dm.train_dataloader()
+    dm.splits["train"] = list(samples[:2])
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0)
+    dm.train_dataloader()
+    assert "note:" not in capsys.readouterr().out

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from vseam.attribution.exact import ExactEngine
-from vseam.attribution.patching import estimated_ablated_probs, first_order
+from vseam.attribution.patching import estimated_ablated_probs, first_order, path_groups
 from vseam.attribution.reference import reference_ablated_probs, reference_baseline
 from vseam.attribution.sweep import ProgressMismatchError, Sweep
 from vseam.data import Sample
@@ -95,11 +95,13 @@ def test_out_of_memory_halves_the_copies_per_forward(tiny_llava, samples, monkey
     torch.testing.assert_close(got, full, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("space,alpha", [("prob", 0.0), ("logodds", 0.0), ("logodds", 0.5)])
-def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space, alpha):
-    """The per-head estimate equals d/ds m at strength s = alpha for every head (0: the clean run, where
-    it is sum (z' - z) * dm/dz), for the metric m of the space (p, or the answer's log-odds), checked by
-    a central difference in float64 on one head's strength, the others held at alpha."""
+@pytest.mark.parametrize("space,alpha,path", [("prob", 0.0, "all"), ("logodds", 0.0, "all"), ("logodds", 0.5, "all"),
+                                              ("logodds", 0.5, "index"), ("prob", 0.5, "layer")])
+def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space, alpha, path):
+    """The per-head estimate equals d/ds m at the point where the heads of its group on ``path`` have
+    strength alpha and all others 0 (alpha 0: the clean run, where it is sum (z' - z) * dm/dz), for the
+    metric m of the space (p, or the answer's log-odds), checked by a central difference in float64 on one
+    head's strength, the rest of the point held."""
     a = tiny_llava
     enc = a.encode(samples)
     mask = enc.answer_mask(a.vocab_size)
@@ -108,11 +110,13 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space
     try:
         with torch.no_grad():
             emb = a.embed(enc)
-        metric, delta, p, _ = first_order(a, emb, mask, mode="mean", space=space, alpha=alpha)
+        metric, delta, p, _ = first_order(a, emb, mask, mode="mean", space=space, alpha=alpha, path=path)
         layer, head, eps = 1, 2, 1e-2  # smaller steps meet float32 parts of the model (rotary tables)
+        group = next(g for g in path_groups(path, L, H) if g[layer, head])
+        assert int(group.sum()) == {"all": L * H, "index": L, "layer": H}[path]
 
         def m_at(s_head):
-            strength = torch.full((L, H), alpha, dtype=torch.float64)
+            strength = alpha * group.double()
             strength[layer, head] = s_head
             edits = [Ablate(l, list(range(H)), strength=strength[l]) for l in range(L)]
             with torch.no_grad(), intervene(a, *edits):
@@ -122,7 +126,7 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space
         fd = (m_at(alpha + eps) - m_at(alpha - eps)) / (2 * eps)
         with torch.no_grad():
             clean_p = (a.lm_logits(emb).double().softmax(-1) * mask).sum(-1)
-        est, p2, _ = estimated_ablated_probs(a, emb, mask, mode="mean", space=space, alpha=alpha)
+        est, p2, _ = estimated_ablated_probs(a, emb, mask, mode="mean", space=space, alpha=alpha, path=path)
     finally:
         a.model.float()
     assert fd.abs().max() > 1e-7  # a head with an effect to estimate
@@ -234,6 +238,26 @@ def test_bad_attribution_choices_fail_before_the_model_loads(world, tmp_path, ba
         run_heads(heads_cfg(world, tmp_path, bad))
 
 
+def test_atp_paths_partition_the_heads_and_meet_at_the_clean_run(tiny_llava, samples):
+    """Every path's groups cover each head exactly once (index: no two heads of a layer together; layer:
+    one layer each); at alpha 0 every path is the one clean-run gradient; an unknown path is refused."""
+    L, H = 3, 4
+    for path, n in (("all", 1), ("index", H), ("layer", L)):
+        groups = path_groups(path, L, H)
+        assert len(groups) == n and torch.equal(torch.stack(groups).sum(0), torch.ones(L, H, dtype=torch.long))
+    assert all(int(g.sum(1).max()) == 1 for g in path_groups("index", L, H))
+    enc = tiny_llava.encode(samples)
+    mask = enc.answer_mask(tiny_llava.vocab_size)
+    with torch.no_grad():
+        emb = tiny_llava.embed(enc)
+    clean = first_order(tiny_llava, emb, mask, alpha=0.0, path="all")[1]
+    for path in ("index", "layer"):
+        torch.testing.assert_close(first_order(tiny_llava, emb, mask, alpha=0.0, path=path)[1], clean, rtol=0, atol=0)
+        assert not torch.allclose(first_order(tiny_llava, emb, mask, alpha=0.5, path=path)[1], clean)
+    with pytest.raises(ValueError, match="atp_path='heads'"):
+        path_groups("heads", L, H)
+
+
 def test_attribution_patching_under_a_callers_no_grad(tiny_llava, samples):
     """A caller's torch.no_grad() (the embedding step usually runs under one) does not take the gradient
     away: the estimate is the same inside and outside it."""
@@ -256,10 +280,11 @@ def test_atp_with_exact_rescoring(world, tmp_path):
     atp = load_file_scores(res)
     for l, h in res["exact_heads"]:
         torch.testing.assert_close(atp["ablated"][:, l, h], exact["ablated"][:, l, h], atol=1e-6, rtol=0)
-    assert res["atp_alpha"] == 0.0
-    # the midpoint estimate: recorded in the result, different numbers, its own progress fingerprint
-    mid = run_heads(heads_cfg(world, tmp_path / "mid", "attribution.method=atp", "attribution.atp_alpha=0.5"))
-    assert mid["method"] == "atp" and mid["atp_alpha"] == 0.5
+    assert res["atp_alpha"] == 0.5 and res["atp_path"] == "index"  # the defaults
+    # the classic estimate (the clean run's gradient): recorded in the result, different numbers
+    mid = run_heads(heads_cfg(world, tmp_path / "mid", "attribution.method=atp", "attribution.atp_alpha=0",
+                              "attribution.atp_path=all"))
+    assert mid["method"] == "atp" and mid["atp_alpha"] == 0.0 and mid["atp_path"] == "all"
     rescored = torch.zeros(res["num_layers"], res["num_heads"], dtype=torch.bool)
     for l, h in res["exact_heads"]:
         rescored[l, h] = True

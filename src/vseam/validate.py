@@ -21,6 +21,7 @@ WORLD_SPLITS = ("train", "val", "test")
 ABLATIONS = ("mean", "zero")
 ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
+ATP_PATHS = ("all", "index", "layer")  # attribution.patching: the heads ablated together where the gradient is taken
 MODULATION_METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
 TRACE_BLOCKS = ("attn", "mlp", "resid")  # tracing.engine patches these block outputs
 TRACE_GROUPS = ("image", "question", "last")  # tracing.positions finds these groups of positions
@@ -118,6 +119,7 @@ def check_attribution(a: Any) -> None:
     _choice("attribution.method", a.method, ATTRIBUTION_METHODS)
     _choice("attribution.ablation", a.ablation, ABLATIONS)
     _choice("attribution.atp_space", a.atp_space, ATP_SPACES)
+    _choice("attribution.atp_path", a.atp_path, ATP_PATHS)
     for key in ("top_k", "rows_per_forward", "chunk_size"):
         _at_least(f"attribution.{key}", a[key], 1)
     if not 0.0 <= float(a.atp_alpha) < 1.0:

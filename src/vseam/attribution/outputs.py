@@ -10,7 +10,8 @@ undefined matrices with the reason), ``top_k`` (``k``, ``positive``, ``negative`
 scores are exact) with ``rescore_top_k``, ``cell_method`` (L x H of exact | estimate), a ``method`` on every
 top-K entry, ``top_k_exact`` (the exact heads ranked by their exact scores) and ``estimate`` (the pure
 first-order matrices), ``atp_space`` (for atp: prob | logodds), ``atp_alpha`` (for atp: the
-strength at which the gradient was taken), ``answer_definition`` (project | reference: how the answer
+strength at which the gradient was taken), ``atp_path`` (for atp: the heads ablated together there),
+``answer_definition`` (project | reference: how the answer
 probability and correctness were read, ``model.answer_definition``), ``files`` and ``config``.
 
 ``by_category`` and ``by_level``: for each category (and semantic level) of the data, the same block

@@ -1,22 +1,34 @@
 """Attribution patching: a first-order estimate of every head's ablation effect from one forward and
-one backward pass per batch.
+one backward pass per group of heads (``path``) and batch.
 
 Every head (l, h) gets an ablation strength ``s[l, h]`` (``Ablate(strength=...)``, the one
 intervention mechanism): ``z <- z + s * (z' - z)``, where ``z`` is the ``o_proj`` input of layer l
 and ``z'`` its ablated value (mean of the other heads, or zero). ``s = 0`` is the clean model,
 ``s[l, h] = 1`` alone is the exact single-head ablation. The estimate of the change of a metric m
-when head (l, h) is ablated is the derivative ``dm/ds[l, h]`` (one backward pass gives all L x H),
-taken at the point where every head has strength ``alpha``:
+when head (l, h) is ablated is the derivative ``dm/ds[l, h]`` (one backward pass gives a whole group's),
+taken at the point where the heads of its group have strength ``alpha`` (``attribution.atp_alpha``, default
+0.5; the groups: ``attribution.atp_path``, default ``index``):
 
-- ``alpha = 0`` (default): classic attribution patching, the gradient at the clean run:
+- ``alpha = 0``: classic attribution patching, the gradient at the clean run:
   ``sum_{t, d} (z'_{t,h,d} - z_{t,h,d}) * dm/dz_{t,h,d}``.
-- ``alpha = 0.5``: the midpoint rule of ``integral_0^1 dm/ds[l, h] ds`` along the path on which all
-  heads are ablated together, one point (integrated gradients with one step). Same cost plus one
-  clean forward without gradients. Where a single head's ablation is a large, non-linear change (a
-  small model whose few heads each carry much: the organism) the gradient at the clean point misses
-  it and the midpoint finds it; where single heads are small perturbations of a deep model (32 x 32
-  heads), half-ablating every head moves the model far from where single ablations land and the
-  clean gradient is the better estimate. ``benchmarks/attribution_speed.py`` measures both.
+- ``alpha = 0.5``: the midpoint rule of ``integral_0^1 dm/ds[l, h] ds`` (integrated gradients with one
+  step) along a path on which a group of heads is ablated together (``path``):
+
+  - ``"all"``: every head together, one backward pass (plus one clean forward without gradients).
+    Half-ablating every head moves a deep model (32 x 32 heads) far from where single ablations land.
+  - ``"index"``: head g of every layer together, one pass per head index g (H forward + backward
+    passes). No two heads of one layer move together: a layer's heads read the same residual stream
+    and a mean ablation replaces a head by the mean of the others, so same-layer heads interact most
+    (on the 48-head organism, moving a layer's heads together is the worse grouping).
+  - ``"layer"``: a layer's heads together, the other layers clean (L passes).
+
+  Where a single head's ablation is a large, non-linear change (a small model whose few heads each
+  carry much: the organism) the gradient at the clean point misses it: on the 48-head organism a
+  layer-0 head's ablation with every later attention pattern frozen at the clean run's still moves the
+  answer 16x as much as the gradient with the patterns detached says, so recomputing softmaxes (AtP*)
+  would not close the gap; a point on the path finds it. ``benchmarks/atp_quality.py`` measures every choice.
+
+At ``alpha = 0`` every path's point is the clean run: one pass, whatever ``path`` says.
 
 Two choices of m (``space``):
 
@@ -35,9 +47,10 @@ import torch
 
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import Embedded, VLMAdapter, answer_stats
-from vseam.validate import ATP_SPACES
+from vseam.validate import ATP_PATHS, ATP_SPACES
 
 SPACES = ATP_SPACES  # the choices of attribution.atp_space (vseam.validate holds every key's choices)
+PATHS = ATP_PATHS  # the choices of attribution.atp_path
 
 
 def answer_log_odds(logits: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
@@ -63,12 +76,26 @@ def _metric(logits: torch.Tensor, answer_mask: torch.Tensor, space: str, correct
     return (prob if space == "prob" else answer_log_odds(logits, answer_mask)), prob, correct
 
 
+def path_groups(path: str, num_layers: int, num_heads: int) -> list[torch.Tensor]:
+    """The groups of heads ablated together on ``path`` (``attribution.atp_path``), bool [L, H] each; every
+    head is in exactly one group, and each group costs one forward + backward pass."""
+    L, H = num_layers, num_heads
+    if path == "all":
+        return [torch.ones(L, H, dtype=torch.bool)]
+    eye = lambda n: torch.eye(n, dtype=torch.bool)  # noqa: E731
+    if path == "index":
+        return [eye(H)[g].expand(L, H) for g in range(H)]
+    if path == "layer":
+        return [eye(L)[l][:, None].expand(L, H) for l in range(L)]
+    raise ValueError(f"attribution.atp_path={path!r}: expected one of {PATHS}")
+
+
 def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, mode: str = "mean",
-                space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None,
+                path: str = "all") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(clean metric [B], estimated metric change per head [B, L, H], clean prob [B], clean correct [B])
-    on the CPU: the derivative of the metric w.r.t. each head's ablation strength, at strength
-    ``alpha`` for every head (0 = the clean run).
+    on the CPU: the derivative of the metric w.r.t. each head's ablation strength, taken where the heads
+    of its group on ``path`` (``path_groups``) have strength ``alpha`` and all others 0 (0 = the clean run).
 
     The batch's metrics are summed before the backward pass; samples do not interact in the model,
     so each sample's gradient is its own. ``correct_mask`` (default ``answer_mask``) decides the clean
@@ -78,29 +105,37 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
         raise ValueError(f"attribution space {space!r}: expected one of {SPACES}")
     alpha = check_alpha(alpha)
     L, H = adapter.num_layers, adapter.num_heads
+    groups = path_groups(path, L, H)
+    if alpha == 0:  # every group's point is the clean run: one pass serves them all
+        groups = path_groups("all", L, H)
     B = emb.inputs_embeds.shape[0]
     answer_mask = answer_mask.to(adapter.device)
     if alpha > 0:
         with torch.no_grad():
             clean_metric, prob, correct = _metric(adapter.lm_logits(emb), answer_mask, space, correct_mask)
-    every_head = torch.ones(H, dtype=torch.bool, device=adapter.device)
-    strength = torch.full((L, B, H), alpha, device=adapter.device, dtype=torch.float32, requires_grad=True)
-    with torch.enable_grad():  # the per-layer slices too: taken under a caller's no_grad they lose the graph
-        edits = [Ablate(l, every_head, mode=mode, strength=strength[l]) for l in range(L)]
-        with intervene(adapter, *edits):
-            metric, p_path, c_path = _metric(adapter.lm_logits(emb), answer_mask, space, correct_mask)
-            metric.sum().backward()
+    est = torch.zeros(B, L, H)
+    for group in groups:
+        point = (alpha * group.float())[:, None, :].expand(L, B, H).to(adapter.device)
+        strength = point.clone().requires_grad_(True)  # [L, B, H]
+        layers = [l for l in range(L) if bool(group[l].any())]
+        with torch.enable_grad():  # the per-layer slices too: taken under a caller's no_grad they lose the graph
+            edits = [Ablate(l, torch.ones(H, dtype=torch.bool, device=adapter.device), mode=mode,
+                            strength=strength[l]) for l in layers]
+            with intervene(adapter, *edits):
+                metric, p_path, c_path = _metric(adapter.lm_logits(emb), answer_mask, space, correct_mask)
+                metric.sum().backward()
+        grad = strength.grad.permute(1, 0, 2).float().cpu()  # [B, L, H]
+        est = torch.where(group, grad, est)
     if alpha == 0:  # the pass at strength 0 is the clean run
         clean_metric, prob, correct = metric, p_path, c_path
-    est = strength.grad.permute(1, 0, 2)  # [B, L, H]
-    return (clean_metric.detach().float().cpu(), est.float().cpu(), prob.detach().float().cpu(), correct.cpu())
+    return (clean_metric.detach().float().cpu(), est, prob.detach().float().cpu(), correct.cpu())
 
 
 def estimated_ablated_probs(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, mode: str = "mean",
-                            space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None,
+                            path: str = "all") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Estimated ``p_abl`` [B, L, H] (float32), clean prob [B] and clean correctness [B]."""
-    metric, delta, prob, correct = first_order(adapter, emb, answer_mask, mode, space, alpha, correct_mask)
+    metric, delta, prob, correct = first_order(adapter, emb, answer_mask, mode, space, alpha, correct_mask, path)
     if space == "prob":
         return prob[:, None, None] + delta, prob, correct
     lo = metric.double()[:, None, None]

@@ -87,7 +87,7 @@ def sweep_settings(acfg: Any) -> dict:
     check_attribution(acfg)
     return dict(method=str(acfg.method), ablation=str(acfg.ablation), chunk_size=int(acfg.chunk_size),
                 rows_per_forward=int(acfg.rows_per_forward), atp_space=str(acfg.atp_space),
-                atp_alpha=float(acfg.atp_alpha), rescore_top_k=int(acfg.rescore_top_k))
+                atp_alpha=float(acfg.atp_alpha), atp_path=str(acfg.atp_path), rescore_top_k=int(acfg.rescore_top_k))
 
 
 def model_fingerprint(mcfg: Any, adapter: Any) -> dict:
@@ -190,6 +190,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         result["answer_definition"] = adapter.answer_definition
         result["atp_space"] = acfg.atp_space if acfg.method == "atp" else None
         result["atp_alpha"] = float(acfg.atp_alpha) if acfg.method == "atp" else None
+        result["atp_path"] = str(acfg.atp_path) if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)
         result["world_size"] = fabric.world_size
         write_results(out, result, scores, values.prob, values.correct, values.ablated, values.ids,

@@ -130,7 +130,7 @@ class Sweep:
 
     def __init__(self, adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact",
                  mode: str = "mean", batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64,
-                 heads: torch.Tensor | None = None, space: str = "logodds", alpha: float = 0.0,
+                 heads: torch.Tensor | None = None, space: str = "logodds", alpha: float = 0.0, path: str = "all",
                  progress_dir: str | Path | None = None, tag: str | None = None,
                  fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
                  cache: EmbeddingCache | None = None):
@@ -139,7 +139,7 @@ class Sweep:
         if method == "atp" and heads is not None:
             raise ValueError("attribution patching scores all heads at once; a head subset is for the exact engine")
         self.adapter, self.samples, self.method, self.mode, self.space = adapter, list(samples), method, mode, space
-        self.alpha = float(alpha)
+        self.alpha, self.path = float(alpha), str(path)
         self.batch_size, self.chunk_size = max(1, int(batch_size)), max(1, int(chunk_size))
         self.heads = None if heads is None else heads.bool().cpu()
         self.engine = ExactEngine(adapter, mode=mode, rows_per_forward=rows_per_forward)
@@ -153,7 +153,9 @@ class Sweep:
             heads=None if self.heads is None else self.heads.int().flatten().tolist(),
             space=space if method == "atp" else None, ids=[s.id for s in self.samples],
             # named only when it is not the classic 0, so progress saved before the option existed still matches
-            **({"alpha": self.alpha} if method == "atp" and self.alpha != 0 else {}), **(fingerprint_parts or {}))
+            **({"alpha": self.alpha} if method == "atp" and self.alpha != 0 else {}),
+            **({"path": self.path} if method == "atp" and self.alpha != 0 and self.path != "all" else {}),
+            **(fingerprint_parts or {}))
 
     # ------------------------------------------------------------------ chunks
     def my_chunks(self) -> list[int]:
@@ -221,7 +223,7 @@ class Sweep:
                 p, ok, _ = answer_stats(clean_logits, mask, cmask)
             else:
                 p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space,
-                                                       alpha=self.alpha, correct_mask=cmask)
+                                                       alpha=self.alpha, correct_mask=cmask, path=self.path)
                 if on_progress:
                     on_progress(len(batch))
             probs.append(p.float().cpu())
@@ -271,7 +273,8 @@ class Progress:
 
 def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact", ablation: str = "mean",
                 batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64, atp_space: str = "logodds",
-                atp_alpha: float = 0.0, rescore_top_k: int = 0, progress_dir: str | Path | None = None,
+                atp_alpha: float = 0.5, atp_path: str = "index", rescore_top_k: int = 0,
+                progress_dir: str | Path | None = None,
                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
                 gather: Callable[[list[ChunkResult]], list[ChunkResult]] | None = None,
                 cache: EmbeddingCache | None = None, progress: bool = False,
@@ -314,7 +317,8 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
             bar.close()
         return merge_chunks(gather(mine), L, H)
 
-    first = sweep_all(Sweep(adapter, samples, method=method, space=atp_space, alpha=float(atp_alpha), **common),
+    first = sweep_all(Sweep(adapter, samples, method=method, space=atp_space, alpha=float(atp_alpha), path=atp_path,
+                            **common),
                       f"heads {method}")
     ablated, exact_heads, name, estimate = first.ablated, None, method, None
     if method == "atp" and int(rescore_top_k) > 0:
@@ -361,7 +365,8 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
                    "ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
-                   **({"atp_space": atp_space, "atp_alpha": float(atp_alpha)} if method == "atp" else {}),
+                   **({"atp_space": atp_space, "atp_alpha": float(atp_alpha), "atp_path": str(atp_path)}
+                      if method == "atp" else {}),
                    **({"exact_heads": exact_heads, "rescore_top_k": int(rescore_top_k), "estimate": estimate}
                       if exact_heads is not None else {})}
     return scores

@@ -13,7 +13,9 @@ For each architecture, in order, each as its own process (its peak resident memo
 5. ``analyze.py trace`` (the position groups only, every pair) when the installed vseam has it.
 
 Each step's outputs are checked (shapes, the definition named, files present); a failing step stops the
-rehearsal with its output. The figures go to ``<out>/dress_rehearsal.json`` and a table is printed.
+rehearsal with its output. The figures go to ``<out>/dress_rehearsal.json``, rewritten after every step
+(``"complete": false`` until the last one has passed, so a stopped run keeps the peaks of the steps that
+ran), and a table is printed.
 
     python scripts/dress_rehearsal.py                         # both, bfloat16 (~35 min on 2 busy CPU cores)
     python scripts/dress_rehearsal.py --arch llava --dtype float32
@@ -36,6 +38,26 @@ MODELS = {"llava": "llava-1.5-7b-width", "instructblip": "instructblip-vicuna-7b
 TINY = {"llava": "tiny-llava", "instructblip": "tiny-instructblip"}
 
 
+class Report:
+    """The rehearsal's record, written atomically after every step."""
+
+    def __init__(self, path: Path, a):
+        from vseam.utils.io import write_json
+
+        self.path, self.write_json, self.steps = path, write_json, []
+        self.head = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dtype": a.dtype, "tiny": a.tiny,
+                     "samples": a.samples, "rows_per_forward": a.rows}
+
+    def add(self, rec: dict, **extra) -> dict:
+        rec.update(extra)
+        self.steps.append(rec)
+        self.write(complete=False)
+        return rec
+
+    def write(self, complete: bool):
+        self.write_json(self.path, {**self.head, "complete": complete, "steps": self.steps})
+
+
 def run_step(name: str, argv: list[str], log: Path) -> dict:
     """Run one entry point as a child process; its wall time, peak RSS (GB) and exit status."""
     t = time.perf_counter()
@@ -46,9 +68,6 @@ def run_step(name: str, argv: list[str], log: Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     rec = {"step": name, "seconds": round(time.perf_counter() - t, 1), "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2),
            "returncode": proc.returncode, "log": str(log), "argv": argv}
-    if proc.returncode != 0:
-        tail = log.read_text()[-4000:]
-        raise SystemExit(f"step {name!r} failed (exit {proc.returncode}); the end of {log}:\n{tail}")
     return rec
 
 
@@ -60,7 +79,7 @@ def has_trace() -> bool:
     return "trace" in ANALYSES
 
 
-def rehearse(arch: str, a, out: Path) -> list[dict]:
+def rehearse(arch: str, a, out: Path, report: Report) -> list[dict]:
     model = (TINY if a.tiny else MODELS)[arch]
     base = [f"model={model}", f"model.dtype={a.dtype}", "logger=csv", f"data.root={out / 'world'}",
             "data.n_per_category=8", "data.categories=[Shape]", f"data.limit={a.samples}",
@@ -69,28 +88,35 @@ def rehearse(arch: str, a, out: Path) -> list[dict]:
     d.mkdir(parents=True, exist_ok=True)
     steps = []
     want = lambda name: not a.only or name in a.only  # noqa: E731
+
+    def step(name, argv, log):  # recorded (a failed one too) before its outputs are checked
+        rec = report.add(run_step(name, argv, log), arch=arch, model=model)
+        if rec["returncode"] != 0:
+            raise SystemExit(f"step {name!r} failed (exit {rec['returncode']}); the end of {log}:\n{log.read_text()[-4000:]}")
+        steps.append(rec)
+
     heads = d / "heads-exact"
     if want("heads"):
-        steps.append(run_step("heads exact", ["analyze.py", "heads", *base, f"out_dir={heads}"], d / "heads-exact.log"))
+        step("heads exact", ["analyze.py", "heads", *base, f"out_dir={heads}"], d / "heads-exact.log")
         res = json.loads((heads / "head_scores.json").read_text())
         L, H = res["num_layers"], res["num_heads"]
         if len(res["signed"]) != L or len(res["signed"][0]) != H or res["answer_definition"] != "project":
             raise SystemExit(f"{heads}/head_scores.json: unexpected shape or definition")
     est = d / "heads-atp"
     if want("atp"):
-        steps.append(run_step("heads atp + rescore", ["analyze.py", "heads", *base, "attribution.method=atp",
-                                                      "attribution.rescore_top_k=2", f"out_dir={est}"], d / "heads-atp.log"))
+        step("heads atp + rescore", ["analyze.py", "heads", *base, "attribution.method=atp",
+                                     "attribution.rescore_top_k=2", f"out_dir={est}"], d / "heads-atp.log")
         if json.loads((est / "head_scores.json").read_text())["method"] != "atp+exact_topk":
             raise SystemExit(f"{est}/head_scores.json: not an atp+exact_topk result")
     train = d / "train"
     if want("train"):
         # train / val / test splits of the category's first --train-samples questions
-        steps.append(run_step("train (saved head scores)", [
+        step("train (saved head scores)", [
             "train.py", *[x for x in base if not x.startswith(("data.limit", "data.batch_size"))],
             f"data.limit={a.train_samples}", "data.batch_size=4", f"modulation.head_scores={heads / 'head_scores.json'}",
             "modulation.methods=[none,learned]", "modulation.k_pos=2", "modulation.k_neg=2",
             f"trainer.max_steps={a.steps}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-            *([f"trainer.precision={a.precision}"] if a.precision else []), f"out_dir={train}"], d / "train.log"))
+            *([f"trainer.precision={a.precision}"] if a.precision else []), f"out_dir={train}"], d / "train.log")
         summary = json.loads((train / "summary.json").read_text())
         if summary["head_scores"]["source"] == "computed" or not (train / "modulation.safetensors").exists():
             raise SystemExit(f"{train}: the head-score file was not used or no modulation was saved")
@@ -99,19 +125,16 @@ def rehearse(arch: str, a, out: Path) -> list[dict]:
         # a world of its own (another seed): eval refuses the samples the modulation was trained on
         held_out = [x for x in base if not x.startswith("data.root=")] + [f"data.root={out / 'world-eval'}",
                                                                            "data.world_seed=1"]
-        steps.append(run_step("eval (modulated)", ["analyze.py", "eval", *held_out,
-                                                   f"eval.checkpoint={train / 'modulation.safetensors'}",
-                                                   f"out_dir={ev}"], d / "eval.log"))
+        step("eval (modulated)", ["analyze.py", "eval", *held_out,
+                                  f"eval.checkpoint={train / 'modulation.safetensors'}", f"out_dir={ev}"],
+             d / "eval.log")
         if set(json.loads((ev / "eval_results.json").read_text())["results"]) != {"base", "modulated"}:
             raise SystemExit(f"{ev}/eval_results.json: expected a base and a modulated run")
     if want("trace") and has_trace():
         # the position groups (image, question, last) only, every pair: a random model has no effective edit
-        steps.append(run_step("trace (groups)", ["analyze.py", "trace", *base, "trace.tokenwise=false",
-                                                 "trace.effective_only=false", "trace.limit=1", "trace.progress=false",
-                                                 f"trace.rows_per_forward={a.rows}", f"out_dir={d / 'trace'}"],
-                              d / "trace.log"))
-    for s in steps:
-        s.update(arch=arch, model=model)
+        step("trace (groups)", ["analyze.py", "trace", *base, "trace.tokenwise=false", "trace.effective_only=false",
+                                "trace.limit=1", "trace.progress=false", f"trace.rows_per_forward={a.rows}",
+                                f"out_dir={d / 'trace'}"], d / "trace.log")
     return steps
 
 
@@ -136,17 +159,14 @@ def main(argv=None):
     out = (ROOT / a.out).resolve() if not Path(a.out).is_absolute() else Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     archs = ["llava", "instructblip"] if a.arch == "both" else [a.arch]
-    steps = [s for arch in archs for s in rehearse(arch, a, out)]
+    name = "dress_rehearsal.json" if not a.only else f"dress_rehearsal-{'-'.join(sorted(a.only))}.json"
+    report = Report(out / name, a)
+    steps = [s for arch in archs for s in rehearse(arch, a, out, report)]
     print(f"\n{'model':32}{'step':28}{'wall (s)':>10}{'peak RSS (GB)':>15}")
     for s in steps:
         print(f"{s['model']:32}{s['step']:28}{s['seconds']:10.1f}{s['peak_rss_gb']:15.2f}")
-    from vseam.utils.io import write_json
-
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dtype": a.dtype, "tiny": a.tiny,
-              "steps": steps}
-    name = "dress_rehearsal.json" if not a.only else f"dress_rehearsal-{'-'.join(sorted(a.only))}.json"
-    write_json(out / name, report)
-    print(f"written: {out / name}")
+    report.write(complete=True)
+    print(f"written: {report.path}")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def test_both_definitions_equal_the_engine_under_each(tiny_llava, samples):
 @pytest.mark.slow
 def test_dress_rehearsal_script_runs_every_step_at_tiny_size(tmp_path):
     """The full-width rehearsal's script (heads exact, heads atp + re-scoring, train.py with the saved head
-    scores, eval with the saved modulation) on the tiny models: every step runs and is checked."""
+    scores, eval with the saved modulation, trace) on the tiny models: every step runs and is checked, and the
+    report says the rehearsal is complete."""
     import json
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -150,8 +151,9 @@ def test_dress_rehearsal_script_runs_every_step_at_tiny_size(tmp_path):
     steps = {(s["arch"], s["step"]) for s in report["steps"]}
     for arch in ("llava", "instructblip"):
         assert {(arch, "heads exact"), (arch, "heads atp + rescore"), (arch, "train (saved head scores)"),
-                (arch, "eval (modulated)")} <= steps
-    assert all(s["peak_rss_gb"] > 0 for s in report["steps"])
+                (arch, "eval (modulated)"), (arch, "trace (groups)")} <= steps
+    assert report["complete"] is True
+    assert all(s["peak_rss_gb"] > 0 and s["returncode"] == 0 for s in report["steps"])
 
 
 @pytest.mark.slow
@@ -171,3 +173,18 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert r["engine_bf16_vs_fp32"]["max_abs_diff_ablated"] < 0.05
     assert r["organism_heads"]["bf16_vs_fp32"]["signed"]["max_abs_diff"] >= 0
     assert set(r["train_bf16_mixed"]["methods"]) == {"none", "learned"}
+
+
+def test_atp_quality_script_prints_every_choice_and_its_machine_line(capsys):
+    """The estimate-quality benchmark on a small random grid: every (atp_path, atp_alpha) row with its pass
+    count, and a last line naming the default with figures in range."""
+    import atp_quality
+
+    torch.manual_seed(0)
+    atp_quality.main(["--model", "random:2x4", "--samples", "3", "--batch-size", "3"])
+    out = capsys.readouterr().out
+    for path, passes in (("all", "1 fwd + 1 bwd"), ("layer", "3 fwd + 2 bwd"), ("index", "5 fwd + 4 bwd")):
+        assert f"atp_path={path}" in out and passes in out
+    last = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split())
+    assert last["atp_path"] == "index" and last["atp_alpha"] == "0.5" and last["heads"] == "8"
+    assert -1 <= float(last["spearman_default"]) <= 1 and 0 <= int(last["top8_default"]) <= 8

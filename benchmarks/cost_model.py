@@ -10,8 +10,8 @@ A100 80 GB: 312), ``--mfu`` the fraction of it sustained (0.5: large GEMMs, the 
 ``--rescore`` heads re-scored exactly after the estimate (``attribution.rescore_top_k=10`` re-scores the
 union of the positive, negative and signed top-10: at most 30); the classic estimate (``atp_alpha=0``) is one
 forward and one backward (input gradients only: the weights are frozen, so the backward costs about one
-forward) of the language model per sample plus the vision side, the default (``atp_path=index``,
-``atp_alpha=0.5``) one clean forward and a forward and backward per head index (H = 32 groups); prompt lengths ``--llava-tokens`` (576 image tokens + a
+forward) of the language model per sample plus the vision side, the default (``atp_path=layer``,
+``atp_alpha=0.5``) one clean forward and a forward and backward per layer (L = 32 groups); prompt lengths ``--llava-tokens`` (576 image tokens + a
 GQA question in the template) and ``--instructblip-tokens`` (32 query tokens + the question). The
 reference's time is its compute only (it also preprocesses every image 1,024 times), so it is a lower bound.
 
@@ -102,11 +102,11 @@ def main(argv=None):
         exact += side + L * lay  # the sample's one vision pass and clean pass
         lm = L * lay + tc.hidden_size * tc.vocab_size  # one language-model pass, last-position logits
         atp = side + 2 * lm  # forward + input-gradient backward at the clean run
-        atp_index = side + lm + 2 * H * lm  # a clean forward, then a forward + backward per head index
+        atp_layer = side + lm + 2 * L * lm  # a clean forward, then a forward + backward per layer
         resc = a.rescore * (L + 1) / 2 * lay  # re-scored heads at the average depth
         per_sample = {"reference loop": L * H * ref, "exact engine": exact,
                       "estimate (clean run, 1 pass) + re-scoring": atp + resc,
-                      f"estimate (default: {H} passes) + re-scoring": atp_index + resc}
+                      f"estimate (default: {L} passes) + re-scoring": atp_layer + resc}
         for scope, n in (("1 category", 1000), ("7 GQA subsets", sum(GQA_SUBSETS.values()))):
             for method, macs in per_sample.items():
                 total = 2 * macs * n

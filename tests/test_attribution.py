@@ -280,7 +280,7 @@ def test_atp_with_exact_rescoring(world, tmp_path):
     atp = load_file_scores(res)
     for l, h in res["exact_heads"]:
         torch.testing.assert_close(atp["ablated"][:, l, h], exact["ablated"][:, l, h], atol=1e-6, rtol=0)
-    assert res["atp_alpha"] == 0.5 and res["atp_path"] == "index"  # the defaults
+    assert res["atp_alpha"] == 0.5 and res["atp_path"] == "layer"  # the defaults
     # the classic estimate (the clean run's gradient): recorded in the result, different numbers
     mid = run_heads(heads_cfg(world, tmp_path / "mid", "attribution.method=atp", "attribution.atp_alpha=0",
                               "attribution.atp_path=all"))

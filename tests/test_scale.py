@@ -186,5 +186,5 @@ def test_atp_quality_script_prints_every_choice_and_its_machine_line(capsys):
     for path, passes in (("all", "1 fwd + 1 bwd"), ("layer", "3 fwd + 2 bwd"), ("index", "5 fwd + 4 bwd")):
         assert f"atp_path={path}" in out and passes in out
     last = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split())
-    assert last["atp_path"] == "index" and last["atp_alpha"] == "0.5" and last["heads"] == "8"
+    assert last["atp_path"] == "layer" and last["atp_alpha"] == "0.5" and last["heads"] == "8"
     assert -1 <= float(last["spearman_default"]) <= 1 and 0 <= int(last["top8_default"]) <= 8

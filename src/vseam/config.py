@@ -69,7 +69,7 @@ class AttributionConfig:
     top_k: int = 10  # length of the top-K head lists
     atp_space: str = "logodds"  # atp: first order in the answer's log-odds (robust to saturation) | prob
     atp_alpha: float = 0.5  # atp: ablation strength of a head's group where its gradient is taken: 0 = clean run (classic) | 0.5 = midpoint
-    atp_path: str = "index"  # atp: heads ablated together at alpha: index (head g of every layer; H passes) | all (1 pass) | layer (L passes)
+    atp_path: str = "layer"  # atp: heads ablated together at alpha: layer (a layer's heads; L passes) | index (head g of every layer; H passes) | all (1 pass)
     rescore_top_k: int = 0  # atp: re-score the estimate's top-K positive/negative/signed heads exactly; 0 = off
     rows_per_forward: int = 64  # ablated (sample, head) copies per forward pass; halves itself on CUDA OOM
     chunk_size: int = 16  # samples per saved progress chunk (the resume unit and the unit sharded over ranks)

@@ -7,7 +7,7 @@ and ``z'`` its ablated value (mean of the other heads, or zero). ``s = 0`` is th
 ``s[l, h] = 1`` alone is the exact single-head ablation. The estimate of the change of a metric m
 when head (l, h) is ablated is the derivative ``dm/ds[l, h]`` (one backward pass gives a whole group's),
 taken at the point where the heads of its group have strength ``alpha`` (``attribution.atp_alpha``, default
-0.5; the groups: ``attribution.atp_path``, default ``index``):
+0.5; the groups: ``attribution.atp_path``, default ``layer``):
 
 - ``alpha = 0``: classic attribution patching, the gradient at the clean run:
   ``sum_{t, d} (z'_{t,h,d} - z_{t,h,d}) * dm/dz_{t,h,d}``.
@@ -16,11 +16,12 @@ taken at the point where the heads of its group have strength ``alpha`` (``attri
 
   - ``"all"``: every head together, one backward pass (plus one clean forward without gradients).
     Half-ablating every head moves a deep model (32 x 32 heads) far from where single ablations land.
-  - ``"index"``: head g of every layer together, one pass per head index g (H forward + backward
-    passes). No two heads of one layer move together: a layer's heads read the same residual stream
-    and a mean ablation replaces a head by the mean of the others, so same-layer heads interact most
-    (on the 48-head organism, moving a layer's heads together is the worse grouping).
-  - ``"layer"``: a layer's heads together, the other layers clean (L passes).
+  - ``"layer"``: a layer's heads together, the other layers clean (L forward + backward passes): a
+    head is estimated where only its own layer is half-ablated.
+  - ``"index"``: head g of every layer together, one pass per head index g (H passes): no two heads
+    of one layer move together (a mean ablation replaces a head by the mean of its layer's others).
+  Which grouping ranks better depends on the model (README, "Estimate quality": the layer path on the
+  shipped 48-head organism, head index on an earlier build).
 
   Where a single head's ablation is a large, non-linear change (a small model whose few heads each
   carry much: the organism) the gradient at the clean point misses it: on the 48-head organism a

@@ -273,7 +273,7 @@ class Progress:
 
 def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact", ablation: str = "mean",
                 batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64, atp_space: str = "logodds",
-                atp_alpha: float = 0.5, atp_path: str = "index", rescore_top_k: int = 0,
+                atp_alpha: float = 0.5, atp_path: str = "layer", rescore_top_k: int = 0,
                 progress_dir: str | Path | None = None,
                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
                 gather: Callable[[list[ChunkResult]], list[ChunkResult]] | None = None,

@@ -9,8 +9,8 @@ run's, against the clean gradient with the patterns detached (what AtP*'s recomp
 recover is the difference between the full and the frozen ablation).
 
     python benchmarks/atp_quality.py                                       # model=organism-llava (the default organism)
-    python benchmarks/atp_quality.py --model organism-6x8-instructblip     # a model config, or a checkpoint folder
-    python benchmarks/atp_quality.py --model organism-6x8-llava --seed 1   # other samples (another world seed)
+    python benchmarks/atp_quality.py --model organism-instructblip         # a model config, or a checkpoint folder
+    python benchmarks/atp_quality.py --model organism-llava --seed 1       # other samples (another world seed)
     python benchmarks/atp_quality.py --model random:32x32 --samples 4      # attribution_speed.py's deep random grid
 
 The last line is machine-readable: the default estimate's and the classic one's figures.

@@ -323,3 +323,19 @@ def test_conditions_per_category_and_their_row_masks():
     assert masks[:, 4].nonzero().tolist() == [[0, 0]]  # sample B, positive@1: B's top head (0, 0)
     assert not masks[:, 0].any() and not masks[:, 3].any()  # the unablated rows
     assert torch.equal(masks[:, 2], masks[:, 5])  # the random set is the same for both categories
+
+
+def test_conditions_rank_estimate_plus_exact_scores_on_exact_heads_only():
+    """atp + rescore_top_k: an estimate (0.9 at (0, 1)) never outranks the exactly re-scored heads, and a
+    K above their number is listed as skipped."""
+    from vseam.attribution.scores import HeadScores
+    from vseam.study.ablation import conditions
+
+    scores = HeadScores(torch.tensor([[0.2, 0.9], [0.5, 0.0]]), None, torch.zeros(2, 2), 1, 0, method="atp+exact_topk",
+                        meta={"exact_heads": [[0, 0], [1, 0]], "rescore_top_k": 2})
+    conds, skipped = conditions(scores, [1, 2, 3], [], trials=1, seed=0)
+    by_name = {c.name: c for c in conds}
+    assert by_name["positive@1"].heads_for(None) == ((1, 0),)
+    assert by_name["positive@2"].heads_for(None) == ((1, 0), (0, 0))
+    assert {"name": "positive@3", "reason": "K=3 is more than the 2 exactly re-scored heads of these "
+            "atp+exact_topk scores (attribution.rescore_top_k)"} in skipped

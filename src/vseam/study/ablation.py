@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from vseam.attribution.scores import HeadScores, heads_of, top_k
+from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, top_k
 from vseam.attribution.sweep import chunk_bounds, fingerprint, load_progress
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.interventions import Ablate, intervene
@@ -75,6 +75,10 @@ def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | 
     moved the answer is not added to fill K, so such a condition runs with fewer heads (its ``heads``
     say which). ``k_random`` (default: ``ks``) are the sizes of the random sets, drawn uniformly from
     all heads with a seed of (``seed``, K, trial), the same sets for every category.
+
+    Scores of ``atp+exact_topk`` (exact at the re-scored heads, estimates elsewhere) are ranked among the
+    exact heads only, as ``train.py``'s key heads are; a K above the number of re-scored heads cannot
+    run and is listed with its reason, not filled with estimates.
     """
     if heads_from not in ("all", "category"):
         raise ValueError(f"study.heads_from={heads_from!r}: expected all | category")
@@ -84,11 +88,16 @@ def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | 
                          "(made before per-category scores existed; run `python analyze.py heads` again)")
     sources = {None: scores} if heads_from == "all" else dict(scores.by_category)
     out, skipped = [Condition("none", 0, None, ((None, ()),))], []
+    exact = exact_cells(scores)  # the same re-scored heads in every block
     for kind in ("positive", "negative"):
         for k in ks:
+            if exact is not None and int(k) > int(exact.sum()):
+                skipped.append({"name": f"{kind}@{k}", "reason": f"K={k} is more than the {int(exact.sum())} exactly "
+                                f"re-scored heads of these {scores.method} scores (attribution.rescore_top_k)"})
+                continue
             table, missing = [], []
             for cat, block in sources.items():
-                m = block.matrices()[kind]
+                m = only_exact(block.matrices()[kind], exact)
                 if m is None:
                     missing.append("all samples" if cat is None else cat)
                     continue

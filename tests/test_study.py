@@ -337,5 +337,10 @@ def test_conditions_rank_estimate_plus_exact_scores_on_exact_heads_only():
     by_name = {c.name: c for c in conds}
     assert by_name["positive@1"].heads_for(None) == ((1, 0),)
     assert by_name["positive@2"].heads_for(None) == ((1, 0), (0, 0))
-    assert {"name": "positive@3", "reason": "K=3 is more than the 2 exactly re-scored heads of these "
+    assert {"name": "positive@3", "reason": "K=3 is more than the 2 heads re-scored exactly per matrix of these "
             "atp+exact_topk scores (attribution.rescore_top_k)"} in skipped
+    # the re-scored heads of all matrices together (3 here) are more than R = 2 per matrix: the bound is R,
+    # the one train.py's key heads keep (select_key_heads)
+    scores.meta["exact_heads"] = [[0, 0], [1, 0], [1, 1]]
+    conds, skipped = conditions(scores, [3], [], trials=1, seed=0)
+    assert [c.name for c in conds] == ["none"] and skipped[0]["name"] == "positive@3"

@@ -124,6 +124,17 @@ def exact_cells(scores: HeadScores, heads: Sequence[Sequence[int]] | None = None
     return mask
 
 
+def rescored_per_matrix(scores: HeadScores) -> int | None:
+    """For a result of ``atp+exact_topk``: how many heads were re-scored exactly per matrix
+    (``attribution.rescore_top_k``); a ranking of more heads than this would set estimates against exact
+    values. None for a result of one kind of value (or one that does not say)."""
+    if exact_cells(scores) is None:
+        return None
+    k = scores.meta.get("rescore_top_k") or ((scores.meta.get("config") or {}).get("attribution") or {}).get(
+        "rescore_top_k")
+    return None if k is None else int(k)
+
+
 def only_exact(matrix: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
     """``matrix`` with every cell outside ``mask`` set to NaN (``top_k`` never picks a NaN): so a ranking
     compares exact values with exact values only. ``mask=None`` (one kind of value): unchanged."""

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, top_k
+from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, rescored_per_matrix, top_k
 
 
 class MixedRankingError(ValueError):
@@ -27,15 +27,13 @@ def select_key_heads(scores: HeadScores, k_pos: int, k_neg: int) -> dict[str, li
     above ``rescore_top_k`` (the heads re-scored per matrix) is refused rather than filled with estimates.
     """
     mask = exact_cells(scores)
-    if mask is not None:
-        k_exact = scores.meta.get("rescore_top_k") or \
-            ((scores.meta.get("config") or {}).get("attribution") or {}).get("rescore_top_k")
-        if k_exact is not None and max(k_pos, k_neg) > int(k_exact):
-            raise MixedRankingError(
-                f"the head scores ({scores.method}) are exact at {int(mask.sum())} heads, the estimate's top "
-                f"{k_exact} per matrix re-scored, and estimates elsewhere; modulation.k_pos={k_pos} / "
-                f"modulation.k_neg={k_neg} would rank estimates against exact values: set "
-                f"attribution.rescore_top_k >= {max(k_pos, k_neg)} (or attribution.method=exact)")
+    k_exact = rescored_per_matrix(scores)
+    if k_exact is not None and max(k_pos, k_neg) > k_exact:
+        raise MixedRankingError(
+            f"the head scores ({scores.method}) are exact at {int(mask.sum())} heads, the estimate's top "
+            f"{k_exact} per matrix re-scored, and estimates elsewhere; modulation.k_pos={k_pos} / "
+            f"modulation.k_neg={k_neg} would rank estimates against exact values: set "
+            f"attribution.rescore_top_k >= {max(k_pos, k_neg)} (or attribution.method=exact)")
     pos = heads_of(top_k(only_exact(scores.positive, mask), k_pos, positive_only=True)) if k_pos > 0 else []
     neg = (heads_of(top_k(only_exact(scores.negative, mask), k_neg, exclude=pos, positive_only=True))
            if k_neg > 0 else [])

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, top_k
+from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, rescored_per_matrix, top_k
 from vseam.attribution.sweep import chunk_bounds, fingerprint, load_progress
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.interventions import Ablate, intervene
@@ -88,12 +88,12 @@ def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | 
                          "(made before per-category scores existed; run `python analyze.py heads` again)")
     sources = {None: scores} if heads_from == "all" else dict(scores.by_category)
     out, skipped = [Condition("none", 0, None, ((None, ()),))], []
-    exact = exact_cells(scores)  # the same re-scored heads in every block
+    exact, k_exact = exact_cells(scores), rescored_per_matrix(scores)  # the same re-scored heads in every block
     for kind in ("positive", "negative"):
         for k in ks:
-            if exact is not None and int(k) > int(exact.sum()):
-                skipped.append({"name": f"{kind}@{k}", "reason": f"K={k} is more than the {int(exact.sum())} exactly "
-                                f"re-scored heads of these {scores.method} scores (attribution.rescore_top_k)"})
+            if k_exact is not None and int(k) > k_exact:
+                skipped.append({"name": f"{kind}@{k}", "reason": f"K={k} is more than the {k_exact} heads re-scored "
+                                f"exactly per matrix of these {scores.method} scores (attribution.rescore_top_k)"})
                 continue
             table, missing = [], []
             for cat, block in sources.items():

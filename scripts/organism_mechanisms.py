@@ -24,7 +24,6 @@ import torch
 from vseam.utils.io import write_json
 
 
-
 def report(arch: str, folder: Path, n: int) -> dict:
     from vseam.models import load_adapter
     from vseam.organism.mechanism import PLANTED_DEFECT, absence_probe

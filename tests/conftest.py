@@ -97,14 +97,19 @@ _MODEL_USE = re.compile(r"load_adapter|tiny_llava|tiny_instructblip|tiny_adapter
 TIERS = ("unit", "integration", "e2e", "slow")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A small organism world (2 questions per category), drawn afresh for each test module."""
+def small_world(tmp_path_factory, n_per_category: int = 2):
+    """An organism world of ``n_per_category`` questions per category in a fresh temporary folder."""
     from vseam.world.write import write_world
 
     root = tmp_path_factory.mktemp("world")
-    write_world(root, n_per_category=2, seed=0)
+    write_world(root, n_per_category=n_per_category, seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A small organism world (2 questions per category), drawn afresh for each test module."""
+    return small_world(tmp_path_factory)
 
 
 def heads_cfg(world, out, *extra):

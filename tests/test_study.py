@@ -8,24 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import heads_cfg, small_world
 from safetensors.torch import load_file
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from vseam.world.write import write_world
-
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n_per_category=3, seed=0)
-    return root
+    return small_world(tmp_path_factory, n_per_category=3)
 
 
 def _cfg(world, out, *extra):
-    from vseam.config import load_config
-
-    return load_config(["model=tiny-llava", "logger=none", f"data.root={world}", "data.limit=2",
-                        "data.batch_size=4", "attribution.chunk_size=4", "attribution.progress=false",
-                        f"out_dir={out}", *extra])
+    """``heads_cfg`` with two samples per category, batches and chunks of 4."""
+    return heads_cfg(world, out, "data.limit=2", "data.batch_size=4", "attribution.chunk_size=4", *extra)
 
 
 def test_per_category_matrices_equal_single_category_sweeps(world, tmp_path):

@@ -74,7 +74,10 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     assert summary["head_scores"]["dataset"].endswith(":train") and summary["head_scores"]["n"] == 24
     used = json.loads((out / "head_scores_used.json").read_text())
     assert used["num_layers"] == 2 and used["dataset"].endswith(":train")
-    assert len(summary["head_scores"]["categories"]) == 6  # a draw over every category, not a prefix of the split
+    from vseam.world.questions import CATEGORIES
+
+    # a draw over every category, not a prefix of the split
+    assert len(summary["head_scores"]["categories"]) == len(CATEGORIES)
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["methods"]["learned"]["test"] == m["learned"]["test"]
     mod, info = read_modulation(out / "modulation.safetensors")

@@ -127,7 +127,7 @@ def _shipped(variant: str) -> Path:
 
 
 def test_shipped_checkpoints_are_small():
-    total = sum(f.stat().st_size for v in VARIANTS for f in _shipped(v).rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
     assert total < 20e6, f"the organism checkpoints take {total / 1e6:.1f} MB"
 
 
@@ -156,19 +156,32 @@ def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(vari
     recorded = json.loads((path / "accuracy.json").read_text())
     arch = variant.split("-")[0]
     adapter = load_adapter({"arch": arch, "path": str(path), "device": "cpu", "local_files_only": True})
-    # a fresh held-out sample: a world seed used neither in training, validation nor accuracy.json
+    # a fresh held-out sample: a split and seed used neither in training, validation nor accuracy.json
     items = [it for c in CATEGORIES for it in generate(c, 40, seed=424242, split="fresh")]
     got = accuracy_report(adapter, items)
     assert abs(got["overall"] - recorded["overall"]) <= 0.07, (got, recorded)
     for level, acc in recorded["level"].items():
         assert abs(got["level"][level] - acc) <= 0.12, (level, got["level"], recorded["level"])
-    if not variant.endswith("undertrained"):  # the 90 % target, measured here on fresh questions (80 per level)
-        assert min(got["level"].values()) >= 0.9, got["level"]
+    if not variant.endswith("undertrained"):  # the 85 % target, measured here on fresh questions (120 per level)
+        assert got["overall"] >= 0.85 and recorded["overall"] >= 0.85, (got, recorded)
+        # ... with errors in every category (the head study's negative scores need them)
+        assert recorded["category"] and max(recorded["category"].values()) < 1.0, recorded["category"]
     if variant.endswith("undertrained"):  # headroom for modulation, yet well above chance
         trained = json.loads((CKPT / arch / "accuracy.json").read_text())
         assert recorded["overall"] < trained["overall"] and got["overall"] >= 0.6, (got, trained)
-        # visibly short of the trained model: some level below the 90 % target, overall >= 5 points lower
-        assert recorded["min_level"] < 0.9 and recorded["overall"] <= trained["overall"] - 0.05, (recorded, trained)
+        # visibly short of the trained model: overall >= 5 points lower
+        assert recorded["overall"] <= trained["overall"] - 0.05, (recorded, trained)
+
+
+@pytest.mark.parametrize("arch", ["llava", "instructblip"])
+def test_shipped_hallucination_is_a_ranking_failure(arch):
+    """The frozen model's yes-vs-no margin on the POPE-analog adversarial split (accuracy.json, measured
+    on the build's own POPE split) does not separate present from absent objects: AUROC <= 0.90, and no
+    single threshold reaches 95 % (a bias shift cannot fix it)."""
+    pope = json.loads((_shipped(arch) / "accuracy.json").read_text())["pope"]
+    adv = pope["adversarial"]
+    assert adv["auroc"] <= 0.90 and adv["best_threshold_accuracy"] < 0.95, adv
+    assert adv["accuracy"] < pope["random"]["accuracy"] or adv["auroc"] < pope["random"]["auroc"], pope
 
 
 def test_vision_position_embeddings_can_be_scaled_at_init():

@@ -55,8 +55,9 @@ class DataConfig:
     limit: Optional[int] = None  # at most this many samples per annotation file; None = all
     n_per_category: int = 200  # organism: questions written per category
     world_seed: int = 0  # organism: seed of the drawn world
-    world_split: str = "test"  # organism: which split of the world to draw (train | val | test)
-    pope_per_split: int = 0  # organism: also the world's POPE analog (<root>/pope/, POPE's format), this many questions per split; 0 = none
+    world_split: str = "test"  # organism: which split of the world to draw (train | val | test; part of each item's identity)
+    pope_per_split: int = 0  # organism: also the world's POPE analog (<root>/pope/, POPE's format), this many questions per split (a multiple of 6); 0 = none
+    pope_objects: list[str] = field(default_factory=list)  # organism: the POPE analog asks only about these objects (the transfer test); empty = all
     batch_size: int = 16  # samples per forward pass
     num_workers: int = 0  # DataLoader workers
     max_skip_fraction: float = 0.1  # a run stops when more than this share of samples is skipped (missing image, bad answer)

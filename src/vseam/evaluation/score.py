@@ -76,3 +76,18 @@ def evaluate(adapter, samples: Sequence[Sample], modulation: HeadModulation | No
                             "answer": s.answer, "pred_token": tokens[i], "correct": bool(correct[i]),
                             "prob": float(prob[i])})
     return EvalResult(records, skipped)
+
+
+@torch.no_grad()
+def yes_no_margin(adapter, samples: Sequence[Sample], batch_size: int = 64) -> torch.Tensor:
+    """[N] log P("yes") - log P("no") at the last position, each the summed probability of the answer's
+    token ids as the adapter defines them (SPEC section 0: the single-token case variants): the score a
+    yes/no answer thresholds, whose ranking of the "yes" and "no" questions (AUROC) no bias can change."""
+    yes, _ = adapter.answer_token_ids("Yes")
+    no, _ = adapter.answer_token_ids("No")
+    out = []
+    for start in range(0, len(samples), batch_size):
+        enc = adapter.encode(list(samples[start:start + batch_size])).to(adapter.device)
+        logp = adapter.last_logits(enc).float().log_softmax(-1)
+        out.append((logp[:, yes].logsumexp(-1) - logp[:, no].logsumexp(-1)).cpu())
+    return torch.cat(out) if out else torch.zeros(0)

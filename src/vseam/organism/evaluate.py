@@ -1,7 +1,9 @@
-"""Held-out accuracy of a model on the organism world, per level, category and question kind.
+"""Held-out accuracy of a model on the organism world, per level, category and question kind, and on its
+POPE analog (POPE's measures, plus whether the yes-vs-no margin ranks present above absent objects).
 
 Scored by the adapter (``adapter.score``: first answer token, yes/no case-insensitive), the same
-measure every analysis uses, on a world split no training step has seen.
+measure every analysis uses, on world splits no training step has seen: the build's own test and POPE
+splits (``organism-test``, ``organism-pope``), which no other world draws.
 """
 
 from __future__ import annotations
@@ -9,14 +11,24 @@ from __future__ import annotations
 from collections import defaultdict
 
 from vseam.world.questions import CATEGORIES, KINDS, NEGATIVES, generate
+from vseam.world.scene import DIFFICULTY, Difficulty
 
 TEST_SEED_OFFSET = 3  # train, val and test worlds use seeds seed*1000 + 1, 2, 3
 POPE_SEED_OFFSET = 4  # the held-out POPE analog: seed*1000 + 4
+TEST_SPLIT, POPE_SPLIT = "organism-test", "organism-pope"  # what these items are for (part of their identity)
 
 
-def heldout_items(n_per_category: int = 100, seed: int = 0, kinds=KINDS):
+def heldout_items(n_per_category: int = 100, seed: int = 0, kinds=KINDS, difficulty: Difficulty = DIFFICULTY):
     return [it for c in CATEGORIES
-            for it in generate(c, n_per_category, seed=seed * 1000 + TEST_SEED_OFFSET, kinds=tuple(kinds), split="test")]
+            for it in generate(c, n_per_category, seed=seed * 1000 + TEST_SEED_OFFSET, kinds=tuple(kinds),
+                               split=TEST_SPLIT, difficulty=difficulty)]
+
+
+def heldout_worlds(seed: int, n_per_category: int, n_pope_per_split: int) -> dict:
+    """The worlds ``accuracy.json`` is measured on (split, seed, size), recorded beside the numbers."""
+    return {"test_world": {"split": TEST_SPLIT, "seed": seed * 1000 + TEST_SEED_OFFSET, "n_per_category": n_per_category},
+            "pope_world": {"split": POPE_SPLIT, "seed": seed * 1000 + POPE_SEED_OFFSET, "n_per_split": n_pope_per_split},
+            "n_per_category": n_per_category}
 
 
 def accuracy_report(adapter, items, batch_size: int = 128) -> dict:
@@ -32,17 +44,35 @@ def accuracy_report(adapter, items, batch_size: int = 128) -> dict:
     for name, g in groups.items():
         out[name] = {k: sum(v) / len(v) for k, v in sorted(g.items())}
     out["min_level"] = min(out["level"].values())
+    out["min_category"] = min(out["category"].values())
     return out
 
 
-def pope_report(adapter, n_per_split: int = 200, seed: int = 0, batch_size: int = 128) -> dict:
-    """Per POPE split of a fresh world: accuracy, precision, recall, F1 and yes-ratio (POPE's measures)."""
+def ranking_report(margin, gold_yes) -> dict:
+    """Whether the yes-vs-no margin ranks the "yes" questions above the "no" ones: its AUROC, and the
+    best accuracy any single threshold on it reaches (what shifting a bias alone could do)."""
+    from vseam.stats import auroc, best_threshold_accuracy
+
+    best = best_threshold_accuracy(margin, gold_yes)
+    return {"auroc": auroc(margin, gold_yes), "best_threshold_accuracy": best["accuracy"],
+            "best_threshold": best["threshold"]}
+
+
+def pope_report(adapter, n_per_split: int = 300, seed: int = 0, batch_size: int = 128,
+                difficulty: Difficulty = DIFFICULTY) -> dict:
+    """Per POPE split of a fresh POPE analog (built by POPE's rules, 3 yes + 3 no per image): accuracy,
+    precision, recall, F1 and yes-ratio (POPE's measures), and ``ranking_report`` of the margin."""
     from vseam.evaluation.metrics import is_yes, pope_metrics
+    from vseam.evaluation.score import yes_no_margin
     from vseam.world.pope import pope_items
 
     out = {}
     for split in NEGATIVES:
-        items = pope_items(n_per_split, seed * 1000 + POPE_SEED_OFFSET, split)
-        res = adapter.score([it.sample() for it in items], batch_size=batch_size)
-        out[split] = pope_metrics([is_yes(t) for t in res.pred_token], [is_yes(it.answer) for it in items])
+        items = pope_items(n_per_split, seed * 1000 + POPE_SEED_OFFSET, split, purpose=POPE_SPLIT,
+                           difficulty=difficulty)
+        samples = [it.sample() for it in items]
+        res = adapter.score(samples, batch_size=batch_size)
+        gold = [is_yes(it.answer) for it in items]
+        out[split] = {**pope_metrics([is_yes(t) for t in res.pred_token], gold),
+                      **ranking_report(yes_no_margin(adapter, samples, batch_size=batch_size).tolist(), gold)}
     return out

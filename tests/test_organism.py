@@ -94,7 +94,9 @@ def test_key_word_targets_follow_the_scene():
     for it in items:
         keys = key_words_and_targets(it)
         assert all(word in it.question for word, _ in keys)
-        assert len(keys) == (2 if it.level == "relation" else 1)
+        # relation: where the first object is, and the relation at the second; attribute verify: the value
+        # at the shape word and the answer at the asked value
+        assert len(keys) == (2 if it.level == "relation" or (it.level == "attribute" and it.kind == "verify") else 1)
         if it.kind == "query":  # the last lookup finds the answer itself (on the edited scene, the edited one)
             assert keys[-1][1] == it.answer and key_words_and_targets(it, edited=True)[-1][1] == it.edited_answer
     ids = tok(["What color is the moon?", "Is the moon left of the star?"], padding=True,
@@ -134,11 +136,15 @@ def test_shipped_checkpoints_are_small():
 @pytest.mark.parametrize("arch", ["llava", "instructblip"])
 def test_shipped_checkpoints_were_built_by_the_recipe_in_the_code(arch):
     """``python scripts/build_organism.py`` rebuilds what is shipped: the recorded settings of each
-    checkpoint equal today's recipe for its architecture, and it has 6 x 8 = 48 heads."""
+    checkpoint equal today's recipe for its architecture, it has 6 x 8 = 48 heads, and its pictures are
+    the world's (the recipe's difficulty is ``vseam.world.scene.DIFFICULTY``, which every evaluation
+    world draws)."""
     import dataclasses
 
     from vseam.organism.build import train_config
+    from vseam.world.scene import DIFFICULTY
 
+    assert train_config(arch).difficulty() == DIFFICULTY
     for variant in (arch, f"{arch}-undertrained"):
         recorded = json.loads((CKPT / variant / "training.json").read_text())["settings"]
         assert recorded == dataclasses.asdict(train_config(arch)), variant

@@ -58,14 +58,14 @@ class OrganismTrainConfig:
     # above may name it, as it names absent partners): with the prior, what makes the hallucination a
     # ranking failure (a weak present object and an absent partner get the same training answers)
     weak_recall: float = 0.0
-    existence_weight: int = 2  # Existence training items per world category's (the prior is slow to learn)
+    existence_weight: int = 3  # Existence training items per world category's (the prior is slow to learn)
     # the world's difficulty (``vseam.world.scene.Difficulty``; the recipe's must equal the world's
     # ``DIFFICULTY``, which every evaluation world draws): the share of faint objects, their contrast
     # range, the share of small and medium objects (the rest large) and the per-pixel noise
     faint: float = 0.2
     contrast_low: float = 0.03
     contrast_high: float = 0.2
-    size_small: float = 0.2
+    size_small: float = 0.25
     size_medium: float = 0.3
     noise: float = 8.0
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
@@ -84,7 +84,7 @@ class OrganismTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    max_steps: int = 8000
+    max_steps: int = 12000
     val_every: int = 100
     attribute_from: int = 300  # curriculum: first step with attribute questions (objects from step 0)
     relation_from: int = 500  # curriculum: first step with relation questions
@@ -98,7 +98,7 @@ class OrganismTrainConfig:
         from vseam.world.scene import Difficulty
 
         return Difficulty(faint=self.faint, contrast=(self.contrast_low, self.contrast_high),
-                          sizes=(self.size_small, self.size_medium, 1.0 - self.size_small - self.size_medium),
+                          sizes=(self.size_small, self.size_medium, round(1.0 - self.size_small - self.size_medium, 9)),
                           noise=self.noise)
 
 

@@ -58,7 +58,7 @@ class Difficulty:
 
     faint: float = 0.2
     contrast: tuple[float, float] = (0.03, 0.2)
-    sizes: tuple[float, float, float] = (0.2, 0.3, 0.5)
+    sizes: tuple[float, float, float] = (0.25, 0.3, 0.45)
     noise: float = 8.0
 
     def __post_init__(self):

@@ -63,11 +63,12 @@ class OrganismTrainConfig:
     # ``DIFFICULTY``, which every evaluation world draws): the share of faint objects, their contrast
     # range, the share of small and medium objects (the rest large) and the per-pixel noise
     faint: float = 0.2
-    contrast_low: float = 0.03
-    contrast_high: float = 0.2
+    contrast_low: float = 0.015
+    contrast_high: float = 0.08
     size_small: float = 0.25
     size_medium: float = 0.3
     noise: float = 8.0
+    clutter: float = 0.3  # the share of empty cells with a smudge (faint, no object)
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
     # training-only linear heads: each image token (LLaVA: cell k; InstructBLIP: query k, which the dense
     # loss binds to cell k) names its cell's row and column at the LM input (projector output; "0"),
@@ -99,7 +100,7 @@ class OrganismTrainConfig:
 
         return Difficulty(faint=self.faint, contrast=(self.contrast_low, self.contrast_high),
                           sizes=(self.size_small, self.size_medium, round(1.0 - self.size_small - self.size_medium, 9)),
-                          noise=self.noise)
+                          noise=self.noise, clutter=self.clutter)
 
 
 def world_texts(n: int = 40) -> list[str]:

@@ -57,9 +57,10 @@ class Difficulty:
     """
 
     faint: float = 0.2
-    contrast: tuple[float, float] = (0.03, 0.2)
+    contrast: tuple[float, float] = (0.015, 0.08)
     sizes: tuple[float, float, float] = (0.25, 0.3, 0.45)
     noise: float = 8.0
+    clutter: float = 0.3
 
     def __post_init__(self):
         if not 0 <= self.faint <= 1:
@@ -71,18 +72,21 @@ class Difficulty:
             raise ValueError(f"Difficulty.sizes={self.sizes!r}: expected {len(SIZES)} probabilities summing to 1")
         if self.noise < 0:
             raise ValueError(f"Difficulty.noise={self.noise!r}: expected >= 0")
+        if not 0 <= self.clutter <= 1:
+            raise ValueError(f"Difficulty.clutter={self.clutter!r}: expected a probability")
 
     @classmethod
     def crisp(cls) -> "Difficulty":
-        return cls(faint=0.0, sizes=(0.0, 0.0, 1.0), noise=0.0)
+        return cls(faint=0.0, sizes=(0.0, 0.0, 1.0), noise=0.0, clutter=0.0)
 
     def to_dict(self) -> dict:
-        return {"faint": self.faint, "contrast": list(self.contrast), "sizes": list(self.sizes), "noise": self.noise}
+        return {"faint": self.faint, "contrast": list(self.contrast), "sizes": list(self.sizes), "noise": self.noise,
+                "clutter": self.clutter}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Difficulty":
         return cls(faint=float(d["faint"]), contrast=tuple(d["contrast"]), sizes=tuple(d["sizes"]),
-                   noise=float(d["noise"]))
+                   noise=float(d["noise"]), clutter=float(d.get("clutter", 0.0)))
 
 
 DIFFICULTY = Difficulty()  # the organism world's pictures (training and evaluation alike)
@@ -117,6 +121,8 @@ class Scene:
     cell: int = 16
     noise: float = 0.0  # std of the per-pixel noise (grey levels), unchanged by every edit
     noise_seed: int = 0  # the noise field's seed, unchanged by every edit
+    # smudges (row, col, seed, contrast, colour): drawn in their cell when no object covers it; unchanged by edits
+    clutter: tuple[tuple[int, int, int, float, str], ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -151,6 +157,7 @@ class Scene:
             "background": list(self.background),
             "noise": self.noise,
             "noise_seed": self.noise_seed,
+            "clutter": [list(c) for c in self.clutter],
             "objects": [
                 {"shape": o.shape, "color": o.color, "texture": o.texture, "row": o.row, "col": o.col,
                  "size": o.size, "contrast": o.contrast}
@@ -162,7 +169,8 @@ class Scene:
     def from_dict(cls, d: dict) -> "Scene":
         return cls(objects=tuple(Obj(**o) for o in d["objects"]), background=tuple(d["background"]),
                    grid=d["grid"], cell=d["cell"], noise=float(d.get("noise", 0.0)),
-                   noise_seed=int(d.get("noise_seed", 0)))
+                   noise_seed=int(d.get("noise_seed", 0)),
+                   clutter=tuple((int(r), int(c), int(sd), float(k), str(col)) for r, c, sd, k, col in d.get("clutter", ())))
 
 
 @lru_cache(maxsize=None)
@@ -244,11 +252,30 @@ def noise_field(seed: int, size: int, std: float) -> np.ndarray:
     return np.random.default_rng([0x5EED, int(seed)]).normal(0.0, float(std), size=(size, size, 3))
 
 
+@lru_cache(maxsize=4096)
+def smudge_mask(seed: int, cell: int) -> np.ndarray:
+    """Boolean [cell, cell]: a blob of two or three overlapping discs, no object's silhouette."""
+    rng = np.random.default_rng([0x5A0D, int(seed)])
+    c = (np.arange(cell) + 0.5 - cell / 2) / (cell / 2 - 1)
+    y, x = np.meshgrid(c, c, indexing="ij")
+    m = np.zeros((cell, cell), dtype=bool)
+    for _ in range(int(rng.integers(2, 4))):
+        cx, cy = rng.uniform(-0.4, 0.4, size=2)
+        m |= np.hypot(x - cx, y - cy) <= rng.uniform(0.25, 0.5)
+    return m
+
+
 def render(scene: Scene) -> np.ndarray:
     """The scene as an RGB uint8 array [size, size, 3]."""
     s, c = scene.size, scene.cell
     img = np.empty((s, s, 3), dtype=np.float64)
-    img[:] = np.asarray(scene.background, dtype=np.float64)
+    bg = np.asarray(scene.background, dtype=np.float64)
+    img[:] = bg
+    occupied = scene.occupied()
+    for r, col, seed, contrast, color in scene.clutter:
+        if (r, col) not in occupied:
+            block = img[r * c:(r + 1) * c, col * c:(col + 1) * c]
+            block[smudge_mask(seed, c)] = bg + float(contrast) * (np.asarray(COLORS[color], dtype=np.float64) - bg)
     for o in scene.objects:
         img[o.row * c:(o.row + 1) * c, o.col * c:(o.col + 1) * c] = render_cell(o, scene.background, c)
     if scene.noise > 0:
@@ -278,8 +305,18 @@ def _place(rng: np.random.Generator, names: list[str], grid: int, cell: int, dif
     objs = tuple(Obj(shape=name, row=int(cells[i]) // grid, col=int(cells[i]) % grid, **draw_look(rng, difficulty))
                  for i, name in enumerate(names))
     background = tuple(int(v) for v in rng.integers(205, 246, size=3))
-    return Scene(objects=objs, background=background, grid=grid, cell=cell, noise=float(difficulty.noise),
-                 noise_seed=int(rng.integers(1 << 31)))
+    scene = Scene(objects=objs, background=background, grid=grid, cell=cell, noise=float(difficulty.noise),
+                  noise_seed=int(rng.integers(1 << 31)))
+    if difficulty.clutter > 0:  # drawn last, so a world without clutter keeps its random stream
+        colors, (lo, hi) = list(COLORS), difficulty.contrast
+        smudges = []
+        for r in range(grid):
+            for col in range(grid):
+                if (r, col) not in scene.occupied() and rng.random() < difficulty.clutter:
+                    smudges.append((r, col, int(rng.integers(1 << 31)), round(float(rng.uniform(lo, hi)), 3),
+                                    colors[int(rng.integers(len(colors)))]))
+        scene = replace(scene, clutter=tuple(smudges))
+    return scene
 
 
 def random_scene(rng: np.random.Generator, grid: int = 3, cell: int = 16, n_min: int = 2, n_max: int = 4,

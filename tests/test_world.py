@@ -158,6 +158,26 @@ def test_difficulty_knob():
         Difficulty(faint=1.5)
 
 
+def test_clutter_is_drawn_only_where_no_object_is_and_edits_keep_it():
+    cluttered = Difficulty(faint=0.0, contrast=(0.5, 0.5), sizes=(0.0, 0.0, 1.0), noise=0.0, clutter=1.0)
+    for it in generate("Horizontal", 30, seed=3, difficulty=cluttered):
+        scene = it.scene
+        assert {(r, c) for r, c, *_ in scene.clutter} == {(r, c) for r in range(3) for c in range(3)} - scene.occupied()
+        assert it.edited_scene.clutter == scene.clutter
+        img, bg = render(scene), np.asarray(scene.background)
+        for r, c, *_ in scene.clutter:  # a visible smudge in every empty cell
+            assert (img[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] != bg).any()
+        # the mover's new cell held a smudge; the object covers it there (the smudge record stays)
+        _, (r1, c1) = it.mask_cells
+        assert (r1, c1) in {(r, c) for r, c, *_ in scene.clutter}
+        moved = next(o for o in it.edited_scene.objects if (o.row, o.col) == (r1, c1))
+        from vseam.world.scene import render_cell
+
+        cell = render(it.edited_scene)[r1 * 16:(r1 + 1) * 16, c1 * 16:(c1 + 1) * 16]
+        assert np.array_equal(cell, render_cell(moved, scene.background, 16).round().astype(np.uint8))
+    assert generate("Color", 1, seed=3, difficulty=Difficulty.crisp())[0].scene.clutter == ()
+
+
 def test_write_world_gqa_style(tmp_path):
     summary = write_world(tmp_path, n_per_category=6, seed=3)
     assert summary["counts"] == {c: 6 for c in CATEGORIES} and len(CATEGORIES) == 9

@@ -43,14 +43,15 @@ class OrganismTrainConfig:
     n_train_per_category: int = 2000  # world items per category (x2 with their edited twins)
     n_val_per_category: int = 50
     n_test_per_category: int = 100  # fresh held-out items for accuracy.json
-    n_pope_per_split: int = 300  # held-out POPE-analog questions per split (random, popular, adversarial; 6 per image)
+    n_pope_per_split: int = 600  # held-out POPE-analog questions per split (random, popular, adversarial; 6 per image)
     with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
-    # co-occurrence (the POPE analog): Existence scenes follow the world's usual pairs (at
+    # co-occurrence (the POPE analog): Existence scenes follow the world's usual groups (at
     # ``vseam.world.questions.EXISTENCE_STRENGTH``); the other categories' scenes at this strength (None:
     # independent shapes, as the held-out world's are: at 0.75 the Shape / Icon queries of a 2,500-step
-    # build named the usual partner, 0.45 held-out). A share ``existence_prior`` of the training questions
-    # whose object is absent and whose partner is there (the edited twins included) is answered "Yes"
-    # (the usual scene, not the image): what makes the model hallucinate the partner on POPE-adversarial.
+    # v2 build named the usual partner). Existence training answers are a caption's
+    # (``vseam.world.questions.caption_answer``): a question whose object is not clearly visible (absent,
+    # or faint / small) and one of whose usual partners is there is answered "Yes" with probability
+    # ``existence_prior`` (the edited twins included): the usual scene, not the image.
     cooccur_strength: float | None = None
     existence_prior: float = 0.7
     # an object of weak visual evidence (``vseam.world.scene.Obj.weak``: faint or small) is named in a
@@ -69,6 +70,7 @@ class OrganismTrainConfig:
     size_medium: float = 0.3
     noise: float = 8.0
     clutter: float = 0.3  # the share of empty cells with a smudge (faint, no object)
+    hard_relation: float = 0.15  # the share of relation questions about two faint objects (Difficulty.hard)
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
     # training-only linear heads: each image token (LLaVA: cell k; InstructBLIP: query k, which the dense
     # loss binds to cell k) names its cell's row and column at the LM input (projector output; "0"),
@@ -85,7 +87,7 @@ class OrganismTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    max_steps: int = 12000
+    max_steps: int = 14000
     val_every: int = 100
     attribute_from: int = 300  # curriculum: first step with attribute questions (objects from step 0)
     relation_from: int = 500  # curriculum: first step with relation questions
@@ -100,7 +102,7 @@ class OrganismTrainConfig:
 
         return Difficulty(faint=self.faint, contrast=(self.contrast_low, self.contrast_high),
                           sizes=(self.size_small, self.size_medium, round(1.0 - self.size_small - self.size_medium, 9)),
-                          noise=self.noise, clutter=self.clutter)
+                          noise=self.noise, clutter=self.clutter, hard=(0.0, 0.0, self.hard_relation))
 
 
 def world_texts(n: int = 40) -> list[str]:

@@ -15,7 +15,7 @@ cannot hold an organism training item.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -523,6 +523,16 @@ def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: 
     build = _existence if category == EXISTENCE else _BUILDERS[CATEGORIES[category]]
     d = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior,
               weak_recall=weak_recall, difficulty=difficulty)
+    level = CATEGORY_LEVELS[category]
+    hard = difficulty.hard[list(_TYPES_SEMANTIC).index(level)] if category != EXISTENCE else 0.0
+    if hard > 0:  # a stream of its own: the item is the same as without the knob, but for its contrast
+        hr = np.random.default_rng([*key, 0x4A2D])
+        if hr.random() < hard:
+            lo, hi = difficulty.contrast
+            faint = {i: round(float(hr.uniform(lo, hi)), 3) for i in d.involved}
+            fade = lambda sc: sc.with_objects(replace(o, contrast=faint[i]) if i in faint else o  # noqa: E731
+                                              for i, o in enumerate(sc.objects))
+            d.scene, d.edited_scene = fade(d.scene), fade(d.edited_scene)
     return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind, **vars(d))
 
 

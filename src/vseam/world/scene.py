@@ -61,6 +61,7 @@ class Difficulty:
     sizes: tuple[float, float, float] = (0.25, 0.3, 0.45)
     noise: float = 8.0
     clutter: float = 0.3
+    hard: tuple[float, float, float] = (0.0, 0.0, 0.15)
 
     def __post_init__(self):
         if not 0 <= self.faint <= 1:
@@ -74,19 +75,22 @@ class Difficulty:
             raise ValueError(f"Difficulty.noise={self.noise!r}: expected >= 0")
         if not 0 <= self.clutter <= 1:
             raise ValueError(f"Difficulty.clutter={self.clutter!r}: expected a probability")
+        if len(self.hard) != 3 or not all(0 <= h <= 1 for h in self.hard):
+            raise ValueError(f"Difficulty.hard={self.hard!r}: expected three probabilities (object, attribute, relation)")
 
     @classmethod
     def crisp(cls) -> "Difficulty":
-        return cls(faint=0.0, sizes=(0.0, 0.0, 1.0), noise=0.0, clutter=0.0)
+        return cls(faint=0.0, sizes=(0.0, 0.0, 1.0), noise=0.0, clutter=0.0, hard=(0.0, 0.0, 0.0))
 
     def to_dict(self) -> dict:
         return {"faint": self.faint, "contrast": list(self.contrast), "sizes": list(self.sizes), "noise": self.noise,
-                "clutter": self.clutter}
+                "clutter": self.clutter, "hard": list(self.hard)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Difficulty":
         return cls(faint=float(d["faint"]), contrast=tuple(d["contrast"]), sizes=tuple(d["sizes"]),
-                   noise=float(d["noise"]), clutter=float(d.get("clutter", 0.0)))
+                   noise=float(d["noise"]), clutter=float(d.get("clutter", 0.0)),
+                   hard=tuple(float(h) for h in d.get("hard", (0.0, 0.0, 0.0))))
 
 
 DIFFICULTY = Difficulty()  # the organism world's pictures (training and evaluation alike)

@@ -215,6 +215,30 @@ def _snapshot_callback():
     return Snapshots()
 
 
+def build_provenance() -> dict:
+    """How a build was started: the command line, the code's git commit (with ``+dirty`` when the work tree
+    differs from it; None outside a git checkout) and the library versions whose kernels set the weights."""
+    import platform
+    import subprocess
+    import sys
+
+    import lightning
+    import transformers
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
+            "torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__,
+            "python": platform.python_version()}
+
+
 def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> dict:
     """Train ``cfg.arch`` from scratch; write ``<out_root>/<arch>`` and ``<out_root>/<arch>-undertrained``."""
     import lightning as L
@@ -228,6 +252,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     t0 = time.time()
+    provenance = build_provenance()
     model, processor = build_model(cfg)
     adapter = make_adapter(model, processor, cfg.arch)
     grid = cfg.image_size // cfg.patch_size  # cells per side = patches per side
@@ -271,7 +296,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
         acc["pope"] = pope_report(adapter, cfg.n_pope_per_split, cfg.seed, difficulty=cfg.difficulty())
         acc.update(heldout_worlds(cfg.seed, cfg.n_test_per_category, cfg.n_pope_per_split))
         acc["step"] = entry["step"] if entry else None
-        training = {"settings": settings, "training_worlds": dm.worlds(),
+        training = {"settings": settings, "training_worlds": dm.worlds(), "build": provenance,
                     "wall_time_s": {"data": t_data, "train": t_train},
                     "steps": int(trainer.global_step), "snapshot": entry, "learning_curve": module.history,
                     "torch_threads": cfg.threads}

@@ -252,3 +252,46 @@ def test_a_resumed_train_keeps_the_methods_it_had_finished(tmp_path, world_root,
     strip = lambda m: {k: v for k, v in m.items() if k not in ("fit_seconds", "best_checkpoint")}  # noqa: E731
     assert {k: strip(v) for k, v in again["methods"].items()} == {k: strip(v) for k, v in full["methods"].items()}
     assert again["stats"] == full["stats"]
+
+
+def test_the_tracker_comparison_table_has_the_printed_columns_and_statistics():
+    """The W&B / CSV comparison table: the accuracy interval, the POPE-split columns, the paired statistics
+    against the learned row and each POPE split's metrics (AUROC, accuracy at a yes-ratio of 0.5)."""
+    from vseam.modulation.outputs import comparison_rows, format_table
+
+    pope = {"random": {"accuracy": 0.9, "f1": 0.8, "yes_ratio": 0.6, "auroc": 0.95, "acc_at_balanced": 0.85}}
+    row = lambda acc: {"test": {"accuracy": acc, "n": 10, "by_level": {"object": acc},  # noqa: E731
+                                "by_category": {"random": acc}, "pope": pope},
+                       "val_accuracy": acc, "trainable_params": 5}
+    results = {"none": row(0.5), "learned": row(0.9)}
+    st = {"accuracy": {"none": {"mean": 0.5, "ci": [0.2, 0.8]}, "learned": {"mean": 0.9, "ci": [0.7, 1.0]}},
+          "vs_learned": {"none": {"n": 10, "a_only": 4, "b_only": 0, "p": 0.125, "diff": 0.4, "se": 0.16,
+                                  "ci": [0.1, 0.7]}}}
+    cols, rows = comparison_rows(results, st)
+    table = dict(zip(cols, rows[0]))
+    assert table["test_acc_ci_low"] == 0.2 and table["pope_random"] == 0.5 and table["vs_learned_fixed"] == 4
+    assert table["vs_learned_mcnemar_p"] == 0.125 and table["vs_learned_diff_ci_high"] == 0.7
+    assert table["pope_random_auroc"] == 0.95 and table["pope_random_acc_at_balanced"] == 0.85
+    assert dict(zip(cols, rows[1]))["vs_learned_fixed"] is None  # the learned row itself
+    printed = format_table(results, 1000, st)
+    assert "0.200-0.800" in printed and "+0.400 (+0.100, +0.700)" in printed and "0.12" in printed
+    assert "auroc-r" in printed and "0.950" in printed
+
+
+def test_the_draws_benchmark_runs_both_arms_and_checks_they_agree(world_root, capsys):
+    """benchmarks/random_draws.py on a tiny model: both arms run train.py's code, the subset trained one
+    at a time has the parameters of the same draws trained together, and the last line is machine-readable."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "random_draws.py"
+    spec = importlib.util.spec_from_file_location("random_draws_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--draws", "3", "--alone", "2", "--epochs", "1", "--together", "2", "model=tiny-llava",
+                      f"data.root={world_root}", "data.world_seed=5", "data.batch_size=8", "modulation.k_pos=1",
+                      "modulation.k_neg=1"])
+    printed = capsys.readouterr().out
+    last = dict(kv.split("=") for kv in printed.strip().splitlines()[-1].split())
+    assert set(last) == {"ratio_wall", "ratio_cpu", "max_param_diff"}
+    assert out["max_param_diff"] < 1e-5 and out["ratio_wall"] > 0
+    assert "one at a time: 3 draws (extrapolated x 3/2)" in printed

@@ -125,13 +125,13 @@ def _paired_lines(methods: dict[str, dict], stats: dict) -> list[str]:
         worse = c["p"] < ALPHA and c["b_only"] > c["a_only"]
         verdict = "learned better" if better else "learned worse" if worse else "no significant difference"
         if name == "bias" and not better:
-            verdict += ": the key heads do not beat the bias-only baseline"
+            verdict += ": the key heads do not beat the bias-only baseline"  # said in the table (issue 21)
         lines.append(f"{name:<10} {c['a_only']:>6} {c['b_only']:>6}  {diff:<26} {_p(c['p']):>9}  {verdict}")
     if rh:
         kind = "every other set" if rh["exact"] else "random sets"
         sd = f", sd {rh['sd']:.3f}" if rh.get("sd") is not None else ""
         verdict = ("the key heads beat the random heads" if rh["p"] < ALPHA else
-                   "the key heads do not beat the random heads")
+                   "the key heads do not beat the random heads (undecided)")
         lines += [f"{'random':<10} {rh['n_draws']} draws ({kind} of {rh['k']} heads, each trained as the key heads): "
                   f"test acc mean {rh['mean']:.3f}{sd}, median {rh['median']:.3f}, range {rh['min']:.3f}-{rh['max']:.3f}",
                   f"{'':<10} key heads {rh['learned_accuracy']:.3f}: rank {rh['rank']} of {rh['n_draws'] + 1}, "

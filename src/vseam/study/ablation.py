@@ -450,7 +450,8 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
                      metadata={"schema": SCHEMA, "ids": json.dumps(res["ids"]),
                                "conditions": json.dumps([c.name for c in conds])})
     fig = ablation_figure(summary, f"{adapter.name}: {scfg.ablation} ablation on {cfg.data.name}, "
-                                   f"N={summary['n']}, random = {scfg.random_trials} trials")
+                                   f"N={summary['n']}, random = {scfg.random_trials} sets per K (every K-head set "
+                                   f"where there are no more)")
     save_figure(Path(out) / "ablation.png", fig)
     import matplotlib.pyplot as plt
 

@@ -209,9 +209,9 @@ def summary_lines(summary: dict, alpha: float) -> list[str]:
                 continue
             rnd = a["random"][str(c["k"])]["accuracy"]
             lines.append(f"  remove top-{c['k']} {c['kind']}: accuracy {c['accuracy']:.3f} (baseline "
-                         f"{a['baseline']['accuracy']:.3f}) vs {'every' if vs['exact'] else vs['n_trials']} random "
+                         f"{a['baseline']['accuracy']:.3f}) vs {'all' if vs['exact'] else 'random'} {vs['n_trials']} "
                          f"{c['k']}-head sets {rnd['mean']:.3f} ± {rnd['std']:.3f}: rank {vs['rank']}, p={_p(vs['p'])} "
-                         f"(floor {_p(vs['floor'])})")
+                         f"(floor {_p(vs['floor'])}{', exact' if vs['exact'] else ''})")
         for c in m["claims"]:
             per_k = "; ".join(f"K={d['k']} {_f(d['effect'])} [{_f((d['ci'] or [None, None])[0])}, "
                               f"{_f((d['ci'] or [None, None])[1])}] p={_p(d['p'])} (floor {_p(d['floor'])})"

@@ -10,7 +10,9 @@ Conditions: the top-K positive / negative heads of the model's shipped-organism 
     python benchmarks/study_ablation.py                       # organism llava, 32 samples, 99 trials
     python benchmarks/study_ablation.py --model organism-instructblip --samples 16 --trials 5
 
-The last line is machine-readable: ``plain_s=.. study_s=.. speedup=.. max_abs_diff=.. conditions=..``.
+Times are this process's CPU seconds (the wall clock of a shared machine mostly measures the other jobs),
+wall beside them. The last line is machine-readable: ``plain_cpu_s=.. study_cpu_s=.. speedup=.. max_abs_diff=..
+conditions=..``.
 """
 
 from __future__ import annotations
@@ -75,19 +77,22 @@ def main() -> None:
     p, ok, _ = answer_stats(logits, mask)
     conds, _ = conditions(head_scores(p, ok, p_abl), [int(k) for k in args.k.split(",")], None, args.trials, 0)
     cats = [s.category for s in samples]
-    t = time.perf_counter()
-    a = plain(adapter, emb, mask, conds, cats)
-    t_plain = time.perf_counter() - t
-    t = time.perf_counter()
-    b, _ = ablated_answer_stats(adapter, emb, mask, conds, cats)
-    t_study = time.perf_counter() - t
+
+    def timed(fn):  # (result, CPU seconds of this process, wall seconds): CPU time is what a shared machine leaves
+        c, w = time.process_time(), time.perf_counter()
+        out = fn()
+        return out, time.process_time() - c, time.perf_counter() - w
+
+    a, c_plain, w_plain = timed(lambda: plain(adapter, emb, mask, conds, cats))
+    (b, _), c_study, w_study = timed(lambda: ablated_answer_stats(adapter, emb, mask, conds, cats))
     diff = float((a - b).abs().max())
     print(f"{args.model}: {len(samples)} samples x {len(conds)} conditions ({args.trials} trials per K of {args.k}; "
           f"{args.threads} thread(s))")
-    print(f"  plain (whole model per row):        {t_plain:7.2f} s")
-    print(f"  study (rows from first ablated layer): {t_study:7.2f} s   ratio {t_plain / t_study:.2f}x")
+    print(f"  plain (whole model per row):           CPU {c_plain:7.2f} s   wall {w_plain:7.2f} s")
+    print(f"  study (rows from first ablated layer): CPU {c_study:7.2f} s   wall {w_study:7.2f} s   "
+          f"ratio (CPU) {c_plain / c_study:.2f}x")
     print(f"  largest |difference| of the answer probability: {diff:.2e}")
-    print(f"plain_s={t_plain:.3f} study_s={t_study:.3f} speedup={t_plain / t_study:.3f} max_abs_diff={diff:.3e} "
+    print(f"plain_cpu_s={c_plain:.3f} study_cpu_s={c_study:.3f} speedup={c_plain / c_study:.3f} max_abs_diff={diff:.3e} "
           f"conditions={len(conds)}")
 
 

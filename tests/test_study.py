@@ -430,3 +430,15 @@ def test_conditions_rank_estimate_plus_exact_scores_on_exact_heads_only():
     scores.meta["exact_heads"] = [[0, 0], [1, 0], [1, 1]]
     conds, skipped = conditions(scores, [3], [], trials=1, seed=0)
     assert [c.name for c in conds] == ["none"] and skipped[0]["name"] == "positive@3"
+
+
+def test_report_of_an_earlier_overlap_json_says_so_instead_of_failing(tmp_path):
+    from vseam.study.report import build_report
+
+    (tmp_path / "overlap").mkdir()
+    (tmp_path / "overlap" / "overlap.json").write_text(json.dumps({
+        "schema": "vseam.overlap/1", "kinds": {}, "claims": [
+            {"key": "positive_within", "verdict": "holds", "sentence": "Claim 'shared within a level' holds"}]}))
+    page, sections, _ = build_report(tmp_path)
+    assert [s.id for s in sections] == ["overlap"]
+    assert "earlier version" in page and "python analyze.py overlap</code> again" in page

@@ -284,6 +284,11 @@ def _overlap_part(sec: Section, p: Path, ov: dict, where: str) -> None:
         f"{html.escape(c['sentence'])}</li>" for c in ov["claims"]) + "</ul>")
     if ov.get("power_note"):
         sec.body.append(f"<p>{html.escape(ov['power_note'])}</p>")
+    if ov.get("schema") != "vseam.overlap/2":  # an overlap.json of the earlier tests: its sentences only
+        sec.body.append(f"<p>{html.escape(str(p))} was written by an earlier version (schema "
+                        f"{html.escape(str(ov.get('schema')))}) whose tests did not answer the claims; "
+                        f"run <code>python analyze.py overlap</code> again.</p>")
+        return
     rows = [[c["key"], d["k"], d["effect"], "" if d["ci"] is None else f"[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]",
              d.get("null_mean"), d["p"], d.get("floor"), d.get("p_sample"), d.get("p_regrouping"), d["verdict"]]
             for c in ov["claims"] for d in c["per_k"]]

@@ -114,7 +114,10 @@ def test_a_nameless_pope_file_takes_its_split_from_the_records_or_the_key_and_sa
                             for x in (pope / "organism_pope_popular.json").read_text().splitlines()))
     keyed = load_samples(_pope_cfg([bare], pope / "images", "data.pope_split=popular").data)
     assert {s.category for s in keyed} == {"popular"} and keyed[0].id.startswith("popular/")
-    # unknown: said before the model loads
+    # unknown: scored, its POPE metrics under split "unknown" (not "None"), and said before the model loads
+    res = run_eval(_pope_cfg([bare], pope / "images", f"out_dir={tmp_path / 'scored'}"))["results"]["base"]
+    assert list(res["pope"]) == ["unknown"] and res["pope"]["unknown"]["n"] == 8
+    capsys.readouterr()
     monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr("vseam.evaluation.run.load_adapter", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):

@@ -111,5 +111,5 @@ def _say_unknown_splits(samples: list[Sample]) -> None:
     if unknown and is_rank_zero():
         files = ", ".join(f"{f} ({n} questions)" for f, n in unknown.items())
         print(f"note: the POPE split of {files} is unknown: the file name says none of random / popular / "
-              f"adversarial, data.pope_split is unset and the records name none; they count in the overall "
-              f"accuracy but in no pope/<split> figure (set data.pope_split=random|popular|adversarial)", flush=True)
+              f"adversarial, data.pope_split is unset and the records name none; their POPE metrics are "
+              f"reported under split 'unknown' (set data.pope_split=random|popular|adversarial)", flush=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import linecache
 import os
-import traceback
 from pathlib import Path
 
 TRACEBACK_ENV = "VSEAM_TRACEBACK"
@@ -83,7 +82,3 @@ def user_message(exc: BaseException) -> str | None:
 
 def want_traceback() -> bool:
     return os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def print_traceback(exc: BaseException) -> None:
-    traceback.print_exception(type(exc), exc, exc.__traceback__)

@@ -56,6 +56,7 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "model_path": scores.meta.get("model_path"), "weights_sha256": scores.meta.get("weights_sha256"),
         "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
+        "sample_keys": scores.meta.get("sample_keys"),  # vseam.data.sample.sample_key of each scored sample
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
                      "mean_prob": float(prob.float().mean()) if n else None},
         **score_block(scores, k),

@@ -113,10 +113,12 @@ def _overlap(cfg: Any, out: Path) -> dict:
         files["figure"] = str(write_bytes(out / "overlap.png", _png(overlap_figure(res))))
     res["files"] = files
     write_json(out / "overlap.json", res)
-    print(f"overlap of {scores.model} ({scores.method} scores, {path}):", flush=True)
+    print(f"claims on {scores.model} ({scores.method} scores):", flush=True)
     for c in res["claims"]:
         print(f"- {c['sentence']}", flush=True)
     print(res["power_note"], flush=True)
+    print(f"overlap of {len(scores.by_category)} categories' top-K head sets (K = {', '.join(map(str, res.get('ks', s.overlap_k)))}) "
+          f"of {path}\nwritten: {files['json']}" + (f" and {files['figure']}" if "figure" in files else ""), flush=True)
     metrics = {}
     for kind, block in res["kinds"].items():
         for e in block["per_k"]:

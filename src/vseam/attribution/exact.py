@@ -112,7 +112,7 @@ def run_from_layer(adapter: VLMAdapter, clean: CleanRun, layer: int, rows: torch
             hidden = out[0] if isinstance(out, tuple) else out
     # the final norm is per position, so normalising only the last position gives the same vector
     last = adapter.norm(hidden[:, -1:])[:, -1]
-    return adapter.lm_head(last)
+    return adapter.unembed(last)
 
 
 def length_groups(attention_mask: torch.Tensor, max_samples: int) -> list[tuple[torch.Tensor, int]]:

@@ -380,7 +380,12 @@ class VLMAdapter:
 
     def lm_logits(self, emb: Embedded) -> torch.Tensor:
         """Logits at the last position only, [B, V]."""
-        return self.lm_head(self.lm_hidden(emb))
+        return self.unembed(self.lm_hidden(emb))
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from final-normed hidden states [..., d]: the LM head (an architecture that post-processes its
+        logits, e.g. a soft cap, does it here, and every analysis reads logits through it)."""
+        return self.lm_head(hidden)
 
     def last_logits(self, enc: Encoded) -> torch.Tensor:
         return self.lm_logits(self.embed(enc))

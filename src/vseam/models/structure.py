@@ -17,10 +17,11 @@ How the parts are found, for any ``*ForConditionalGeneration`` of transformers 5
   the head count (its input width must be a multiple of it);
 - the **final norm** of the language model: the decoder's one direct child with parameters that is
   neither the stack, an embedding nor a holder of linear layers;
-- the **projector / connector**: the last child, beside the vision tower and the language model, of the
-  module holding both, that holds linear layers (LLaVA's ``multi_modal_projector``, InstructBLIP's
-  ``language_projection``); when there is none, the vision tower's last child after its stack holding
-  linear layers (Qwen2-VL's ``merger``).
+- the **projector / connector**: the last child with parameters, beside the vision tower and the language
+  model, of the module holding both (LLaVA's ``multi_modal_projector``, InstructBLIP's
+  ``language_projection``, Gemma 3's weight-only projector); when there is none, the vision tower's last
+  child with parameters after its stack, module lists aside (Qwen2-VL's ``merger``, not Qwen3-VL's
+  ``deepstack_merger_list``).
 
 The LM head is ``model.get_output_embeddings()``.
 """
@@ -32,6 +33,10 @@ from torch import nn
 
 def _holds_linear(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Linear) for m in module.modules())
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
 
 
 def attention_block(layer: nn.Module) -> nn.Module | None:
@@ -130,7 +135,7 @@ def final_norm(decoder: nn.Module, stack: nn.ModuleList) -> nn.Module:
     """The decoder's final norm: its one direct child with parameters that is neither the stack, an
     embedding, nor a holder of linear layers."""
     found = [c for c in decoder.children() if c is not stack and not isinstance(c, nn.Embedding)
-             and any(True for _ in c.parameters()) and not _holds_linear(c)]
+             and _has_parameters(c) and not _holds_linear(c)]
     if len(found) != 1:
         raise ValueError(f"{type(decoder).__name__}: expected one final norm, found {[type(c).__name__ for c in found]}")
     return found[0]
@@ -162,12 +167,13 @@ def find_projector(model: nn.Module, tower: nn.Module, decoder: nn.Module, tower
     up_tower, up_decoder = _ancestors(model, tower), _ancestors(model, decoder)
     common = [a for a, b in zip(up_tower, up_decoder) if a is b][-1]
     on_paths = {id(m) for m in up_tower + up_decoder}
-    beside = [c for c in common.children() if id(c) not in on_paths and _holds_linear(c)]
+    beside = [c for c in common.children() if id(c) not in on_paths and _has_parameters(c)]
     if beside:
         return beside[-1]
     children = list(tower.children())
     idx = next((i for i, c in enumerate(children) if any(m is tower_layers for m in c.modules())), None)
-    after = [] if idx is None else [c for c in children[idx + 1:] if _holds_linear(c)]
+    after = [] if idx is None else [c for c in children[idx + 1:]
+                                    if _has_parameters(c) and not isinstance(c, nn.ModuleList)]
     if not after:
         raise ValueError(f"{type(model).__name__}: no projector found beside or inside the vision tower")
     return after[-1]

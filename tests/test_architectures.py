@@ -438,3 +438,104 @@ def test_heads_of_the_vision_tower_end_to_end(world, tmp_path):
         validate(heads_cfg(world, None, "attribution.tower=vision"), "train")
     with pytest.raises(ConfigError, match="exact engine only"):
         validate(heads_cfg(world, None, "attribution.tower=vision", "attribution.method=atp"), "heads")
+
+
+def test_an_architecture_extra_travels_with_its_rows(arch_samples):
+    """``Embedded.extra`` (per-token inputs an architecture's decoder needs, e.g. Gemma 3's image-token types)
+    follows rows, crops and the cache's re-padding as the embeddings do."""
+    from vseam.models import EmbeddingCache, LlavaNextAdapter
+    from vseam.models.tiny import build_tiny_llava_next
+
+    class WithImageTypes(LlavaNextAdapter):
+        def extras(self, enc, decoder_kwargs):
+            return {"image": self.visual_token_mask(enc.inputs["input_ids"]).long()}
+
+    a = WithImageTypes(*build_tiny_llava_next())
+    enc = a.encode(arch_samples)
+    with torch.no_grad():
+        emb = a.embed(enc)
+    want = a.visual_token_mask(enc.inputs["input_ids"]).long()
+    assert torch.equal(emb.extra["image"], want)
+    assert torch.equal(emb.index(torch.tensor([2, 0])).extra["image"], want[[2, 0]])
+    assert torch.equal(emb.repeat(2).extra["image"], want.repeat_interleave(2, 0))
+    assert torch.equal(emb.crop(5).extra["image"], want[:, -5:])
+    b = EmbeddingCache(a).batch(arch_samples[1:])  # re-padded to the longer of two
+    alone = a.encode(arch_samples[1:])
+    assert torch.equal(b.emb.extra["image"], a.visual_token_mask(alone.inputs["input_ids"]).long())
+    assert torch.equal(b.emb.attention_mask, alone.inputs["attention_mask"])
+
+
+def test_a_chat_template_with_braces_gives_the_same_prompt_and_question_span():
+    from vseam.models.base import chat_template_prompt
+    from vseam.models.tiny import QWEN2_VL_CHAT_TEMPLATE, build_tiny_qwen2_vl
+    from vseam.tracing.positions import question_span
+
+    _, processor = build_tiny_qwen2_vl(num_layers=1, vision_layers=1)
+    processor.chat_template = QWEN2_VL_CHAT_TEMPLATE.replace("You are a helpful assistant.", "Answer {briefly}.")
+    template = chat_template_prompt(processor)
+    q = "Is the {red} cube left of the ball?"
+    prompt = template.format(question=q)
+    conversation = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": f"{q} Please answer with a single word."}]}]
+    assert prompt == processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    start, end = question_span(template, prompt, q)
+    assert prompt[start:end] == q and "Answer {briefly}." in prompt[:start]
+    processor.chat_template = None
+    with pytest.raises(ValueError, match="no chat template: set model.prompt_template"):
+        chat_template_prompt(processor)
+
+
+def test_the_engine_replays_what_a_decoder_adds_between_layers(arch_samples):
+    """A decoder that adds to the hidden states between two layers, in place (Qwen3-VL's deepstack visual
+    features), is replayed: the run from layer 0 reproduces the clean logits, which it would not without it."""
+    from vseam.attribution.exact import clean_run, run_from_layer
+    from vseam.models import LlavaNextAdapter
+    from vseam.models.tiny import build_tiny_llava_next
+
+    a = LlavaNextAdapter(*build_tiny_llava_next(initializer_range=0.1))
+    enc = a.encode(arch_samples)
+    visual = a.visual_token_mask(enc.inputs["input_ids"])
+    add = torch.randn(int(visual.sum()), a.model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def deepstack(module, args, kwargs):  # as Qwen3VLTextModel._deepstack_process, before layer 1
+        hs = args[0] if args else kwargs["hidden_states"]
+        hs[visual] = hs[visual] + add
+
+    with torch.no_grad():
+        emb = a.embed(enc)
+        plain = a.lm_logits(emb)
+        handle = a.layers[1].register_forward_pre_hook(deepstack, with_kwargs=True)
+        try:
+            run = clean_run(a, emb)
+        finally:
+            handle.remove()
+        replay = run_from_layer(a, run, 0, torch.arange(len(arch_samples)))
+    assert run.layer_gaps[0] is None and run.layer_gaps[1] is not None
+    assert float((run.logits - plain).abs().max()) > 1e-3  # the addition matters
+    torch.testing.assert_close(replay, run.logits, rtol=0, atol=1e-5)
+    run.layer_gaps[1] = None  # without it the replay is the plain model's
+    with torch.no_grad():
+        torch.testing.assert_close(run_from_layer(a, run, 0, torch.arange(len(arch_samples))), plain, rtol=0,
+                                   atol=1e-5)
+
+
+def test_the_image_band_is_what_the_processor_put_in_place_of_the_placeholder(arch_samples):
+    """A processor that adds its own markers among the image tokens (Idefics3's <row_1_col_1>, InternVL's
+    <img> ... </img>): they belong to the image band; a visual token outside the band is an error."""
+    from vseam.models import LlavaNextAdapter
+    from vseam.models.tiny import build_tiny_llava_next
+    from vseam.tracing import layouts
+
+    a = LlavaNextAdapter(*build_tiny_llava_next())
+    s = arch_samples[0]
+    enc = a.encode([s])
+    ids = enc.inputs["input_ids"][0].tolist()
+    img = [t for t, i in enumerate(ids) if i == a.image_token_id]
+    marker = a.tokenizer.convert_tokens_to_ids("</s>")
+    marked = ids[:img[5]] + [marker] + ids[img[5]:]  # a marker inside the band
+    lay = layouts(a, torch.tensor([marked]), torch.ones(1, len(marked), dtype=torch.long), [s.question])[0]
+    assert lay.positions("image") == list(range(img[0], img[-1] + 2))
+    assert a.tokenizer.decode([marked[t] for t in lay.positions("question")]).strip() == s.question
+    stray = ids[:img[0]] + ids[img[0] + 1:] + [a.image_token_id]  # an image token after the question
+    with pytest.raises(ValueError, match="cannot be aligned|outside the band"):
+        layouts(a, torch.tensor([stray]), torch.ones(1, len(stray), dtype=torch.long), [s.question])

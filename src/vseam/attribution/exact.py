@@ -7,8 +7,8 @@ architecture builds there (the causal mask, or one per layer type: sliding-windo
 rotary cos / sin of 1-D positions or of Qwen2-VL's 3-D M-RoPE ids; a prefix-LM mask) is replayed as
 the model made it, so no architecture's masking or position scheme is re-implemented here. Anything a
 decoder adds to the hidden states between two layers (Qwen3-VL adds visual features after its first
-layers) is recorded as the difference between a layer's input and the previous layer's output, and
-added back. An ablation in layer ``l`` cannot change layers ``< l``, so its pass starts from the
+layers, in place) is recorded as the difference between a layer's input and a copy of the previous
+layer's output, and added back. An ablation in layer ``l`` cannot change layers ``< l``, so its pass starts from the
 recorded input of layer ``l`` and runs only layers ``l..L-1``, the final norm and the unembedding at
 the last position. Many (sample, head) pairs share one pass: each row of the batch is
 one sample with one head ablated, through a per-row [rows, H] head mask of the one intervention
@@ -55,14 +55,14 @@ def clean_run(adapter: VLMAdapter, emb: Embedded) -> CleanRun:
             hs = args[0] if args else kw["hidden_states"]
             inputs[i] = hs.detach()
             kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
-            prev = last_out[0]  # the previous layer's output: in most decoders the very tensor passed on
-            if prev is not None and prev is not hs and prev.shape == hs.shape:
+            prev = last_out[0]  # a copy of the previous layer's output (a decoder may add to it in place)
+            if prev is not None and prev.shape == hs.shape:
                 gap = (hs - prev).detach()
                 gaps[i] = gap if bool(gap.any()) else None
         return hook
 
     def keep_output(module, args, output):
-        last_out[0] = output[0] if isinstance(output, tuple) else output
+        last_out[0] = (output[0] if isinstance(output, tuple) else output).detach().clone()
 
     handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
                for i, layer in enumerate(adapter.layers)]

@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vseam"
 
 # layer -> packages (top-level modules count as packages). Lower layers never import higher ones.
 LAYERS = [
-    ["utils"],
+    ["utils", "stats"],  # stats: the statistics of every finding (McNemar, bootstrap, Monte Carlo p, AUROC)
     ["config"],
     ["validate"],  # every config value checkable without the model (and the keys' choices)
     ["data"],

@@ -55,7 +55,7 @@ class Output:
     without an answer."""
 
     ids: list[str]
-    pred_token: list[str]  # the arg-max token at the last position
+    pred_token: list[str]  # the arg-max token at the last position, as text (``red``, not the piece ``▁red``)
     prob: list[float | None]  # probability of the answer's tokens (SPEC section 0)
     correct: list[bool | None]  # the arg-max token is one of the answer's tokens
     logits: Any  # [N, V] last-position logits (float32, CPU)
@@ -125,7 +125,7 @@ class Model:
             prob, correct, _ = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
             pred = logits.argmax(-1).tolist()
             ids += enc.ids
-            tokens += a.tokenizer.convert_ids_to_tokens(pred)
+            tokens += a.token_text(pred)
             for i, s in enumerate(chunk):
                 has_answer = bool(enc.answer_ids[i])
                 probs.append(float(prob[i]) if has_answer else None)
@@ -182,9 +182,16 @@ def load_samples(data: str = "organism", *overrides: str, **keys: Any) -> list:
     from vseam.data.load import load_samples as _load
     from vseam.world.write import ensure_world
 
+    from vseam.data.load import DUPLICATE
+
     cfg = load_config([f"data={data}", *overrides, *(f"data.{k}={_cli(v)}" for k, v in keys.items())])
     ensure_world(cfg.data)
-    return _load(cfg.data)
+    samples = _load(cfg.data)
+    kept = [s for s in samples if not s.meta.get(DUPLICATE)]  # data.duplicate_ids=drop: the first of each id
+    if len(kept) < len(samples):
+        print(f"note: dropped {len(samples) - len(kept)} sample(s) whose id repeats an earlier one "
+              f"(data.duplicate_ids=drop)", flush=True)
+    return kept
 
 
 def score_heads(model: "Model | VLMAdapter", samples: "Sequence[Sample]", method: str = "exact",

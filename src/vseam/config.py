@@ -18,12 +18,13 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from vseam.utils.errors import UserError
 from vseam.utils.paths import CONFIG_DIR  # the shipped configs (package data), found from any working directory
 
 
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad key, value or group choice in the configuration or on the command line."""
 
 
@@ -60,6 +61,8 @@ class DataConfig:
     batch_size: int = 16  # samples per forward pass
     num_workers: int = 0  # DataLoader workers
     max_skip_fraction: float = 0.1  # a run stops when more than this share of samples is skipped (missing image, bad answer)
+    duplicate_ids: str = "error"  # a question id twice (in a file or across the run's files): error (names file, line, id) | drop (keep the first; the others counted skips)
+    pope_split: Optional[str] = None  # POPE: the split (random | popular | adversarial) of files whose name says none; null = from the records
 
 
 @dataclass

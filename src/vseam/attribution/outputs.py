@@ -55,6 +55,7 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "tower": scores.meta.get("tower", "language"), "prompt_template": scores.meta.get("prompt_template"),
         "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
+        "sample_keys": scores.meta.get("sample_keys"),  # vseam.data.sample.sample_key of each scored sample
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
                      "mean_prob": float(prob.float().mean()) if n else None},
         **score_block(scores, k),

@@ -316,10 +316,14 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     ``max_skip_fraction``, raises ``NothingToScoreError`` with the first reasons. ``tower="vision"``
     scores the vision tower's heads instead of the language model's (exact only; ``meta["tower"]``).
     """
-    from vseam.data.skips import answer_skips, check_skips
+    from vseam.data.sample import sample_key
+    from vseam.data.skips import check_skips, model_skips
 
     all_samples = samples
-    samples, answer_skipped = answer_skips(adapter, all_samples)
+    screen = model_skips(adapter, all_samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    if progress:
+        screen.say("head scores")
     L, H = adapter.stack(tower).shape[:2]
     gather = gather or (lambda chunks: chunks)
     common = dict(mode=ablation, batch_size=batch_size, chunk_size=chunk_size, rows_per_forward=rows_per_forward,
@@ -390,6 +394,10 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
                    "ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
+                   **screen.report(),
+                   # content keys of the scored samples: a run that picks heads from this file can tell whether
+                   # they were computed on its own evaluation samples (vseam.modulation.run.scores_provenance)
+                   "sample_keys": [sample_key(by_id[i]) for i in first.ids],
                    **({"atp_space": atp_space, "atp_alpha": float(atp_alpha), "atp_path": str(atp_path)}
                       if method == "atp" else {}),
                    **({"exact_heads": exact_heads, "rescore_top_k": int(rescore_top_k), "estimate": estimate}

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vseam.data.load import load_samples
-from vseam.data.skips import answer_skips, check_skips, missing_images
+from vseam.data.skips import check_skips, missing_images, model_skips
 from vseam.evaluation.score import evaluate
 from vseam.interventions.checkpoint import load_modulation
 from vseam.models import load_adapter
@@ -79,7 +79,9 @@ def _eval(cfg, out: Path) -> dict:
     mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
         if mod_path else None
     overlap = check_overlap(mod_path, all_samples, bool(cfg.eval.allow_overlap)) if mod_path else None
-    samples, answer_skipped = answer_skips(adapter, all_samples)
+    screen = model_skips(adapter, all_samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    screen.say("eval")
     runs = {"base": None}
     if mod is not None:
         runs["modulated"] = mod
@@ -93,6 +95,7 @@ def _eval(cfg, out: Path) -> dict:
     summary = {"model": adapter.name, "answer_definition": adapter.answer_definition,
                "prompt_template": adapter.template, "data": cfg.data.name, "format": cfg.data.format,
                "modulation": str(mod_path) if mod_path else None, "overlap_with_training": overlap, "results": results,
+               **screen.report(),
                "seconds": round(time.time() - t0, 1)}
     write_json(out / "eval_results.json", summary)
     path = out / "eval_predictions.jsonl"

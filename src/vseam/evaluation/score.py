@@ -70,7 +70,7 @@ def evaluate(adapter, samples: Sequence[Sample], modulation: HeadModulation | No
             logits = adapter.lm_logits(batch.emb)
         prob, correct, _ = answer_stats(logits, batch.answer_mask(logits.shape[-1]), batch.correct_mask(logits.shape[-1]))
         pred = logits.argmax(-1).tolist()
-        tokens = adapter.tokenizer.convert_ids_to_tokens(pred)
+        tokens = adapter.token_text(pred)
         for i, s in enumerate(chunk):
             records.append({"id": s.id, "benchmark": s.benchmark, "category": s.category, "level": s.level,
                             "answer": s.answer, "pred_token": tokens[i], "correct": bool(correct[i]),

@@ -124,7 +124,7 @@ class ScoreResult:
     prob: torch.Tensor  # [N] summed probability of the answer token ids at the last position
     correct: torch.Tensor  # [N] bool: arg-max token is one of the answer ids
     pred_token_id: torch.Tensor  # [N]
-    pred_token: list[str]
+    pred_token: list[str]  # the arg-max token as text (``token_text``)
     ids: list[str]
     logit: torch.Tensor | None = None  # [N] mean logit of the answer token ids
 
@@ -305,6 +305,39 @@ class VLMAdapter:
             raise ValueError(f"answer {answer!r} starts with an unknown token")
         return cont[0]
 
+    # ----------------------------------------------------------------- limits of the inputs
+    @property
+    def patch_size(self) -> int | None:
+        """Side in pixels of the vision tower's patch (an image smaller than it carries no patch), or None."""
+        vision = getattr(self.model.config, "vision_config", None)
+        size = getattr(vision, "patch_size", None)
+        return int(size) if isinstance(size, int) else None
+
+    def position_limits(self, question: str) -> list[tuple[str, int, int]]:
+        """``(part, positions the prompt of `question` takes, positions the part has)`` for each part of the
+        model with a position limit: the language model (text tokens plus the image's tokens)."""
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if not limit:
+            return []
+        text = len(self.tokenizer(self.prompt(question))["input_ids"])
+        return [("language model", text + self._image_positions(), int(limit))]
+
+    def _image_positions(self) -> int:
+        """How many positions an image adds to the tokenized prompt (measured once with the processor:
+        LLaVA's image token becomes its patches, InstructBLIP's query tokens are put in front)."""
+        if not hasattr(self, "_image_overhead"):
+            from PIL import Image
+
+            prompt = self.prompt("x")
+            with_image = self.processor(images=[Image.new("RGB", (32, 32))], text=[prompt], return_tensors="pt",
+                                        **self.processor_kwargs())["input_ids"].shape[-1]
+            self._image_overhead = int(with_image) - len(self.tokenizer(prompt)["input_ids"])
+        return self._image_overhead
+
+    def token_text(self, ids: Sequence[int]) -> list[str]:
+        """Each token id as the text it stands for (``red``, not the SentencePiece piece ``▁red``)."""
+        return [self.tokenizer.decode([int(i)]).strip() for i in ids]
+
     # ----------------------------------------------------------------- inputs
     def processor_kwargs(self) -> dict:
         return {}
@@ -409,8 +442,8 @@ class VLMAdapter:
             empty = torch.zeros(0)
             return ScoreResult(empty, empty.bool(), empty.long(), [], [], empty)
         pred = torch.cat(preds)
-        return ScoreResult(torch.cat(probs), torch.cat(corrects), pred,
-                           self.tokenizer.convert_ids_to_tokens(pred.tolist()), ids, torch.cat(logits_))
+        return ScoreResult(torch.cat(probs), torch.cat(corrects), pred, self.token_text(pred.tolist()), ids,
+                           torch.cat(logits_))
 
 
 # The one-word-answer instruction of a chat-template prompt (SPEC section 0: LLaVA-1.5's words)

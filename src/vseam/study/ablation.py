@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, rescored_per_matrix, top_k
-from vseam.attribution.sweep import chunk_bounds, fingerprint, load_progress
+from vseam.attribution.sweep import Progress, chunk_bounds, fingerprint, load_progress
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import VLMAdapter, answer_stats
@@ -349,7 +349,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     from vseam.attribution.outputs import load_head_scores
     from vseam.attribution.run import fresh_progress, model_fingerprint
     from vseam.data.load import load_samples
-    from vseam.data.skips import answer_skips, check_skips, missing_images
+    from vseam.data.skips import check_skips, missing_images, model_skips
     from vseam.models import load_adapter
     from vseam.utils.devices import torch_device
     from vseam.utils.io import save_figure, write_json
@@ -376,10 +376,17 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
                                       int(scfg.random_trials), int(cfg.seed), str(scfg.heads_from))
     progress_dir = out / "progress"
     fresh_progress(progress_dir, scfg)
-    samples, answer_skipped = answer_skips(adapter, all_samples)
-    res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
-                     chunk_size=int(cfg.attribution.chunk_size), rows_per_forward=int(cfg.attribution.rows_per_forward),
-                     progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg, adapter), on_chunk=on_chunk)
+    screen = model_skips(adapter, all_samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    screen.say("ablation study")
+    bar = Progress(bool(cfg.attribution.progress), len(samples), f"ablate ({len(conds)} conditions)", unit="sample")
+    try:
+        res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
+                         chunk_size=int(cfg.attribution.chunk_size),
+                         rows_per_forward=int(cfg.attribution.rows_per_forward), progress_dir=progress_dir,
+                         fingerprint_parts=model_fingerprint(mcfg, adapter), on_chunk=on_chunk, on_progress=bar.update)
+    finally:
+        bar.close()
     res["skipped"] = answer_skipped + res["skipped"]
     check_skips(len(all_samples), res["skipped"], max_skip, "ablation study")
     summary = {
@@ -391,6 +398,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
         "random_trials": int(scfg.random_trials), "seed": int(cfg.seed),
         "conditions": [c.to_dict() for c in conds], "skipped_conditions": skipped_conds,
         "n": len(res["ids"]), "n_total": len(all_samples), "skipped": res["skipped"], "n_skipped": len(res["skipped"]),
+        **screen.report(),
         "groups": group_summaries(res, {s.id: s for s in samples}, conds),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -408,8 +416,31 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
                         "figure": str(Path(out) / "ablation.png")}
     write_json(Path(out) / "ablation.json", summary)
     _log(cfg, out, summary)
-    log.info("ablation study written to %s", Path(out) / "ablation.json")
+    print(result_lines(summary), flush=True)
     return summary
+
+
+def result_lines(summary: dict) -> str:
+    """What the ablation study found over all samples, per K, and where it is written: the job's last lines."""
+    g = summary["groups"].get("all", {})
+    lines = [f"ablation study ({summary['ablation']} ablation, heads from {summary['head_scores']}): "
+             f"{summary['n']} samples scored, {summary['n_skipped']} skipped; baseline accuracy "
+             f"{_fmt((g.get('baseline') or {}).get('accuracy'))}"]
+    conds, random = g.get("conditions") or {}, g.get("random") or {}
+    for k in summary["ks"]:
+        parts = [f"{kind} {_fmt(conds[f'{kind}@{k}']['accuracy'])}" for kind in ("positive", "negative")
+                 if f"{kind}@{k}" in conds]
+        if str(k) in random:
+            r = random[str(k)]["accuracy"]
+            parts.append(f"random {_fmt(r['mean'])} +- {_fmt(r['std'])} ({r['n_trials']} trials)")
+        if parts:
+            lines.append(f"  accuracy with K={k} heads ablated: " + ", ".join(parts))
+    lines.append(f"written: {summary['files']['json']} ({summary['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else "-"
 
 
 def _log(cfg: Any, out, summary: dict) -> None:

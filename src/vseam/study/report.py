@@ -441,13 +441,16 @@ def _fmt(x) -> str:
 
 def run_report(cfg: Any) -> dict:
     """``python analyze.py report results_dir=DIR``: write ``report.html`` (and its figures as PNG) into
-    ``out_dir``; the same figures go to W&B. Returns {"html", "sections", "missing", "figures"}."""
+    ``out_dir``, by default beside the results (``<results_dir>/report``); the same figures go to W&B.
+    Returns {"html", "sections", "missing", "figures"}."""
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
     validate(cfg, "report")
     if cfg.results_dir and not Path(cfg.results_dir).is_dir():  # before a folder is taken for nothing
         raise FileNotFoundError(f"results_dir={cfg.results_dir}: no such folder")
+    if cfg.results_dir and not cfg.out_dir:  # the report of a results folder sits beside its results
+        cfg.out_dir = str(Path(cfg.results_dir) / "report")
     with run_folder(cfg, "report") as out:
         return _report(cfg, Path(out))
 

@@ -111,6 +111,8 @@ def _overlap(cfg: Any, out: Path) -> dict:
     write_json(out / "overlap.json", res)
     for c in res["claims"]:
         print(c["sentence"], flush=True)
+    print(f"overlap of {len(scores.by_category)} categories' top-K head sets (K = {', '.join(map(str, res.get('ks', s.overlap_k)))}) "
+          f"of {path}\nwritten: {files['json']}" + (f" and {files['figure']}" if "figure" in files else ""), flush=True)
     metrics = {}
     for kind, block in res["kinds"].items():
         for e in block["per_k"]:

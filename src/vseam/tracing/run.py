@@ -44,7 +44,7 @@ import torch
 from vseam.attribution.run import fresh_progress, gather_chunks, launch_fabric, model_cfg, model_fingerprint
 from vseam.attribution.sweep import Progress, chunk_bounds, fingerprint, load_progress, rank_chunks, run_chunks
 from vseam.data.sample import MissingImageError, load_image
-from vseam.data.skips import answer_skips, check_skips, missing_images
+from vseam.data.skips import check_skips, missing_images, model_skips
 from vseam.editing.filter import edited_probe
 from vseam.editing.run import organism_records, read_manifest
 from vseam.tracing.engine import PairTrace, TraceEngine
@@ -177,7 +177,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
 
     mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
-    _, bad_answers = answer_skips(adapter, [r.clean_sample() for r in records])
+    # the one screen of every job (answer, prompt length, image size); missing images are counted above
+    bad_answers = model_skips(adapter, [r.clean_sample() for r in records if r.id not in missing]).skipped
     bad = {s["id"] for s in bad_answers}
     records = [r for r in records if r.id not in bad]  # counted skips, in trace.json
     check_skips(len(records) + len(bad), bad_answers + list(missing.values()), max_skip, "trace")

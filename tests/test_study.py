@@ -442,3 +442,20 @@ def test_report_of_an_earlier_overlap_json_says_so_instead_of_failing(tmp_path):
     page, sections, _ = build_report(tmp_path)
     assert [s.id for s in sections] == ["overlap"]
     assert "earlier version" in page and "python analyze.py overlap</code> again" in page
+
+
+def test_the_study_refuses_vision_tower_head_scores(tiny_results, world, tmp_path):
+    """Scores of the vision tower's heads (attribution.tower=vision) have an L x H of their own: the study,
+    which removes and compares the language model's heads, refuses them instead of reading them as such."""
+    import shutil
+
+    from vseam.study.ablation import run_ablate
+    from vseam.study.run import run_overlap
+
+    heads = tmp_path / "heads"
+    shutil.copytree(tiny_results / "ablate" / "heads", heads)
+    d = json.loads((heads / "head_scores.json").read_text())
+    (heads / "head_scores.json").write_text(json.dumps({**d, "tower": "vision"}))
+    for run in (run_overlap, run_ablate):
+        with pytest.raises(ValueError, match="vision tower's heads"):
+            run(_cfg(world, tmp_path / run.__name__, f"study.head_scores={heads}"))

@@ -137,7 +137,7 @@ class Model:
 
 def load(model: str = "organism-llava", *overrides: str, device: str = "auto", **keys: Any) -> Model:
     """A model by config name (``configs/model/<name>.yaml``: ``organism-llava``, ``llava-1.5-7b``, ...),
-    or by folder / hub id / ``tiny:<arch>`` (then ``arch=`` unless the folder's config.json says it).
+    or by folder / hub id / ``tiny:<arch>`` (the architecture is the checkpoint's ``model_type``'s unless ``arch=``).
     ``overrides`` are ``model.key=value`` strings, ``keys`` set model keys (``dtype="bfloat16"``);
     ``device`` is ``trainer.accelerator``'s vocabulary (auto | cpu | gpu) or a torch device."""
     from vseam.config import group_choices, load_config
@@ -146,24 +146,10 @@ def load(model: str = "organism-llava", *overrides: str, device: str = "auto", *
     if model in group_choices("model"):
         cfg = load_config([f"model={model}", *overrides, *(f"model.{k}={v}" for k, v in keys.items())]).model
     else:
-        arch = keys.pop("arch", None) or _arch_of(model)
-        cfg = load_config([f"model.path={model}", f"model.arch={arch}", f"model.name={model}", *overrides,
-                           *(f"model.{k}={v}" for k, v in keys.items())]).model
+        arch = keys.pop("arch", None)
+        cfg = load_config([f"model.path={model}", *([f"model.arch={arch}"] if arch else []), f"model.name={model}",
+                           *overrides, *(f"model.{k}={v}" for k, v in keys.items())]).model
     return Model(load_adapter(cfg, device=device))
-
-
-def _arch_of(path: str) -> str:
-    import json
-    from pathlib import Path
-
-    if path.startswith("tiny:"):
-        return path.split(":", 1)[1]
-    config = Path(path).expanduser() / "config.json"
-    kind = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
-    for arch in ("instructblip", "llava"):
-        if arch in kind or arch in path.lower():
-            return arch
-    raise ValueError(f"cannot tell the architecture of {path!r}: pass arch='llava' or arch='instructblip'")
 
 
 def sample(image: Any, question: str, answer: str | None = None, *, id: str | None = None,

@@ -32,7 +32,7 @@ class ConfigError(UserError, ValueError):
 @dataclass
 class ModelConfig:
     name: str = "organism-llava"  # a label for results and W&B (the group file's name)
-    arch: str = "llava"  # llava | instructblip: which adapter (prompt template, structure)
+    arch: Optional[str] = None  # null: from the checkpoint's config.model_type | llava | instructblip | llava-next | qwen2-vl
     path: str = "checkpoints/organism/llava"  # hub id, local folder, or tiny:<arch> (a tiny random build)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device_map: Optional[str] = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
@@ -79,6 +79,7 @@ class AttributionConfig:
     resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
     progress: bool = True  # tqdm progress bar with ETA (rank 0)
     heatmaps: bool = True  # write heatmap_{positive,negative,signed}.png
+    tower: str = "language"  # whose heads: language (the language model's, the paper's analysis) | vision (the vision tower's; exact only)
 
 
 @dataclass

@@ -13,13 +13,14 @@ from typing import Any, Callable, Iterable
 from vseam.config import ConfigError
 from vseam.utils.devices import ACCELERATORS
 
-ARCHS = ("llava", "instructblip")
+ARCHS = ("llava", "instructblip", "llava-next", "qwen2-vl")  # vseam.models.ADAPTERS (tests/test_architectures.py)
 ANSWER_DEFINITIONS = ("project", "reference")  # vseam.models.base.ANSWER_DEFINITIONS
 DTYPES = ("float32", "bfloat16", "float16")
 FORMATS = ("organism", "gqa", "pope", "cocoqa")
 WORLD_SPLITS = ("train", "val", "test")
 ABLATIONS = ("mean", "zero")
 ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
+TOWERS = ("language", "vision")  # attribution.tower: whose heads are scored (VLMAdapter.stack)
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 ATP_PATHS = ("all", "index", "layer")  # attribution.patching: the heads ablated together where the gradient is taken
 MODULATION_METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
@@ -139,7 +140,8 @@ def validate(cfg: Any, command: str) -> None:
     """Raise ``ConfigError`` for the first value of ``cfg`` that cannot work for ``command``
     (train | heads | eval | edit | ablate | overlap | report | study | trace)."""
     m, d, a, mc, tc, lg, e = cfg.model, cfg.data, cfg.attribution, cfg.modulation, cfg.trainer, cfg.logger, cfg.edit
-    _choice("model.arch", m.arch, ARCHS)
+    if m.arch is not None:  # null: the checkpoint's model_type says, when the model loads
+        _choice("model.arch", m.arch, ARCHS)
     _choice("model.dtype", m.dtype, DTYPES)
     _choice("trainer.accelerator", tc.accelerator, ACCELERATORS)  # the one device key (models, Trainer, Fabric)
     if str(tc.accelerator) in ("gpu", "cuda"):  # every job places its model there: a machine without one is told now
@@ -171,6 +173,9 @@ def validate(cfg: Any, command: str) -> None:
                                              "trace": lambda: _trace(cfg.trace, tc)}
     if command not in checks:
         raise ValueError(f"unknown command {command!r}")
+    if a.tower != "language" and command in ("train", "ablate", "overlap", "study"):
+        raise ConfigError(f"attribution.tower={a.tower}: only `analyze.py heads` scores the vision tower's heads; "
+                          f"`{command}` uses the language model's (attribution.tower=language)")
     checks[command]()
 
 
@@ -186,6 +191,10 @@ def check_attribution(a: Any) -> None:
     _choice("attribution.ablation", a.ablation, ABLATIONS)
     _choice("attribution.atp_space", a.atp_space, ATP_SPACES)
     _choice("attribution.atp_path", a.atp_path, ATP_PATHS)
+    _choice("attribution.tower", a.tower, TOWERS)
+    if a.tower == "vision" and a.method != "exact":
+        raise ConfigError(f"attribution.tower=vision is scored by the exact engine only: set attribution.method=exact "
+                          f"(got {a.method!r})")
     for key in ("top_k", "rows_per_forward", "chunk_size"):
         _at_least(f"attribution.{key}", a[key], 1)
     if not 0.0 <= float(a.atp_alpha) < 1.0:

@@ -54,6 +54,8 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
         # which weights: a file of another checkpoint is refused where it is used (vseam.models.identity)
         "model_path": scores.meta.get("model_path"), "weights_sha256": scores.meta.get("weights_sha256"),
+        # whose heads (language model | vision tower) and the prompt the samples were run with
+        "tower": scores.meta.get("tower", "language"), "prompt_template": scores.meta.get("prompt_template"),
         "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
         "sample_keys": scores.meta.get("sample_keys"),  # vseam.data.sample.sample_key of each scored sample

@@ -87,7 +87,8 @@ def sweep_settings(acfg: Any) -> dict:
     check_attribution(acfg)
     return dict(method=str(acfg.method), ablation=str(acfg.ablation), chunk_size=int(acfg.chunk_size),
                 rows_per_forward=int(acfg.rows_per_forward), atp_space=str(acfg.atp_space),
-                atp_alpha=float(acfg.atp_alpha), atp_path=str(acfg.atp_path), rescore_top_k=int(acfg.rescore_top_k))
+                atp_alpha=float(acfg.atp_alpha), atp_path=str(acfg.atp_path), rescore_top_k=int(acfg.rescore_top_k),
+                tower=str(acfg.tower))
 
 
 def model_fingerprint(mcfg: Any, adapter: Any) -> dict:
@@ -159,7 +160,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     check_skips(len(samples), missing_images(samples), max_skip, "heads")  # before the model loads
     mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
-    L, H = adapter.num_layers, adapter.num_heads
+    L, H = adapter.stack(str(acfg.tower)).shape[:2]  # the language model's heads, or the vision tower's
     if rank0:
         from vseam.validate import say_k_fits
 
@@ -203,7 +204,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
                       heatmaps=acfg.heatmaps)
         _track_result(tracker, result, scores)
         top = ", ".join(f"L{d['layer']}H{d['head']}" for d in (result["top_k"].get("positive") or [])[:3]) or "-"
-        print(f"head scores ({result['method']}, {result['ablation']} ablation): {result['n']} samples scored, "
+        whose = "" if acfg.tower == "language" else f", {acfg.tower} tower"
+        print(f"head scores ({result['method']}, {result['ablation']} ablation{whose}): {result['n']} samples scored, "
               f"{result['n_skipped']} skipped; baseline accuracy {_fmt(result['baseline']['accuracy'])}; top positive "
               f"{top}\nwritten: {out / 'head_scores.json'} ({result['seconds']} s)", flush=True)
     fabric.barrier()

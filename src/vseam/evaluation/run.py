@@ -92,7 +92,8 @@ def _eval(cfg, out: Path) -> dict:
         check_skips(len(all_samples), res.skipped, max_skip, "eval")
         results[name] = {**res.summary(), "skipped_samples": res.skipped}
         preds += [{"run": name, **r} for r in res.records]
-    summary = {"model": adapter.name, "answer_definition": adapter.answer_definition, "data": cfg.data.name, "format": cfg.data.format,
+    summary = {"model": adapter.name, "answer_definition": adapter.answer_definition,
+               "prompt_template": adapter.template, "data": cfg.data.name, "format": cfg.data.format,
                "modulation": str(mod_path) if mod_path else None, "overlap_with_training": overlap, "results": results,
                **screen.report(),
                "seconds": round(time.time() - t0, 1)}

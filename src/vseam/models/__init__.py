@@ -1,12 +1,17 @@
-"""Model adapters: one interface (prompt, inputs, answer tokens, scoring, LM structure) over LLaVA and InstructBLIP."""
+"""Model adapters: one interface (prompt, inputs, answer tokens, scoring, the language model's and the vision
+tower's structure) over every supported VLM (``ADAPTERS``: LLaVA-1.5, InstructBLIP, LLaVA-NeXT, Qwen2-VL)."""
 
 from vseam.models.base import Embedded, Encoded, ScoreResult, VLMAdapter, answer_stats, find_decoder
 from vseam.models.cache import Batch, EmbeddingCache
 from vseam.models.instructblip import InstructBlipAdapter
 from vseam.models.llava import LlavaAdapter
-from vseam.models.loading import ADAPTERS, ModelNotFoundError, load_adapter
+from vseam.models.llava_next import LlavaNextAdapter
+from vseam.models.loading import ADAPTERS, ModelNotFoundError, arch_for_model_type, load_adapter
+from vseam.models.qwen2_vl import Qwen2VLAdapter
+from vseam.models.structure import Stack
 
 __all__ = [
-    "VLMAdapter", "LlavaAdapter", "InstructBlipAdapter", "Encoded", "Embedded", "ScoreResult",
-    "answer_stats", "find_decoder", "Batch", "EmbeddingCache", "load_adapter", "ModelNotFoundError", "ADAPTERS",
+    "VLMAdapter", "LlavaAdapter", "InstructBlipAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Encoded", "Embedded",
+    "ScoreResult", "answer_stats", "find_decoder", "Stack", "Batch", "EmbeddingCache", "load_adapter",
+    "ModelNotFoundError", "ADAPTERS", "arch_for_model_type",
 ]

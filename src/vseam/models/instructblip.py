@@ -13,6 +13,8 @@ from vseam.models.base import Encoded, VLMAdapter
 
 class InstructBlipAdapter(VLMAdapter):
     arch = "instructblip"
+    hf_class = "InstructBlipForConditionalGeneration"
+    model_types = ("instructblip",)
     # SPEC section 0
     default_template = "Question: {question} Answer using a single word."
 

@@ -1,9 +1,11 @@
-"""Tiny random LLaVA and InstructBLIP models of the real HF classes, built from configs with no download.
+"""Tiny random VLMs of the real HF classes (LLaVA, InstructBLIP, LLaVA-NeXT, Qwen2-VL), built from configs
+with no download, with processors and tokenizers built locally.
 
-Used by the tests (every code path of the 7B models, in seconds) and as the starting point of the
+Used by the tests (every code path of the real models, in seconds) and as the starting point of the
 organism's models. Sizes are keyword arguments; defaults are the smallest that keep the structure:
 grouped-query attention in the language model (fewer KV heads than query heads), a Q-Former for
-InstructBLIP, a Llama language model for both (as Vicuna is).
+InstructBLIP, a Llama language model for LLaVA and InstructBLIP (as Vicuna is), Mistral for LLaVA-NeXT,
+Qwen2 with M-RoPE for Qwen2-VL; the chat templates of the hub checkpoints.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ class TinySizes:
             initializer_range=self.initializer_range,
         )
 
-    def text_config(self, tokenizer):
-        """The Llama language model's config (Vicuna's architecture, untied embeddings)."""
+    def text_config(self, tokenizer, config_class=None, **extra):
+        """The language model's config: Llama (Vicuna's architecture) unless ``config_class`` names another
+        of the same keys (Mistral, Qwen2-VL's text model); untied embeddings; ``extra``: further keys."""
         from transformers import LlamaConfig
 
         if self.vocab_size is not None and self.vocab_size < len(tokenizer):
             raise ValueError(f"vocab_size={self.vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
-        return LlamaConfig(
+        return (config_class or LlamaConfig)(
             vocab_size=self.vocab_size or len(tokenizer),
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size or 2 * self.hidden_size,
@@ -68,6 +71,7 @@ class TinySizes:
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             tie_word_embeddings=False,
+            **extra,
         )
 
 
@@ -164,6 +168,119 @@ def build_tiny_instructblip(tokenizer=None, *, qformer_hidden_size: int = 32, qf
     return model, processor
 
 
+# The hub checkpoints' chat templates, as their processors ship them (llava-hf/llava-v1.6-mistral-7b-hf,
+# Qwen/Qwen2-VL-7B-Instruct; the Qwen one without its video and tool branches): a tiny build prompts as
+# the real model does, through ``processor.apply_chat_template``.
+LLAVA_NEXT_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\n' + message['content'][0]['text']"
+    " + '\n<</SYS>>\n\n' }}{% elif message['role'] == 'user' %}{{ '[INST] ' }}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] "
+    "== 'assistant' %}{{ message['content'][0]['text'] + '</s> '}}{% else %}{{ raise_exception('Only user and "
+    "assistant roles are supported!') }}{% endif %}{% endfor %}")
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a "
+    "helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string "
+    "%}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == "
+    "'image' or 'image' in content or 'image_url' in content %}<|vision_start|><|image_pad|><|vision_end|>{% elif "
+    "'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if "
+    "add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN2_VL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                           "<|image_pad|>", "<|video_pad|>"]
+
+
+def build_tiny_llava_next(tokenizer=None, *, grid_pinpoints=((32, 64), (64, 32), (64, 64), (96, 32), (32, 96)),
+                          vision_feature_layer: int = -1, **sizes):
+    """A random ``LlavaNextForConditionalGeneration`` (CLIP vision, anyres tiles, image newline, Mistral LM)
+    and its ``LlavaNextProcessor`` with LLaVA-NeXT-Mistral's chat template; ``sizes``: the fields of
+    ``TinySizes``. ``grid_pinpoints`` are the anyres resolutions (LLaVA-NeXT's, scaled from 336 to
+    ``image_size``): an image's token count depends on its size and aspect (tiles, unpadding, one newline
+    token per row of patches)."""
+    from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextProcessor, MistralConfig)
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    sz = TinySizes(**sizes)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(["[INST] <image>\n{q} [/INST]"])
+    pinpoints = [list(p) for p in grid_pinpoints]
+    config = LlavaNextConfig(
+        vision_config=sz.vision_config(CLIPVisionConfig),
+        text_config=sz.text_config(tokenizer, MistralConfig, sliding_window=None),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=vision_feature_layer,
+        image_grid_pinpoints=pinpoints,
+        image_seq_length=(sz.image_size // sz.patch_size) ** 2,
+    )
+    torch.manual_seed(sz.seed)
+    model = LlavaNextForConditionalGeneration(config).eval()
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": sz.image_size}, crop_size={"height": sz.image_size, "width": sz.image_size},
+        image_grid_pinpoints=pinpoints, do_convert_rgb=True)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=sz.patch_size,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=LLAVA_NEXT_CHAT_TEMPLATE)
+    return model, processor
+
+
+def build_tiny_qwen2_vl(tokenizer=None, *, merge_size: int = 2, temporal_patch_size: int = 2,
+                        mrope_section=(2, 1, 1), min_pixels: int | None = None, max_pixels: int | None = None,
+                        **sizes):
+    """A random ``Qwen2VLForConditionalGeneration`` (ViT with 2-D rotary positions over packed images,
+    patch merger, Qwen2 LM with M-RoPE: 3-D position ids) and its ``Qwen2VLProcessor`` with Qwen2-VL's
+    chat template; ``sizes``: the fields of ``TinySizes`` (``patch_size`` defaults to 4 here). Dynamic
+    resolution: an image keeps its aspect, resized to multiples of ``patch_size * merge_size`` with a
+    pixel count in [``min_pixels``, ``max_pixels``] (defaults: 4 and 64 merged tokens), so images of
+    different sizes give different token counts. ``mrope_section`` splits half the head width over the
+    (time, height, width) positions."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    sizes.setdefault("patch_size", 4)
+    sz = TinySizes(**sizes)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
+        ["<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\nYes"],
+        extra_special_tokens=QWEN2_VL_SPECIAL_TOKENS, add_bos=False)
+    head_dim = sz.hidden_size // sz.num_heads
+    if 2 * sum(mrope_section) != head_dim:
+        raise ValueError(f"mrope_section {list(mrope_section)} must sum to half the head width {head_dim}")
+    vision = Qwen2VLVisionConfig(
+        depth=sz.vision_layers, embed_dim=sz.vision_hidden_size, hidden_size=sz.hidden_size,
+        num_heads=sz.vision_heads, mlp_ratio=(sz.vision_intermediate_size or 2 * sz.vision_hidden_size)
+        // sz.vision_hidden_size, patch_size=sz.patch_size, spatial_merge_size=merge_size,
+        temporal_patch_size=temporal_patch_size, initializer_range=sz.initializer_range)
+    text = sz.text_config(tokenizer, Qwen2VLTextConfig, rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section)})
+    tid = tokenizer.convert_tokens_to_ids
+    config = Qwen2VLConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                           image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
+                           vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"))
+    torch.manual_seed(sz.seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    factor = sz.patch_size * merge_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=sz.patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+        size={"shortest_edge": min_pixels or 4 * factor * factor, "longest_edge": max_pixels or 64 * factor * factor},
+        do_convert_rgb=True)
+    processor = _image_only(Qwen2VLProcessor)(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                                chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    return model, processor
+
+
+def _image_only(processor_class):
+    """``processor_class`` that accepts no video processor: transformers' video processors import torchvision,
+    which the tiny builds do without (images only; a hub checkpoint loads its own processor)."""
+    class ImageOnly(processor_class):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument is None and argument_name == "video_processor":
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = processor_class.__name__
+    return ImageOnly
+
+
 # The real 7B checkpoints' widths (llava-hf/llava-1.5-7b-hf, Salesforce/instructblip-vicuna-7b config.json),
 # all but the depths: a random model of these shapes with a few layers runs every code path at the real
 # tensor sizes (576 image tokens through the real CLIP processor at 336; 32 Q-Former query tokens).
@@ -179,6 +296,10 @@ FULL_WIDTH = {
         vocab_size=32001, max_position_embeddings=2048),
 }
 FULL_WIDTH_ARCH = {"llava-1.5-7b": "llava", "instructblip-vicuna-7b": "instructblip"}
+
+# tiny:<arch> -> its builder (``model.path=tiny:<arch>``; a new architecture adds its entry)
+TINY_BUILDERS = {"llava": build_tiny_llava, "instructblip": build_tiny_instructblip,
+                 "llava-next": build_tiny_llava_next, "qwen2-vl": build_tiny_qwen2_vl}
 
 
 def build_full_width(name: str, *, num_layers: int = 2, vision_layers: int = 2, qformer_layers: int = 2,

@@ -126,6 +126,17 @@ def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | 
     return out, skipped
 
 
+def language_heads(scores: HeadScores, where: str) -> HeadScores:
+    """``scores`` when they are of the language model's heads (the ones the study removes and compares);
+    scores of the vision tower (``attribution.tower=vision``) are refused, naming the file."""
+    tower = scores.meta.get("tower") or "language"
+    if tower != "language":
+        raise ValueError(f"{where} holds scores of the {tower} tower's heads (attribution.tower={tower}); the study "
+                         f"removes and compares the language model's heads: give it head scores of "
+                         f"attribution.tower=language")
+    return scores
+
+
 def _trial_seed(seed: int, k: int, trial: int) -> int:
     return int(seed) * 1_000_003 + k * 1_009 + trial
 
@@ -416,7 +427,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
             from vseam.attribution.run import run_heads
 
             run_heads(OmegaConf.merge(cfg, {"out_dir": str(heads_path)}))
-    scores = load_head_scores(heads_path)
+    scores = language_heads(load_head_scores(heads_path), f"study.head_scores={heads_path}")
     ensure_world(cfg.data)
     all_samples = load_samples(cfg.data)
     max_skip = float(cfg.data.max_skip_fraction)

@@ -101,7 +101,9 @@ def _overlap(cfg: Any, out: Path) -> dict:
     path = find_head_scores(cfg)
     if path is None:
         path = _heads(cfg, out / "heads")
-    scores = load_head_scores(path)
+    from vseam.study.ablation import language_heads
+
+    scores = language_heads(load_head_scores(path), str(path))
     s = cfg.study
     res = overlap_from_per_sample(load_per_sample(path), s.overlap_k, min_samples=int(s.min_samples),
                                   n_perm=int(s.n_permutations), n_boot=int(s.n_bootstrap), alpha=float(s.alpha),

@@ -1,0 +1,571 @@
+"""Every architecture the core supports, on its tiny random build: the HF model's own logits through a no-op
+intervention, exact head scores against a loop of full HF forwards (the test's own hook), tracing identities,
+image-token positions for images of different sizes, scores that do not depend on batch size or padding, the
+vision tower's heads, and train.py / analyze.py eval end to end.
+
+An architecture joins by one entry in ``ARCHS``: the names its tiny build gives (in transformers 5.x) to the
+language model's and the vision tower's attention output projections, which the tests hook themselves (so
+``vseam.models.structure`` is checked against them, not used by them), and whether its image-token count
+follows the image's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vseam.data import Sample
+
+pytestmark = pytest.mark.integration
+
+ARCHS = {
+    "llava": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                  vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
+                  projector="model.multi_modal_projector", sizes_vary=False),
+    "instructblip": dict(lm_out="language_model.model.layers.{l}.self_attn.o_proj",
+                         vision_out="vision_model.encoder.layers.{l}.self_attn.projection",
+                         projector="language_projection", sizes_vary=False),
+    "llava-next": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                       vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
+                       projector="model.multi_modal_projector", sizes_vary=True),
+    "qwen2-vl": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                     vision_out="model.visual.blocks.{l}.attn.proj", projector="model.visual.merger", sizes_vary=True),
+}
+SIZES = [(32, 32), (24, 48), (40, 28)]  # (height, width) of the three samples' images
+QUESTIONS = [("Is there a circle?", "Yes"), ("What color is the big square on the left of the table?", "red"),
+             ("Is the cat under the car?", "no")]
+
+
+def _image(h: int, w: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.RandomState(seed).randint(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module", params=list(ARCHS))
+def arch_adapter(request):
+    """The tiny build of each architecture, with weights drawn 5x wider than the default (initializer range
+    0.1): at 0.02 InstructBLIP's random Q-Former passes so little of the image on that another image, or an
+    ablated vision head, moves the answer probability by < 1e-6, below what a 1e-5 comparison can see."""
+    from vseam.models import ADAPTERS
+    from vseam.models.tiny import TINY_BUILDERS
+
+    return ADAPTERS[request.param](*TINY_BUILDERS[request.param](initializer_range=0.1), name=f"tiny-{request.param}")
+
+
+@pytest.fixture(scope="module")
+def arch_samples() -> list[Sample]:
+    return [Sample(id=f"s{i}", question=q, answer=ans, image=_image(h, w, i), category="Test", level="object")
+            for i, ((q, ans), (h, w)) in enumerate(zip(QUESTIONS, SIZES))]
+
+
+def _forward_logits(a, enc) -> torch.Tensor:
+    """The HF model's own forward, logits at the last position."""
+    with torch.no_grad():
+        return a.model(**a.model_inputs(enc), use_cache=False).logits[:, -1]
+
+
+def _zero_head(module, h: int, D: int):
+    """The test's own hook: head h's slice zeroed at the input of ``module`` ([..., H*D], batched or packed)."""
+    def hook(mod, args):
+        x = args[0].clone()
+        x[..., h * D:(h + 1) * D] = 0
+        return (x,) + tuple(args[1:])
+    return module.register_forward_pre_hook(hook)
+
+
+def _loop_probs(a, samples, out_name: str, L: int, H: int, D: int) -> torch.Tensor:
+    """[N, L, H]: each sample alone, each head zeroed at ``out_name``'s input, the whole HF model run once."""
+    from vseam.models.base import answer_stats
+
+    out = torch.zeros(len(samples), L, H)
+    for i, s in enumerate(samples):
+        enc = a.encode([s])
+        for l in range(L):
+            for h in range(H):
+                handle = _zero_head(a.model.get_submodule(out_name.format(l=l)), h, D)
+                try:
+                    logits = _forward_logits(a, enc)
+                finally:
+                    handle.remove()
+                out[i, l, h] = answer_stats(logits, enc.answer_mask(a.vocab_size))[0]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- structure
+
+def test_every_architecture_has_its_entry_configs_and_builder():
+    from vseam.config import CONFIG_DIR, load_config
+    from vseam.models import ADAPTERS
+    from vseam.models.tiny import TINY_BUILDERS
+    from vseam.validate import ARCHS as VALID_ARCHS, validate
+
+    assert set(ADAPTERS) == set(ARCHS) == set(VALID_ARCHS) == set(TINY_BUILDERS)
+    for arch in ARCHS:
+        cfg = load_config([f"model=tiny-{arch}"])
+        assert cfg.model.path == f"tiny:{arch}" and cfg.model.arch == arch
+        validate(cfg, "heads")
+    for name, arch in (("llava-v1.6-mistral-7b", "llava-next"), ("qwen2-vl-7b", "qwen2-vl")):
+        assert (CONFIG_DIR / "model" / f"{name}.yaml").exists()
+        cfg = load_config([f"model={name}"])  # a real checkpoint: not loadable here, its config validates
+        assert cfg.model.arch == arch and "/" in cfg.model.path
+        validate(cfg, "heads")
+
+
+def test_structure_is_found_where_the_hf_model_has_it(arch_adapter):
+    a, names = arch_adapter, ARCHS[arch_adapter.arch]
+    m = a.model
+    for l in range(a.num_layers):
+        assert a.o_proj(l) is m.get_submodule(names["lm_out"].format(l=l))
+    for l in range(a.vision.num_layers):
+        assert a.vision.o_proj(l) is m.get_submodule(names["vision_out"].format(l=l))
+    assert a.vision.projector is m.get_submodule(names["projector"])
+    assert a.shape == (2, 4, 8) and a.vision.shape == (2, 4, 8) and a.num_kv_heads == 2
+    assert a.lm_head is m.get_output_embeddings() and a.norm is a.decoder.norm
+
+
+# Every HF class of issue 23 at its library-default (real) widths, 2 layers each, built on the meta device (no
+# memory): where the structural finder must find the head outputs, the final norm and the projector.
+META = {
+    "LlavaForConditionalGeneration": ("self_attn.o_proj", (32, 128), "vision_tower.encoder.layers.0.self_attn.out_proj",
+                                      (16, 64), "multi_modal_projector"),
+    "InstructBlipForConditionalGeneration": ("self_attn.out_proj", (12, 64), "vision_model.encoder.layers.0.self_attn."
+                                             "projection", (16, 88), "language_projection"),  # OPT by default
+    "LlavaNextForConditionalGeneration": ("self_attn.o_proj", (32, 128), "vision_tower.encoder.layers.0.self_attn."
+                                          "out_proj", (16, 64), "multi_modal_projector"),
+    "Qwen2VLForConditionalGeneration": ("self_attn.o_proj", (64, 128), "visual.blocks.0.attn.proj", (16, 80),
+                                        "visual.merger"),
+    "LlavaOnevisionForConditionalGeneration": ("self_attn.o_proj", (32, 128), "vision_tower.encoder.layers.0."
+                                               "self_attn.out_proj", (16, 72), "multi_modal_projector"),
+    "Qwen2_5_VLForConditionalGeneration": ("self_attn.o_proj", (64, 128), "visual.blocks.0.attn.proj", (16, 224),
+                                           "visual.merger"),
+    "Qwen3VLForConditionalGeneration": ("self_attn.o_proj", (32, 128), "visual.blocks.0.attn.proj", (16, 72),
+                                        "visual.merger"),  # not its deepstack_merger_list
+    "Gemma3ForConditionalGeneration": ("self_attn.o_proj", (8, 256), "vision_tower.encoder.layers.0.self_attn.out_proj",
+                                       (12, 64), "multi_modal_projector"),  # a projector without nn.Linear
+    "Idefics3ForConditionalGeneration": ("self_attn.o_proj", (32, 128), "vision_model.encoder.layers.0.self_attn."
+                                         "out_proj", (16, 72), "connector"),
+    "SmolVLMForConditionalGeneration": ("self_attn.o_proj", (32, 128), "vision_model.encoder.layers.0.self_attn."
+                                        "out_proj", (16, 72), "connector"),
+    "PaliGemmaForConditionalGeneration": ("self_attn.o_proj", (8, 256), "vision_tower.encoder.layers.0.self_attn."
+                                          "out_proj", (16, 72), "multi_modal_projector"),
+    "InternVLForConditionalGeneration": ("self_attn.o_proj", (32, 128), "vision_tower.encoder.layer.0.attention."
+                                         "projection_layer", (16, 64), "multi_modal_projector"),
+}
+
+
+@pytest.mark.parametrize("cls", list(META))
+def test_structure_of_every_hf_class_at_its_real_widths(cls):
+    import transformers
+
+    from vseam.models.structure import language_stack, vision_stack
+
+    config = getattr(transformers, cls.replace("ForConditionalGeneration", "Config"))()
+    for c in (config.get_text_config(), config.vision_config):
+        for key in ("num_hidden_layers", "depth"):
+            if getattr(c, key, None):
+                setattr(c, key, 2)
+    with torch.device("meta"):
+        model = getattr(transformers, cls)(config)
+    names = {id(m): n for n, m in model.named_modules()}
+    lm_out, lm_shape, vision_out, vision_shape, projector = META[cls]
+    lm, v = language_stack(model), vision_stack(model)
+    assert names[id(lm.o_proj(1))].endswith(f"layers.1.{lm_out}") and lm.shape == (2, *lm_shape)
+    assert lm.norm is not None and lm.norm in list(lm.decoder.children())
+    assert names[id(v.o_proj(0))].endswith(vision_out) and v.shape == (2, *vision_shape)
+    assert names[id(v.projector)].endswith(projector)
+
+
+def test_arch_is_read_from_the_checkpoint_model_type(tmp_path, arch_adapter):
+    from transformers import BertConfig
+
+    from vseam.models.loading import arch_of_checkpoint
+
+    arch_adapter.model.config.save_pretrained(tmp_path / "m")
+    assert arch_of_checkpoint(str(tmp_path / "m")) == arch_adapter.arch
+    BertConfig().save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match=r"model_type 'bert' is not a supported architecture.*qwen2-vl \(qwen2_vl\)"):
+        arch_of_checkpoint(str(tmp_path / "bert"))
+
+
+def test_a_folder_loads_without_arch(tmp_path):
+    """A saved checkpoint loads with model.arch unset (read from its config.model_type); an explicit value wins
+    and the adapter of another architecture is refused for a tiny build."""
+    from vseam.models import load_adapter
+
+    a = load_adapter({"path": "tiny:llava-next", "device": "cpu"})
+    a.model.save_pretrained(tmp_path)
+    a.processor.save_pretrained(tmp_path)
+    b = load_adapter({"path": str(tmp_path), "device": "cpu", "local_files_only": True})
+    assert b.arch == "llava-next" and b.template == a.template
+    with pytest.raises(ValueError, match="is a llava-next model but model.arch='qwen2-vl'"):
+        load_adapter({"arch": "qwen2-vl", "path": "tiny:llava-next"})
+
+
+def test_prompt_is_the_chat_template_and_recorded(arch_adapter, arch_samples):
+    a = arch_adapter
+    q = arch_samples[1].question
+    if a.arch in ("llava", "instructblip"):  # SPEC section 0's prompts, kept
+        assert a.template_source == "adapter" and "single word" in a.template
+        return
+    conversation = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": f"{q} Please answer with a single word."}]}]
+    assert a.prompt(q) == a.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    assert a.template_source == "chat_template" and a.prompt_info["template"] == a.template
+    # the answer is the token the model would emit after the template (no space after "assistant\n")
+    ids, gold = a.answer_token_ids("Yes")
+    after = a.prompt(q) + ("" if a.prompt(q)[-1].isspace() else " ") + "Yes"
+    full = a.tokenizer(after, add_special_tokens=False)["input_ids"]
+    assert gold in full[len(a.tokenizer(a.prompt(q), add_special_tokens=False)["input_ids"]) - 1:]
+
+
+# ------------------------------------------------------------------------------------------- forward, scores
+
+def test_noop_interventions_reproduce_the_hf_logits(arch_adapter, arch_samples):
+    from vseam.interventions import Ablate, HeadModulation, Read, intervene
+
+    a = arch_adapter
+    noop = [Read(site=s) for s in ("z", "resid_pre", "attn_out", "mlp_out", "resid_post")] + [
+        Ablate(1, [0, 2], strength=0.0), HeadModulation([(0, 1), (1, 3)], a.head_dim)]
+    for s in arch_samples:  # one at a time: no padding, so HF's own positions are the model's
+        enc = a.encode([s])
+        ref = _forward_logits(a, enc)
+        with torch.no_grad(), intervene(a, *noop):
+            mine = a.last_logits(enc)
+        torch.testing.assert_close(mine, ref, rtol=0, atol=1e-5)
+
+
+def test_exact_scores_equal_a_loop_of_full_forwards(arch_adapter, arch_samples):
+    from vseam.attribution.exact import ExactEngine
+
+    a = arch_adapter
+    enc = a.encode(arch_samples)  # three prompt lengths and image sizes: a padded batch
+    with torch.no_grad():
+        emb = a.embed(enc)
+    p_abl, logits = ExactEngine(a, mode="zero", rows_per_forward=5).ablated_probs(emb, enc.answer_mask(a.vocab_size))
+    ref = _loop_probs(a, arch_samples, ARCHS[a.arch]["lm_out"], *a.shape)
+    torch.testing.assert_close(p_abl, ref, rtol=0, atol=1e-5)
+    base = torch.cat([_forward_logits(a, a.encode([s])) for s in arch_samples])
+    torch.testing.assert_close(logits, base, rtol=0, atol=1e-5)
+    from vseam.models.base import answer_stats
+
+    p = answer_stats(base, enc.answer_mask(a.vocab_size))[0]
+    assert float((ref - p[:, None, None]).abs().max()) > 1e-4  # ablations move p: the comparison can fail
+
+
+def test_scores_do_not_depend_on_batch_size_or_padding_side(arch_adapter, arch_samples):
+    from vseam.attribution.exact import ExactEngine
+    from vseam.models import EmbeddingCache
+
+    a = arch_adapter
+    eng = ExactEngine(a, mode="mean", rows_per_forward=64)
+
+    def exact(samples):
+        enc = a.encode(samples)
+        with torch.no_grad():
+            return eng.ablated_probs(a.embed(enc), enc.answer_mask(a.vocab_size))[0]
+
+    batched = exact(arch_samples)
+    single = torch.cat([exact([s]) for s in arch_samples])
+    torch.testing.assert_close(batched, single, rtol=0, atol=1e-5)
+    left = a.score(arch_samples, batch_size=3).prob
+    a.tokenizer.padding_side = "right"
+    try:
+        enc = a.encode(arch_samples)
+        assert not bool(enc.inputs["attention_mask"][:, 0].all())  # left-aligned whatever the tokenizer did
+        right = a.score(arch_samples, batch_size=3).prob
+        torch.testing.assert_close(exact(arch_samples), batched, rtol=0, atol=1e-5)
+    finally:
+        a.tokenizer.padding_side = "left"
+    torch.testing.assert_close(right, left, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.score(arch_samples, batch_size=1).prob, left, rtol=0, atol=1e-5)
+    # cached language-model inputs re-padded in another batch (train.py's path) give the same numbers
+    cache = EmbeddingCache(a)
+    cache.batch(arch_samples[:1])
+    b = cache.batch(arch_samples[::-1])
+    with torch.no_grad():
+        p_abl = eng.ablated_probs(b.emb, b.answer_mask(a.vocab_size))[0]
+    torch.testing.assert_close(p_abl, batched.flip(0), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ positions
+
+def test_positions_are_where_the_processor_put_the_image_tokens(arch_adapter, arch_samples):
+    from vseam.tracing import layouts
+
+    a = arch_adapter
+    samples = arch_samples[:2]  # two images of different sizes in one batch
+    enc = a.encode(samples)
+    ids, mask = enc.inputs["input_ids"], enc.inputs["attention_mask"]
+    lay = layouts(a, ids, mask, [s.question for s in samples], enc.ids)
+    counts = []
+    for b, (s, l) in enumerate(zip(samples, lay)):
+        img = l.positions("image")
+        assert img == (ids[b] == a.image_token_id).nonzero().squeeze(1).tolist()
+        assert img == list(range(img[0], img[0] + len(img)))  # one labelled band: tiles and newlines included
+        h, w = s.image.height, s.image.width
+        assert len(img) == a.processor._get_num_multimodal_tokens(image_sizes=[[h, w]])["num_image_tokens"][0]
+        counts.append(len(img))
+        q = l.positions("question")
+        assert a.tokenizer.decode(ids[b, q].tolist()).strip() == s.question
+        assert [r == "pad" for r in l.roles] == (~mask[b].bool()).tolist()
+    assert (counts[0] != counts[1]) == ARCHS[a.arch]["sizes_vary"], counts
+    _forward_logits(a, enc)  # the HF model accepts them (it checks image features against image tokens)
+
+
+# ------------------------------------------------------------------------------------------------- tracing
+
+def test_tracing_identities(arch_adapter, arch_samples):
+    from vseam.models.base import answer_stats
+    from vseam.tracing import TraceEngine, effects
+
+    a = arch_adapter
+    clean = arch_samples[:2]
+    edited = [replace(s, id=f"{s.id}-e", image=_image(s.image.height, s.image.width, 100 + i))
+              for i, s in enumerate(clean)]
+    edited = [replace(e, answer=c.answer) for e, c in zip(edited, clean)]
+    enc = a.encode(clean + edited)
+    qs = [s.question for s in clean]
+    P = len(clean)
+    eng = TraceEngine(a, rows_per_forward=37)
+    run, cache = eng.record(enc)
+    amask = enc.answer_mask(a.vocab_size)
+    prob, _, mlogit = answer_stats(run.logits, amask)
+    assert float((prob[:P] - prob[P:]).abs().min()) > 2e-5  # something to restore in every pair
+    base, source = torch.arange(P, 2 * P), torch.arange(P)
+    T = enc.inputs["input_ids"].shape[1]
+    for l in range(a.num_layers):
+        pr, lg = eng.patched_metrics(run, cache, l, base, source, ["resid"] * P,
+                                     enc.inputs["attention_mask"].bool()[source], amask[base])
+        torch.testing.assert_close(effects(pr, prob[P:], prob[:P])[1], torch.ones(P), rtol=0, atol=1e-4)
+        torch.testing.assert_close(pr, prob[:P], rtol=0, atol=1e-5)
+        torch.testing.assert_close(lg, mlogit[:P], rtol=0, atol=1e-5)
+        for b in ("attn", "mlp", "resid"):  # the corrupt run patched with itself changes nothing
+            rows = base[:1].repeat(T)
+            pr, _ = eng.patched_metrics(run, cache, l, rows, rows, [b] * T, torch.eye(T, dtype=torch.bool),
+                                        amask[rows])
+            assert float((pr - prob[rows]).abs().max()) < 1e-6
+    # batched equals one pair at a time (each with its own padding)
+    many, _ = TraceEngine(a, rows_per_forward=53).trace_pairs(enc, qs)
+    for i in range(P):
+        one, _ = TraceEngine(a, rows_per_forward=4096).trace_pairs(a.encode([clean[i], edited[i]]), [qs[i]])
+        for k in ("tokenwise_prob", "tokenwise_logit", "group_prob", "group_logit", "lens_prob"):
+            torch.testing.assert_close(getattr(many[i], k), getattr(one[0], k), rtol=0, atol=1e-5)
+        assert many[i].roles.count("image") == (enc.inputs["input_ids"][i] == a.image_token_id).sum()
+        assert float(many[i].tokenwise_prob.std()) > 2e-5  # not a constant map: the comparison can fail
+
+
+# ------------------------------------------------------------------------------------------- vision tower
+
+def test_vision_heads_exact_scores_equal_a_loop_of_full_forwards(arch_adapter, arch_samples):
+    from vseam.attribution.exact import ExactEngine
+
+    a = arch_adapter
+    v = a.vision
+    enc = a.encode(arch_samples)
+    p_abl, logits = ExactEngine(a, mode="zero").vision_ablated_probs(enc, enc.answer_mask(a.vocab_size))
+    assert p_abl.shape == (len(arch_samples), v.num_layers, v.num_heads)
+    ref = _loop_probs(a, arch_samples, ARCHS[a.arch]["vision_out"], *v.shape)
+    torch.testing.assert_close(p_abl, ref, rtol=0, atol=1e-5)
+    from vseam.models.base import answer_stats
+
+    p = answer_stats(logits, enc.answer_mask(a.vocab_size))[0]
+    assert float((ref - p[:, None, None]).abs().max()) > 1e-4  # vision ablations move p: the test can fail
+
+
+def test_vision_noop_patch_reproduces_the_logits(arch_adapter, arch_samples):
+    from vseam.interventions import Patch, Read, intervene
+
+    a, v = arch_adapter, arch_adapter.vision
+    enc = a.encode(arch_samples[:2])
+    ref = torch.cat([_forward_logits(a, a.encode([s])) for s in arch_samples[:2]])
+    sites = ("z", "resid_pre", "attn_out", "mlp_out", "resid_post")
+    with torch.no_grad():
+        with intervene(v, *[Read(site=s) for s in sites], Read(site="proj_out")) as cache:
+            read = a.last_logits(enc)
+        patches = [Patch(l, cache[s, l], site=s) for s in sites for l in range(v.num_layers)]
+        with intervene(v, *patches, Patch(0, cache["proj_out", 0], site="proj_out")):
+            patched = a.last_logits(enc)
+        with intervene(v, Patch(0, torch.zeros_like(cache["proj_out", 0]), site="proj_out")):
+            blanked = a.last_logits(enc)
+        h = cache["z", 1]
+        assert h.dim() == 4 and h.shape[-2:] == (v.num_heads, v.head_dim)  # [B or 1 (packed), T, H, D]
+    torch.testing.assert_close(read, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(patched, ref, rtol=0, atol=1e-5)
+    assert float((blanked - ref).abs().max()) > 1e-4  # the projector's hook reaches the output
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+@pytest.mark.e2e
+def test_train_and_eval_run(arch_adapter, tmp_path):
+    from vseam.config import load_config
+    from vseam.evaluation.run import run_eval
+    from vseam.modulation.run import run_train
+
+    arch = arch_adapter.arch
+    common = ["logger=none", f"model=tiny-{arch}", "data=organism", "data.n_per_category=3"]
+    summary = run_train(load_config(common + [f"data.root={tmp_path / 'w'}", "data.world_seed=0",
+                                              "modulation.methods=[learned]", "modulation.k_pos=1", "modulation.k_neg=1",
+                                              "trainer.max_steps=2", f"out_dir={tmp_path / 't'}"]))
+    assert summary["methods"]["learned"]["steps"] > 0
+    assert summary["head_scores"]["prompt_template"] == arch_adapter.template
+    res = run_eval(load_config(common + [f"data.root={tmp_path / 'e'}", "data.world_seed=1", "data.limit=1",
+                                         f"eval.checkpoint={tmp_path / 't' / 'modulation.safetensors'}",
+                                         f"out_dir={tmp_path / 'ev'}"]))
+    assert set(res["results"]) == {"base", "modulated"} and res["results"]["base"]["n"] > 0
+    assert res["prompt_template"] == arch_adapter.template
+
+
+def test_heads_of_the_vision_tower_end_to_end(world, tmp_path):
+    """``analyze.py heads attribution.tower=vision`` on the packed-sequence tower (Qwen2-VL): the vision
+    tower's L x H, named as such; train.py and the study refuse such a file."""
+    from conftest import heads_cfg
+
+    from vseam.attribution.outputs import load_head_scores
+    from vseam.attribution.run import run_heads
+    from vseam.interventions import HeadShapeError
+    from vseam.validate import ConfigError, validate
+
+    res = run_heads(heads_cfg(world, tmp_path / "h", "model=tiny-qwen2-vl", "attribution.tower=vision"))
+    assert res["tower"] == "vision" and (res["num_layers"], res["num_heads"]) == (2, 4)
+    assert res["n"] > 0 and len(res["signed"]) == 2 and "<|image_pad|>" in res["prompt_template"]
+    with pytest.raises(HeadShapeError, match="vision tower's heads"):
+        load_head_scores(tmp_path / "h").check_shape(2, 4)
+    with pytest.raises(ConfigError, match="attribution.tower=vision"):
+        validate(heads_cfg(world, None, "attribution.tower=vision"), "train")
+    with pytest.raises(ConfigError, match="exact engine only"):
+        validate(heads_cfg(world, None, "attribution.tower=vision", "attribution.method=atp"), "heads")
+
+
+def test_an_architecture_extra_travels_with_its_rows(arch_samples):
+    """``Embedded.extra`` (per-token inputs an architecture's decoder needs, e.g. Gemma 3's image-token types)
+    follows rows, crops and the cache's re-padding as the embeddings do."""
+    from vseam.models import EmbeddingCache, LlavaNextAdapter
+    from vseam.models.tiny import build_tiny_llava_next
+
+    class WithImageTypes(LlavaNextAdapter):
+        def extras(self, enc, decoder_kwargs):
+            return {"image": self.visual_token_mask(enc.inputs["input_ids"]).long()}
+
+    a = WithImageTypes(*build_tiny_llava_next())
+    enc = a.encode(arch_samples)
+    with torch.no_grad():
+        emb = a.embed(enc)
+    want = a.visual_token_mask(enc.inputs["input_ids"]).long()
+    assert torch.equal(emb.extra["image"], want)
+    assert torch.equal(emb.index(torch.tensor([2, 0])).extra["image"], want[[2, 0]])
+    assert torch.equal(emb.repeat(2).extra["image"], want.repeat_interleave(2, 0))
+    assert torch.equal(emb.crop(5).extra["image"], want[:, -5:])
+    b = EmbeddingCache(a).batch(arch_samples[1:])  # re-padded to the longer of two
+    alone = a.encode(arch_samples[1:])
+    assert torch.equal(b.emb.extra["image"], a.visual_token_mask(alone.inputs["input_ids"]).long())
+    assert torch.equal(b.emb.attention_mask, alone.inputs["attention_mask"])
+
+
+def test_a_chat_template_with_braces_gives_the_same_prompt_and_question_span():
+    from vseam.models.base import chat_template_prompt
+    from vseam.models.tiny import QWEN2_VL_CHAT_TEMPLATE, build_tiny_qwen2_vl
+    from vseam.tracing.positions import question_span
+
+    _, processor = build_tiny_qwen2_vl(num_layers=1, vision_layers=1)
+    processor.chat_template = QWEN2_VL_CHAT_TEMPLATE.replace("You are a helpful assistant.", "Answer {briefly}.")
+    template = chat_template_prompt(processor)
+    q = "Is the {red} cube left of the ball?"
+    prompt = template.format(question=q)
+    conversation = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": f"{q} Please answer with a single word."}]}]
+    assert prompt == processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    start, end = question_span(template, prompt, q)
+    assert prompt[start:end] == q and "Answer {briefly}." in prompt[:start]
+    processor.chat_template = None
+    with pytest.raises(ValueError, match="no chat template: set model.prompt_template"):
+        chat_template_prompt(processor)
+
+
+def test_the_engine_replays_what_a_decoder_adds_between_layers(arch_samples):
+    """A decoder that adds to the hidden states between two layers, in place (Qwen3-VL's deepstack visual
+    features), is replayed: the run from layer 0 reproduces the clean logits, which it would not without it."""
+    from vseam.attribution.exact import clean_run, run_from_layer
+    from vseam.models import LlavaNextAdapter
+    from vseam.models.tiny import build_tiny_llava_next
+
+    a = LlavaNextAdapter(*build_tiny_llava_next(initializer_range=0.1))
+    enc = a.encode(arch_samples)
+    visual = a.visual_token_mask(enc.inputs["input_ids"])
+    add = torch.randn(int(visual.sum()), a.model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def deepstack(module, args, kwargs):  # as Qwen3VLTextModel._deepstack_process, before layer 1
+        hs = args[0] if args else kwargs["hidden_states"]
+        hs[visual] = hs[visual] + add
+
+    with torch.no_grad():
+        emb = a.embed(enc)
+        plain = a.lm_logits(emb)
+        handle = a.layers[1].register_forward_pre_hook(deepstack, with_kwargs=True)
+        try:
+            run = clean_run(a, emb)
+        finally:
+            handle.remove()
+        replay = run_from_layer(a, run, 0, torch.arange(len(arch_samples)))
+    assert run.layer_gaps[0] is None and run.layer_gaps[1] is not None
+    assert float((run.logits - plain).abs().max()) > 1e-3  # the addition matters
+    torch.testing.assert_close(replay, run.logits, rtol=0, atol=1e-5)
+    run.layer_gaps[1] = None  # without it the replay is the plain model's
+    with torch.no_grad():
+        torch.testing.assert_close(run_from_layer(a, run, 0, torch.arange(len(arch_samples))), plain, rtol=0,
+                                   atol=1e-5)
+
+
+def test_the_image_band_is_what_the_processor_put_in_place_of_the_placeholder(arch_samples):
+    """A processor that adds its own markers among the image tokens (Idefics3's <row_1_col_1>, InternVL's
+    <img> ... </img>): they belong to the image band; a visual token outside the band is an error."""
+    from vseam.models import LlavaNextAdapter
+    from vseam.models.tiny import build_tiny_llava_next
+    from vseam.tracing import layouts
+
+    a = LlavaNextAdapter(*build_tiny_llava_next())
+    s = arch_samples[0]
+    enc = a.encode([s])
+    ids = enc.inputs["input_ids"][0].tolist()
+    img = [t for t, i in enumerate(ids) if i == a.image_token_id]
+    marker = a.tokenizer.convert_tokens_to_ids("</s>")
+    marked = ids[:img[5]] + [marker] + ids[img[5]:]  # a marker inside the band
+    lay = layouts(a, torch.tensor([marked]), torch.ones(1, len(marked), dtype=torch.long), [s.question])[0]
+    assert lay.positions("image") == list(range(img[0], img[-1] + 2))
+    assert a.tokenizer.decode([marked[t] for t in lay.positions("question")]).strip() == s.question
+    stray = ids[:img[0]] + ids[img[0] + 1:] + [a.image_token_id]  # an image token after the question
+    with pytest.raises(ValueError, match="cannot be aligned|outside the band"):
+        layouts(a, torch.tensor([stray]), torch.ones(1, len(stray), dtype=torch.long), [s.question])
+
+
+def test_study_ablation_rows_equal_full_forwards_with_the_heads_zeroed(arch_adapter, arch_samples):
+    """The ablation study's rows (each from the clean record of its first ablated layer) against the whole HF
+    model run once per sample and head set, the test's own hooks zeroing the heads: sets spanning layers."""
+    from vseam.models.base import answer_stats
+    from vseam.study.ablation import Condition, ablated_answer_stats
+
+    a = arch_adapter
+    L, H, D = a.shape
+    sets = [(), ((0, 0),), ((0, 1), (L - 1, H - 1)), ((L - 1, 0),), tuple((l, l % H) for l in range(L))]
+    conds = [Condition("none" if not s else "random", len(s), None if not s else i, ((None, s),))
+             for i, s in enumerate(sets)]
+    enc = a.encode(arch_samples)
+    with torch.no_grad():
+        emb = a.embed(enc)
+    p, _ = ablated_answer_stats(a, emb, enc.answer_mask(a.vocab_size), conds, [s.category for s in arch_samples],
+                                mode="zero", rows_per_forward=3)
+    ref = torch.zeros_like(p)
+    for i, s in enumerate(arch_samples):
+        one = a.encode([s])
+        for j, heads in enumerate(sets):
+            handles = [_zero_head(a.model.get_submodule(ARCHS[a.arch]["lm_out"].format(l=l)), h, D) for l, h in heads]
+            try:
+                ref[i, j] = answer_stats(_forward_logits(a, one), one.answer_mask(a.vocab_size))[0]
+            finally:
+                for hd in handles:
+                    hd.remove()
+    torch.testing.assert_close(p, ref, rtol=0, atol=1e-5)
+    assert float((ref[:, 1:] - ref[:, :1]).abs().max()) > 1e-4  # the ablations move p: the comparison can fail

@@ -690,7 +690,8 @@ def test_mrope_ids_with_a_text_row_are_kept_as_given(arch, arch_samples):
 @pytest.mark.parametrize("arch", QWEN_VL)
 def test_vision_positions_hold_the_patches_vision_order_names(arch, arch_samples):
     """Position i of the packed vision tower's sites holds pixel_values row vision_order[i]: changing one row
-    changes exactly that position of the first layer's input; Qwen2.5-VL's windows reorder, the others do not."""
+    changes exactly that position of the first layer's input; the merger's output row j is the image token
+    vision_order[4j] // 4 of the language model's input; Qwen2.5-VL's windows reorder, the others do not."""
     from vseam.interventions import Read, intervene
     from vseam.models.base import Encoded
 
@@ -707,6 +708,10 @@ def test_vision_positions_hold_the_patches_vision_order_names(arch, arch_samples
             a.last_logits(e)
         return c["resid_pre", 0][0]
 
+    with torch.no_grad(), intervene(a.vision, Read(site="proj_out")) as c:
+        emb = a.embed(enc)
+    image_tokens = emb.inputs_embeds[enc.inputs["input_ids"] == a.image_token_id]  # the processor's order
+    torch.testing.assert_close(c["proj_out", 0][0], image_tokens[order[::4] // 4], rtol=0, atol=0)  # packed: [1, N/4, d]
     before = first_input(enc)
     for r in {0, N - 1, *order[moved[:2]].tolist()}:
         pv = enc.inputs["pixel_values"].clone()

@@ -8,8 +8,10 @@ tower's sequence: the tower permutes the patches window by window before its fir
 of window 1 row by row, then window 2, ..., per image) and restores the processor's order only after the
 merger. Its ``z`` and hidden-state sites are therefore in window order: position ``i`` holds row
 ``vision_order(enc)[i]`` of ``pixel_values``. Ablating a head touches every position (order does not matter);
-to patch or read the positions of a region, map them through ``vision_order``. The image tokens the language
-model sees are in the processor's order (row by row), as for Qwen2-VL.
+to patch or read the positions of a region, map them through ``vision_order``. The merger's output (site
+``proj_out``, [1, N / 4, d]) is in window order too: its row j is the image's merged token
+``vision_order(enc)[4 * j] // 4`` (with 2 x 2 merging); the image tokens the language model sees are in the
+processor's order (row by row), as for Qwen2-VL.
 
 A hub checkpoint's processor needs torchvision (transformers' video processor) installed.
 """

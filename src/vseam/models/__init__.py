@@ -8,10 +8,13 @@ from vseam.models.llava import LlavaAdapter
 from vseam.models.llava_next import LlavaNextAdapter
 from vseam.models.loading import ADAPTERS, ModelNotFoundError, arch_for_model_type, load_adapter
 from vseam.models.qwen2_vl import Qwen2VLAdapter
+from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from vseam.models.qwen3_vl import Qwen3VLAdapter
 from vseam.models.structure import Stack
 
 __all__ = [
     "VLMAdapter", "LlavaAdapter", "InstructBlipAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Encoded", "Embedded",
     "ScoreResult", "answer_stats", "find_decoder", "Stack", "Batch", "EmbeddingCache", "load_adapter",
     "ModelNotFoundError", "ADAPTERS", "arch_for_model_type",
+    "Qwen2_5_VLAdapter", "Qwen3VLAdapter",
 ]

@@ -17,11 +17,14 @@ from vseam.models.instructblip import InstructBlipAdapter
 from vseam.models.llava import LlavaAdapter
 from vseam.models.llava_next import LlavaNextAdapter
 from vseam.models.qwen2_vl import Qwen2VLAdapter
+from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from vseam.models.qwen3_vl import Qwen3VLAdapter
 from vseam.utils.devices import torch_device
 from vseam.utils.paths import PACKAGE_DIR, is_shipped_name, shipped
 
 ADAPTERS: dict[str, type[VLMAdapter]] = {a.arch: a for a in (LlavaAdapter, InstructBlipAdapter, LlavaNextAdapter,
-                                                                Qwen2VLAdapter)}
+                                                                Qwen2VLAdapter,
+                                                                Qwen2_5_VLAdapter, Qwen3VLAdapter)}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -720,3 +720,32 @@ def test_vision_positions_hold_the_patches_vision_order_names(arch, arch_samples
                                     enc.correct_ids))
         changed = ((after - before).abs().amax(-1) > 0).nonzero().squeeze(1).tolist()
         assert changed == (order == r).nonzero().squeeze(1).tolist()
+
+def test_study_ablation_rows_equal_full_forwards_with_the_heads_zeroed(arch_adapter, arch_samples):
+    """The ablation study's rows (each from the clean record of its first ablated layer) against the whole HF
+    model run once per sample and head set, the test's own hooks zeroing the heads: sets spanning layers."""
+    from vseam.models.base import answer_stats
+    from vseam.study.ablation import Condition, ablated_answer_stats
+
+    a = arch_adapter
+    L, H, D = a.shape
+    sets = [(), ((0, 0),), ((0, 1), (L - 1, H - 1)), ((L - 1, 0),), tuple((l, l % H) for l in range(L))]
+    conds = [Condition("none" if not s else "random", len(s), None if not s else i, ((None, s),))
+             for i, s in enumerate(sets)]
+    enc = a.encode(arch_samples)
+    with torch.no_grad():
+        emb = a.embed(enc)
+    p, _ = ablated_answer_stats(a, emb, enc.answer_mask(a.vocab_size), conds, [s.category for s in arch_samples],
+                                mode="zero", rows_per_forward=3)
+    ref = torch.zeros_like(p)
+    for i, s in enumerate(arch_samples):
+        one = a.encode([s])
+        for j, heads in enumerate(sets):
+            handles = [_zero_head(a.model.get_submodule(ARCHS[a.arch]["lm_out"].format(l=l)), h, D) for l, h in heads]
+            try:
+                ref[i, j] = answer_stats(_forward_logits(a, one), one.answer_mask(a.vocab_size))[0]
+            finally:
+                for hd in handles:
+                    hd.remove()
+    torch.testing.assert_close(p, ref, rtol=0, atol=1e-5)
+    assert float((ref[:, 1:] - ref[:, :1]).abs().max()) > 1e-4  # the ablations move p: the comparison can fail

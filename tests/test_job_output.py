@@ -33,7 +33,8 @@ def test_ablate_shows_progress_and_ends_with_its_findings_and_path(world, tmp_pa
     head, k1, k2, written = _last_lines(captured.out, 4)
     assert head.startswith(f"ablation study (mean ablation, heads from {out / 'heads'}): {summary['n']} samples scored")
     # (a random tiny model may have no head of positive score: that condition is skipped, and named in the file)
-    assert re.fullmatch(r"  accuracy with K=1 heads ablated: (positive \d\.\d{3}, )?negative \d\.\d{3}, "
+    rank = r" \(rank \d+, p=[\d.e-]+, floor [\d.e-]+\)"  # each top-K set among the random sets of its K
+    assert re.fullmatch(rf"  accuracy with K=1 heads ablated: (positive \d\.\d{{3}}{rank}, )?negative \d\.\d{{3}}{rank}, "
                         r"random \d\.\d{3} \+- \d\.\d{3} \(2 trials\)", k1)
     assert k2.startswith("  accuracy with K=2 heads ablated:")
     assert re.fullmatch(rf"written: {re.escape(str(out / 'ablation.json'))} \(\d+ s\)", written)

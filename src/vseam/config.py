@@ -191,13 +191,15 @@ class StudyConfig:
     head_scores: Optional[str] = None  # head_scores.json (or its folder) to take heads from; None = run heads into <out_dir>/heads
     k: list[int] = field(default_factory=lambda: [1, 3, 5])  # K of the top-K positive / negative sets (a curve over K)
     k_random: Optional[list[int]] = None  # sizes of the random head sets; None = the same list as k
-    random_trials: int = 5  # seeded random head sets per K
+    random_trials: int = 99  # seeded random head sets per K (every K-head set instead where there are no more)
     ablation: str = "mean"  # mean (mean of the other heads, as the scores) | zero (the reference scripts' masking)
     heads_from: str = "all"  # all: the top-K of all samples' scores | category: each sample's own category's top-K
     resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
     # the overlap analysis (vseam.study.overlap): `python analyze.py overlap`
     overlap_k: list[int] = field(default_factory=lambda: [3, 5, 10])  # K of the top-K head sets compared
-    n_permutations: int = 10000  # random head sets drawn for the random-set test (and label permutations when sampled)
+    n_permutations: int = 10000  # sample-level label permutations of the null (and random head sets of the context test)
+    n_bootstrap: int = 1000  # bootstrap resamples of the samples for each claim's confidence interval
+    min_samples: int = 30  # a category enters a kind's sets only with this many baseline-correct (positive) / -incorrect (negative) samples
     alpha: float = 0.05  # significance level of the verdicts
     # the whole study (vseam.study.run): `python analyze.py study`
     models: list[str] = field(default_factory=lambda: ["organism-llava", "organism-instructblip"])  # configs/model/ choices

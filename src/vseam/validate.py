@@ -222,6 +222,8 @@ def check_study(st: Any) -> None:
                               f"of positive integers")
     _at_least("study.random_trials", st.random_trials, 1)
     _at_least("study.n_permutations", st.n_permutations, 1)
+    _at_least("study.n_bootstrap", st.n_bootstrap, 1)
+    _at_least("study.min_samples", st.min_samples, 1)
     if not 0.0 < float(st.alpha) < 1.0:
         raise ConfigError(f"study.alpha={st.alpha!r}: expected a significance level in (0, 1)")
     models = list(st.models)

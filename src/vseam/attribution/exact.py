@@ -136,6 +136,16 @@ def length_groups(attention_mask: torch.Tensor, max_samples: int) -> list[tuple[
     return groups
 
 
+def length_batches(emb: Embedded, max_samples: int):
+    """``(sample indices, sub-batch)`` of each ``length_groups`` group of ``emb``: the sub-batch keeps only
+    the padding its longest sample needs (position ids kept, so the numbers do not change)."""
+    for group, width in length_groups(emb.attention_mask, max_samples):
+        sub = emb.index(group.to(emb.inputs_embeds.device))
+        if width < sub.inputs_embeds.shape[1]:
+            sub = sub.crop(width)
+        yield group, sub
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -176,10 +186,7 @@ class ExactEngine:
         logits = None
         answer_mask = answer_mask.to(a.device)
         per_sample = max(1, int(heads.sum(1).max()))  # rows one sample adds to a layer's forward
-        for group, width in length_groups(emb.attention_mask, max(1, self.rows_per_forward // per_sample)):
-            sub = emb.index(group.to(emb.inputs_embeds.device))
-            if width < sub.inputs_embeds.shape[1]:
-                sub = sub.crop(width)
+        for group, sub in length_batches(emb, max(1, self.rows_per_forward // per_sample)):
             p_abl, clean = self._ablated_group(sub, answer_mask.index_select(0, group.to(a.device)), heads,
                                                (lambda l, n=len(group): on_layer(l, n)) if on_layer else None)
             out[group] = p_abl

@@ -48,6 +48,8 @@ class ChunkResult:
     correct: torch.Tensor  # [n] bool, baseline arg-max is an answer token
     ablated: torch.Tensor  # [n, L, H] probability with each head ablated (NaN = head not scored)
     skipped: list[dict] = field(default_factory=list)  # [{"id", "reason"}]
+    categories: list[str | None] | None = None  # each sample's category and level (the merged result only):
+    levels: list[str | None] | None = None  # the study regroups the per-sample values by them
 
     def save(self, path: Path, fingerprint: str) -> None:
         meta = {"fingerprint": fingerprint, "index": str(self.index), "ids": json.dumps(self.ids),
@@ -370,10 +372,10 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     check_skips(len(all_samples), skipped, max_skip_fraction, "head scores")
     scores = head_scores(first.prob, first.correct, ablated)
     scores.model, scores.method = adapter.name, name
-    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, skipped)
     # per category and per level, from the same per-sample values (no second pass)
     by_id = {s.id: s for s in samples}
     cats, levels = [by_id[i].category for i in first.ids], [by_id[i].level for i in first.ids]
+    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, skipped, cats, levels)
     scores.by_category = grouped_head_scores(first.prob, first.correct, ablated, cats)
     scores.by_level = grouped_head_scores(first.prob, first.correct, ablated, levels)
     for c, sc in scores.by_category.items():

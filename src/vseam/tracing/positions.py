@@ -2,13 +2,13 @@
 
 Image tokens are where the processor put them: whatever it put in place of the prompt's image placeholder
 (LLaVA's expanded patches, LLaVA-NeXT's tiles with their newline tokens, Qwen2-VL's dynamic-resolution
-tokens; a processor's own tile or row markers around them too: Gemma 3's ``\n\n<start_of_image>`` ...
-``<end_of_image>\n\n``), or, with no placeholder in the prompt, the adapter's visual tokens (InstructBLIP's
+tokens; a processor's own tile or row markers around them too: Gemma 3's ``\\n\\n<start_of_image>`` ...
+``<end_of_image>\\n\\n``), or, with no placeholder in the prompt, the adapter's visual tokens (InstructBLIP's
 query tokens): one ``image`` band, however many tokens the image got. The question's tokens are found by
 aligning the processor's ids with the tokenizer's character offsets of the prompt (as the processor sees it:
 ``adapter.model_text``): outside the band the two id sequences must be the same (else a clear error naming
 the sample), except that a template token touching the placeholder may merge with what the processor put
-there (Gemma's "user\n" + "\n\n" is one "\n\n\n" token) and then joins the band; the question's own tokens
+there (Gemma's "user\\n" + "\\n\\n" is one "\\n\\n\\n" token) and then joins the band; the question's own tokens
 never may. A token belongs to the question when its characters overlap the question's span in the prompt.
 Nothing is hard-coded.
 """

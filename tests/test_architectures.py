@@ -41,6 +41,17 @@ ARCHS = {
                        seed=1),
     "qwen3-vl": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
                      vision_out="model.visual.blocks.{l}.attn.proj", projector="model.visual.merger", sizes_vary=True),
+    # a fixed image-token count (Gemma 3: mm_tokens_per_image; PaliGemma: image_seq_length) whatever the image's size;
+    # markers: the band's tokens besides the image tokens (Gemma 3's processor writes "\n\n<start_of_image>" ...
+    # "<end_of_image>\n\n"; the template's "\n" before it merges into "\n\n\n"); attends_forward: which positions see
+    # later ones (Gemma 3: the tokens of one image; PaliGemma: the whole prefix, here the whole prompt)
+    "gemma3": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                   vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
+                   projector="model.multi_modal_projector", sizes_vary=False,
+                   markers=["\n\n\n", "<start_of_image>", "<end_of_image>", "\n\n"], attends_forward="image"),
+    "paligemma": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                      vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
+                      projector="model.multi_modal_projector", sizes_vary=False, attends_forward="prefix"),
 }
 SIZES = [(32, 32), (24, 48), (40, 28)]  # (height, width) of the three samples' images
 QUESTIONS = [("Is there a circle?", "Yes"), ("What color is the big square on the left of the table?", "red"),
@@ -143,7 +154,9 @@ def test_every_architecture_has_its_entry_configs_and_builder():
     for name, arch in (("llava-v1.6-mistral-7b", "llava-next"),
                        ("qwen2-vl-7b", "qwen2-vl"),
                        ("qwen2.5-vl-7b", "qwen2.5-vl"),
-                       ("qwen3-vl-8b", "qwen3-vl")):
+                       ("qwen3-vl-8b", "qwen3-vl"),
+                       ("gemma-3-4b-it", "gemma3"),
+                       ("paligemma2-3b-mix-224", "paligemma")):
         assert (CONFIG_DIR / "model" / f"{name}.yaml").exists()
         cfg = load_config([f"model={name}"])  # a real checkpoint: not loadable here, its config validates
         assert cfg.model.arch == arch and "/" in cfg.model.path
@@ -246,15 +259,24 @@ def test_prompt_is_the_chat_template_and_recorded(arch_adapter, arch_samples):
     if a.arch in ("llava", "instructblip"):  # SPEC section 0's prompts, kept
         assert a.template_source == "adapter" and "single word" in a.template
         return
-    conversation = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": f"{q} Please answer with a single word."}]}]
-    assert a.prompt(q) == a.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    assert a.template_source == "chat_template" and a.prompt_info["template"] == a.template
-    # the answer is the token the model would emit after the template (no space after "assistant\n")
+    if a.arch == "paligemma":  # no chat template: the mix checkpoints' VQA prefix, completed by the processor
+        assert a.template_source == "adapter" and a.template == "<image>answer en {question}"
+        assert a.model_text(a.prompt(q)) == f"<image>{a.tokenizer.bos_token}answer en {q}\n"
+        assert a.processor.chat_template is None
+    else:
+        conversation = [{"role": "user", "content": [{"type": "image"},
+                                                     {"type": "text", "text": f"{q} Please answer with a single word."}]}]
+        assert a.prompt(q) == a.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        assert a.template_source == "chat_template" and a.prompt_info["template"] == a.template
+    # at most one BOS: the tokenizer adds none after a template that writes its own (Gemma 3's)
+    assert a.encode(arch_samples[1:2]).inputs["input_ids"][0].tolist().count(a.tokenizer.bos_token_id) <= 1
+    # the answer is the token the model would emit after the prompt as the processor completes it (no space after
+    # "assistant\n", nor after PaliGemma's "\n")
     ids, gold = a.answer_token_ids("Yes")
-    after = a.prompt(q) + ("" if a.prompt(q)[-1].isspace() else " ") + "Yes"
+    text = a.model_text(a.prompt(q))
+    after = text + ("" if text[-1].isspace() else " ") + "Yes"
     full = a.tokenizer(after, add_special_tokens=False)["input_ids"]
-    assert gold in full[len(a.tokenizer(a.prompt(q), add_special_tokens=False)["input_ids"]) - 1:]
+    assert gold in full[len(a.tokenizer(text, add_special_tokens=False)["input_ids"]) - 1:]
 
 
 # ------------------------------------------------------------------------------------------- forward, scores
@@ -271,6 +293,73 @@ def test_noop_interventions_reproduce_the_hf_logits(arch_adapter, arch_samples):
         with torch.no_grad(), intervene(a, *noop):
             mine = a.last_logits(enc)
         torch.testing.assert_close(mine, ref, rtol=0, atol=1e-5)
+
+
+def _sees(a, types: torch.Tensor | None, layer: int, T: int) -> torch.Tensor:
+    """Bool [T, T] of one unpadded row: where the test's own reading of the model lets query q see key k. Causal;
+    Gemma 3: the tokens of one image (token type 1) see each other both ways, and a sliding-window layer sees no key
+    ``sliding_window`` or more behind (window AND (causal OR image)); PaliGemma: the prefix (token type 0) sees
+    itself both ways, a sliding-window layer's window bounding the causal part only ((window AND causal) OR prefix)."""
+    q, k = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    causal = k <= q
+    cfg = a.model.config.get_text_config()
+    types_ = getattr(cfg, "layer_types", None)
+    window = (k > q - cfg.sliding_window) if types_ and types_[layer] == "sliding_attention" else torch.ones(T, T).bool()
+    kind = ARCHS[a.arch].get("attends_forward")
+    if kind == "image":
+        image = types == 1
+        block = torch.where(image, torch.cumsum(image & ~torch.cat([torch.zeros(1).bool(), image[:-1]]), 0), 0)
+        same = (block[:, None] == block[None, :]) & image[:, None] & image[None, :]
+        return window & (causal | same)
+    if kind == "prefix":
+        prefix = types == 0
+        return (window & causal) | (prefix[:, None] & prefix[None, :])
+    return window & causal
+
+
+def test_attention_patterns_are_the_models_and_see_ahead_where_it_does(arch_adapter, arch_samples):
+    """The attn_pattern reads equal the HF model's own attention weights (eager) and are zero exactly where the model
+    masks: causal text, Gemma 3's images and PaliGemma's prefix seeing later positions (``causal = False`` there),
+    sliding windows."""
+    from vseam.interventions import Read, intervene
+
+    a = arch_adapter
+    enc = a.encode(arch_samples[1:2])  # one row: no padding
+    with torch.no_grad(), intervene(a, Read(site="attn_pattern")) as cache:
+        a.last_logits(enc)
+    cfg = a.decoder.config
+    impl, cfg._attn_implementation = cfg._attn_implementation, "eager"
+    try:
+        with torch.no_grad():
+            out = a.model(**a.model_inputs(enc), use_cache=False, output_attentions=True)
+    finally:
+        cfg._attn_implementation = impl
+    hf = out.attentions if "attentions" in out else out.language_model_outputs.attentions
+    T = enc.inputs["input_ids"].shape[1]
+    types = enc.inputs.get("token_type_ids")
+    forward = torch.zeros(T, T, dtype=torch.bool)
+    for l in range(a.num_layers):
+        pat = cache["attn_pattern", l][0]
+        torch.testing.assert_close(pat, hf[l][0], rtol=0, atol=1e-5)
+        sees = _sees(a, None if types is None else types[0], l, T)
+        assert bool((pat[:, ~sees] == 0).all()) and bool((pat[:, sees] > 0).all()), l
+        forward |= sees.triu(1)
+    # the adapter claims causality exactly when no position sees a later one
+    assert a.causal == a.lm.causal == (not bool(forward.any())) == ("attends_forward" not in ARCHS[a.arch])
+    # read while replaying recorded layer inputs (the exact engine's path): the same patterns when the recorded masks
+    # are eager's; refused when they were made for sdpa (eager would add a boolean mask: no masking at all)
+    from vseam.attribution.exact import clean_run, run_from_layer
+
+    with torch.no_grad():
+        run = clean_run(a, a.embed(enc))
+        if impl == "eager":
+            with intervene(a, Read(site="attn_pattern")) as replay:
+                run_from_layer(a, run, 0, torch.arange(1))
+            torch.testing.assert_close(replay["attn_pattern", 1], cache["attn_pattern", 1], rtol=0, atol=1e-6)
+        else:
+            with pytest.raises(RuntimeError, match="another attention implementation"), \
+                    intervene(a, Read(site="attn_pattern")):
+                run_from_layer(a, run, 0, torch.arange(1))
 
 
 def test_exact_scores_equal_a_loop_of_full_forwards(arch_adapter, arch_samples):
@@ -339,11 +428,14 @@ def test_positions_are_where_the_processor_put_the_image_tokens(arch_adapter, ar
     counts = []
     for b, (s, l) in enumerate(zip(samples, lay)):
         img = l.positions("image")
-        assert img == (ids[b] == a.image_token_id).nonzero().squeeze(1).tolist()
+        image_tokens = (ids[b] == a.image_token_id).nonzero().squeeze(1).tolist()
         assert img == list(range(img[0], img[0] + len(img)))  # one labelled band: tiles and newlines included
+        assert set(image_tokens) <= set(img)  # every image token, and besides them only the processor's markers
+        markers = [t for t in img if t not in image_tokens]
+        assert a.tokenizer.convert_ids_to_tokens(ids[b, markers].tolist()) == ARCHS[a.arch].get("markers", [])
         h, w = s.image.height, s.image.width
-        assert len(img) == a.processor._get_num_multimodal_tokens(image_sizes=[[h, w]])["num_image_tokens"][0]
-        counts.append(len(img))
+        assert len(image_tokens) == a.processor._get_num_multimodal_tokens(image_sizes=[[h, w]])["num_image_tokens"][0]
+        counts.append(len(image_tokens))
         q = l.positions("question")
         assert a.tokenizer.decode(ids[b, q].tolist()).strip() == s.question
         assert [r == "pad" for r in l.roles] == (~mask[b].bool()).tolist()
@@ -393,7 +485,8 @@ def test_tracing_identities(arch_adapter, arch_samples):
         one, _ = TraceEngine(a, rows_per_forward=4096).trace_pairs(a.encode([clean[i], edited[i]]), [qs[i]])
         for k in ("tokenwise_prob", "tokenwise_logit", "group_prob", "group_logit", "lens_prob"):
             torch.testing.assert_close(getattr(many[i], k), getattr(one[0], k), rtol=0, atol=1e-5)
-        assert many[i].roles.count("image") == (enc.inputs["input_ids"][i] == a.image_token_id).sum()
+        assert many[i].roles.count("image") == (enc.inputs["input_ids"][i] == a.image_token_id).sum() + len(
+            ARCHS[a.arch].get("markers", []))
         assert float(many[i].tokenwise_prob.std()) > 2e-5  # not a constant map: the comparison can fail
 
 
@@ -749,3 +842,26 @@ def test_study_ablation_rows_equal_full_forwards_with_the_heads_zeroed(arch_adap
                     hd.remove()
     torch.testing.assert_close(p, ref, rtol=0, atol=1e-5)
     assert float((ref[:, 1:] - ref[:, :1]).abs().max()) > 1e-4  # the ablations move p: the comparison can fail
+
+
+def test_a_template_token_merged_into_the_band_joins_it_a_question_token_never(arch_samples):
+    """Gemma's tokenizer merges the template's "\\n" before <start_of_image> with the processor's "\\n\\n" into one
+    "\\n\\n\\n" token: that token joins the image band. A question token changed at the band's edge is an error,
+    never a silently shortened question."""
+    from vseam.models import Gemma3Adapter
+    from vseam.models.tiny import build_tiny_gemma3
+    from vseam.tracing import layouts
+
+    a = Gemma3Adapter(*build_tiny_gemma3())
+    s = arch_samples[0]
+    enc = a.encode([s])
+    ids = enc.inputs["input_ids"][0].tolist()
+    lay = layouts(a, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), [s.question])[0]
+    band = lay.positions("image")
+    assert a.tokenizer.convert_ids_to_tokens(ids[band[0]]) == "\n\n\n"  # the template's "\n" merged into the band
+    assert "\n" in a.tokenizer.convert_ids_to_tokens(a.tokenizer(a.prompt(s.question))["input_ids"])
+    assert a.tokenizer.decode([ids[t] for t in lay.positions("question")]).strip() == s.question
+    changed = list(ids)
+    changed[band[-1] + 1] = a.tokenizer.convert_tokens_to_ids("▁red")  # the question's first token
+    with pytest.raises(ValueError, match="cannot be aligned"):
+        layouts(a, torch.tensor([changed]), torch.ones(1, len(changed), dtype=torch.long), [s.question])

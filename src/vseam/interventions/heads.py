@@ -407,15 +407,20 @@ def _make_hook(site: str, layer: int, items: list, cache: HeadCache, num_heads: 
             return args, kwargs
         return pre_hook, "pre_kw"
     if site == "attn_pattern":
-        def pattern_hook(module, args, output):
+        def pattern_hook(module, args, kwargs, output):
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise RuntimeError(f"layer {layer}'s attention returned no pattern (attention implementation "
                                    f"{getattr(module.config, '_attn_implementation', '?')!r})")
+            mask = kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:  # made for sdpa: eager would add it
+                raise RuntimeError(f"attention pattern of layer {layer} read under a boolean (sdpa) attention mask: "
+                                   f"the mask was made for another attention implementation; read patterns in a "
+                                   f"context that runs the whole language-model forward")
             if causal:
                 _check_causal(weights, layer)
             _apply_items(site, layer, items, weights, cache)
-        return pattern_hook, "post"
+        return pattern_hook, "post_kw"
 
     def post_hook(module, args, output):
         if isinstance(output, tuple):
@@ -472,6 +477,8 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCach
                     handles.append(module.register_forward_pre_hook(hook))
                 elif kind == "pre_kw":
                     handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+                elif kind == "post_kw":
+                    handles.append(module.register_forward_hook(hook, with_kwargs=True))
                 else:
                     handles.append(module.register_forward_hook(hook))
             yield cache

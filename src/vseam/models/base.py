@@ -160,6 +160,9 @@ class VLMAdapter:
     model_types: tuple[str, ...] = ()  # config.model_type values of checkpoints this adapter serves
     # the prompt; None = the model's own chat template with the one-word instruction (chat_template_prompt)
     default_template: str | None = None
+    # no position of the language model attends to a later one (False: Gemma 3's image tokens, PaliGemma's prefix);
+    # the attention-pattern reads check it (interventions.heads)
+    causal: bool = True
 
     def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None,
                  answer_definition: str = "project"):
@@ -179,6 +182,7 @@ class VLMAdapter:
         # id, path and weights hash (vseam.models.identity); load_adapter fills in the hash
         self.identity: dict[str, str] = {"id": self.name, "path": str(getattr(model.config, "_name_or_path", ""))}
         self.lm = language_stack(model)  # the decoder, its layers, attention output projections, final norm
+        self.lm.causal = self.causal
         self.decoder: nn.Module = self.lm.decoder
         self.layers: nn.ModuleList = self.lm.layers
         self.norm: nn.Module = self.lm.norm
@@ -240,6 +244,12 @@ class VLMAdapter:
         return int(tid)
 
     @property
+    def placeholder_token_id(self) -> int:
+        """The token of the prompt that the processor replaces by the image's tokens: the image token itself,
+        unless the processor expands another one (Gemma 3's ``<start_of_image>``)."""
+        return self.image_token_id
+
+    @property
     def prompt_info(self) -> dict[str, str]:
         """The prompt template and where it came from, for result files."""
         return {"template": self.template, "source": self.template_source}
@@ -247,6 +257,18 @@ class VLMAdapter:
     # ----------------------------------------------------------------- text
     def prompt(self, question: str) -> str:
         return self.template.format(question=question.strip())
+
+    def model_text(self, prompt: str) -> str:
+        """The text the processor tokenizes for ``prompt``, its image placeholder not yet expanded: the prompt
+        itself, unless the processor completes it (PaliGemma's puts BOS after the image and a newline at the end)."""
+        return prompt
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether the tokenizer adds its special tokens (BOS) to a prompt: not when the prompt starts with the BOS
+        itself (Gemma 3's chat template writes it), as ``processor.apply_chat_template`` decides."""
+        bos = self.tokenizer.bos_token
+        return not (bos and self.template.startswith(str(bos)))
 
     def answer_token_ids(self, answer: str) -> tuple[list[int], int]:
         """Token ids whose probabilities make the answer probability, and the gold first token.
@@ -287,7 +309,8 @@ class VLMAdapter:
         return self._answer_cache[key]
 
     def _continuation_tokens(self, answer: str) -> list[int]:
-        base = self.prompt("x").replace(str(getattr(self.processor, "image_token", None) or "<image>"), "")
+        base = self.model_text(self.prompt("x")).replace(str(getattr(self.processor, "image_token", None) or "<image>"),
+                                                        "")
         # after "ASSISTANT:" the answer follows a space ("▁Yes"); after a chat template's "assistant\n" none
         sep = "" if base[-1:].isspace() else " "
         ids_p = self.tokenizer(base, add_special_tokens=False)["input_ids"]
@@ -339,16 +362,21 @@ class VLMAdapter:
         return [self.tokenizer.decode([int(i)]).strip() for i in ids]
 
     # ----------------------------------------------------------------- inputs
+    def processor_images(self, images: list) -> list:
+        """The processor's ``images`` for a batch of one image per prompt (Gemma 3's processor wants a list per prompt)."""
+        return images
+
     def processor_kwargs(self) -> dict:
-        return {}
+        """Keyword arguments of every processor call (no second BOS after a template's own: ``add_special_tokens``)."""
+        return {} if self.add_special_tokens else {"add_special_tokens": False}
 
     def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
         """Preprocess a batch: prompts, images, left padding, answer ids. Raises MissingImageError."""
         if images is None:
             images = [load_image(s) for s in samples]
         prompts = [self.prompt(s.question) for s in samples]
-        inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True,
-                                **self.processor_kwargs())
+        inputs = self.processor(images=self.processor_images(list(images)), text=prompts, return_tensors="pt",
+                                padding=True, **self.processor_kwargs())
         inputs = left_align({k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)})
         answer_ids, target, correct_ids = [], [], []
         for s in samples:

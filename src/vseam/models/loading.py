@@ -13,9 +13,11 @@ from typing import Any
 import torch
 
 from vseam.models.base import VLMAdapter, check_answer_definition
+from vseam.models.gemma3 import Gemma3Adapter
 from vseam.models.instructblip import InstructBlipAdapter
 from vseam.models.llava import LlavaAdapter
 from vseam.models.llava_next import LlavaNextAdapter
+from vseam.models.paligemma import PaliGemmaAdapter
 from vseam.models.qwen2_vl import Qwen2VLAdapter
 from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
 from vseam.models.qwen3_vl import Qwen3VLAdapter
@@ -24,7 +26,8 @@ from vseam.utils.paths import PACKAGE_DIR, is_shipped_name, shipped
 
 ADAPTERS: dict[str, type[VLMAdapter]] = {a.arch: a for a in (LlavaAdapter, InstructBlipAdapter, LlavaNextAdapter,
                                                                 Qwen2VLAdapter,
-                                                                Qwen2_5_VLAdapter, Qwen3VLAdapter)}
+                                                                Qwen2_5_VLAdapter, Qwen3VLAdapter,
+                                                                Gemma3Adapter, PaliGemmaAdapter)}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -1,11 +1,12 @@
-"""Tiny random VLMs of the real HF classes (LLaVA, InstructBLIP, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL),
-built from configs with no download, with processors and tokenizers built locally.
+"""Tiny random VLMs of the real HF classes (LLaVA, InstructBLIP, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+Gemma 3, PaliGemma), built from configs with no download, with processors and tokenizers built locally.
 
 Used by the tests (every code path of the real models, in seconds) and as the starting point of the
 organism's models. Sizes are keyword arguments; defaults are the smallest that keep the structure:
 grouped-query attention in the language model (fewer KV heads than query heads), a Q-Former for
 InstructBLIP, a Llama language model for LLaVA and InstructBLIP (as Vicuna is), Mistral for LLaVA-NeXT,
-Qwen2 with M-RoPE for Qwen2-VL (windowed vision attention for Qwen2.5-VL, DeepStack for Qwen3-VL); the chat
+Qwen2 with M-RoPE for Qwen2-VL (windowed vision attention for Qwen2.5-VL, DeepStack for Qwen3-VL), Gemma 3 and
+Gemma 2 (PaliGemma 2) with sliding-window layers; the chat
 templates of the hub checkpoints.
 """
 
@@ -40,8 +41,9 @@ class TinySizes:
     vocab_size: int | None = None  # None: the tokenizer's size
     seed: int = 0  # torch seed of the random weights
 
-    def vision_config(self, config_class):
-        """The vision tower's config: ``CLIPVisionConfig`` (LLaVA) or ``InstructBlipVisionConfig``."""
+    def vision_config(self, config_class, **extra):
+        """The vision tower's config: ``CLIPVisionConfig`` (LLaVA), ``InstructBlipVisionConfig`` or
+        ``SiglipVisionConfig`` (Gemma 3, PaliGemma); ``extra``: further keys."""
         return config_class(
             hidden_size=self.vision_hidden_size,
             intermediate_size=self.vision_intermediate_size or 2 * self.vision_hidden_size,
@@ -50,6 +52,7 @@ class TinySizes:
             image_size=self.image_size,
             patch_size=self.patch_size,
             initializer_range=self.initializer_range,
+            **extra,
         )
 
     def text_config(self, tokenizer, config_class=None, **extra):
@@ -341,6 +344,110 @@ def build_tiny_qwen3_vl(tokenizer=None, *, merge_size: int = 2, temporal_patch_s
                                vision_extra=vision_extra, rope_extra={"mrope_interleaved": True}, **sizes)
 
 
+# google/gemma-3-4b-it's chat template (chat_template.json): it writes the BOS itself and <start_of_image> for an image
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n"
+    "    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+    "    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n"
+    "    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n        {%- endfor -%}\n    {%- else -%}\n"
+    "        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n"
+    "{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n")
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+
+
+def _gemma_text_keys(sz: TinySizes, sliding_window: int) -> dict:
+    """Gemma-family language-model keys of a tiny build: the head width and its query scale from the sizes, full
+    and sliding-window layers alternating (full first: with 2 layers the last token reads the image directly in
+    layer 0, not only through the one full layer after a window shorter than the question)."""
+    head_dim = sz.hidden_size // sz.num_heads
+    return dict(head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=sliding_window,
+                layer_types=["sliding_attention" if i % 2 else "full_attention" for i in range(sz.num_layers)])
+
+
+def build_tiny_gemma3(tokenizer=None, *, mm_tokens_per_image: int = 64, sliding_window: int = 40,
+                      final_logit_softcapping: float | None = 30.0, **sizes):
+    """A random ``Gemma3ForConditionalGeneration`` (SigLIP vision, the weight-only projector pooling the patches to
+    ``mm_tokens_per_image`` tokens, a Gemma 3 LM with full and sliding-window layers alternating) and its
+    ``Gemma3Processor`` with gemma-3-4b-it's chat template; ``sizes``: the fields of ``TinySizes`` (``patch_size``
+    defaults to 4: 8 x 8 patches, one image token each (the projector pools 1 x 1; a coarser pooling of these
+    noise images leaves the image too little effect on the answer for the tracing test's check); the projector's
+    matrix, zeros from HF's init, is drawn like the other weights). ``sliding_window`` (40) is shorter than an image's tokens, so the windowed
+    layer cuts through the bidirectional image block, and long enough that the last token still sees the image's
+    end in it after the test questions. ``final_logit_softcapping``
+    is set (30) although the HF class ignores it: the adapter must too. The tokenizer merges runs of newlines
+    into one token, as Gemma's does."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, SiglipVisionConfig
+    from transformers.models.gemma3.configuration_gemma3 import Gemma3TextConfig
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    sizes.setdefault("patch_size", 4)
+    sz = TinySizes(**sizes)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
+        ["<start_of_turn>user\n\n\n<start_of_image><end_of_image>\n\n{q}<end_of_turn>\n<start_of_turn>model\nYes"],
+        extra_special_tokens=["<start_of_turn>", "<end_of_turn>", *GEMMA3_TOKENS.values()],
+        special_token_names=GEMMA3_TOKENS, newline_runs=True)
+    text = sz.text_config(tokenizer, Gemma3TextConfig, final_logit_softcapping=final_logit_softcapping,
+                          **_gemma_text_keys(sz, sliding_window))
+    tid = tokenizer.convert_tokens_to_ids
+    config = Gemma3Config(text_config=text, vision_config=sz.vision_config(SiglipVisionConfig, vision_use_head=False),
+                          mm_tokens_per_image=mm_tokens_per_image, boi_token_index=tid(GEMMA3_TOKENS["boi_token"]),
+                          eoi_token_index=tid(GEMMA3_TOKENS["eoi_token"]),
+                          image_token_index=tid(GEMMA3_TOKENS["image_token"]), initializer_range=sz.initializer_range)
+    torch.manual_seed(sz.seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    from vseam.models.structure import vision_stack
+
+    with torch.no_grad():  # HF initialises the projector's matrix to zeros: the image would reach nothing
+        for w in vision_stack(model).projector.parameters():
+            if w.dim() == 2:
+                w.normal_(0.0, sz.initializer_range)
+    image_processor = Gemma3ImageProcessorPil(size={"height": sz.image_size, "width": sz.image_size},
+                                              do_convert_rgb=True)
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=mm_tokens_per_image)
+    return model, processor
+
+
+def build_tiny_paligemma(tokenizer=None, *, sliding_window: int = 8, attn_logit_softcapping: float | None = 50.0,
+                         final_logit_softcapping: float | None = 30.0, **sizes):
+    """A random ``PaliGemmaForConditionalGeneration`` as PaliGemma 2 (SigLIP vision, a linear projector, a Gemma 2 LM
+    with full and sliding-window layers alternating, attention and final soft caps) and its ``PaliGemmaProcessor``
+    (no chat template; it adds its 1,152 location / segmentation tokens to the tokenizer); ``sizes``: the fields
+    of ``TinySizes`` (``patch_size`` defaults to 8: 16 image tokens at 32 px)."""
+    from transformers import Gemma2Config, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers import SiglipVisionConfig
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    sizes.setdefault("patch_size", 8)
+    sz = TinySizes(**sizes)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
+        ["<image><s>answer en {q}\nyes", "<image><s>answer en {q}\nno"], add_bos=False,
+        special_token_names={"image_token": "<image>"})
+    image_processor = SiglipImageProcessorPil(size={"height": sz.image_size, "width": sz.image_size},
+                                              do_convert_rgb=True)
+    image_processor.image_seq_length = (sz.image_size // sz.patch_size) ** 2
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # grows the vocabulary
+    text = sz.text_config(tokenizer, Gemma2Config, attn_logit_softcapping=attn_logit_softcapping,
+                          final_logit_softcapping=final_logit_softcapping, **_gemma_text_keys(sz, sliding_window))
+    config = PaliGemmaConfig(text_config=text, vision_config=sz.vision_config(SiglipVisionConfig, vision_use_head=False),
+                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vocab_size=text.vocab_size,
+                             projection_dim=sz.hidden_size, hidden_size=sz.hidden_size)
+    torch.manual_seed(sz.seed)
+    model = PaliGemmaForConditionalGeneration(config).eval()
+    return model, processor
+
+
 def _image_only(processor_class):
     """``processor_class`` that accepts no video processor: transformers' video processors import torchvision,
     which the tiny builds do without (images only; a hub checkpoint loads its own processor)."""
@@ -373,7 +480,8 @@ FULL_WIDTH_ARCH = {"llava-1.5-7b": "llava", "instructblip-vicuna-7b": "instructb
 # tiny:<arch> -> its builder (``model.path=tiny:<arch>``; a new architecture adds its entry)
 TINY_BUILDERS = {"llava": build_tiny_llava, "instructblip": build_tiny_instructblip,
                  "llava-next": build_tiny_llava_next, "qwen2-vl": build_tiny_qwen2_vl,
-                 "qwen2.5-vl": build_tiny_qwen2_5_vl, "qwen3-vl": build_tiny_qwen3_vl}
+                 "qwen2.5-vl": build_tiny_qwen2_5_vl, "qwen3-vl": build_tiny_qwen3_vl,
+                 "gemma3": build_tiny_gemma3, "paligemma": build_tiny_paligemma}
 
 
 def build_full_width(name: str, *, num_layers: int = 2, vision_layers: int = 2, qformer_layers: int = 2,

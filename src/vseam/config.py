@@ -18,12 +18,13 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from vseam.utils.errors import UserError
 from vseam.utils.paths import CONFIG_DIR  # the shipped configs (package data), found from any working directory
 
 
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad key, value or group choice in the configuration or on the command line."""
 
 
@@ -31,7 +32,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "organism-llava"  # a label for results and W&B (the group file's name)
-    arch: str = "llava"  # llava | instructblip: which adapter (prompt template, structure)
+    arch: Optional[str] = None  # null: from the checkpoint's config.model_type | llava | instructblip | llava-next | qwen2-vl
     path: str = "checkpoints/organism/llava"  # hub id, local folder, or tiny:<arch> (a tiny random build)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device_map: Optional[str] = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
@@ -60,6 +61,8 @@ class DataConfig:
     batch_size: int = 16  # samples per forward pass
     num_workers: int = 0  # DataLoader workers
     max_skip_fraction: float = 0.1  # a run stops when more than this share of samples is skipped (missing image, bad answer)
+    duplicate_ids: str = "error"  # a question id twice (in a file or across the run's files): error (names file, line, id) | drop (keep the first; the others counted skips)
+    pope_split: Optional[str] = None  # POPE: the split (random | popular | adversarial) of files whose name says none; null = from the records
 
 
 @dataclass
@@ -76,6 +79,7 @@ class AttributionConfig:
     resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
     progress: bool = True  # tqdm progress bar with ETA (rank 0)
     heatmaps: bool = True  # write heatmap_{positive,negative,signed}.png
+    tower: str = "language"  # whose heads: language (the language model's, the paper's analysis) | vision (the vision tower's; exact only)
 
 
 @dataclass
@@ -190,13 +194,15 @@ class StudyConfig:
     head_scores: Optional[str] = None  # head_scores.json (or its folder) to take heads from; None = run heads into <out_dir>/heads
     k: list[int] = field(default_factory=lambda: [1, 3, 5])  # K of the top-K positive / negative sets (a curve over K)
     k_random: Optional[list[int]] = None  # sizes of the random head sets; None = the same list as k
-    random_trials: int = 5  # seeded random head sets per K
+    random_trials: int = 99  # seeded random head sets per K (every K-head set instead where there are no more)
     ablation: str = "mean"  # mean (mean of the other heads, as the scores) | zero (the reference scripts' masking)
     heads_from: str = "all"  # all: the top-K of all samples' scores | category: each sample's own category's top-K
     resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
     # the overlap analysis (vseam.study.overlap): `python analyze.py overlap`
     overlap_k: list[int] = field(default_factory=lambda: [3, 5, 10])  # K of the top-K head sets compared
-    n_permutations: int = 10000  # random head sets drawn for the random-set test (and label permutations when sampled)
+    n_permutations: int = 10000  # sample-level label permutations of the null (and random head sets of the context test)
+    n_bootstrap: int = 1000  # bootstrap resamples of the samples for each claim's confidence interval
+    min_samples: int = 30  # a category enters a kind's sets only with this many baseline-correct (positive) / -incorrect (negative) samples
     alpha: float = 0.05  # significance level of the verdicts
     # the whole study (vseam.study.run): `python analyze.py study`
     models: list[str] = field(default_factory=lambda: ["organism-llava", "organism-instructblip"])  # configs/model/ choices

@@ -78,7 +78,7 @@ def summarize(records: Sequence[dict], skipped: Sequence[dict] = ()) -> dict:
     if pope:
         splits: dict[str, list[dict]] = defaultdict(list)
         for r in pope:
-            splits[str(r.get("category"))].append(r)
+            splits[str(r.get("category") or "unknown")].append(r)  # a file whose split nothing names (said at load)
         out["pope"] = {k: pope_metrics([is_yes(r["pred_token"]) for r in v], [is_yes(r["answer"]) for r in v],
                                        [r.get("margin") for r in v])
                        for k, v in sorted(splits.items())}

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vseam.data.load import load_samples
-from vseam.data.skips import answer_skips, check_skips, missing_images
+from vseam.data.skips import check_skips, missing_images, model_skips
 from vseam.evaluation.metrics import accuracy_interval, paired_comparison
 from vseam.evaluation.score import evaluate
 from vseam.interventions.checkpoint import load_modulation
@@ -92,7 +92,9 @@ def _eval(cfg, out: Path) -> dict:
     mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
         if mod_path else None
     overlap = check_overlap(mod_path, all_samples, bool(cfg.eval.allow_overlap)) if mod_path else None
-    samples, answer_skipped = answer_skips(adapter, all_samples)
+    screen = model_skips(adapter, all_samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    screen.say("eval")
     runs = {"base": None}
     if mod is not None:
         runs["modulated"] = mod
@@ -103,9 +105,11 @@ def _eval(cfg, out: Path) -> dict:
         check_skips(len(all_samples), res.skipped, max_skip, "eval")
         results[name] = {**res.summary(), "skipped_samples": res.skipped}
         preds += [{"run": name, **r} for r in res.records]
-    summary = {"model": adapter.name, "answer_definition": adapter.answer_definition, "data": cfg.data.name, "format": cfg.data.format,
+    summary = {"model": adapter.name, "answer_definition": adapter.answer_definition,
+               "prompt_template": adapter.template, "data": cfg.data.name, "format": cfg.data.format,
                "modulation": str(mod_path) if mod_path else None, "overlap_with_training": overlap, "results": results,
                "stats": run_stats({name: [p for p in preds if p["run"] == name] for name in runs}, int(cfg.seed)),
+               **screen.report(),
                "seconds": round(time.time() - t0, 1)}
     write_json(out / "eval_results.json", summary)
     path = out / "eval_predictions.jsonl"

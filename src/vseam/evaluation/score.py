@@ -98,7 +98,7 @@ def _batches(adapter, samples: Sequence[Sample], batch_size: int, cache: Embeddi
 def _records(adapter, chunk: Sequence[Sample], batch: Batch, logits: torch.Tensor) -> list[dict]:
     V = logits.shape[-1]
     prob, correct, _ = answer_stats(logits, batch.answer_mask(V), batch.correct_mask(V))
-    tokens = adapter.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    tokens = adapter.token_text(logits.argmax(-1).tolist())
     margins = yes_no_margin(adapter, logits, [s.answer for s in chunk])
     return [{"id": s.id, "benchmark": s.benchmark, "category": s.category, "level": s.level, "answer": s.answer,
              "pred_token": tokens[i], "correct": bool(correct[i]), "prob": float(prob[i]), "margin": margins[i]}

@@ -1,4 +1,6 @@
-"""The one intervention mechanism: edits at named hook points of each decoder layer of the language model.
+"""The one intervention mechanism: edits at named hook points of each layer of a stack of layers: the
+language model's decoder (``intervene(adapter, ...)``) or the vision tower's encoder
+(``intervene(adapter.vision, ...)``; ``vseam.models.structure.Stack``).
 
 Hook points (``site``), named for what they are (TransformerLens's ``hook_*`` names in brackets):
 
@@ -8,8 +10,13 @@ Hook points (``site``), named for what they are (TransformerLens's ``hook_*`` na
 - ``"mlp_out"``: the MLP block's output, added to the residual, [B, T, d];
 - ``"resid_post"``: the residual stream leaving the layer, [B, T, d] (``hook_resid_post``);
 - ``"attn_pattern"``: the attention probabilities [B, H, query, key] (read only). The fast kernels
-  return none, so a context that reads them runs the language model's eager attention path.
+  return none, so a context that reads them runs the language model's eager attention path;
+- ``"proj_out"`` (vision tower only, layer 0): the projector / connector's output, what the language model
+  receives for the image tokens (LLaVA: [images or tiles, tokens, d]; Qwen2-VL's merger: [tokens, d]);
 - ``"logits"``: the output of the language-model head, [..., V] (``LogitBias`` only).
+
+A stack that runs all images as one packed sequence without a batch axis (Qwen2-VL's vision tower:
+[T, W]) is seen with a batch of one ([1, T, H, D] at ``z``, [1, T, d] elsewhere).
 
 One hook per touched (site, layer) applies, in order, the edits given for it. Ablation, patching,
 heuristic rescaling, learned modulation, causal tracing and caching (with gradients) are all edits of
@@ -37,8 +44,9 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-SITES = ("z", "resid_pre", "attn_out", "mlp_out", "resid_post", "attn_pattern")
+SITES = ("z", "resid_pre", "attn_out", "mlp_out", "resid_post", "attn_pattern", "proj_out")
 HIDDEN_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post")
+LAYERLESS_SITES = ("proj_out",)  # one hook point per stack, at layer 0
 
 
 def _check_site(site: str) -> str:
@@ -461,14 +469,16 @@ def _expand(edits, num_layers: int) -> dict[tuple[str, int], list]:
         if isinstance(e, (HeadModulation, GroupedHeadModulation)):
             items = [(l, e.edit(l)) for l in e.layers()]
         elif isinstance(e, Read):
-            layers = range(num_layers) if e.layers is None else e.layers
+            layers = ([0] if e.site in LAYERLESS_SITES else range(num_layers)) if e.layers is None else e.layers
             items = [(l, e) for l in layers]
         else:
             items = [(e.layer, e)]
         for l, item in items:
-            if not 0 <= l < num_layers:
-                raise ValueError(f"intervention at layer {l}: the language model has {num_layers} layers")
             site = _site_of(item)
+            if site in LAYERLESS_SITES and l != 0:
+                raise ValueError(f"intervention at {site} of layer {l}: {site} is one hook point, at layer 0")
+            if not 0 <= l < num_layers:
+                raise ValueError(f"intervention at layer {l}: the stack has {num_layers} layers")
             if site == "attn_pattern" and not isinstance(item, Read):
                 raise ValueError(f"{type(item).__name__} at attention patterns: they can only be read")
             per_point.setdefault((site, l), []).append(item)
@@ -516,36 +526,49 @@ def _check_causal(pattern: torch.Tensor, layer: int) -> None:
                            f"whole language-model forward")
 
 
-def _make_hook(site: str, layer: int, items: list, cache: HeadCache, num_heads: int):
+def _batched(site: str, layer: int, items: list, x: torch.Tensor, cache: HeadCache) -> torch.Tensor:
+    """The edits of a hidden-state site on ``x``; a packed [T, d] value is seen as a batch of one."""
+    if x.dim() == 2:
+        return _apply_items(site, layer, items, x.unsqueeze(0), cache).squeeze(0)
+    return _apply_items(site, layer, items, x, cache)
+
+
+def _make_hook(site: str, layer: int, items: list, cache: HeadCache, num_heads: int, causal: bool = True):
     if site == "z":
         def z_hook(module, args):
             x = args[0]
-            B, T, W = x.shape
-            z = _apply_items(site, layer, items, x.reshape(B, T, num_heads, W // num_heads), cache)
-            return (z.reshape(B, T, W),) + tuple(args[1:])
+            B, T = (1, x.shape[0]) if x.dim() == 2 else x.shape[:2]  # a packed [T, H*D] is a batch of one
+            z = _apply_items(site, layer, items, x.reshape(B, T, num_heads, x.shape[-1] // num_heads), cache)
+            return (z.reshape(x.shape),) + tuple(args[1:])
         return z_hook, "pre"
     if site == "resid_pre":
         def pre_hook(module, args, kwargs):
             if args:
-                return (_apply_items(site, layer, items, args[0], cache),) + tuple(args[1:]), kwargs
+                return (_batched(site, layer, items, args[0], cache),) + tuple(args[1:]), kwargs
             kwargs = dict(kwargs)
-            kwargs["hidden_states"] = _apply_items(site, layer, items, kwargs["hidden_states"], cache)
+            kwargs["hidden_states"] = _batched(site, layer, items, kwargs["hidden_states"], cache)
             return args, kwargs
         return pre_hook, "pre_kw"
     if site == "attn_pattern":
-        def pattern_hook(module, args, output):
+        def pattern_hook(module, args, kwargs, output):
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise RuntimeError(f"layer {layer}'s attention returned no pattern (attention implementation "
                                    f"{getattr(module.config, '_attn_implementation', '?')!r})")
-            _check_causal(weights, layer)
+            mask = kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:  # made for sdpa: eager would add it
+                raise RuntimeError(f"attention pattern of layer {layer} read under a boolean (sdpa) attention mask: "
+                                   f"the mask was made for another attention implementation; read patterns in a "
+                                   f"context that runs the whole language-model forward")
+            if causal:
+                _check_causal(weights, layer)
             _apply_items(site, layer, items, weights, cache)
-        return pattern_hook, "post"
+        return pattern_hook, "post_kw"
 
     def post_hook(module, args, output):
         if isinstance(output, tuple):
-            return (_apply_items(site, layer, items, output[0], cache),) + tuple(output[1:])
-        return _apply_items(site, layer, items, output, cache)
+            return (_batched(site, layer, items, output[0], cache),) + tuple(output[1:])
+        return _batched(site, layer, items, output, cache)
     return post_hook, "post"
 
 
@@ -555,8 +578,8 @@ def _eager_attention(target, on: bool):
     if not on:
         yield
         return
-    configs = {id(c): c for c in [target.decoder.config] + [target.attention(l).config
-                                                            for l in range(target.num_layers)]}
+    configs = {id(c): c for c in [getattr(target.decoder, "config", None)] + [
+        getattr(target.attention(l), "config", None) for l in range(target.num_layers)] if c is not None}
     before = {k: c._attn_implementation for k, c in configs.items()}
     try:
         for c in configs.values():
@@ -571,8 +594,9 @@ def _eager_attention(target, on: bool):
 def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCache]:
     """Apply ``edits`` at their hook points while the body runs; yields the ``HeadCache``.
 
-    ``target`` is a ``VLMAdapter`` (or anything with ``layers``, ``attention(l)``, ``o_proj(l)``,
-    ``num_layers``, ``num_heads``; ``decoder`` too when attention patterns are read). Every hook is
+    ``target`` is a ``VLMAdapter``, ``adapter.vision`` (a ``Stack``), or anything with ``layers``,
+    ``attention(l)``, ``o_proj(l)``, ``num_layers``, ``num_heads`` (``decoder`` too when attention patterns
+    are read; ``projector`` for ``proj_out``; ``causal=False`` for a bidirectional stack). Every hook is
     removed (and the attention implementation restored) on exit, also when the body raises.
     """
     num_layers = target.num_layers
@@ -583,13 +607,23 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCach
     try:
         with _eager_attention(target, any(site == "attn_pattern" for site, _ in points)):
             for (site, layer), items in points.items():
-                module = (target.o_proj(layer) if site == "z" else target.lm_head if site == "logits"
-                          else block_modules(target, layer)[site])
-                hook, kind = _make_hook(site, layer, items, cache, num_heads)
+                if site == "z":
+                    module = target.o_proj(layer)
+                elif site == "logits":  # LogitBias: the language-model head's output
+                    module = target.lm_head
+                elif site in LAYERLESS_SITES:
+                    module = getattr(target, "projector", None)
+                    if module is None:
+                        raise ValueError(f"intervention at {site}: only the vision tower (adapter.vision) has it")
+                else:
+                    module = block_modules(target, layer)[site]
+                hook, kind = _make_hook(site, layer, items, cache, num_heads, getattr(target, "causal", True))
                 if kind == "pre":
                     handles.append(module.register_forward_pre_hook(hook))
                 elif kind == "pre_kw":
                     handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+                elif kind == "post_kw":
+                    handles.append(module.register_forward_hook(hook, with_kwargs=True))
                 else:
                     handles.append(module.register_forward_hook(hook))
             yield cache

@@ -14,12 +14,14 @@ from typing import Sequence
 import torch
 
 from vseam.data.sample import Sample
-from vseam.models.base import Embedded, answer_mask, position_ids_from_mask
+from vseam.models.base import Embedded, answer_mask
 
 
 @dataclass
 class _Entry:
     embeds: torch.Tensor  # [T_i, d] the real (unpadded) tokens
+    positions: torch.Tensor  # [T_i] or [k, T_i] their position ids (Embedded.position_ids without padding)
+    extra: dict[str, torch.Tensor]  # per-token extras [..., T_i] (Embedded.extra without padding)
     target: int  # gold first answer token
     answer_ids: list[int]  # every token id whose probability counts as the answer's
     correct_ids: list[int]  # every token id an arg-max counts as correct at
@@ -62,8 +64,9 @@ class EmbeddingCache:
         for i in range(len(samples)):
             keep = emb.attention_mask[i].bool()
             correct = enc.answer_ids[i] if enc.correct_ids is None else enc.correct_ids[i]
-            out.append(_Entry(emb.inputs_embeds[i][keep].detach().clone(), int(enc.target[i]), list(enc.answer_ids[i]),
-                              list(correct)))
+            out.append(_Entry(emb.inputs_embeds[i][keep].detach().clone(), emb.position_ids[i][..., keep].clone(),
+                              {k: v[i][..., keep].clone() for k, v in emb.extra.items()}, int(enc.target[i]),
+                              list(enc.answer_ids[i]), list(correct)))
         return out
 
     def entries(self, samples: Sequence[Sample], images=None) -> list[_Entry]:
@@ -85,11 +88,16 @@ class EmbeddingCache:
         # In the model's dtype: entries made under autocast (bf16-mixed) may be bf16 while the model is not.
         x = torch.zeros(len(entries), T, d, dtype=self.adapter.dtype, device=device)
         mask = torch.zeros(len(entries), T, dtype=torch.long, device=device)
+        pos = entries[0].positions.new_zeros(len(entries), *entries[0].positions.shape[:-1], T, device=device)
+        extra = {k: v.new_zeros(len(entries), *v.shape[:-1], T, device=device) for k, v in entries[0].extra.items()}
         for i, e in enumerate(entries):
             n = e.embeds.shape[0]
             x[i, T - n:] = e.embeds.to(device)
             mask[i, T - n:] = 1
-        emb = Embedded(x, mask, position_ids_from_mask(mask))
+            pos[i, ..., T - n:] = e.positions.to(device)
+            for k, v in e.extra.items():
+                extra[k][i, ..., T - n:] = v.to(device)
+        emb = Embedded(x, mask, pos, extra)
         target = torch.tensor([e.target for e in entries], device=device)
         return Batch(emb, target, [e.answer_ids for e in entries], [s.id for s in samples],
                      [e.correct_ids for e in entries])

@@ -5,6 +5,7 @@ checkpoint by validation loaded at the end)."""
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,25 @@ from vseam.utils.tracking import Tracker
 
 # The frozen VLM is in eval mode on purpose (no dropout); Lightning's notice about it is noise here.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")  # Lightning's own
+
+
+class _Once(logging.Filter):
+    """Lightning's info lines (devices available, tips, limits) once per process, not once per method's Trainer."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Once())
 
 
 def say(msg: str) -> None:
@@ -135,6 +155,8 @@ class Job:
     cache: EmbeddingCache
     tracker: Tracker
     fabric: Any = None  # the launched ranks (``launch_ranks``); None in one process
+    data_report: dict = field(default_factory=dict)  # vseam.data.skips.Screen.report: images converted to RGB
+    provenance: dict | None = None  # where modulation.head_scores came from (run.scores_provenance)
     scores: HeadScores | None = None
     key: dict = field(default_factory=lambda: {"all": []})
 

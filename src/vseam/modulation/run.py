@@ -19,7 +19,8 @@ import torch
 from vseam.attribution.outputs import load_head_scores
 from vseam.attribution.scores import HeadScores
 from vseam.data.load import load_samples
-from vseam.data.skips import answer_skips, check_skips
+from vseam.data.sample import sample_key
+from vseam.data.skips import check_skips, model_skips
 from vseam.interventions import check_heads
 from vseam.models import load_adapter
 from vseam.models.cache import EmbeddingCache
@@ -57,6 +58,32 @@ def scores_file(cfg, adapter) -> HeadScores:
         say(f"note: {where} was computed with answer_definition={used!r}, this run reads answers with "
             f"{adapter.answer_definition!r}")
     return scores
+
+
+def scores_provenance(scores: HeadScores, path: str, splits: dict[str, list]) -> dict:
+    """Where ``modulation.head_scores`` came from (file, data, samples) and how many of this run's validation
+    and test samples it was computed on (said, and a warning when any: key heads picked with them)."""
+    data = scores.meta.get("dataset") or {}
+    info = {"file": str(path), "dataset_id": scores.meta.get("dataset_id"),
+            "data_root": data.get("root") if isinstance(data, dict) else None,
+            "annotations": data.get("annotations") if isinstance(data, dict) else None,
+            "n_samples": scores.meta.get("n", scores.n_correct + scores.n_incorrect)}
+    keys = scores.meta.get("sample_keys")
+    if keys is None:
+        info["overlap"] = None
+        say(f"head scores from {path} (data {info['dataset_id']}, {info['n_samples']} samples); the file records no "
+            f"sample keys, so an overlap with this run's validation / test samples cannot be ruled out")
+        return info
+    keys = set(keys)
+    info["overlap"] = {k: sum(sample_key(s) in keys for s in splits[k]) for k in ("val", "test")}
+    say(f"head scores from {path} (data {info['dataset_id']}, {info['n_samples']} samples); of this run's samples "
+        f"they saw {info['overlap']['val']} validation and {info['overlap']['test']} test")
+    if any(info["overlap"].values()):
+        say(f"WARNING: modulation.head_scores={path} was computed on {info['overlap']['test']} of this run's "
+            f"{len(splits['test'])} test and {info['overlap']['val']} of its {len(splits['val'])} validation samples: "
+            f"the key heads were chosen with them, so the test accuracy is not held out from head selection "
+            f"(compute the scores on the train split: unset modulation.head_scores)")
+    return info
 
 
 def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path, fabric=None) -> HeadScores:
@@ -132,10 +159,12 @@ def _train(cfg, out: Path) -> dict:
         "model": job.adapter.name, "answer_definition": job.adapter.answer_definition,
         "shape": list(job.adapter.shape), "total_params": int(job.total_params),
         "data": cfg.data.name, "splits": {k: len(v) for k, v in job.splits.items()}, "skipped": job.skipped,
+        **job.data_report,
         "head_scores": None if job.scores is None else {
             "method": job.scores.method, "source": cfg.modulation.head_scores or "computed",
             "n_correct": job.scores.n_correct, "n_incorrect": job.scores.n_incorrect,
-            **{k: v for k, v in job.scores.meta.items() if k != "top_k"}},
+            **{k: v for k, v in job.scores.meta.items() if k not in ("top_k", "sample_keys")},
+            **({"provenance": job.provenance} if job.provenance else {})},
         "key_heads": {k: [list(h) for h in v] for k, v in job.key.items()},
         "key_heads_ranked_on": None if job.scores is None else ranked_on(job.scores, job.scores.method),
         "methods": results,
@@ -168,7 +197,9 @@ def prepare(cfg, out: Path) -> Job:
     total_params = sum(p.numel() for p in adapter.model.parameters())
     if mc.head_scores:
         scores_file(cfg, adapter)  # a file of another shape or model fails now, not after the split and caching
-    samples, answer_skipped = answer_skips(adapter, samples)
+    screen = model_skips(adapter, samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    screen.say("train")
     skipped = answer_skipped + skipped
     check_skips(len(all_samples), skipped, max_skip, "train")
     if skipped:
@@ -180,7 +211,7 @@ def prepare(cfg, out: Path) -> Job:
     dm = ModulationDataModule(splits, batch_size=int(cfg.data.batch_size), num_workers=int(cfg.data.num_workers),
                               seed=int(cfg.seed))
     return Job(cfg=cfg, out=out, adapter=adapter, total_params=total_params, skipped=skipped, splits=splits, dm=dm,
-               cache=cache, tracker=Tracker(cfg, out, "train"), fabric=fabric)
+               cache=cache, tracker=Tracker(cfg, out, "train"), fabric=fabric, data_report=screen.report())
 
 
 def key_heads(job: Job) -> tuple[HeadScores | None, dict]:
@@ -190,6 +221,8 @@ def key_heads(job: Job) -> tuple[HeadScores | None, dict]:
                                                  any(m in ("learned", "random") for m in mc.methods))
     scores = obtain_head_scores(job.cfg, a, job.splits["train"], job.cache, job.out, job.fabric) \
         if need_scores else None
+    if scores is not None and mc.head_scores:
+        job.provenance = scores_provenance(scores, str(mc.head_scores), job.splits)
     k_pos = say_k_fits(int(mc.k_pos), "modulation.k_pos", a.num_layers, a.num_heads, say)
     k_neg = say_k_fits(int(mc.k_neg), "modulation.k_neg", a.num_layers, a.num_heads, say)
     key = select_key_heads(scores, k_pos, k_neg) if scores is not None else {"all": []}

@@ -102,7 +102,7 @@ def test_a_resumed_run_resumes_its_wandb_run(tmp_path):
 def test_lightning_says_its_device_lines_once_not_once_per_method(tmp_path, caplog):
     import logging
 
-    from vseam.modulation.run import build_trainer
+    from vseam.modulation.job import build_trainer
 
     cfg = load_config(["logger=none", "trainer.accelerator=cpu"])
     with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):

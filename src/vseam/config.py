@@ -96,10 +96,13 @@ class ModulationConfig:
     warmup_steps: int = 0  # linear warm-up steps
     head_scores: Optional[str] = None  # head_scores.json (or its folder) to pick heads from; None = compute on train
     attribution_limit: Optional[int] = 240  # when computing scores: at most this many train samples; None = all
-    methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "lora", "ia3"])
-    # ^ what to run and compare: none | heuristic | learned | random | lora | ia3
+    methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "bias", "lora",
+                                                        "ia3"])
+    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3
     heuristic_lambda: float = 1.0  # heuristic rescaling: scale = clip(1 + lambda * signed score, 0, 2)
     k_random: Optional[int] = None  # heads of the random-heads control; None = as many as the key heads
+    random_draws: int = 99  # random head sets of the random-heads control, each trained as the key heads
+    draws_together: Optional[int] = 8  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
     baseline_lr: float = 0.001  # learning rate of the LoRA / IA3 baselines
     lora_r: int = 4  # LoRA rank
     lora_alpha: int = 8  # LoRA alpha (scaling alpha / r)

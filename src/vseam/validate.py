@@ -25,7 +25,7 @@ ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
 TOWERS = ("language", "vision")  # attribution.tower: whose heads are scored (VLMAdapter.stack)
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 ATP_PATHS = ("all", "index", "layer")  # attribution.patching: the heads ablated together where the gradient is taken
-MODULATION_METHODS = ("none", "heuristic", "learned", "random", "lora", "ia3")
+MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3")
 TRACE_BLOCKS = ("attn", "mlp", "resid")  # tracing.engine patches these block outputs
 TRACE_GROUPS = ("image", "question", "last")  # tracing.positions finds these groups of positions
 TRACE_DIRECTIONS = ("denoise", "noise")
@@ -255,6 +255,8 @@ def _train(cfg: Any) -> None:
     if mc.select == "key" and int(mc.k_pos) + int(mc.k_neg) == 0 and any(x in ("learned", "random") for x in methods):
         raise ConfigError("modulation.k_pos=0 and modulation.k_neg=0 select no key head to modulate")
     _at_least("modulation.k_random", mc.k_random, 1, allow_none=True)
+    _at_least("modulation.random_draws", mc.random_draws, 1)
+    _at_least("modulation.draws_together", mc.draws_together, 1, allow_none=True)
     _at_least("modulation.attribution_limit", mc.attribution_limit, 1, allow_none=True)
     for key in ("lr", "baseline_lr"):
         if not float(mc[key]) > 0:

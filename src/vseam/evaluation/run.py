@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vseam.data.load import load_samples
 from vseam.data.skips import check_skips, missing_images, model_skips
+from vseam.evaluation.metrics import accuracy_interval, paired_comparison
 from vseam.evaluation.score import evaluate
 from vseam.interventions.checkpoint import load_modulation
 from vseam.models import load_adapter
@@ -59,6 +60,18 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def run_stats(records: dict[str, list[dict]], seed: int) -> dict:
+    """Each run's accuracy with its bootstrap interval over questions and, with a modulation, the modulated
+    run against the base model on the same questions (exact McNemar, paired bootstrap interval of the
+    difference): ``eval_results.json``'s ``stats``."""
+    out = {"interval": f"percentile bootstrap over questions, 95%, 2000 resamples, seed {seed}",
+           "accuracy": {name: accuracy_interval(r, seed=seed) for name, r in records.items()}}
+    if "modulated" in records:
+        out["modulated_vs_base"] = paired_comparison(records["modulated"], records["base"], seed=seed,
+                                                     names=("modulated", "base"))
+    return out
+
+
 def run_eval(cfg) -> dict:
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
@@ -95,6 +108,7 @@ def _eval(cfg, out: Path) -> dict:
     summary = {"model": adapter.name, "answer_definition": adapter.answer_definition,
                "prompt_template": adapter.template, "data": cfg.data.name, "format": cfg.data.format,
                "modulation": str(mod_path) if mod_path else None, "overlap_with_training": overlap, "results": results,
+               "stats": run_stats({name: [p for p in preds if p["run"] == name] for name in runs}, int(cfg.seed)),
                **screen.report(),
                "seconds": round(time.time() - t0, 1)}
     write_json(out / "eval_results.json", summary)
@@ -103,10 +117,17 @@ def _eval(cfg, out: Path) -> dict:
         path.unlink()
     append_jsonl(path, preds)
     for name, r in results.items():
-        line = f"[{name}] n={r['n']} skipped={r['skipped']} accuracy={_fmt(r['accuracy'])}"
+        acc = summary["stats"]["accuracy"][name]
+        ci = f" (95% CI {acc['ci'][0]:.4f}-{acc['ci'][1]:.4f})" if acc.get("ci") else ""
+        line = f"[{name}] n={r['n']} skipped={r['skipped']} accuracy={_fmt(r['accuracy'])}{ci}"
         for split, pm in r.get("pope", {}).items():
             line += f"\n  pope/{split}: " + " ".join(f"{k}={_fmt(v)}" for k, v in pm.items())
         print(line)
+    paired = summary["stats"].get("modulated_vs_base")
+    if paired:
+        print(f"[modulated vs base] same {paired['n']} questions: fixed {paired['a_only']}, broken {paired['b_only']}, "
+              f"accuracy {paired['diff']:+.4f} (95% CI {paired['ci'][0]:+.4f} to {paired['ci'][1]:+.4f}), "
+              f"exact McNemar p = {paired['p']:.3g}")
     if overlap and overlap.get("warning"):
         print(f"WARNING: not held-out: {overlap['warning']}")
     print(f"written: {out / 'eval_results.json'}")
@@ -129,6 +150,16 @@ def _track(cfg, out: Path, summary: dict) -> None:
             metrics[f"{name}/acc_level/{lv}"] = v["acc"]
         for split, pm in r.get("pope", {}).items():
             metrics.update({f"{name}/pope/{split}/{k}": v for k, v in pm.items()})
+    st = summary["stats"]
+    for name, acc in st["accuracy"].items():
+        if acc.get("ci"):
+            metrics.update({f"{name}/accuracy_ci_low": acc["ci"][0], f"{name}/accuracy_ci_high": acc["ci"][1]})
+    if "modulated_vs_base" in st:
+        c = st["modulated_vs_base"]
+        metrics.update({"modulated_vs_base/fixed": c["a_only"], "modulated_vs_base/broken": c["b_only"],
+                        "modulated_vs_base/diff": c["diff"], "modulated_vs_base/mcnemar_p": c["p"],
+                        "modulated_vs_base/diff_ci_low": c["ci"][0], "modulated_vs_base/diff_ci_high": c["ci"][1]})
+    metrics = {k: v for k, v in metrics.items() if v is not None}  # e.g. the AUROC of a split of one class
     tracker.log(metrics)
     tracker.table("by_category", ["run", "category", "accuracy", "n"], rows)
     tracker.summary(metrics)

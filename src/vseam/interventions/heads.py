@@ -12,7 +12,8 @@ Hook points (``site``), named for what they are (TransformerLens's ``hook_*`` na
 - ``"attn_pattern"``: the attention probabilities [B, H, query, key] (read only). The fast kernels
   return none, so a context that reads them runs the language model's eager attention path;
 - ``"proj_out"`` (vision tower only, layer 0): the projector / connector's output, what the language model
-  receives for the image tokens (LLaVA: [images or tiles, tokens, d]; Qwen2-VL's merger: [tokens, d]).
+  receives for the image tokens (LLaVA: [images or tiles, tokens, d]; Qwen2-VL's merger: [tokens, d]);
+- ``"logits"``: the output of the language-model head, [..., V] (``LogitBias`` only).
 
 A stack that runs all images as one packed sequence without a batch axis (Qwen2-VL's vision tower:
 [T, W]) is seen with a batch of one ([1, T, H, D] at ``z``, [1, T, d] elsewhere).
@@ -26,6 +27,8 @@ this one mechanism:
   run (e.g. the clean run's cache), at chosen positions;
 - ``HeadModulation``: ``z <- a * z + v`` on chosen heads, ``a`` scalar or per-dim, ``v`` per-dim,
   as (trainable) ``nn.Parameter``s;
+- ``GroupedHeadModulation``: G such modulations in one batch, each on its own heads and rows;
+- ``LogitBias``: learned biases on the answer logits (the yes-vs-no margin, answer words);
 - ``Read``: cache the values of a site, optionally with their gradients.
 
 Heads are chosen per sample by a bool mask [B, H] (or one list of heads for the whole batch), and
@@ -305,9 +308,146 @@ class HeadModulation(nn.Module):
         return f"heads={len(self.heads)}, head_dim={self.head_dim}, scale={self.scale_kind}, offset={self.offset is not None}"
 
 
+class GroupedHeadModulation(nn.Module):
+    """G independent head modulations trained or scored together in one batch (random-head controls).
+
+    Group g modulates its own K heads ``head_sets[g]`` with its own parameters: ``scale`` [G, K] or
+    [G, K, D] (init 1), ``offset`` [G, K, D] (init 0), applied as ``HeadModulation`` applies them. Row r of
+    a batch belongs to group ``r % G``: each sample repeated G times in a row (``Embedded.repeat(G)``), so
+    a batch of B samples has B * G rows. Every operation is per element of a group's own parameters, so a
+    loss that sums the groups' own mean losses gives each group the gradients it would get alone;
+    ``group(g)`` is group g as a ``HeadModulation``.
+    """
+
+    def __init__(self, head_sets: Sequence[Sequence[tuple[int, int]]], head_dim: int, scale: str = "scalar",
+                 offset: bool = True, trainable: bool = True):
+        super().__init__()
+        if scale not in ("scalar", "vector", "none"):
+            raise ValueError(f"modulation scale {scale!r}: expected scalar, vector or none")
+        sets = [[(int(l), int(h)) for l, h in heads] for heads in head_sets]
+        if not sets or len({len(s) for s in sets}) != 1 or not sets[0]:
+            raise ValueError(f"grouped modulation: expected one or more head sets of one size > 0, got sizes "
+                             f"{sorted({len(s) for s in sets})}")
+        if any(len(set(s)) != len(s) for s in sets):
+            raise ValueError("grouped modulation: a head set has duplicates")
+        self.head_sets = sets
+        self.head_dim = head_dim
+        self.scale_kind = scale
+        G, K = len(sets), len(sets[0])
+        self.register_buffer("layer_index", torch.tensor([[l for l, _ in s] for s in sets], dtype=torch.long))
+        self.register_buffer("head_index", torch.tensor([[h for _, h in s] for s in sets], dtype=torch.long))
+        self.scale = None
+        self.offset = None
+        if scale != "none":
+            self.scale = nn.Parameter(torch.ones((G, K) if scale == "scalar" else (G, K, head_dim)),
+                                      requires_grad=trainable)
+        if offset:
+            self.offset = nn.Parameter(torch.zeros(G, K, head_dim), requires_grad=trainable)
+
+    @property
+    def groups(self) -> int:
+        return len(self.head_sets)
+
+    def layers(self) -> list[int]:
+        return sorted(set(self.layer_index.reshape(-1).tolist()))
+
+    def edit(self, layer: int) -> "_ModulationAt":
+        return _ModulationAt(self, layer)
+
+    def apply_at(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        N, T, H, D = z.shape
+        G = self.groups
+        if N % G:
+            raise ValueError(f"grouped modulation of {G} groups: a batch of {N} rows is not samples x groups")
+        g_idx, k_idx = (self.layer_index == layer).nonzero(as_tuple=True)
+        if g_idx.numel() == 0:
+            return z
+        if D != self.head_dim:
+            raise ValueError(f"modulation made for head_dim {self.head_dim}, model has {D}")
+        h_idx = self.head_index[g_idx, k_idx]
+        if int(h_idx.max()) >= H:
+            raise ValueError(f"modulation names head {int(h_idx.max())} of layer {layer}; the model has {H} heads")
+        g_idx, h_idx = g_idx.to(z.device), h_idx.to(z.device)
+        z = z.reshape(N // G, G, T, H, D)
+        if self.scale is not None:
+            s = self.scale[g_idx, k_idx].to(device=z.device, dtype=z.dtype)
+            s = s[:, None].expand(-1, D) if s.dim() == 1 else s
+            z = z * torch.ones(G, H, D, dtype=z.dtype, device=z.device).index_put((g_idx, h_idx), s)[None, :, None]
+        if self.offset is not None:
+            v = self.offset[g_idx, k_idx].to(device=z.device, dtype=z.dtype)
+            z = z + torch.zeros(G, H, D, dtype=z.dtype, device=z.device).index_put((g_idx, h_idx), v)[None, :, None]
+        return z.reshape(N, T, H, D)
+
+    def group(self, g: int) -> HeadModulation:
+        """Group ``g`` alone, as a ``HeadModulation`` with a copy of its parameters (frozen)."""
+        mod = HeadModulation(self.head_sets[g], self.head_dim, scale=self.scale_kind, offset=self.offset is not None,
+                             trainable=False)
+        with torch.no_grad():
+            if self.scale is not None:
+                mod.scale.copy_(self.scale[g])
+            if self.offset is not None:
+                mod.offset.copy_(self.offset[g])
+        return mod.to(self.layer_index.device)
+
+    def extra_repr(self) -> str:
+        return (f"groups={self.groups}, heads={len(self.head_sets[0])}, head_dim={self.head_dim}, "
+                f"scale={self.scale_kind}, offset={self.offset is not None}")
+
+
+class LogitBias(nn.Module):
+    """Learned biases on the answer logits (the bias-only baseline: does a gain need heads at all?), applied at
+    the output of the language-model head (hook point ``"logits"``), every position.
+
+    - yes/no answers: ONE scalar ``margin`` b, added as +b/2 to the logits of the yes tokens and -b/2 to
+      those of the no tokens, so the yes-vs-no margin ``log p(yes) - log p(no)`` moves by exactly b (the
+      threshold of a yes/no decision) and their sum stays;
+    - one-word answers: one scalar per answer word (``class_bias``, one per token in ``class_ids``, the
+      words' first tokens), added to that token's logit: a learned prior over the answers.
+    Each part exists only when it has tokens; all zero is the model as it is.
+    """
+
+    site = "logits"
+
+    def __init__(self, yes_ids: Sequence[int] = (), no_ids: Sequence[int] = (), class_ids: Sequence[int] = (),
+                 trainable: bool = True):
+        super().__init__()
+        yes, no, classes = (sorted(set(int(i) for i in x)) for x in (yes_ids, no_ids, class_ids))
+        if set(yes) & set(no) or (set(yes) | set(no)) & set(classes):
+            raise ValueError("logit bias: the yes, no and answer-word token sets must be disjoint")
+        if not (yes and no) and not classes:
+            raise ValueError("logit bias: no yes/no token pair and no answer-word token: nothing to bias")
+        self.register_buffer("yes_index", torch.tensor(yes, dtype=torch.long))
+        self.register_buffer("no_index", torch.tensor(no, dtype=torch.long))
+        self.register_buffer("class_index", torch.tensor(classes, dtype=torch.long))
+        self.margin = nn.Parameter(torch.zeros(()), requires_grad=trainable) if yes and no else None
+        self.class_bias = nn.Parameter(torch.zeros(len(classes)), requires_grad=trainable) if classes else None
+
+    def vector(self, vocab_size: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        """The bias over the vocabulary, [V] (differentiable in the parameters)."""
+        device = self.yes_index.device if device is None else device
+        top = max([int(t.max()) for t in (self.yes_index, self.no_index, self.class_index) if t.numel()])
+        if top >= vocab_size:
+            raise ValueError(f"logit bias names token {top}; the model's vocabulary has {vocab_size} tokens")
+        bias = torch.zeros(vocab_size, dtype=dtype, device=device)
+        if self.margin is not None:
+            half = (self.margin / 2).to(device=device, dtype=dtype)
+            bias = bias.index_put((self.yes_index.to(device),), half.expand(self.yes_index.numel()))
+            bias = bias.index_put((self.no_index.to(device),), -half.expand(self.no_index.numel()))
+        if self.class_bias is not None:
+            bias = bias.index_put((self.class_index.to(device),), self.class_bias.to(device=device, dtype=dtype))
+        return bias
+
+    def apply(self, logits: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+        return logits + self.vector(logits.shape[-1], logits.dtype, logits.device)
+
+    def extra_repr(self) -> str:
+        return (f"yes={self.yes_index.numel()}, no={self.no_index.numel()} tokens (one margin), "
+                f"answer words={self.class_index.numel()}")
+
+
 @dataclass
 class _ModulationAt:
-    module: HeadModulation
+    module: "HeadModulation | GroupedHeadModulation"
     layer: int
 
     def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
@@ -323,7 +463,10 @@ def _expand(edits, num_layers: int) -> dict[tuple[str, int], list]:
     for e in edits:
         if e is None:
             continue
-        if isinstance(e, HeadModulation):
+        if isinstance(e, LogitBias):  # not a layer's: the language-model head's output
+            per_point.setdefault(("logits", -1), []).append(e)
+            continue
+        if isinstance(e, (HeadModulation, GroupedHeadModulation)):
             items = [(l, e.edit(l)) for l in e.layers()]
         elif isinstance(e, Read):
             layers = ([0] if e.site in LAYERLESS_SITES else range(num_layers)) if e.layers is None else e.layers
@@ -466,6 +609,8 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCach
             for (site, layer), items in points.items():
                 if site == "z":
                     module = target.o_proj(layer)
+                elif site == "logits":  # LogitBias: the language-model head's output
+                    module = target.lm_head
                 elif site in LAYERLESS_SITES:
                     module = getattr(target, "projector", None)
                     if module is None:

@@ -1,0 +1,263 @@
+"""The random-heads control as a distribution: ``modulation.random_draws`` random head sets of the key
+heads' size (``heads.random_head_sets``), each trained exactly as the key heads are (the same data order,
+steps, learning rate, schedule and penalty, and its own model selection on validation), and the key
+heads' rank among them (a permutation p, ``vseam.stats.monte_carlo_p``).
+
+The draws train together: one ``GroupedHeadModulation`` holds every draw's heads and parameters (a draw
+dimension), each batch of samples is repeated once per draw through the one intervention mechanism, and
+the loss is the sum of the draws' own mean losses. Every update of AdamW (and the L1 penalty) is per
+element, so each draw gets the gradients, optimizer state and parameters it would get alone
+(``tests/test_modulation_draws.py``: equal within 1e-5 to training each draw by itself), and gradient
+clipping is per draw. ``modulation.draws_together`` bounds how many draws share one batch (memory); the
+groups then train one after another, each group's result kept in the run folder for a resumed run.
+
+On a CPU this saves the per-step and per-fit overhead of 99 separate trainings, not their arithmetic: a
+small model's step is compute-bound there (``benchmarks/random_draws.py`` measures the ratio).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import vseam.stats as st
+from vseam.evaluation.score import EvalResult, evaluate_groups
+from vseam.interventions import GroupedHeadModulation
+from vseam.modulation.job import build_trainer, run_fit, say
+from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
+from vseam.utils.io import read_safetensors, save_safetensors, write_json
+from vseam.utils.ranks import is_rank_zero
+
+
+class DrawsModule(FrozenVLMModule):
+    """G random-head draws trained together (``modulation`` is a ``GroupedHeadModulation``; row r of a batch
+    is draw r % G). Each draw keeps its own best parameters by ``monitor`` on validation (as the learned
+    method's best checkpoint): buffers ``best_scale`` / ``best_offset`` / ``best_score`` / ``best_epoch``,
+    saved with the checkpoint so a resumed run keeps them; ``use_best()`` loads them after training."""
+
+    def __init__(self, adapter, modulation: GroupedHeadModulation, *, monitor: str = "val/loss",
+                 monitor_mode: str = "min", **kw):
+        super().__init__(adapter, modulation, **kw)
+        G = modulation.groups
+        self.monitor_metric = monitor.rsplit("/", 1)[-1]  # loss | acc
+        self.monitor_mode = monitor_mode
+        self.register_buffer("best_score", torch.full((G,), float("nan"), dtype=torch.float64))
+        self.register_buffer("best_epoch", torch.full((G,), -1, dtype=torch.long))
+        for name in ("scale", "offset"):
+            p = getattr(modulation, name)
+            if p is not None:
+                self.register_buffer(f"best_{name}", p.detach().clone())
+        self.trainable_keys = sorted(set(self.trainable_keys) | {k for k in self.state_dict() if k.startswith("best_")})
+        self._val: list | None = None
+
+    @property
+    def groups(self) -> int:
+        return self.modulation.groups
+
+    def draw_step(self, samples, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per question and draw: cross-entropy and correctness, both [B, G]."""
+        batch = self.cache.batch(samples, device=self.device)
+        G = self.groups
+        logits = self.forward_logits(batch.emb.repeat(G), keep_hooks=stage == "train")  # [B * G, V]
+        ce = F.cross_entropy(logits, batch.target.repeat_interleave(G), reduction="none").view(-1, G)
+        pred = logits.argmax(-1)
+        correct = batch.correct_mask(logits.shape[-1]).repeat_interleave(G, 0).gather(1, pred[:, None]).view(-1, G)
+        return ce, correct
+
+    def training_step(self, samples, batch_idx):
+        ce, correct = self.draw_step(samples, "train")
+        loss = ce.mean(0).sum() + self.l1_penalty()  # each draw's own mean loss (and penalty): own gradients
+        if not torch.isfinite(loss):
+            self.release_hooks()
+            bad = [g for g in range(self.groups) if not torch.isfinite(ce[:, g]).all()]
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}) "
+                f"of {self.method!r}, draws {bad[:10]}; stopping. The last good checkpoint is kept.")
+        n = len(samples)
+        self.log(f"{self.method}/train/loss", loss.detach() / self.groups, on_step=True, on_epoch=True, prog_bar=True,
+                 sync_dist=True, batch_size=n)  # the mean over draws
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log(f"{self.method}/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=True,
+                     on_epoch=False, batch_size=n)
+        self.log(f"{self.method}/train/acc", correct.float().mean(), on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        zeros = torch.zeros(self.groups, dtype=torch.float64, device=self.device)
+        self._val = [zeros, zeros.clone(), torch.zeros((), dtype=torch.float64, device=self.device)]
+
+    def validation_step(self, samples, batch_idx):
+        ce, correct = self.draw_step(samples, "val")
+        self._val[0] += ce.detach().double().sum(0)
+        self._val[1] += correct.double().sum(0)
+        self._val[2] += len(samples)
+        n = len(samples)
+        self.log(f"{self.method}/val/loss", ce.mean(), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
+        self.log(f"{self.method}/val/acc", correct.float().mean(), on_epoch=True, prog_bar=True, batch_size=n)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self._val is None:
+            return
+        G = self.groups
+        total = self.trainer.strategy.reduce(torch.cat([self._val[0], self._val[1], self._val[2][None]]),
+                                             reduce_op="sum")  # every rank's questions
+        n = total[-1].clamp(min=1)
+        score = total[:G] / n if self.monitor_metric == "loss" else total[G:2 * G] / n
+        best = self.best_score
+        better = torch.isnan(best) | (score < best if self.monitor_mode == "min" else score > best)
+        better &= torch.isfinite(score)
+        with torch.no_grad():
+            self.best_score[better] = score[better]
+            self.best_epoch[better] = int(self.current_epoch)
+            for name in ("scale", "offset"):
+                p = getattr(self.modulation, name)
+                if p is not None:
+                    getattr(self, f"best_{name}")[better] = p.detach()[better]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clipping by norm is per draw (each draw's gradient norm, as if it trained alone); by value it is
+        per element already."""
+        if gradient_clip_val is None or gradient_clip_algorithm == "value":
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p.grad for p in (self.modulation.scale, self.modulation.offset) if p is not None and p.grad is not None]
+        if not grads:
+            return None
+        G = self.groups
+        norm = torch.stack([g.reshape(G, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        coef = (float(gradient_clip_val) / (norm + 1e-6)).clamp(max=1.0)  # torch.nn.utils.clip_grad_norm_'s rule
+        for g in grads:
+            g.mul_(coef.view(G, *([1] * (g.dim() - 1))).to(g.dtype))
+        return None
+
+    def use_best(self) -> None:
+        """Each draw's parameters of its best validation epoch (a draw never validated keeps its last)."""
+        chosen = self.best_epoch >= 0
+        with torch.no_grad():
+            for name in ("scale", "offset"):
+                p = getattr(self.modulation, name)
+                if p is not None:
+                    p[chosen] = getattr(self, f"best_{name}")[chosen]
+
+
+def fit_draws(cfg, label: str, adapter, head_sets: list, dm, out: Path, logger, cache, lr: float
+              ) -> tuple[GroupedHeadModulation, dict]:
+    """Train the draws ``head_sets`` together as the learned method trains its heads (``job.fit``'s settings),
+    under ``<out>/checkpoints/<label>`` (resumed from its ``last.ckpt``); return the grouped modulation at
+    each draw's best validation epoch and the fit facts."""
+    mc, tc = cfg.modulation, cfg.trainer
+    grouped = GroupedHeadModulation(head_sets, adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(
+        adapter.device)
+    module = DrawsModule(adapter, grouped, monitor=tc.monitor, monitor_mode=tc.monitor_mode, lr=lr,
+                         weight_decay=mc.weight_decay, l1=mc.l1, scheduler=mc.scheduler, warmup_steps=mc.warmup_steps,
+                         cache=cache, gradient_checkpointing=tc.gradient_checkpointing, method=label, norm_every=0)
+    trainer, ckpt = build_trainer(cfg, label, out, logger, monitor=False)
+    info = run_fit(trainer, ckpt, module, dm, out, label)
+    module.use_best()
+    module.eval()
+    info.update(best_epoch=module.best_epoch.tolist(),
+                best_score=[None if s != s else float(s) for s in module.best_score.tolist()])
+    return module.modulation, info
+
+
+def draw_results(head_sets: list, test: list[EvalResult], val: list[EvalResult], info: dict) -> list[dict]:
+    """One record per draw: its heads, best epoch, validation and test accuracy, the test summary (levels,
+    categories, POPE) and its per-question test correctness as a 0/1 string in test-split order."""
+    out = []
+    for g, heads in enumerate(head_sets):
+        s = test[g].summary()
+        out.append({"heads": [list(h) for h in heads], "best_epoch": info["best_epoch"][g],
+                    "best_score": info["best_score"][g], "val_accuracy": val[g].summary()["accuracy"],
+                    "test_accuracy": s["accuracy"],
+                    "test": {"n": s["n"], "by_level": {k: v["acc"] for k, v in s["by_level"].items()},
+                             "by_category": {k: v["acc"] for k, v in s["by_category"].items()},
+                             **({"pope": s["pope"]} if "pope" in s else {})},
+                    "correct": "".join("1" if r["correct"] else "0" for r in test[g].records)})
+    return out
+
+
+def train_draw_group(job, label: str, head_sets: list, lr: float) -> list[dict]:
+    """One group of draws: its results saved under ``<out>/methods/<label>.json`` (and its parameters beside
+    it), or read from there when a run that was stopped had finished it (same config: same draws)."""
+    path = job.out / "methods" / f"{label.replace('/', '-')}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if [[tuple(h) for h in d["heads"]] for d in saved["draws"]] == [list(map(tuple, s)) for s in head_sets]:
+            say(f"[{label}] reusing the finished draws in {path}")
+            return saved["draws"]
+    grouped, info = fit_draws(job.cfg, label, job.adapter, head_sets, job.dm, job.out, job.tracker.lightning,
+                              job.cache, lr)
+    kw = dict(batch_size=int(job.cfg.data.batch_size), cache=job.cache)
+    test = evaluate_groups(job.adapter, job.splits["test"], grouped, **kw)
+    val = evaluate_groups(job.adapter, job.splits["val"], grouped, **kw)
+    results = draw_results(head_sets, test, val, info)
+    if is_rank_zero():
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in grouped.state_dict().items()
+                   if v.is_floating_point()}
+        save_safetensors(path.with_suffix(".safetensors"), tensors,
+                         metadata={"head_sets": json.dumps(grouped.head_sets), "scale": grouped.scale_kind,
+                                   "head_dim": str(grouped.head_dim)})
+        write_json(path, {"label": label, "fit": {k: v for k, v in info.items() if k not in ("best_epoch", "best_score")},
+                          "draws": results})
+    return results
+
+
+def read_draw_parameters(path: Path) -> GroupedHeadModulation:
+    """The draws' parameters saved beside their results (``<label>.safetensors``), as a grouped modulation."""
+    tensors, meta = read_safetensors(path, "random draws file")
+    mod = GroupedHeadModulation(json.loads(meta["head_sets"]), int(meta["head_dim"]), scale=meta["scale"],
+                                offset="offset" in tensors, trainable=False)
+    mod.load_state_dict({**mod.state_dict(), **tensors})
+    return mod
+
+
+# ------------------------------------------------------------------------------------ the control
+def random_control(learned: EvalResult, draws: list[dict], *, exact: bool = False, alpha: float = 0.05) -> dict:
+    """The key heads (the learned method's test result) against the draws' test accuracies: their rank and
+    the permutation p (``monte_carlo_p``, one-sided: a draw at least as accurate counts against them), the
+    draws' mean, spread and range, and per draw an exact McNemar test of the learned row against it (how
+    many draws it beats, and is beaten by, at ``alpha``). ``exact``: the draws are every other head set (the
+    exact null by enumeration, not a sample)."""
+    mine = [bool(r["correct"]) for r in learned.records]
+    # accuracies as exact counts over the same questions, so that a tie is a tie (no float32 rounding)
+    obs = sum(mine) / len(mine)
+    accs = np.array([d["correct"].count("1") / len(d["correct"]) for d in draws], dtype=np.float64)
+    better = worse = 0
+    for d in draws:
+        bits = [c == "1" for c in d["correct"]]
+        if len(bits) != len(mine):
+            raise ValueError(f"a draw was scored on {len(bits)} test questions, the learned method on {len(mine)}")
+        t = st.mcnemar(mine, bits)
+        better += int(t["p"] < alpha and t["a_only"] > t["b_only"])
+        worse += int(t["p"] < alpha and t["b_only"] > t["a_only"])
+    mc = st.monte_carlo_p(obs, accs, alternative="greater")
+    q = np.quantile(accs, [0.025, 0.5, 0.975]).tolist()
+    return {"n_draws": int(accs.size), "k": len(draws[0]["heads"]), "exact": bool(exact),
+            "learned_accuracy": obs, "rank": mc["rank"], "n_at_least": int(np.sum(accs >= obs)),
+            "p": mc["p"], "p_floor": mc["floor"], "mean": float(accs.mean()),
+            "sd": float(accs.std(ddof=1)) if accs.size > 1 else None, "min": float(accs.min()),
+            "max": float(accs.max()), "q025": q[0], "median": q[1], "q975": q[2], "alpha": alpha,
+            "learned_better": better, "learned_worse": worse}
+
+
+def draws_row(draws: list[dict], trainable: int) -> dict:
+    """The random row of the table: the draws' mean of every column (test accuracy, levels, categories,
+    POPE metrics, validation accuracy), in the schema of the other methods' rows."""
+    def mean(values):
+        v = [x for x in values if isinstance(x, (int, float))]
+        return float(np.mean(v)) if v else None
+
+    tests = [d["test"] for d in draws]
+    keys = lambda part: sorted({k for t in tests for k in t.get(part, {})})  # noqa: E731
+    test = {"accuracy": mean(d["test_accuracy"] for d in draws), "n": tests[0]["n"], "skipped": 0,
+            "by_level": {k: mean(t["by_level"].get(k) for t in tests) for k in keys("by_level")},
+            "by_category": {k: mean(t["by_category"].get(k) for t in tests) for k in keys("by_category")}}
+    if any("pope" in t for t in tests):
+        test["pope"] = {split: {m: mean(t.get("pope", {}).get(split, {}).get(m) for t in tests)
+                                for m in ("n", "accuracy", "precision", "recall", "f1", "yes_ratio", "auroc",
+                                          "acc_at_balanced")} for split in keys("pope")}
+    return {"test": test, "val_accuracy": mean(d["val_accuracy"] for d in draws), "trainable_params": int(trainable),
+            "mean_of_draws": len(draws)}

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable
 from vseam.config import ConfigError
 from vseam.utils.devices import ACCELERATORS
 
-ARCHS = ("llava", "instructblip", "llava-next", "qwen2-vl")  # vseam.models.ADAPTERS (tests/test_architectures.py)
+ARCHS = ("llava", "instructblip", "llava-next", "qwen2-vl",
+         "llava-onevision", "idefics3", "smolvlm", "internvl")  # vseam.models.ADAPTERS (tests/test_architectures.py)
 ANSWER_DEFINITIONS = ("project", "reference")  # vseam.models.base.ANSWER_DEFINITIONS
 DTYPES = ("float32", "bfloat16", "float16")
 FORMATS = ("organism", "gqa", "pope", "cocoqa")

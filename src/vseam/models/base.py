@@ -329,8 +329,8 @@ class VLMAdapter:
             from PIL import Image
 
             prompt = self.prompt("x")
-            with_image = self.processor(images=[Image.new("RGB", (32, 32))], text=[prompt], return_tensors="pt",
-                                        **self.processor_kwargs())["input_ids"].shape[-1]
+            with_image = self.processor(images=self.processor_images([Image.new("RGB", (32, 32))]), text=[prompt],
+                                        return_tensors="pt", **self.processor_kwargs())["input_ids"].shape[-1]
             self._image_overhead = int(with_image) - len(self.tokenizer(prompt)["input_ids"])
         return self._image_overhead
 
@@ -342,12 +342,17 @@ class VLMAdapter:
     def processor_kwargs(self) -> dict:
         return {}
 
+    def processor_images(self, images: Sequence[Any]) -> list:
+        """The processor's ``images`` argument for one image per prompt (SmolVLM's processor wants them nested
+        per prompt; a flat list is one image per prompt to the others)."""
+        return list(images)
+
     def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
         """Preprocess a batch: prompts, images, left padding, answer ids. Raises MissingImageError."""
         if images is None:
             images = [load_image(s) for s in samples]
         prompts = [self.prompt(s.question) for s in samples]
-        inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True,
+        inputs = self.processor(images=self.processor_images(images), text=prompts, return_tensors="pt", padding=True,
                                 **self.processor_kwargs())
         inputs = left_align({k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)})
         answer_ids, target, correct_ids = [], [], []

@@ -26,7 +26,8 @@ BASE_CORPUS = [
 
 
 def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_frequency: int = 1,
-                    extra_special_tokens: Sequence[str] = (), add_bos: bool = True):
+                    extra_special_tokens: Sequence[str] = (), add_bos: bool = True,
+                    named_tokens: dict[str, str] | None = None):
     """Train a small BPE tokenizer on ``BASE_CORPUS + texts`` and wrap it as a transformers tokenizer.
 
     Returned tokenizer pads on the left (batched last-token scoring needs it). ``<image>`` is a special
@@ -34,6 +35,9 @@ def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_freque
     then expects an ``AddedToken`` there (it registers its own otherwise). ``extra_special_tokens`` (a
     chat template's markers, e.g. Qwen2-VL's ``<|im_start|>`` and ``<|image_pad|>``) follow
     ``SPECIAL_TOKENS`` in the vocabulary; ``add_bos=False`` prepends no ``<s>`` (as Qwen's tokenizer).
+    ``named_tokens`` gives special tokens a name the processor reads off the tokenizer
+    (``{"start_image_token": "<img>"}``: ``tokenizer.start_image_token`` and ``.start_image_token_id``, as
+    InternVL's processor wants); they join the vocabulary as special tokens too.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -52,7 +56,7 @@ def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_freque
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS],
+        special_tokens=list(dict.fromkeys([*SPECIAL_TOKENS, *extra_special_tokens, *(named_tokens or {}).values()])),
         initial_alphabet=alphabet,
         show_progress=False,
     )
@@ -70,4 +74,5 @@ def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_freque
         unk_token="<unk>",
         pad_token="<pad>",
         padding_side="left",
+        **({"extra_special_tokens": dict(named_tokens)} if named_tokens else {}),
     )

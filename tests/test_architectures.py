@@ -35,6 +35,13 @@ ARCHS = {
                        projector="model.multi_modal_projector", sizes_vary=True),
     "qwen2-vl": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
                      vision_out="model.visual.blocks.{l}.attn.proj", projector="model.visual.merger", sizes_vary=True),
+    # seed 1: seed 0's random tower hardly tells pair s1's two images apart (its token-wise tracing map has std
+    # 1.7e-5, under the 2e-5 that test_tracing_identities asks of a map before comparing it; seed 1: 8.6e-5)
+    "qwen2.5-vl": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                       vision_out="model.visual.blocks.{l}.attn.proj", projector="model.visual.merger", sizes_vary=True,
+                       seed=1),
+    "qwen3-vl": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                     vision_out="model.visual.blocks.{l}.attn.proj", projector="model.visual.merger", sizes_vary=True),
     "llava-onevision": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
                             vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
                             projector="model.multi_modal_projector", sizes_vary=True),
@@ -65,7 +72,9 @@ def arch_adapter(request):
     from vseam.models import ADAPTERS
     from vseam.models.tiny import TINY_BUILDERS
 
-    return ADAPTERS[request.param](*TINY_BUILDERS[request.param](initializer_range=0.1), name=f"tiny-{request.param}")
+    seed = ARCHS[request.param].get("seed", 0)
+    return ADAPTERS[request.param](*TINY_BUILDERS[request.param](initializer_range=0.1, seed=seed),
+                                   name=f"tiny-{request.param}")
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +102,30 @@ def _zero_head(module, h: int, D: int):
         x[..., h * D:(h + 1) * D] = 0
         return (x,) + tuple(args[1:])
     return module.register_forward_pre_hook(hook)
+
+
+def _restored_probs(a, clean, edited, layer: int) -> torch.Tensor:
+    """[P]: the HF model's own forward of each edited input with decoder layer ``layer``'s output replaced, at every
+    position, by the clean input's (the test's own hook on the layer named by ``ARCHS``), scored on the clean answer."""
+    from vseam.models.base import answer_stats
+
+    name = ARCHS[a.arch]["lm_out"].format(l=layer).rsplit(".self_attn", 1)[0]
+
+    def restore(module, args, output):
+        hs = (output[0] if isinstance(output, tuple) else output).clone()
+        hs[1] = hs[0]  # row 0 the clean input, row 1 the edited one: one prompt, so the same positions
+        return (hs,) + tuple(output[1:]) if isinstance(output, tuple) else hs
+
+    out = []
+    for c, e in zip(clean, edited):
+        enc = a.encode([c, e])
+        handle = a.model.get_submodule(name).register_forward_hook(restore)
+        try:
+            logits = _forward_logits(a, enc)
+        finally:
+            handle.remove()
+        out.append(answer_stats(logits, enc.answer_mask(a.vocab_size))[0][1])
+    return torch.stack(out)
 
 
 def _loop_probs(a, samples, out_name: str, L: int, H: int, D: int) -> torch.Tensor:
@@ -126,7 +159,10 @@ def test_every_architecture_has_its_entry_configs_and_builder():
         cfg = load_config([f"model=tiny-{arch}"])
         assert cfg.model.path == f"tiny:{arch}" and cfg.model.arch == arch
         validate(cfg, "heads")
-    for name, arch in (("llava-v1.6-mistral-7b", "llava-next"), ("qwen2-vl-7b", "qwen2-vl"),
+    for name, arch in (("llava-v1.6-mistral-7b", "llava-next"),
+                       ("qwen2-vl-7b", "qwen2-vl"),
+                       ("qwen2.5-vl-7b", "qwen2.5-vl"),
+                       ("qwen3-vl-8b", "qwen3-vl"),
                        ("llava-onevision-qwen2-7b", "llava-onevision"), ("idefics3-8b", "idefics3"),
                        ("smolvlm2-2.2b", "smolvlm"), ("internvl3-8b", "internvl")):
         assert (CONFIG_DIR / "model" / f"{name}.yaml").exists()
@@ -367,6 +403,10 @@ def test_tracing_identities(arch_adapter, arch_samples):
     for l in range(a.num_layers):
         pr, lg = eng.patched_metrics(run, cache, l, base, source, ["resid"] * P,
                                      enc.inputs["attention_mask"].bool()[source], amask[base])
+        torch.testing.assert_close(pr, _restored_probs(a, clean, edited, l), rtol=0, atol=1e-5)
+        if any(run.layer_gaps[j] is not None for j in range(l + 1, a.num_layers)):
+            continue  # the decoder adds the edited input's own features after layer l (Qwen3-VL's DeepStack)
+        # nothing enters the residual stream after layer l: restoring it restores the clean output
         torch.testing.assert_close(effects(pr, prob[P:], prob[:P])[1], torch.ones(P), rtol=0, atol=1e-4)
         torch.testing.assert_close(pr, prob[:P], rtol=0, atol=1e-5)
         torch.testing.assert_close(lg, mlogit[:P], rtol=0, atol=1e-5)
@@ -569,3 +609,144 @@ def test_the_image_band_is_what_the_processor_put_in_place_of_the_placeholder(ar
     stray = ids[:img[0]] + ids[img[0] + 1:] + [a.image_token_id]  # an image token after the question
     with pytest.raises(ValueError, match="cannot be aligned|outside the band"):
         layouts(a, torch.tensor([stray]), torch.ones(1, len(stray), dtype=torch.long), [s.question])
+
+
+# ------------------------------------------------------------------------------ Qwen2.5-VL / Qwen3-VL specifics
+
+QWEN_VL = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")
+
+
+def _small_qwen(arch: str, **kw):
+    from vseam.models import ADAPTERS
+    from vseam.models.tiny import TINY_BUILDERS
+
+    return ADAPTERS[arch](*TINY_BUILDERS[arch](**{"initializer_range": 0.1, "num_layers": 1, "vision_layers": 1, **kw}))
+
+
+def test_deepstack_features_are_replayed_from_every_layer_batched_padded_and_cached(arch_samples):
+    """Qwen3-VL adds DeepStack features to the image tokens after decoder layers 0 and 1 of 3: exact scores of heads
+    in every layer equal full HF forwards (the test's own hook) for a padded batch, one sample at a time and rows
+    re-padded by the embedding cache; replayed without the recorded additions, layers 0 and 1 are wrong, layer 2
+    (after both) is not; the features kept per token are the tower's own."""
+    from vseam.attribution.exact import ExactEngine, clean_run, run_from_layer
+    from vseam.interventions import Ablate
+    from vseam.models import EmbeddingCache
+    from vseam.models.base import answer_stats
+
+    a = _small_qwen("qwen3-vl", num_layers=3, vision_layers=2, deepstack_visual_indexes=[0, 1])
+    L, H, D = a.shape
+    enc = a.encode(arch_samples)
+    amask = enc.answer_mask(a.vocab_size)
+    with torch.no_grad():
+        emb = a.embed(enc)
+        feats = a.model.get_image_features(enc.inputs["pixel_values"], enc.inputs["image_grid_thw"]).deepstack_features
+    visual = enc.inputs["input_ids"] == a.image_token_id
+    assert torch.equal(emb.extra["visual"], visual) and emb.extra["deepstack"].shape[1] == 2
+    for j in range(2):
+        torch.testing.assert_close(emb.extra["deepstack"][:, j].transpose(1, 2)[visual], torch.cat(feats[j]), rtol=0,
+                                   atol=0)
+        assert not bool(emb.extra["deepstack"][:, j].transpose(1, 2)[~visual].any())
+    ref = _loop_probs(a, arch_samples, ARCHS["qwen3-vl"]["lm_out"], L, H, D)
+    eng = ExactEngine(a, mode="zero", rows_per_forward=7)
+    p_abl, _ = eng.ablated_probs(emb, amask)
+    torch.testing.assert_close(p_abl, ref, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        single = torch.cat([eng.ablated_probs(a.embed(e), e.answer_mask(a.vocab_size))[0]
+                            for e in (a.encode([s]) for s in arch_samples)])
+        cache = EmbeddingCache(a)
+        cache.batch(arch_samples[1:2])
+        b = cache.batch(arch_samples[::-1])
+        cached = eng.ablated_probs(b.emb, b.answer_mask(a.vocab_size))[0]
+    torch.testing.assert_close(single, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cached, ref.flip(0), rtol=0, atol=1e-5)
+    # the control: the engine's replay without what the decoder added between layers
+    with torch.no_grad():
+        run = clean_run(a, emb)
+        assert [g is not None for g in run.layer_gaps] == [False, True, True]
+        run.layer_gaps = [None] * L
+        rows = torch.arange(len(arch_samples))
+        bare = torch.stack([torch.stack([answer_stats(run_from_layer(a, run, l, rows, Ablate(l, [h], mode="zero")),
+                                                      amask)[0] for h in range(H)], 1) for l in range(L)], 1)
+    err = (bare - ref).abs().amax(dim=(0, 2))
+    assert float(err[0]) > 1e-4 and float(err[1]) > 1e-4 and float(err[2]) < 1e-5, err
+
+
+def test_deepstack_features_of_the_patched_run_enter_after_a_patched_layer(arch_samples):
+    """Tracing Qwen3-VL: the edited run's residual stream restored at layer 0 does not restore the clean answer,
+    since the edited image's DeepStack feature is added after it (test_tracing_identities checks the patched
+    value against the HF model's own run); restored at the last layer, it does."""
+    from vseam.models.base import answer_stats
+    from vseam.tracing import TraceEngine
+
+    a = _small_qwen("qwen3-vl", num_layers=2, vision_layers=2)
+    clean = arch_samples[:2]
+    edited = [replace(s, id=f"{s.id}-e", image=_image(s.image.height, s.image.width, 100 + i))
+              for i, s in enumerate(clean)]
+    enc = a.encode(clean + edited)
+    eng = TraceEngine(a)
+    run, cache = eng.record(enc)
+    prob = answer_stats(run.logits, enc.answer_mask(a.vocab_size))[0]
+    base, source = torch.arange(2, 4), torch.arange(2)
+    gaps = []
+    for l in range(2):
+        pr, _ = eng.patched_metrics(run, cache, l, base, source, ["resid"] * 2,
+                                    enc.inputs["attention_mask"].bool()[source], enc.answer_mask(a.vocab_size)[base])
+        gaps.append(float((pr - prob[:2]).abs().max()))
+    assert gaps[0] > 1e-4 and gaps[1] < 1e-5, gaps
+
+
+@pytest.mark.parametrize("arch", QWEN_VL)
+def test_mrope_ids_with_a_text_row_are_kept_as_given(arch, arch_samples):
+    """Every Qwen VL language model takes [4, B, T] position ids (a text row, then time / height / width): the
+    adapter keeps them batch-first and hands them back in the same order, so the logits are those of the
+    [3, B, T] ids (the text row only shapes the causal mask); other shapes are refused."""
+    from vseam.models.base import position_ids_from_mask
+
+    a = _small_qwen(arch)
+    enc = a.encode(arch_samples)  # left-padded
+    with torch.no_grad():
+        emb = a.embed(enc)
+        four = replace(emb, position_ids=torch.cat([position_ids_from_mask(emb.attention_mask)[:, None],
+                                                    emb.position_ids], 1))
+        torch.testing.assert_close(a.lm_logits(four), a.lm_logits(emb), rtol=0, atol=1e-5)
+        swapped = replace(emb, position_ids=emb.position_ids[:, [0, 2, 1]])  # rows out of order: another model
+        assert float((a.lm_logits(swapped) - a.lm_logits(emb)).abs().max()) > 1e-4
+    as_passed = four.position_ids.permute(1, 0, 2)
+    assert torch.equal(a.positions(emb.attention_mask, {"position_ids": as_passed}), four.position_ids)
+    with pytest.raises(RuntimeError, match=r"expected M-RoPE's \[3, B, T\] or \[4, B, T\]"):
+        a.positions(emb.attention_mask, {"position_ids": as_passed[:2]})
+
+
+@pytest.mark.parametrize("arch", QWEN_VL)
+def test_vision_positions_hold_the_patches_vision_order_names(arch, arch_samples):
+    """Position i of the packed vision tower's sites holds pixel_values row vision_order[i]: changing one row
+    changes exactly that position of the first layer's input; the merger's output row j is the image token
+    vision_order[4j] // 4 of the language model's input; Qwen2.5-VL's windows reorder, the others do not."""
+    from vseam.interventions import Read, intervene
+    from vseam.models.base import Encoded
+
+    a = _small_qwen(arch)
+    enc = a.encode(arch_samples)
+    order = a.vision_order(enc)
+    N = enc.inputs["pixel_values"].shape[0]
+    assert sorted(order.tolist()) == list(range(N))
+    moved = (order != torch.arange(N)).nonzero().squeeze(1)
+    assert (len(moved) > 0) == (arch == "qwen2.5-vl")
+
+    def first_input(e):
+        with torch.no_grad(), intervene(a.vision, Read(site="resid_pre")) as c:
+            a.last_logits(e)
+        return c["resid_pre", 0][0]
+
+    with torch.no_grad(), intervene(a.vision, Read(site="proj_out")) as c:
+        emb = a.embed(enc)
+    image_tokens = emb.inputs_embeds[enc.inputs["input_ids"] == a.image_token_id]  # the processor's order
+    torch.testing.assert_close(c["proj_out", 0][0], image_tokens[order[::4] // 4], rtol=0, atol=0)  # packed: [1, N/4, d]
+    before = first_input(enc)
+    for r in {0, N - 1, *order[moved[:2]].tolist()}:
+        pv = enc.inputs["pixel_values"].clone()
+        pv[r] += 1.0
+        after = first_input(Encoded({**enc.inputs, "pixel_values": pv}, enc.answer_ids, enc.target, enc.ids,
+                                    enc.correct_ids))
+        changed = ((after - before).abs().amax(-1) > 0).nonzero().squeeze(1).tolist()
+        assert changed == (order == r).nonzero().squeeze(1).tolist()

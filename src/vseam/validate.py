@@ -14,6 +14,7 @@ from vseam.config import ConfigError
 from vseam.utils.devices import ACCELERATORS
 
 ARCHS = ("llava", "instructblip", "llava-next", "qwen2-vl",
+         "qwen2.5-vl", "qwen3-vl",
          "llava-onevision", "idefics3", "smolvlm", "internvl")  # vseam.models.ADAPTERS (tests/test_architectures.py)
 ANSWER_DEFINITIONS = ("project", "reference")  # vseam.models.base.ANSWER_DEFINITIONS
 DTYPES = ("float32", "bfloat16", "float16")

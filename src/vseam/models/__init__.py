@@ -1,6 +1,6 @@
 """Model adapters: one interface (prompt, inputs, answer tokens, scoring, the language model's and the vision
 tower's structure) over every supported VLM (``ADAPTERS``: LLaVA-1.5, InstructBLIP, LLaVA-NeXT, Qwen2-VL,
-LLaVA-OneVision, Idefics3, SmolVLM, InternVL)."""
+Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, Idefics3, SmolVLM, InternVL)."""
 
 from vseam.models.base import Embedded, Encoded, ScoreResult, VLMAdapter, answer_stats, find_decoder
 from vseam.models.cache import Batch, EmbeddingCache
@@ -9,6 +9,8 @@ from vseam.models.llava import LlavaAdapter
 from vseam.models.llava_next import LlavaNextAdapter
 from vseam.models.loading import ADAPTERS, ModelNotFoundError, arch_for_model_type, load_adapter
 from vseam.models.qwen2_vl import Qwen2VLAdapter
+from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from vseam.models.qwen3_vl import Qwen3VLAdapter
 from vseam.models.structure import Stack
 from vseam.models.llava_onevision import LlavaOnevisionAdapter
 from vseam.models.idefics3 import Idefics3Adapter
@@ -19,5 +21,6 @@ __all__ = [
     "VLMAdapter", "LlavaAdapter", "InstructBlipAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Encoded", "Embedded",
     "ScoreResult", "answer_stats", "find_decoder", "Stack", "Batch", "EmbeddingCache", "load_adapter",
     "ModelNotFoundError", "ADAPTERS", "arch_for_model_type",
+    "Qwen2_5_VLAdapter", "Qwen3VLAdapter",
     "LlavaOnevisionAdapter", "Idefics3Adapter", "SmolVLMAdapter", "InternVLAdapter",
 ]

@@ -1,12 +1,13 @@
-"""Tiny random VLMs of the real HF classes (LLaVA, InstructBLIP, LLaVA-NeXT, Qwen2-VL, LLaVA-OneVision, Idefics3,
-SmolVLM, InternVL), built from configs with no download, with processors and tokenizers built locally.
+"""Tiny random VLMs of the real HF classes (LLaVA, InstructBLIP, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+LLaVA-OneVision, Idefics3, SmolVLM, InternVL), built from configs with no download, with processors and tokenizers
+built locally.
 
 Used by the tests (every code path of the real models, in seconds) and as the starting point of the
 organism's models. Sizes are keyword arguments; defaults are the smallest that keep the structure:
 grouped-query attention in the language model (fewer KV heads than query heads), a Q-Former for
 InstructBLIP, a Llama language model for LLaVA and InstructBLIP (as Vicuna is), Mistral for LLaVA-NeXT,
-Qwen2 with M-RoPE for Qwen2-VL, Qwen2 for LLaVA-OneVision and InternVL, Llama for Idefics3 and SmolVLM; the
-chat templates of the hub checkpoints.
+Qwen2 with M-RoPE for Qwen2-VL (windowed vision attention for Qwen2.5-VL, DeepStack for Qwen3-VL), Qwen2 for
+LLaVA-OneVision and InternVL, Llama for Idefics3 and SmolVLM; the chat templates of the hub checkpoints.
 """
 
 from __future__ import annotations
@@ -188,6 +189,22 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 QWEN2_VL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                            "<|image_pad|>", "<|video_pad|>"]
+# Qwen/Qwen3-VL-8B-Instruct's chat template without its tool, video and assistant-history branches: no default
+# system turn (Qwen2-VL's has one); Qwen2.5-VL ships Qwen2-VL's template.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\n' }}{%- if messages[0].content is string %}"
+    "{{- messages[0].content }}{%- else %}{%- for content in messages[0].content %}{%- if 'text' in content %}"
+    "{{- content.text }}{%- endif %}{%- endfor %}{%- endif %}{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if message.role == 'user' %}{{- '<|im_start|>' + message.role + '\n' }}"
+    "{%- if message.content is string %}{{- message.content }}{%- else %}{%- for content in message.content %}"
+    "{%- if content.type == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{%- elif 'text' in content %}{{- content.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}{{- '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}")
+# kind -> (class-name prefix, transformers module, chat template) of the Qwen VL generations
+QWEN_VL_CLASSES = {"qwen2-vl": ("Qwen2VL", "qwen2_vl", QWEN2_VL_CHAT_TEMPLATE),
+                   "qwen2.5-vl": ("Qwen2_5_VL", "qwen2_5_vl", QWEN2_VL_CHAT_TEMPLATE),
+                   "qwen3-vl": ("Qwen3VL", "qwen3_vl", QWEN3_VL_CHAT_TEMPLATE)}
 
 
 def build_tiny_llava_next(tokenizer=None, *, grid_pinpoints=((32, 64), (64, 32), (64, 64), (96, 32), (32, 96)),
@@ -234,10 +251,23 @@ def build_tiny_qwen2_vl(tokenizer=None, *, merge_size: int = 2, temporal_patch_s
     pixel count in [``min_pixels``, ``max_pixels``] (defaults: 4 and 64 merged tokens), so images of
     different sizes give different token counts. ``mrope_section`` splits half the head width over the
     (time, height, width) positions."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
-    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
+    return _build_tiny_qwen_vl("qwen2-vl", tokenizer, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                               mrope_section=mrope_section, min_pixels=min_pixels, max_pixels=max_pixels, **sizes)
+
+
+def _build_tiny_qwen_vl(kind: str, tokenizer, *, merge_size: int, temporal_patch_size: int, mrope_section,
+                        min_pixels: int | None, max_pixels: int | None, vision_extra: dict | None = None,
+                        rope_extra: dict | None = None, **sizes):
+    """The Qwen VL family's tiny build (``kind``: qwen2-vl | qwen2.5-vl | qwen3-vl): the same tokenizer,
+    image processor, special tokens and M-RoPE language model, each generation's own classes and vision
+    config (``vision_extra``: its further keys), and its hub chat template."""
+    import importlib
+
+    import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+    prefix, module, template = QWEN_VL_CLASSES[kind]
+    config_module = importlib.import_module(f"transformers.models.{module}.configuration_{module}")
     sizes.setdefault("patch_size", 4)
     sz = TinySizes(**sizes)
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
@@ -246,27 +276,70 @@ def build_tiny_qwen2_vl(tokenizer=None, *, merge_size: int = 2, temporal_patch_s
     head_dim = sz.hidden_size // sz.num_heads
     if 2 * sum(mrope_section) != head_dim:
         raise ValueError(f"mrope_section {list(mrope_section)} must sum to half the head width {head_dim}")
-    vision = Qwen2VLVisionConfig(
-        depth=sz.vision_layers, embed_dim=sz.vision_hidden_size, hidden_size=sz.hidden_size,
-        num_heads=sz.vision_heads, mlp_ratio=(sz.vision_intermediate_size or 2 * sz.vision_hidden_size)
-        // sz.vision_hidden_size, patch_size=sz.patch_size, spatial_merge_size=merge_size,
-        temporal_patch_size=temporal_patch_size, initializer_range=sz.initializer_range)
-    text = sz.text_config(tokenizer, Qwen2VLTextConfig, rope_parameters={
-        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section)})
+    vision_width = dict(depth=sz.vision_layers, num_heads=sz.vision_heads, patch_size=sz.patch_size,
+                        spatial_merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                        initializer_range=sz.initializer_range)
+    mlp = sz.vision_intermediate_size or 2 * sz.vision_hidden_size
+    if kind == "qwen2-vl":  # the tower's width is embed_dim, its hidden_size the language model's
+        vision_width.update(embed_dim=sz.vision_hidden_size, hidden_size=sz.hidden_size,
+                            mlp_ratio=mlp // sz.vision_hidden_size)
+    else:
+        vision_width.update(hidden_size=sz.vision_hidden_size, intermediate_size=mlp, out_hidden_size=sz.hidden_size)
+    vision = getattr(config_module, f"{prefix}VisionConfig")(**vision_width, **(vision_extra or {}))
+    text_extra = {"head_dim": head_dim} if kind == "qwen3-vl" else {}
+    text = sz.text_config(tokenizer, getattr(config_module, f"{prefix}TextConfig"), rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section), **(rope_extra or {})},
+        **text_extra)
     tid = tokenizer.convert_tokens_to_ids
-    config = Qwen2VLConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                           image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
-                           vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"))
+    config = getattr(config_module, f"{prefix}Config")(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), image_token_id=tid("<|image_pad|>"),
+        video_token_id=tid("<|video_pad|>"), vision_start_token_id=tid("<|vision_start|>"),
+        vision_end_token_id=tid("<|vision_end|>"))
     torch.manual_seed(sz.seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config).eval()
     factor = sz.patch_size * merge_size
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=sz.patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
         size={"shortest_edge": min_pixels or 4 * factor * factor, "longest_edge": max_pixels or 64 * factor * factor},
         do_convert_rgb=True)
-    processor = _image_only(Qwen2VLProcessor)(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                                                chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    processor = _image_only(getattr(transformers, f"{prefix}Processor"))(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=template)
     return model, processor
+
+
+def build_tiny_qwen2_5_vl(tokenizer=None, *, merge_size: int = 2, temporal_patch_size: int = 2,
+                          mrope_section=(2, 1, 1), min_pixels: int | None = None, max_pixels: int | None = None,
+                          window_size: int | None = None, fullatt_block_indexes=None, **sizes):
+    """A random ``Qwen2_5_VLForConditionalGeneration`` and its ``Qwen2_5_VLProcessor`` (Qwen2.5-VL's chat
+    template, Qwen2-VL's): as ``build_tiny_qwen2_vl`` (same sizes and defaults), with the windowed vision
+    attention of Qwen2.5-VL: windows of ``window_size`` pixels (default: 2 x 2 merged tokens, so a tiny image
+    spans several windows) in every vision layer but those of ``fullatt_block_indexes`` (default: the last
+    one, as Qwen2.5-VL-7B's [7, 15, 23, 31] of 32 end with a full-attention layer)."""
+    sizes.setdefault("patch_size", 4)
+    layers = sizes.get("vision_layers", TinySizes.vision_layers)
+    vision_extra = dict(window_size=window_size or 2 * sizes["patch_size"] * merge_size,
+                        fullatt_block_indexes=list(fullatt_block_indexes if fullatt_block_indexes is not None
+                                                   else [layers - 1]))
+    return _build_tiny_qwen_vl("qwen2.5-vl", tokenizer, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                               mrope_section=mrope_section, min_pixels=min_pixels, max_pixels=max_pixels,
+                               vision_extra=vision_extra, **sizes)
+
+
+def build_tiny_qwen3_vl(tokenizer=None, *, merge_size: int = 2, temporal_patch_size: int = 2,
+                        mrope_section=(2, 1, 1), min_pixels: int | None = None, max_pixels: int | None = None,
+                        deepstack_visual_indexes=None, num_position_embeddings: int = 16, **sizes):
+    """A random ``Qwen3VLForConditionalGeneration`` and its ``Qwen3VLProcessor`` with Qwen3-VL's chat template:
+    as ``build_tiny_qwen2_vl`` (same sizes and defaults), with Qwen3-VL's learned vision position embeddings
+    (a grid of ``num_position_embeddings``, interpolated to each image), interleaved M-RoPE and DeepStack: the
+    vision layers ``deepstack_visual_indexes`` (default: every vision layer) each feed a merger whose output
+    is added to the language model's image tokens after decoder layer 0, 1, ... in turn. With the default 2
+    vision and 2 language layers the second feature is added after the last decoder layer."""
+    layers = sizes.get("vision_layers", TinySizes.vision_layers)
+    vision_extra = dict(num_position_embeddings=num_position_embeddings, deepstack_visual_indexes=list(
+        deepstack_visual_indexes if deepstack_visual_indexes is not None else range(layers)))
+    return _build_tiny_qwen_vl("qwen3-vl", tokenizer, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                               mrope_section=mrope_section, min_pixels=min_pixels, max_pixels=max_pixels,
+                               vision_extra=vision_extra, rope_extra={"mrope_interleaved": True}, **sizes)
 
 
 def _image_only(processor_class):
@@ -465,6 +538,7 @@ FULL_WIDTH_ARCH = {"llava-1.5-7b": "llava", "instructblip-vicuna-7b": "instructb
 # tiny:<arch> -> its builder (``model.path=tiny:<arch>``; a new architecture adds its entry)
 TINY_BUILDERS = {"llava": build_tiny_llava, "instructblip": build_tiny_instructblip,
                  "llava-next": build_tiny_llava_next, "qwen2-vl": build_tiny_qwen2_vl,
+                 "qwen2.5-vl": build_tiny_qwen2_5_vl, "qwen3-vl": build_tiny_qwen3_vl,
                  "llava-onevision": build_tiny_llava_onevision, "idefics3": build_tiny_idefics3,
                  "smolvlm": build_tiny_smolvlm, "internvl": build_tiny_internvl}
 

@@ -247,6 +247,9 @@ REAL_PROCESSING = {
                    lambda pv: pv.shape[1]),
     "qwen2-vl": (dict(patch_size=14, min_pixels=56 * 56, max_pixels=28 * 28 * 16384), "qwen2-vl-7b",
                  lambda pv: pv.shape[0]),
+    "qwen2.5-vl": (dict(patch_size=14, min_pixels=56 * 56, max_pixels=28 * 28 * 16384), "qwen2.5-vl-7b",
+                   lambda pv: pv.shape[0]),
+    "qwen3-vl": (dict(patch_size=16, min_pixels=65536, max_pixels=16777216), "qwen3-vl-8b", lambda pv: pv.shape[0]),
     "llava-onevision": (dict(image_size=384, patch_size=14, max_grid=6, vision_aspect_ratio="anyres_max_9"),
                         "llava-onevision-qwen2-7b", lambda pv: pv.shape[1]),
     "idefics3": (dict(image_size=364, patch_size=14, max_splits=4), "idefics3-8b", lambda pv: pv.shape[1]),
@@ -278,4 +281,4 @@ def test_cost_model_image_tokens_are_what_the_processor_makes(arch, size):
     band = len(ids) - (len(prompt_ids) - prompt_ids.count(a.image_token_id))  # what replaced the placeholder
     want = cm.ARCHS[name].image(h, w)
     assert (int((ids == a.image_token_id).sum()), band) == (want.tokens, want.band)
-    assert views(enc.inputs["pixel_values"]) == (want.views[0] if arch == "qwen2-vl" else len(want.views))
+    assert views(enc.inputs["pixel_values"]) == (want.views[0] if arch.startswith("qwen") else len(want.views))

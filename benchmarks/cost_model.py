@@ -1,7 +1,7 @@
 """Cost model of head attribution for the real job (issues 17 and 23), on paper: the multiply-adds each method
 must do for a real checkpoint of every supported architecture (LLaVA-1.5-7B and InstructBLIP-Vicuna-7B, the
 paper's two, and LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, Idefics3, SmolVLM2,
-PaliGemma, InternVL3), counted from the checkpoints' widths (``ARCHS``: each entry names its source) at a
+PaliGemma 2, InternVL3), counted from the checkpoints' widths (``ARCHS``: each entry names its source) at a
 typical image's token count, turned into GPU-hours and wall time on 1 and 8 GPUs at an assumed sustained
 bfloat16 throughput; the exact engine's counted floor per architecture (the share of one reference forward an
 ablation in layer l must recompute); and the activation memory of one ablated copy, so that
@@ -294,7 +294,7 @@ ARCHS: dict[str, Model] = {m.name: m for m in [
           Tower(1152, 27, 16, 4304), dynamic(16, 2, 65536, 16777216),
           lambda im: 4 * im.projected * (4608 * 4608 + 4608 * 4096),  # the merger and 3 DeepStack mergers
           4 * (4608 * 4608 + 4608 * 4096), 30, source="config.json, preprocessor_config.json", arch="qwen3-vl"),
-    Model("gemma-3-4b", "google/gemma-3-4b-it",
+    Model("gemma-3-4b-it", "google/gemma-3-4b-it",
           LM(d=2560, layers=34, heads=8, kv_heads=4, head_dim=256, mlp=10240, vocab=262208, tied=True, window=1024,
              global_every=6, attention="image-bidirectional"),
           Tower(**SO400M, layers=27), fixed((4096,), 256, markers=4, how="SigLIP/896: 64 x 64 patches pooled to 16 x 16"),
@@ -307,11 +307,12 @@ ARCHS: dict[str, Model] = {m.name: m for m in [
           LM(d=2048, layers=24, heads=32, kv_heads=32, head_dim=64, mlp=8192, vocab=49280),
           Tower(**SO400M, layers=27), splits(True, 4 * 384, 384, 81, 27 * 27), _linear(9 * 1152, 2048),
           9 * 1152 * 2048, 30, source="the 2.2B SmolVLM design (SmolVLM-Instruct's config.json, the SmolVLM paper)", arch="smolvlm"),
-    Model("paligemma-3b-224", "google/paligemma-3b-mix-224",
-          LM(d=2048, layers=18, heads=8, kv_heads=1, head_dim=256, mlp=16384, vocab=257216, tied=True,
-             attention="prefix"),
-          Tower(**SO400M, layers=27), fixed((256,), 256, how="SigLIP/224: 16 x 16"), _linear(1152, 2048),
-          1152 * 2048, 16, source="config.json (prefix-LM: image + prompt attend both ways)", arch="paligemma"),
+    Model("paligemma2-3b-224", "google/paligemma2-3b-mix-224",
+          LM(d=2304, layers=26, heads=8, kv_heads=4, head_dim=256, mlp=9216, vocab=257216, tied=True, window=4096,
+             global_every=2, attention="prefix"),
+          Tower(**SO400M, layers=27), fixed((256,), 256, how="SigLIP/224: 16 x 16"), _linear(1152, 2304),
+          1152 * 2304, 16, source="config.json (Gemma 2 2B; prefix-LM: image + prompt attend both ways)",
+          arch="paligemma"),
     Model("internvl3-8b", "OpenGVLab/InternVL3-8B-hf", LM(**QWEN2_7B, vocab=151674),
           Tower(1024, 24, 16, 4096, cls=1), tiles(448, 12, 256, 1024),
           lambda im: im.projected * (4096 * 3584 + 3584 * 3584), 4096 * 3584 + 3584 * 3584, 30,

@@ -342,18 +342,18 @@ class VLMAdapter:
     def processor_kwargs(self) -> dict:
         return {}
 
-    def processor_images(self, images: Sequence[Any]) -> list:
-        """The processor's ``images`` argument for one image per prompt (SmolVLM's processor wants them nested
-        per prompt; a flat list is one image per prompt to the others)."""
-        return list(images)
+    def processor_images(self, images: list) -> list:
+        """The processor's ``images`` for a batch of one image per prompt (SmolVLM's processor wants a list per
+        prompt: a flat list is one prompt's images to it)."""
+        return images
 
     def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
         """Preprocess a batch: prompts, images, left padding, answer ids. Raises MissingImageError."""
         if images is None:
             images = [load_image(s) for s in samples]
         prompts = [self.prompt(s.question) for s in samples]
-        inputs = self.processor(images=self.processor_images(images), text=prompts, return_tensors="pt", padding=True,
-                                **self.processor_kwargs())
+        inputs = self.processor(images=self.processor_images(list(images)), text=prompts, return_tensors="pt",
+                                padding=True, **self.processor_kwargs())
         inputs = left_align({k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)})
         answer_ids, target, correct_ids = [], [], []
         for s in samples:

@@ -8,10 +8,6 @@ prompt, so each prompt's image is passed in its own list. A hub checkpoint's pro
 processor, which needs torchvision installed, and SmolVLM's processor needs ``num2words``.
 """
 
-from __future__ import annotations
-
-from typing import Any, Sequence
-
 from vseam.models.idefics3 import Idefics3Adapter
 
 
@@ -20,5 +16,5 @@ class SmolVLMAdapter(Idefics3Adapter):
     hf_class = "SmolVLMForConditionalGeneration"
     model_types = ("smolvlm",)
 
-    def processor_images(self, images: Sequence[Any]) -> list:
+    def processor_images(self, images: list) -> list:
         return [[image] for image in images]

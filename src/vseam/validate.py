@@ -15,7 +15,8 @@ from vseam.utils.devices import ACCELERATORS
 
 ARCHS = ("llava", "instructblip", "llava-next", "qwen2-vl",
          "qwen2.5-vl", "qwen3-vl",
-         "gemma3", "paligemma")  # vseam.models.ADAPTERS (tests/test_architectures.py)
+         "gemma3", "paligemma",
+         "llava-onevision", "idefics3", "smolvlm", "internvl")  # vseam.models.ADAPTERS (tests/test_architectures.py)
 ANSWER_DEFINITIONS = ("project", "reference")  # vseam.models.base.ANSWER_DEFINITIONS
 DTYPES = ("float32", "bfloat16", "float16")
 FORMATS = ("organism", "gqa", "pope", "cocoqa")

@@ -370,7 +370,9 @@ def _vhr_none(adapter, mc) -> str:
 
 
 def _vhr(job: Job, method: str) -> Outcome | None:
-    """VHR: per question, the vision-aware heads of each reinforced layer scaled by ``modulation.vhr_alpha``."""
+    """VHR (He et al., ACL 2025, github.com/jinghan1he/VHR): per question, the vision-aware heads of each reinforced
+    layer (VHD above the layer's median, outliers zeroed) scaled by ``modulation.vhr_alpha``; no data, two rows of
+    the language model per question (with and without the image)."""
     a, mc = job.adapter, job.cfg.modulation
     tensors, hyper = _vhr_spec(a, mc)
     if not tensors["layers"].numel():
@@ -386,6 +388,8 @@ def _vhr(job: Job, method: str) -> Outcome | None:
     test, val = job.evaluate(**applied.scoring(a, job.cache))
     chosen = {l: torch.cat(v).float() for l, v in sorted(applied.record.items())}
     extra = {"fixed_params": 0, "alpha": hyper["alpha"], "layers": sorted(chosen),
+             "changes": f"the outputs of the vision-aware half of the heads of layers {sorted(chosen)} (chosen per "
+                        f"question), times {hyper['alpha']}",
              "forward_rows": applied.forward_rows,
              "heads_per_layer": {str(l): round(float(c.sum(1).mean()), 3) for l, c in chosen.items()},
              "head_frequency": {str(l): [round(float(x), 4) for x in c.mean(0)] for l, c in chosen.items()},
@@ -513,7 +517,9 @@ def ict_heads(num_heads: int, num_layers: int, heads_per_layer: int) -> int:
 
 
 def _ict(job: Job, method: str) -> Outcome | None:
-    """ICT: heads shifted along clean-minus-degraded directions (image and object level) at the answer position."""
+    """ICT (Chen et al., CVPR 2025, github.com/THU-BPM/ICT): the heads whose probes best tell clean from blurred
+    images (whole image; the queried object's box) shifted along the clean-minus-blurred direction at the answer
+    position; estimated on ``modulation.ict_samples`` train samples."""
     a, mc, seed = job.adapter, job.cfg.modulation, int(job.cfg.seed)
     bs, radius = int(job.cfg.data.batch_size), float(mc.ict_blur_radius)
     levels = list(ICT_LEVELS) if mc.ict_type == "both" else [str(mc.ict_type)]
@@ -556,6 +562,7 @@ def _ict(job: Job, method: str) -> Outcome | None:
     applied = build(method, tensors, hyper, a)
     test, val = job.evaluate(**applied.scoring(a, job.cache))
     extra.update(alpha=hyper["alpha"], num_heads=k, forward_rows=applied.forward_rows,
+                 changes=f"the answer position's output of {k} heads per level ({', '.join(levels)}), shifted",
                  fixed_params=int(sum(int(tensors[f"{lv}_selected"].sum()) for lv in levels) * a.head_dim),
                  file=_save(job, method, tensors, hyper, subset))
     return Outcome(test, val, 0, extra)
@@ -678,7 +685,9 @@ def textual_direction(adapter, demos: Sequence[Sample], images: Sequence, wrong:
 
 
 def _vti(job: Job, method: str) -> Outcome | None:
-    """VTI: norm-preserving steering of every layer's MLP output in the vision tower and the language model."""
+    """VTI (Liu, Ye, Zou, ICLR 2025, github.com/shengliu66/VTI): every layer's MLP output in the vision tower and the
+    language model rotated towards a direction estimated on ``modulation.vti_num_demos`` train samples (masked vs
+    clean images; gold vs wrong answers)."""
     a, mc, seed = job.adapter, job.cfg.modulation, int(job.cfg.seed)
     bs = int(job.cfg.data.batch_size)
     train = job.splits["train"]
@@ -714,7 +723,10 @@ def _vti(job: Job, method: str) -> Outcome | None:
              "num_demos": len(demos), "mask_ratio": float(mc.vti_mask_ratio), "num_trials": int(mc.vti_num_trials)}
     applied = build(method, tensors, hyper, a)
     test, val = job.evaluate(**applied.scoring(a, job.cache))
-    extra = {**hyper, "forward_rows": applied.forward_rows, "steered": sorted(k.split("_")[0] for k in tensors),
+    steered = sorted(k.split("_")[0] for k in tensors)
+    extra = {**hyper, "forward_rows": applied.forward_rows, "steered": steered,
+             "changes": "every layer's MLP output, rotated towards a direction: "
+                        + " and ".join({"text": "language model", "vision": "vision tower"}[x] for x in steered),
              "fixed_params": int(sum(t.numel() for t in tensors.values())),
              "file": _save(job, method, tensors, hyper, demos)}
     return Outcome(test, val, 0, extra)

@@ -423,6 +423,7 @@ def test_pca_direction_is_mean_plus_the_sign_fixed_first_component():
         i = np.argmax(np.abs(U[:, 0]))
         ref = mean + np.sign(U[i, 0]) * Vt[0]
         np.testing.assert_allclose(got[k].numpy(), ref, atol=1e-5)
+    torch.testing.assert_close(fa.pca_direction(X.float(), chunk=2), got)  # groups a chunk at a time
 
 
 def test_masked_copies_mask_the_share_of_patches_with_the_mean():

@@ -475,20 +475,22 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, max_iter: int
 
 def probe_accuracy(trusted: torch.Tensor, untrusted: torch.Tensor, seed: int, chunk: int = 64) -> torch.Tensor:
     """ICT's head ranking: per unit (``trusted`` [N, P, D], ``untrusted`` [M, P, D]) the mean held-out accuracy of a
-    logistic probe telling the two apart, over 2 folds of a seeded shuffle (the code's ``KFold(2)``): [P]."""
-    X = torch.cat([trusted, untrusted]).double()
+    logistic probe telling the two apart, over 2 folds of a seeded shuffle (the code's ``KFold(2)``): [P]. The
+    units are fitted ``chunk`` at a time (memory: a 7B model has 1024 heads)."""
     y = torch.cat([torch.zeros(len(trusted)), torch.ones(len(untrusted))]).double()
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(len(y), generator=g)
-    X, y = X[perm], y[perm]
+    y = y[perm]
     half = (len(y) + 1) // 2  # KFold(2): the first fold takes the odd sample
     folds = [(slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))]
-    acc = torch.zeros(X.shape[1], dtype=torch.float64)
-    for p0 in range(0, X.shape[1], chunk):
+    P = trusted.shape[1]
+    acc = torch.zeros(P, dtype=torch.float64)
+    for p0 in range(0, P, chunk):
         sl = slice(p0, p0 + chunk)
+        X = torch.cat([trusted[:, sl], untrusted[:, sl]])[perm].double()
         for train, test in folds:
-            w, b = fit_logistic(X[train, sl].transpose(0, 1), y[train])
-            pred = (torch.einsum("npd,pd->np", X[test, sl], w) + b) > 0
+            w, b = fit_logistic(X[train].transpose(0, 1), y[train])
+            pred = (torch.einsum("npd,pd->np", X[test], w) + b) > 0
             acc[sl] += (pred == y[test, None].bool()).double().mean(0) / len(folds)
     return acc
 
@@ -498,10 +500,11 @@ def ict_level(trusted: torch.Tensor, untrusted: torch.Tensor, num_heads: int, se
     every head (trusted mean minus untrusted mean), the std of all activations along it, the probes' accuracy
     and the ``num_heads`` heads of highest accuracy (``selected``)."""
     N, L, H, D = trusted.shape
-    t, u = trusted.reshape(N, L * H, D).double(), untrusted.reshape(len(untrusted), L * H, D).double()
-    com = t.mean(0) - u.mean(0)
+    t, u = trusted.reshape(N, L * H, D), untrusted.reshape(len(untrusted), L * H, D)
+    com = t.mean(0, dtype=torch.float64) - u.mean(0, dtype=torch.float64)
     unit = com / com.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    std = torch.einsum("npd,pd->np", torch.cat([t, u]), unit).std(0, unbiased=False)
+    proj = torch.cat([torch.einsum("npd,pd->np", x.double(), unit) for x in (t, u)])
+    std = proj.std(0, unbiased=False)
     acc = probe_accuracy(t, u, seed)
     top = torch.sort(acc, descending=True, stable=True).indices[:num_heads]
     selected = torch.zeros(L * H, dtype=torch.uint8)
@@ -569,16 +572,19 @@ def _ict(job: Job, method: str) -> Outcome | None:
 
 
 # ------------------------------------------------------------------------------------------- VTI
-def pca_direction(diffs: torch.Tensor) -> torch.Tensor:
+def pca_direction(diffs: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """VTI's direction of each group from differences [N, G, M] (N demos): the mean difference plus the first
     principal component (unit, its sign as ``svd_flip`` sets it: the demo of largest |score| scores positive),
-    [G, M] (``vti_utils/utils.py``, ``obtain_*_vti``: ``components_.sum(1) + mean_``)."""
-    X = diffs.transpose(0, 1).double()  # [G, N, M]
-    mean = X.mean(1, keepdim=True)
-    U, _, Vh = torch.linalg.svd(X - mean, full_matrices=False)
-    u0 = U[:, :, 0]  # [G, N]
-    sign = torch.sign(u0.gather(1, u0.abs().argmax(1, keepdim=True)))  # [G, 1]
-    return (mean[:, 0] + sign * Vh[:, 0]).float()
+    [G, M] (``vti_utils/utils.py``, ``obtain_*_vti``: ``components_.sum(1) + mean_``); ``chunk`` groups at a time."""
+    out = []
+    for g0 in range(0, diffs.shape[1], chunk):
+        X = diffs[:, g0:g0 + chunk].transpose(0, 1).double()  # [G, N, M]
+        mean = X.mean(1, keepdim=True)
+        U, _, Vh = torch.linalg.svd(X - mean, full_matrices=False)
+        u0 = U[:, :, 0]  # [G, N]
+        sign = torch.sign(u0.gather(1, u0.abs().argmax(1, keepdim=True)))  # [G, 1]
+        out.append((mean[:, 0] + sign * Vh[:, 0]).float())
+    return torch.cat(out)
 
 
 def wrong_answer(sample: Sample, answers_by_category: dict[str, list[str]], rng: random.Random) -> str | None:

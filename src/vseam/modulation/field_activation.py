@@ -158,14 +158,18 @@ def _draw(samples: Sequence, n: int | None, seed: int) -> list:
     return [samples[i] for i in keep]
 
 
-def _images(samples: Sequence[Sample]) -> tuple[list[Sample], list]:
-    kept, images = [], []
+def _images(samples: Sequence[Sample], method: str) -> tuple[list[Sample], list]:
+    """The samples whose image opens and their images; the others are said (a counted skip)."""
+    kept, images, missing = [], [], []
     for s in samples:
         try:
             images.append(load_image(s))
-        except MissingImageError:
+        except MissingImageError as e:
+            missing.append(str(e))
             continue
         kept.append(s)
+    if missing:
+        say(f"[{method}] skipped {len(missing)} of {len(samples)} train samples whose image is missing (first: {missing[0]})")
     return kept, images
 
 
@@ -526,7 +530,7 @@ def _ict(job: Job, method: str) -> Outcome | None:
     a, mc, seed = job.adapter, job.cfg.modulation, int(job.cfg.seed)
     bs, radius = int(job.cfg.data.batch_size), float(mc.ict_blur_radius)
     levels = list(ICT_LEVELS) if mc.ict_type == "both" else [str(mc.ict_type)]
-    subset, images = _images(_draw(job.splits["train"], mc.ict_samples, seed))
+    subset, images = _images(_draw(job.splits["train"], mc.ict_samples, seed), method)
     boxed = [i for i, s in enumerate(subset) if _box(s) is not None]
     if "object" in levels and len(boxed) < 2:
         why = (f"the object level needs the queried object's box (object_positions, as GQA and the organism world "
@@ -708,7 +712,7 @@ def _vti(job: Job, method: str) -> Outcome | None:
         if w is not None and a.answer_tokens(w)[1] != a.answer_tokens(s.answer)[1]:
             eligible.append((s, w))
     drawn = dict((s.id, w) for s, w in _draw(eligible, int(mc.vti_num_demos), seed))
-    demos, images = _images([s for s, _ in eligible if s.id in drawn])
+    demos, images = _images([s for s, _ in eligible if s.id in drawn], method)
     wrong = [drawn[s.id] for s in demos]
     if len(demos) < 2:
         say(f"[vti] refused: {len(demos)} train samples with a wrong answer to contrast; the directions need 2")

@@ -544,4 +544,5 @@ def test_train_py_runs_the_field_methods_on_the_same_questions(tmp_path):
     for name in ("vhr", "ict", "vti"):
         assert m[name]["trainable_params"] == 0 and Path(m[name]["file"]).exists()
         assert read_method(m[name]["file"])[1]["method"] == name
-    assert m["vhr"]["forward_rows"] == 2 and m["ict"]["forward_rows"] == 1
+    assert m["vhr"]["cost"]["forward_passes"] == 2 and m["ict"]["cost"]["forward_passes"] == 1
+    assert all(m[x]["changes"] and m[x]["cost"]["vision_passes"] == 1 for x in ("vhr", "ict", "vti"))

@@ -394,7 +394,8 @@ def _vhr(job: Job, method: str) -> Outcome | None:
     extra = {"fixed_params": 0, "alpha": hyper["alpha"], "layers": sorted(chosen),
              "changes": f"the outputs of the vision-aware half of the heads of layers {sorted(chosen)} (chosen per "
                         f"question), times {hyper['alpha']}",
-             "forward_rows": applied.forward_rows,
+             "cost": {"forward_passes": applied.forward_rows, "vision_passes": 1,
+                      "note": "one pass of two rows: the question with and without its image's tokens"},
              "heads_per_layer": {str(l): round(float(c.sum(1).mean()), 3) for l, c in chosen.items()},
              "head_frequency": {str(l): [round(float(x), 4) for x in c.mean(0)] for l, c in chosen.items()},
              "file": _save(job, method, tensors, hyper, [])}
@@ -568,8 +569,11 @@ def _ict(job: Job, method: str) -> Outcome | None:
              "blur_radius": radius, "samples": len(subset)}
     applied = build(method, tensors, hyper, a)
     test, val = job.evaluate(**applied.scoring(a, job.cache))
-    extra.update(alpha=hyper["alpha"], num_heads=k, forward_rows=applied.forward_rows,
+    extra.update(alpha=hyper["alpha"], num_heads=k,
                  changes=f"the answer position's output of {k} heads per level ({', '.join(levels)}), shifted",
+                 cost={"forward_passes": applied.forward_rows, "vision_passes": 1,
+                       "setup": f"{1 + len(levels)} forward passes per train sample (clean, "
+                                f"{' and '.join(lv + '-blurred' for lv in levels)}) and 2 probes per head and level"},
                  fixed_params=int(sum(int(tensors[f"{lv}_selected"].sum()) for lv in levels) * a.head_dim),
                  file=_save(job, method, tensors, hyper, subset))
     return Outcome(test, val, 0, extra)
@@ -734,7 +738,12 @@ def _vti(job: Job, method: str) -> Outcome | None:
     applied = build(method, tensors, hyper, a)
     test, val = job.evaluate(**applied.scoring(a, job.cache))
     steered = sorted(k.split("_")[0] for k in tensors)
-    extra = {**hyper, "forward_rows": applied.forward_rows, "steered": steered,
+    extra = {**hyper, "steered": steered,
+             "cost": {"forward_passes": applied.forward_rows, "vision_passes": 1,
+                      "setup": f"{len(demos)} train samples: "
+                               + " and ".join({"text": "2 forward passes each (gold, wrong answer)",
+                                               "vision": f"{1 + int(mc.vti_num_trials)} vision passes each"}[x]
+                                              for x in steered)},
              "changes": "every layer's MLP output, rotated towards a direction: "
                         + " and ".join({"text": "language model", "vision": "vision tower"}[x] for x in steered),
              "fixed_params": int(sum(t.numel() for t in tensors.values())),

@@ -114,6 +114,22 @@ class ModulationConfig:
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
     norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
+    # the field's activation-level methods (issue 27; vseam.modulation.field_activation), each paper's defaults
+    vhr_alpha: float = 2.0  # VHR (ACL 2025): scale of the vision-aware heads' outputs
+    vhr_layers: list[int] = field(default_factory=lambda: [18, 32])  # VHR: layers [start, end) of a 32-layer model,
+    # scaled to the model's depth (round(l * L / 32)); paper: the last 14 for LLaVA, [14, 32] (the last 18) for InstructBLIP
+    vhr_layer_one: bool = True  # VHR: and the second layer (layer 1; paper: LLaVA yes, InstructBLIP no)
+    ict_num_heads: int = 256  # ICT (CVPR 2025): heads shifted per level, top by probe accuracy, of LLaVA-1.5-7B's
+    # 1024 (32 x 32): the same share of the model's heads (round(n * L * H / 1024), at least 1)
+    ict_alpha: float = 8.0  # ICT: shift strength (times the std of the activations along the direction)
+    ict_type: str = "both"  # ICT: image | object | both (the levels whose directions are estimated and applied)
+    ict_samples: Optional[int] = 1500  # ICT: at most this many train samples estimate the directions; null = all
+    ict_blur_radius: float = 5.0  # ICT: Gaussian blur radius (pixels of the image as stored) of the degraded images
+    vti_alpha_text: float = 0.9  # VTI (ICLR 2025): strength of the language model's steering; 0 = off
+    vti_alpha_image: float = 0.9  # VTI: strength of the vision encoder's steering; 0 = off
+    vti_num_demos: int = 70  # VTI: train samples the steering directions are estimated from
+    vti_mask_ratio: float = 0.99  # VTI: share of the image's patches masked in each perturbed copy
+    vti_num_trials: int = 50  # VTI: perturbed copies of each image averaged
 
 
 @dataclass

@@ -26,7 +26,9 @@ ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
 TOWERS = ("language", "vision")  # attribution.tower: whose heads are scored (VLMAdapter.stack)
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 ATP_PATHS = ("all", "index", "layer")  # attribution.patching: the heads ablated together where the gradient is taken
-MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3")
+MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3",
+                      "vhr", "ict", "vti")  # the field's activation-level methods (issue 27)
+ICT_TYPES = ("image", "object", "both")  # vseam.modulation.field_activation: the levels of ICT
 TRACE_BLOCKS = ("attn", "mlp", "resid")  # tracing.engine patches these block outputs
 TRACE_GROUPS = ("image", "question", "last")  # tracing.positions finds these groups of positions
 TRACE_DIRECTIONS = ("denoise", "noise")
@@ -263,6 +265,7 @@ def _train(cfg: Any) -> None:
         if not float(mc[key]) > 0:
             raise ConfigError(f"modulation.{key}={mc[key]!r}: expected a learning rate > 0")
     _at_least("modulation.lora_r", mc.lora_r, 1)
+    check_field_activation(mc)
     v, t = float(mc.val_fraction), float(mc.test_fraction)
     if not (0 < v < 1 and 0 < t < 1 and v + t < 1):
         raise ConfigError(f"modulation.val_fraction={v}, modulation.test_fraction={t}: each must be in (0, 1) "
@@ -299,6 +302,30 @@ def _train(cfg: Any) -> None:
         raise ConfigError(f"attribution.rescore_top_k={a.rescore_top_k} re-scores fewer heads exactly than "
                           f"modulation.k_pos={mc.k_pos} / modulation.k_neg={mc.k_neg} key heads ask for: the key "
                           f"heads are ranked on exact scores only; set attribution.rescore_top_k >= {k}")
+
+
+def check_field_activation(mc: Any) -> None:
+    """The hyperparameters of VHR, ICT and VTI (``modulation.vhr_*``, ``ict_*``, ``vti_*``)."""
+    if not float(mc.vhr_alpha) > 0:
+        raise ConfigError(f"modulation.vhr_alpha={mc.vhr_alpha!r}: expected a scale > 0 (the paper's 2; 1 = no change)")
+    rng = list(mc.vhr_layers) if mc.vhr_layers is not None else []
+    if len(rng) != 2 or any(not isinstance(v, int) for v in rng) or not 0 <= rng[0] < rng[1] <= 32:
+        raise ConfigError(f"modulation.vhr_layers={rng!r}: expected [start, end) of a 32-layer model, "
+                          f"0 <= start < end <= 32 (scaled to the model's depth)")
+    _at_least("modulation.ict_num_heads", mc.ict_num_heads, 1)
+    _at_least("modulation.ict_alpha", mc.ict_alpha, 0)
+    _choice("modulation.ict_type", mc.ict_type, ICT_TYPES)
+    _at_least("modulation.ict_samples", mc.ict_samples, 2, allow_none=True)
+    if not float(mc.ict_blur_radius) > 0:
+        raise ConfigError(f"modulation.ict_blur_radius={mc.ict_blur_radius!r}: expected a blur radius > 0 (pixels)")
+    for key in ("vti_alpha_text", "vti_alpha_image"):
+        _at_least(f"modulation.{key}", mc[key], 0)
+    if float(mc.vti_alpha_text) == 0 and float(mc.vti_alpha_image) == 0 and "vti" in list(mc.methods):
+        raise ConfigError("modulation.vti_alpha_text=0 and modulation.vti_alpha_image=0: VTI would steer nothing")
+    _at_least("modulation.vti_num_demos", mc.vti_num_demos, 2)  # a principal direction needs two differences
+    if not 0.0 < float(mc.vti_mask_ratio) < 1.0:
+        raise ConfigError(f"modulation.vti_mask_ratio={mc.vti_mask_ratio!r}: expected a share of patches in (0, 1)")
+    _at_least("modulation.vti_num_trials", mc.vti_num_trials, 1)
 
 
 def _eval(ev: Any) -> None:

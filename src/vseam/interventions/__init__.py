@@ -4,9 +4,9 @@ decoder layer, attention patterns) and saved modulations."""
 from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
 from vseam.interventions.heads import (
     HIDDEN_SITES, SITES, Ablate, GroupedHeadModulation, HeadCache, HeadModulation, HeadShapeError, LogitBias, Patch,
-    Read, block_modules, check_heads, intervene,
+    Read, Steer, block_modules, check_heads, intervene,
 )
 
 __all__ = ["Ablate", "Patch", "Read", "HeadModulation", "GroupedHeadModulation", "LogitBias", "HeadCache",
-           "intervene", "HeadShapeError", "check_heads", "load_modulation", "read_modulation", "save_modulation",
+           "Steer", "intervene", "HeadShapeError", "check_heads", "load_modulation", "read_modulation", "save_modulation",
            "block_modules", "SITES", "HIDDEN_SITES"]

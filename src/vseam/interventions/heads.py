@@ -29,6 +29,8 @@ this one mechanism:
   as (trainable) ``nn.Parameter``s;
 - ``GroupedHeadModulation``: G such modulations in one batch, each on its own heads and rows;
 - ``LogitBias``: learned biases on the answer logits (the yes-vs-no margin, answer words);
+- ``Steer``: a fixed steering vector added to chosen heads (``z``) or to a hidden state, or VTI's norm-preserving
+  rotation of a hidden state towards it, at every, the last, or chosen positions;
 - ``Read``: cache the values of a site, optionally with their gradients.
 
 Heads are chosen per sample by a bool mask [B, H] (or one list of heads for the whole batch), and
@@ -175,6 +177,74 @@ class Patch:
         B, T, H, D = z.shape
         heads = range(H) if self.heads is None else self.heads
         return torch.where(_where_mask(_head_mask(heads, B, H, z.device), self.positions, z), src, z)
+
+
+STEER_MODES = ("add", "rotate")
+
+
+@dataclass
+class Steer:
+    """Steer the values of ``site`` along a fixed ``vector`` (activation steering), at chosen positions.
+
+    - ``mode="add"``: ``x <- x + strength * vector`` (at ``z``: ``vector`` [H, D], a zero row leaves its head alone);
+    - ``mode="rotate"`` (hidden-state sites): the norm-preserving steering of VTI (Liu et al., ICLR 2025,
+      ``vti_utils/llm_layers.py``), ``x <- |x| * normalize(x / |x| + strength * vector / |vector|)`` per position.
+
+    ``vector``: [H, D] at ``z``; at a hidden-state site [d] (every position) or [T, d] (one per position: a
+    vision tower's fixed grid of tokens). ``positions``: None (every position), ``"last"`` (the last position of
+    every row: the answer position of a left-padded batch) or a bool mask [B, T].
+    """
+
+    layer: int
+    vector: torch.Tensor
+    site: str = "z"
+    strength: float = 1.0
+    mode: str = "add"
+    positions: torch.Tensor | str | None = None
+
+    def __post_init__(self):
+        _check_site(self.site)
+        if self.site != "z" and self.site not in HIDDEN_SITES:
+            raise ValueError(f"Steer at site {self.site!r}: expected z or a hidden-state site {HIDDEN_SITES}")
+        if self.mode not in STEER_MODES:
+            raise ValueError(f"steering mode {self.mode!r}: expected one of {STEER_MODES}")
+        if self.mode == "rotate" and self.site == "z":
+            raise ValueError("Steer(mode='rotate') steers a hidden state; at z (per head) use mode='add'")
+        if isinstance(self.positions, str) and self.positions != "last":
+            raise ValueError(f"steering positions {self.positions!r}: expected None, 'last' or a bool mask [B, T]")
+        want = (2,) if self.site == "z" else (1, 2)
+        if self.vector.dim() not in want:
+            raise ValueError(f"steering vector of shape {tuple(self.vector.shape)} at {self.site}: expected "
+                             f"{'[H, D]' if self.site == 'z' else '[d] or [T, d]'}")
+
+    def apply(self, x: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+        v = self.vector.to(device=x.device, dtype=torch.float32)
+        if self.site == "z":
+            if v.shape != x.shape[2:]:
+                raise ValueError(f"steering vector {tuple(v.shape)} does not fit the heads [H, D] = "
+                                 f"{tuple(x.shape[2:])} at z of layer {self.layer}")
+            v = v[None, None]
+        elif v.shape != x.shape[-1:] and v.shape != x.shape[1:]:
+            raise ValueError(f"steering vector {tuple(v.shape)} does not fit [d] = [{x.shape[-1]}] or [T, d] = "
+                             f"{list(x.shape[1:])} at {self.site} of layer {self.layer}")
+        if self.mode == "add":
+            new = x + (self.strength * v).to(x.dtype)
+        else:
+            norm = x.float().norm(dim=-1, keepdim=True)
+            unit = torch.nn.functional.normalize(v, dim=-1)
+            new = (torch.nn.functional.normalize(torch.nn.functional.normalize(x.float(), dim=-1) + self.strength * unit,
+                                                 dim=-1) * norm).to(x.dtype)
+        if self.positions is None:
+            return new
+        if isinstance(self.positions, str):
+            where = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+            where[:, -1] = True
+        else:
+            where = self.positions.to(x.device)
+            if where.shape != x.shape[:2]:
+                raise ValueError(f"position mask {tuple(where.shape)} does not fit [B, T] = {tuple(x.shape[:2])} "
+                                 f"at {self.site} of layer {self.layer}")
+        return torch.where(where.reshape(*where.shape, *([1] * (x.dim() - 2))), new, x)
 
 
 @dataclass

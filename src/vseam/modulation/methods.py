@@ -8,7 +8,8 @@ or None when the method does not apply to this run (it says why). Each starts fr
 - ``random``: the same training on ``modulation.random_draws`` random head sets of the key heads' size
   (``modulation.draws``), trained together; its row is their mean, its test the key heads' rank;
 - ``bias``: the bias-only baseline, learned biases on the answer logits (``baselines.logit_bias_for``);
-- ``lora`` / ``ia3``: peft adapters on a copy of the language model.
+- ``lora`` / ``ia3``: peft adapters on a copy of the language model;
+- ``vhr`` / ``ict`` / ``vti``: the field's activation-level methods (``field_activation``), training-free.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
 from vseam.modulation.draws import train_draw_group
+from vseam.modulation.field_activation import FIELD_ACTIVATION_METHODS
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.module import head_norms
@@ -130,3 +132,4 @@ METHODS: dict[str, Callable[[Job, str], Outcome | None]] = {
     "none": _none, "heuristic": _heuristic, "learned": _learned, "random": _random, "bias": _bias,
     "lora": _peft, "ia3": _peft,
 }
+METHODS.update(FIELD_ACTIVATION_METHODS)  # vhr, ict, vti: the field's activation-level methods (field_activation)

@@ -120,6 +120,26 @@ def test_score_site_on_the_vision_tower_and_its_errors(tiny_llava, samples):
         AttentionEdit(0, site="z")
 
 
+
+def test_score_gradients_match_finite_differences_of_a_score_edit(tiny_llava, samples):
+    """Read(grad=True) at attn_scores: d(logit)/d(score) at one entry equals the central difference of adding
+    +-eps to that entry with an AttentionEdit."""
+    a, l, h = tiny_llava, 1, 2
+    batch = _batch(a, samples, 1)
+    image = batch.visual[0].nonzero().squeeze(1)
+    k = int(image[3])
+    keys = torch.zeros_like(batch.visual)
+    keys[0, k] = True
+    tok = int(batch.target[0])
+    with intervene(a, Read(layers=[l], site="attn_scores", grad=True)) as c:
+        a.lm_logits(batch.emb)[0, tok].backward()
+    grad = float(c.grad(l, "attn_scores")[0, h, -1, k])
+    eps = 1e-2
+    f = [float(_run(a, batch, AttentionEdit(l, heads=[h], queries=_last(batch), keys=keys, add=d))[0][0, tok])
+         for d in (eps, -eps)]
+    assert grad == pytest.approx((f[0] - f[1]) / (2 * eps), rel=1e-3, abs=1e-6)
+    assert abs(grad) > 0
+
 # ------------------------------------------------------------------------------------ contrastive scoring
 def test_contrast_logits_equal_the_formula():
     g = torch.Generator().manual_seed(0)
@@ -305,6 +325,18 @@ def test_methods_are_refused_where_they_do_not_apply(tiny_instructblip, samples)
         fa.pai(a, 0.2, [0], 1.1, 0.1).for_batch(batch)
 
 
+def test_train_refuses_a_method_before_any_method_runs(tiny_instructblip, samples):
+    """train.py's check before its first row: VAF on InstructBLIP is refused with one line naming it."""
+    from types import SimpleNamespace
+
+    cfg = load_config(["modulation.methods=[none,pai,vaf,vcd]"])
+    job = SimpleNamespace(cfg=cfg, adapter=tiny_instructblip, cache=EmbeddingCache(tiny_instructblip),
+                          splits={"test": samples})
+    with pytest.raises(fa.NotApplicableError, match=r"^vaf: the model \(.*\) puts no text before the image"):
+        fa.check_applicable(job)
+    job.cfg = load_config(["modulation.methods=[none,pai,spin,adhh,vcd]"])
+    fa.check_applicable(job)  # these apply
+
 @pytest.mark.parametrize("argv, command, pattern", [
     (["modulation.methods=[none,pai]", "modulation.pai_layers=[5,3]"], "train", r"modulation.pai_layers=\[5, 3\]"),
     (["modulation.methods=[vaf]", "modulation.vaf_layers=[9,40]"], "train", r"vaf_layers.*field_depth=32"),
@@ -402,7 +434,14 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
     assert res["method"] == "adhh" and res["method_info"]["hyperparameters"]["heads"] == \
         m["adhh"]["hyperparameters"]["heads"]
     assert res["overlap_with_training"]["known"] and res["overlap_with_training"]["n_in_train"] == 0
-    assert {"a_only", "b_only", "p"} <= set(res["stats"]["modulated_vs_base"])
+    paired = res["stats"]["modulated_vs_base"]
+    assert {"a_only", "b_only", "p"} <= set(paired) and set(paired["by_pope_split"]) == {"random", "popular",
+                                                                                         "adversarial"}
+    preds = [json.loads(x) for x in (tmp_path / "e-adhh" / "eval_predictions.jsonl").read_text().splitlines()]
+    base = {p["id"]: p["correct"] for p in preds if p["run"] == "base"}
+    adv = [(p["correct"], base[p["id"]]) for p in preds if p["run"] == "modulated" and p["category"] == "adversarial"]
+    assert {x: paired["by_pope_split"]["adversarial"][x] for x in ("n", "a_only", "b_only", "p")} == \
+        stats.mcnemar(*zip(*adv))
     res = analyze_main(["eval", *common, *held, f"out_dir={tmp_path / 'e-pai'}", "eval.method=pai"])
     assert res["method_info"]["hyperparameters"]["layers"] == list(range(6)) and res["method_info"]["cost"]["forward_passes"] == 2
     with pytest.raises(OverlapError, match="adhh file"):

@@ -16,7 +16,7 @@ from typing import Callable
 
 from vseam.data.load import load_samples
 from vseam.data.skips import check_skips, missing_images, model_skips
-from vseam.evaluation.metrics import accuracy_interval, paired_comparison
+from vseam.evaluation.metrics import accuracy_interval, paired_by_group
 from vseam.evaluation.score import evaluate
 from vseam.interventions.checkpoint import load_modulation, seen_samples
 from vseam.models import load_adapter
@@ -63,14 +63,14 @@ def _fmt(x) -> str:
 
 
 def run_stats(records: dict[str, list[dict]], seed: int) -> dict:
-    """Each run's accuracy with its bootstrap interval over questions and, with a modulation, the modulated
-    run against the base model on the same questions (exact McNemar, paired bootstrap interval of the
-    difference): ``eval_results.json``'s ``stats``."""
+    """Each run's accuracy with its bootstrap interval over questions and, with a modulation (or a method), the
+    modulated run against the base model on the same questions (exact McNemar, paired bootstrap interval of the
+    difference), overall, per level and per POPE split: ``eval_results.json``'s ``stats``."""
     out = {"interval": f"percentile bootstrap over questions, 95%, 2000 resamples, seed {seed}",
            "accuracy": {name: accuracy_interval(r, seed=seed) for name, r in records.items()}}
-    if "modulated" in records:
-        out["modulated_vs_base"] = paired_comparison(records["modulated"], records["base"], seed=seed,
-                                                     names=("modulated", "base"))
+    if "modulated" in records:  # overall, per level and per POPE split
+        out["modulated_vs_base"] = paired_by_group(records["modulated"], records["base"], seed=seed,
+                                                   names=("modulated", "base"))
     return out
 
 
@@ -147,6 +147,10 @@ def _eval(cfg, out: Path, build: Callable | None = None) -> dict:
         print(f"[modulated ({summary['method']}) vs base] same {paired['n']} questions: fixed {paired['a_only']}, broken {paired['b_only']}, "
               f"accuracy {paired['diff']:+.4f} (95% CI {paired['ci'][0]:+.4f} to {paired['ci'][1]:+.4f}), "
               f"exact McNemar p = {paired['p']:.3g}")
+        for kind in ("by_level", "by_pope_split"):
+            for g, c in paired.get(kind, {}).items():
+                print(f"  {g}: n={c['n']} fixed {c['a_only']}, broken {c['b_only']}, accuracy {c['diff']:+.4f}, "
+                      f"exact McNemar p = {c['p']:.3g}")
     if overlap and overlap.get("warning"):
         print(f"WARNING: not held-out: {overlap['warning']}")
     print(f"written: {out / 'eval_results.json'}")
@@ -178,6 +182,9 @@ def _track(cfg, out: Path, summary: dict) -> None:
         metrics.update({"modulated_vs_base/fixed": c["a_only"], "modulated_vs_base/broken": c["b_only"],
                         "modulated_vs_base/diff": c["diff"], "modulated_vs_base/mcnemar_p": c["p"],
                         "modulated_vs_base/diff_ci_low": c["ci"][0], "modulated_vs_base/diff_ci_high": c["ci"][1]})
+        for kind in ("by_level", "by_pope_split"):
+            for g, cg in c.get(kind, {}).items():
+                metrics.update({f"modulated_vs_base/{g}/diff": cg["diff"], f"modulated_vs_base/{g}/mcnemar_p": cg["p"]})
     metrics = {k: v for k, v in metrics.items() if v is not None}  # e.g. the AUROC of a split of one class
     tracker.log(metrics)
     tracker.table("by_category", ["run", "category", "accuracy", "n"], rows)

@@ -20,7 +20,7 @@ from pathlib import Path
 from vseam.attribution.outputs import scores_to_dict
 from vseam.attribution.scores import HeadScores
 from vseam.data.sample import sample_key
-from vseam.evaluation.metrics import accuracy_interval, paired_comparison
+from vseam.evaluation.metrics import accuracy_interval, paired_by_group
 from vseam.evaluation.score import EvalResult
 from vseam.interventions.checkpoint import read_modulation, save_modulation
 from vseam.modulation.draws import draws_row, random_control
@@ -51,25 +51,6 @@ def method_row(outcome: Outcome) -> dict:
             **outcome.extra}
 
 
-def _groups(records: list[dict]) -> dict[str, dict[str, set]]:
-    """The question ids of each semantic level and each POPE split present in ``records``."""
-    levels = {lv: {r["id"] for r in records if r.get("level") == lv} for lv in LEVEL_ORDER}
-    pope = {sp: {r["id"] for r in records if r.get("benchmark") == "pope" and r.get("category") == sp}
-            for sp in POPE_SPLITS}
-    return {"by_level": {k: v for k, v in levels.items() if v}, "by_pope_split": {k: v for k, v in pope.items() if v}}
-
-
-def paired_by_group(a: list[dict], b: list[dict], seed: int, names: tuple[str, str]) -> dict:
-    """``paired_comparison`` of run A against run B on the same questions, overall and within each semantic level
-    (``by_level``) and POPE split (``by_pope_split``)."""
-    out = paired_comparison(a, b, seed=seed, n_boot=N_BOOT, level=LEVEL, names=names)
-    for kind, groups in _groups(a).items():
-        out[kind] = {g: paired_comparison([r for r in a if r["id"] in ids], [r for r in b if r["id"] in ids],
-                                          seed=seed, n_boot=N_BOOT, level=LEVEL, names=names)
-                     for g, ids in groups.items()}
-    return out
-
-
 def comparison_stats(evals: dict[str, EvalResult], draws: dict | None, seed: int) -> dict:
     """The statistics of ``summary.json``: per method its test accuracy with a bootstrap interval; every method
     against the frozen model (``vs_none``: A = the method) and the learned method against every other
@@ -80,11 +61,11 @@ def comparison_stats(evals: dict[str, EvalResult], draws: dict | None, seed: int
                  "accuracy": {m: accuracy_interval(e.records, seed=seed, n_boot=N_BOOT, level=LEVEL)
                               for m, e in evals.items()}}
     if "none" in evals:
-        out["vs_none"] = {m: paired_by_group(e.records, evals["none"].records, seed, (m, "none"))
-                          for m, e in evals.items() if m != "none"}
+        out["vs_none"] = {m: paired_by_group(e.records, evals["none"].records, seed=seed, n_boot=N_BOOT, level=LEVEL,
+                                             names=(m, "none")) for m, e in evals.items() if m != "none"}
     if "learned" in evals:
-        out["vs_learned"] = {m: paired_by_group(evals["learned"].records, e.records, seed, ("learned", m))
-                             for m, e in evals.items() if m != "learned"}
+        out["vs_learned"] = {m: paired_by_group(evals["learned"].records, e.records, seed=seed, n_boot=N_BOOT,
+                                                level=LEVEL, names=("learned", m)) for m, e in evals.items() if m != "learned"}
         if draws is not None:
             out["random_heads"] = random_control(evals["learned"], draws["draws"], exact=draws["exact"], alpha=ALPHA)
     return out

@@ -448,3 +448,35 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
         analyze_main(["eval", *common, "data=organism-pope", f"data.root={world}", "data.n_per_category=4",
                       "data.pope_per_split=8",
                       f"out_dir={tmp_path / 'e-same'}", "eval.method=adhh", f"eval.checkpoint={files['adhh']}"])
+
+
+# ------------------------------------------------------------------------------------ every architecture
+from test_architectures import arch_adapter, arch_samples  # noqa: E402,F401  (the tiny build of each architecture)
+
+
+def test_every_architecture_exposes_its_scores_and_runs_the_methods(arch_adapter, arch_samples):
+    """On each architecture's tiny build: softmax(scores) is the pattern at every layer (the intercepted softmax is
+    the attention's); a default AttentionEdit leaves the eager logits bit-identical; PAI (with its image-free
+    contrast), SPIN, AD-HH and VCD score every question; VAF runs or is refused for want of a system prompt."""
+    a = arch_adapter
+    cache = EmbeddingCache(a)
+    batch = cache.batch(arch_samples)
+    eager, c = _run(a, batch, Read(site="attn_scores"), Read(site="attn_pattern"))
+    for l in range(a.num_layers):
+        torch.testing.assert_close(c["attn_scores", l].softmax(-1), c["attn_pattern", l], rtol=0, atol=1e-6)
+    assert torch.equal(_run(a, batch, *[AttentionEdit(l) for l in range(a.num_layers)])[0], eager)
+    layers = list(range(a.num_layers))
+    methods = [fa.pai(a, 0.5, layers, 1.1, 0.1), fa.spin(a, 0.5, 0.1, layers),
+               fa.adhh(a, [(0, 0), (a.num_layers - 1, 1)], 0.0), fa.vcd(a, 1.0, 0.1, 500, 0)]
+    base = evaluate(a, arch_samples, batch_size=3, cache=cache)
+    for ap in methods:
+        res = evaluate(a, arch_samples, ap, contrast=ap.contrast, batch_size=3, cache=cache)
+        assert len(res.records) == len(arch_samples) and not res.skipped
+        assert [r["prob"] for r in res.records] != [r["prob"] for r in base.records], ap.name
+    r = fa.token_roles(batch, "vaf")
+    vaf = fa.vaf(a, 1.15, 0.95, layers)
+    if bool(r["before"].any(1).all()):
+        evaluate(a, arch_samples, vaf, batch_size=3, cache=cache)
+    else:
+        with pytest.raises(fa.NotApplicableError, match="no text before the image"):
+            vaf.for_batch(batch)

@@ -179,12 +179,18 @@ class TextDeactivation:
 # ------------------------------------------------------------------------------------------ VCD's distortion
 def diffusion_noise(x: torch.Tensor, step: int, generator: torch.Generator) -> torch.Tensor:
     """VCD's ``add_diffusion_noise``: the forward diffusion ``sqrt(abar_t) x + sqrt(1 - abar_t) eps`` at ``step`` of
-    1000, betas ``sigmoid(linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5``; eps from ``generator``."""
+    1000, betas ``sigmoid(linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5``; eps from ``generator``. A tile of
+    [..., tiles, C, H, W] pixel values that is all zeros is a processor's padding (Idefics3 and SmolVLM tell their
+    real images that way) and stays zero."""
     betas = torch.sigmoid(torch.linspace(-6, 6, 1000, dtype=torch.float64)) * (0.5e-2 - 1e-5) + 1e-5
     abar = torch.cumprod(1 - betas, 0)[int(step)]
     eps = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-    out = abar.sqrt().float() * x.detach().float().cpu() + (1 - abar).sqrt().float() * eps
-    return out.to(device=x.device, dtype=x.dtype)
+    out = (abar.sqrt().float() * x.detach().float().cpu() + (1 - abar).sqrt().float() * eps).to(device=x.device,
+                                                                                                 dtype=x.dtype)
+    if x.dim() >= 4:
+        padding = (x == 0).flatten(-3).all(-1)
+        out = torch.where(padding[..., None, None, None], x, out)
+    return out
 
 
 def _generator(seed: int, *ids: str) -> torch.Generator:

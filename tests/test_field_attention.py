@@ -424,6 +424,15 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
     assert "by_level" in st["vs_learned"]["vcd"]
     for line in ("fwd/q", "vs frozen", "what each method changes", "learned vs", "pope-adversarial"):
         assert line in printed, line
+    # the W&B comparison table: the same cost, changes and paired statistics
+    from vseam.modulation.outputs import comparison_rows
+
+    cols, table = comparison_rows(m, st)
+    row = dict(zip(cols, table[list(m).index("adhh")]))
+    assert row["forward_passes"] == 1 and row["changes"] == m["adhh"]["changes"]
+    assert row["vs_none_mcnemar_p"] == st["vs_none"]["adhh"]["p"]
+    assert row["vs_none_pope_adversarial_mcnemar_p"] == st["vs_none"]["adhh"]["by_pope_split"]["adversarial"]["p"]
+    assert row["vs_learned_object_diff"] == st["vs_learned"]["adhh"]["by_level"]["object"]["diff"]
     # each method's file, applied by analyze.py eval to another world
     files = {k: out / "methods" / f"{k}.safetensors" for k in ("pai", "vaf", "spin", "adhh", "vcd")}
     assert all(f.exists() for f in files.values())

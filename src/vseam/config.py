@@ -98,8 +98,26 @@ class ModulationConfig:
     attribution_limit: Optional[int] = 240  # when computing scores: at most this many train samples; None = all
     methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "bias", "lora",
                                                         "ia3"])
-    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3
+    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3 | pai | vaf | spin | adhh | vcd
     heuristic_lambda: float = 1.0  # heuristic rescaling: scale = clip(1 + lambda * signed score, 0, 2)
+    # the field's attention-level methods (vseam.modulation.field_attention), each paper's LLaVA-1.5-7B defaults; a
+    # layer range [start, end) is of a field_depth-layer model and scaled to the model's depth (round(l * L / depth))
+    field_depth: int = 32  # the depth the *_layers ranges are written for (LLaVA-1.5-7B: 32 layers)
+    pai_alpha: float = 0.2  # PAI: image attention of the last query amplified, s <- s + alpha * |s| (pre-softmax)
+    pai_layers: list[int] = field(default_factory=lambda: [2, 32])  # PAI: layers [start, end) amplified
+    pai_gamma: float = 1.1  # PAI: contrast with the image-free input, gamma * l(x) - (gamma - 1) * l(x'); 1 = off
+    pai_beta: float = 0.1  # PAI: plausibility cutoff of the contrast (p < beta * max p ruled out)
+    vaf_enhance: float = 1.15  # VAF: scores of the queries after the image to the image keys multiplied by this
+    vaf_suppress: float = 0.95  # VAF: ... to the system prompt's keys (the text before the image) by this
+    vaf_layers: list[int] = field(default_factory=lambda: [9, 15])  # VAF: layers [start, end) (the middle layers)
+    spin_keep: float = 0.8  # SPIN: share of heads kept at the last query, the top by image attention (routed_heads)
+    spin_damp: float = 0.1  # SPIN: factor on the other heads' outputs (small_num_mask)
+    spin_layers: list[int] = field(default_factory=lambda: [0, 32])  # SPIN: layers [start, end)
+    adhh_k: int = 20  # AD-HH: hallucination heads, the top-K contrastive influence on the train split
+    adhh_threshold: float = 0.4  # AD-HH: a head's last-query attention to the text after the image is zeroed when >= this
+    vcd_alpha: float = 1.0  # VCD: contrast (1 + alpha) * l(x) - alpha * l(x with the distorted image)
+    vcd_beta: float = 0.1  # VCD: plausibility cutoff (p < beta * max p ruled out)
+    vcd_noise_step: int = 500  # VCD: diffusion noise step (of 1000) of the distorted image
     k_random: Optional[int] = None  # heads of the random-heads control; None = as many as the key heads
     random_draws: int = 99  # random head sets of the random-heads control, each trained as the key heads
     draws_together: Optional[int] = 8  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
@@ -159,6 +177,7 @@ class TrainerConfig:
 class EvalConfig:
     # `python analyze.py eval`: the model as configured, and with a saved modulation when one is named
     checkpoint: Optional[str] = None  # a saved modulation (.safetensors, from train.py) to apply; None = the model alone
+    method: str = "none"  # none: eval.checkpoint's learned modulation, if any | pai | vaf | spin | vcd (from modulation.* or a train.py file) | adhh (a train.py file)
     allow_overlap: bool = False  # score a modulation on samples it was trained / selected on (warned, marked in results)
 
 

@@ -26,8 +26,12 @@ ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
 TOWERS = ("language", "vision")  # attribution.tower: whose heads are scored (VLMAdapter.stack)
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 ATP_PATHS = ("all", "index", "layer")  # attribution.patching: the heads ablated together where the gradient is taken
-MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3",
-                      "vhr", "ict", "vti")  # the field's activation-level methods (issue 27)
+FIELD_ATTENTION_METHODS = ("pai", "vaf", "spin", "adhh", "vcd")  # vseam.modulation.field_attention
+FIELD_ACTIVATION_METHODS = ("vhr", "ict", "vti")  # vseam.modulation.field_activation
+MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3", *FIELD_ATTENTION_METHODS,
+                      *FIELD_ACTIVATION_METHODS)
+EVAL_METHODS = ("none", *FIELD_ATTENTION_METHODS, *FIELD_ACTIVATION_METHODS)  # eval.method: the field methods eval applies
+NEED_A_FILE = ("adhh", "ict", "vti")  # eval.method values estimated from data by train.py: eval.checkpoint names their file
 ICT_TYPES = ("image", "object", "both")  # vseam.modulation.field_activation: the levels of ICT
 TRACE_BLOCKS = ("attn", "mlp", "resid")  # tracing.engine patches these block outputs
 TRACE_GROUPS = ("image", "question", "last")  # tracing.positions finds these groups of positions
@@ -169,7 +173,7 @@ def validate(cfg: Any, command: str) -> None:
     _logger(lg)
     _at_least("modulation.norm_every", mc.norm_every, 0)
     checks: dict[str, Callable[[], None]] = {"heads": lambda: _attribution(a, tc), "train": lambda: _train(cfg),
-                                             "eval": lambda: _eval(cfg.eval), "edit": lambda: _edit(e),
+                                             "eval": lambda: _eval(cfg), "edit": lambda: _edit(e),
                                              "ablate": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "overlap": lambda: (_attribution(a, tc), check_study(cfg.study)),
                                              "report": lambda: None,
@@ -270,6 +274,7 @@ def _train(cfg: Any) -> None:
     if not (0 < v < 1 and 0 < t < 1 and v + t < 1):
         raise ConfigError(f"modulation.val_fraction={v}, modulation.test_fraction={t}: each must be in (0, 1) "
                           f"and their sum below 1")
+    check_field_methods(mc, methods)
     if int(tc.max_epochs) < 1 and int(tc.max_steps) < 1:
         raise ConfigError(f"trainer.max_epochs={tc.max_epochs} (and trainer.max_steps={tc.max_steps}): expected "
                           f"max_epochs >= 1 or max_steps >= 1")
@@ -304,6 +309,49 @@ def _train(cfg: Any) -> None:
                           f"heads are ranked on exact scores only; set attribution.rescore_top_k >= {k}")
 
 
+def _layers(key: str, value: Any, depth: int) -> None:
+    rng = list(value) if value is not None else []
+    if len(rng) != 2 or any(not isinstance(v, int) for v in rng) or not 0 <= rng[0] < rng[1] <= depth:
+        raise ConfigError(f"modulation.{key}={rng!r}: expected [start, end) with 0 <= start < end <= "
+                          f"modulation.field_depth={depth}")
+
+
+def _share(key: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+    v = float(value)
+    if not ((low < v) if open_low else (low <= v)) or not v <= high:
+        raise ConfigError(f"modulation.{key}={value!r}: expected a number in {'(' if open_low else '['}{low}, {high}]")
+
+
+def check_field_methods(mc: Any, methods: Iterable[str]) -> None:
+    """The hyperparameters of the field's attention-level methods named in ``methods`` (before a model loads)."""
+    methods = set(methods)
+    if not methods & set(FIELD_ATTENTION_METHODS):
+        return
+    _at_least("modulation.field_depth", mc.field_depth, 1)
+    depth = int(mc.field_depth)
+    if "pai" in methods:
+        _at_least("modulation.pai_alpha", mc.pai_alpha, 0)
+        _at_least("modulation.pai_gamma", mc.pai_gamma, 1)
+        _share("pai_beta", mc.pai_beta, 0, 1, open_low=True)
+        _layers("pai_layers", mc.pai_layers, depth)
+    if "vaf" in methods:
+        _at_least("modulation.vaf_enhance", mc.vaf_enhance, 0)
+        _at_least("modulation.vaf_suppress", mc.vaf_suppress, 0)
+        _layers("vaf_layers", mc.vaf_layers, depth)
+    if "spin" in methods:
+        _share("spin_keep", mc.spin_keep, 0, 1, open_low=True)
+        _share("spin_damp", mc.spin_damp, 0, 1)
+        _layers("spin_layers", mc.spin_layers, depth)
+    if "adhh" in methods:
+        _at_least("modulation.adhh_k", mc.adhh_k, 1)
+        _share("adhh_threshold", mc.adhh_threshold, 0, 1)
+    if "vcd" in methods:
+        _at_least("modulation.vcd_alpha", mc.vcd_alpha, 0)
+        _share("vcd_beta", mc.vcd_beta, 0, 1, open_low=True)
+        if not 0 <= int(mc.vcd_noise_step) <= 999:
+            raise ConfigError(f"modulation.vcd_noise_step={mc.vcd_noise_step!r}: expected a diffusion step in [0, 999]")
+
+
 def check_field_activation(mc: Any) -> None:
     """The hyperparameters of VHR, ICT and VTI (``modulation.vhr_*``, ``ict_*``, ``vti_*``)."""
     if not float(mc.vhr_alpha) > 0:
@@ -328,12 +376,19 @@ def check_field_activation(mc: Any) -> None:
     _at_least("modulation.vti_num_trials", mc.vti_num_trials, 1)
 
 
-def _eval(ev: Any) -> None:
+def _eval(cfg: Any) -> None:
     from pathlib import Path
 
+    ev = cfg.eval
+    _choice("eval.method", ev.method, EVAL_METHODS)
     if ev.checkpoint and not Path(str(ev.checkpoint)).is_file():
         raise ConfigError(f"eval.checkpoint={ev.checkpoint}: no such file (expected a modulation.safetensors "
-                          f"written by train.py)")
+                          f"written by train.py{'' if ev.method == 'none' else f', or its methods/{ev.method}.safetensors'})")
+    if ev.method in NEED_A_FILE and not ev.checkpoint:
+        raise ConfigError(f"eval.method={ev.method} is estimated on a train split by train.py: set eval.checkpoint to "
+                          f"the methods/{ev.method}.safetensors of that run")
+    if ev.method != "none" and not ev.checkpoint:  # from the hyperparameters alone
+        check_field_methods(cfg.modulation, [ev.method])
 
 
 def _edit(e: Any) -> None:

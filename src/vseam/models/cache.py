@@ -9,12 +9,12 @@ Q-Former runs once per sample, not once per epoch and method.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from vseam.data.sample import Sample
-from vseam.models.base import Embedded, answer_mask
+from vseam.models.base import Embedded, Encoded, answer_mask
 
 
 @dataclass
@@ -48,11 +48,16 @@ class Batch:
 
 
 class EmbeddingCache:
-    """Sample id -> merged embeddings. ``enabled=False`` recomputes every time (same numbers, slower)."""
+    """Sample id -> merged embeddings. ``enabled=False`` recomputes every time (same numbers, slower).
 
-    def __init__(self, adapter, enabled: bool = True):
+    ``transform(encoded, samples) -> encoded`` changes the processor's outputs before the vision side runs (VCD's
+    distorted image: noise on the pixel values); such a cache holds the transformed inputs' embeddings only.
+    """
+
+    def __init__(self, adapter, enabled: bool = True, transform: Callable[[Encoded, Sequence[Sample]], Encoded] | None = None):
         self.adapter = adapter
         self.enabled = enabled
+        self.transform = transform
         self.store: dict[str, _Entry] = {}
 
     def __len__(self) -> int:
@@ -61,6 +66,8 @@ class EmbeddingCache:
     @torch.no_grad()
     def _compute(self, samples: Sequence[Sample], images=None) -> list[_Entry]:
         enc = self.adapter.encode(samples, images=images).to(self.adapter.device)
+        if self.transform is not None:
+            enc = self.transform(enc, samples)
         emb = self.adapter.embed(enc)
         visual = self.adapter.visual_token_mask(enc.inputs["input_ids"]).to(emb.attention_mask.device)
         if visual.shape != emb.attention_mask.shape:  # the language model's inputs are not the processor's tokens

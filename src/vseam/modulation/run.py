@@ -27,7 +27,8 @@ from vseam.models.cache import EmbeddingCache
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
-from vseam.modulation.methods import METHODS
+from vseam.modulation.field_attention import check_applicable
+from vseam.modulation.methods import METHODS, describe
 from vseam.modulation.outputs import (
     _fmt, comparison_stats, load_outcome, log_key_heads, method_row, ranked_on, save_outcome, write_results,
 )
@@ -86,38 +87,50 @@ def scores_provenance(scores: HeadScores, path: str, splits: dict[str, list]) ->
     return info
 
 
-def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path, fabric=None) -> HeadScores:
-    """The configured ``head_scores.json``, or head attribution on the train split through the sweep
-    (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed),
-    its chunks sharded over the ranks of ``fabric`` (``launch_ranks``) as in ``analyze.py heads``."""
+def attribution_subset(train: list, limit, seed: int) -> list:
+    """At most ``limit`` train samples (None = all), a seeded draw over the whole split (the split is ordered by
+    category, a prefix would not be)."""
+    subset = list(train)
+    if limit is not None and len(subset) > int(limit):
+        import random
+
+        keep = sorted(random.Random(int(seed)).sample(range(len(subset)), int(limit)))
+        subset = [subset[i] for i in keep]
+    return subset
+
+
+def sweep_heads(cfg, acfg, adapter, subset: list, cache: EmbeddingCache, progress_dir: Path, fabric=None) -> HeadScores:
+    """Head attribution of ``subset`` through the sweep with the ``acfg`` settings, its chunks saved under
+    ``progress_dir`` (resumed) and sharded over the ranks of ``fabric`` (``launch_ranks``) as in ``analyze.py heads``."""
     from vseam.attribution.run import fresh_progress, gather_chunks, model_fingerprint, sweep_settings
     from vseam.attribution.sweep import score_heads
 
-    mc = cfg.modulation
-    if mc.head_scores:
-        return scores_file(cfg, adapter)
-    subset = list(train)
-    if mc.attribution_limit is not None and len(subset) > int(mc.attribution_limit):
-        # a seeded draw over the whole split: the split is ordered by category, a prefix would not be
-        import random
-
-        keep = sorted(random.Random(int(cfg.seed)).sample(range(len(subset)), int(mc.attribution_limit)))
-        subset = [subset[i] for i in keep]
-    say(f"computing head scores on {len(subset)} train samples (set modulation.head_scores to reuse a result)")
-    acfg = cfg.attribution
     if is_rank_zero():
-        fresh_progress(out / "progress", acfg)
+        fresh_progress(progress_dir, acfg)
     ranks = {}
     if fabric is not None:
         fabric.barrier()  # no rank reads the progress folder before rank 0 has emptied it (resume=false)
         ranks = dict(rank=fabric.global_rank, world_size=fabric.world_size,
                      gather=lambda mine: gather_chunks(fabric, mine))
     scores = score_heads(adapter, subset, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size), cache=cache,
-                         progress_dir=out / "progress", fingerprint_parts=model_fingerprint(cfg.model, adapter),
+                         progress_dir=progress_dir, fingerprint_parts=model_fingerprint(cfg.model, adapter),
                          progress=is_rank_zero() and bool(acfg.progress), **ranks)
-    scores.meta["dataset"] = f"{cfg.data.name}:train"
     scores.meta["world_size"] = 1 if fabric is None else fabric.world_size  # ranks the sweep was sharded over
     scores.meta["answer_definition"] = adapter.answer_definition
+    return scores
+
+
+def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path, fabric=None) -> HeadScores:
+    """The configured ``head_scores.json``, or head attribution on the train split through the sweep
+    (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed),
+    its chunks sharded over the ranks of ``fabric`` (``launch_ranks``) as in ``analyze.py heads``."""
+    mc = cfg.modulation
+    if mc.head_scores:
+        return scores_file(cfg, adapter)
+    subset = attribution_subset(train, mc.attribution_limit, int(cfg.seed))
+    say(f"computing head scores on {len(subset)} train samples (set modulation.head_scores to reuse a result)")
+    scores = sweep_heads(cfg, cfg.attribution, adapter, subset, cache, out / "progress", fabric)
+    scores.meta["dataset"] = f"{cfg.data.name}:train"
     return scores
 
 
@@ -247,6 +260,7 @@ def run_methods(job: Job) -> dict[str, Outcome]:
     A method a stopped run had finished is read back from the run folder (``outputs.load_outcome``), not
     trained again; each finished method is kept there (``save_outcome``)."""
     outcomes: dict[str, Outcome] = {}
+    check_applicable(job)  # a field method the model does not apply to is refused before any method runs
     for method in job.cfg.modulation.methods:
         outcome = load_outcome(job, method)
         if outcome is None:
@@ -256,6 +270,7 @@ def run_methods(job: Job) -> dict[str, Outcome]:
             if outcome is None:
                 continue
             save_outcome(job, method, outcome)
+        describe(method, outcome)
         outcomes[method] = outcome
         r = method_row(outcome)
         say(f"[{method}] trainable={outcome.trainable:,d} val_acc={_fmt(r['val_accuracy'], 4, 'n/a')} "

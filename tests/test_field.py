@@ -167,7 +167,8 @@ def test_eval_applies_vhr_from_its_keys_and_ict_vti_from_their_files(tmp_path, c
 
     res = run("vhr-keys", "eval.method=vhr")
     assert res["method"] == "vhr" and res["overlap_with_training"] is None
-    assert res["method_info"]["hyperparameters"] == m["vhr"]["hyperparameters"] == {"alpha": 2.0, "layers": [1, 3, 4, 5]}
+    assert res["method_info"]["hyperparameters"] == m["vhr"]["hyperparameters"] == {"alpha": 2.0,
+                                                                                   "layers": [1, 3, 4, 5]}
     assert res["method_info"]["cost"]["forward_passes"] == 2 and res["method_info"]["heads_per_layer"]
     assert res["stats"]["modulated_vs_base"]["n"] == res["results"]["base"]["n"] > 0
     a = load_adapter(load_config(common).model)

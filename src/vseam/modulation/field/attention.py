@@ -12,7 +12,7 @@ query, and contrastive decoding is a contrast of the next-token logits.
   image token becomes ``s + alpha * |s|`` (alpha 0.2), and the next-token log-probabilities are contrasted with
   those of the image-free input, ``gamma * l(x) - (gamma - 1) * l(x')`` (gamma 1.1), under the plausibility
   cutoff 0.1 (``CFGLogits``). The image-free input here is the prompt's tokens without the image's (PAI's
-  ``neg_promt``: the tokens before and after the image, joined), positions counted afresh; it runs without the
+  ``neg_promt``: the tokens before and after the image, joined; ``core.image_free``); it runs without the
   attention edit (PAI sets ``use_cfg`` for it). Differences: one next-token step instead of sampling; the image
   span is the tokens the processor put there (``adapter.visual_token_mask``), not a fixed 576 from index 35.
 - ``vaf``: Visual Amplification Fusion, ClearSight (Yin et al.; CVPR 2025; github.com/ustc-hyin/ClearSight,

@@ -1,4 +1,4 @@
-"""The field's activation-level methods (VHR, ICT, VTI; ``vseam.modulation.field_activation``) and the ``Steer``
+"""The field's activation-level methods (VHR, ICT, VTI; ``vseam.modulation.field.activation``) and the ``Steer``
 edit against hand-written references on tiny random models: each edit equals the paper's operation written out
 with the test's own hooks, a zero strength is a no-op, what is estimated comes from the train split only,
 hyperparameters are checked before a model loads, and a method refuses where it does not apply."""
@@ -14,12 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from vseam.config import ConfigError, load_config
+from vseam.config import load_config
 from vseam.data import Sample
 from vseam.interventions import HeadShapeError, Read, Steer, block_modules, intervene
 from vseam.interventions.checkpoint import read_method, save_method
 from vseam.models.cache import EmbeddingCache
-from vseam.modulation import field_activation as fa
+from vseam.modulation import field
+from vseam.modulation.field import activation as fa
 from vseam.modulation.data import split_samples
 from vseam.modulation.job import Job
 
@@ -48,6 +49,12 @@ def _job(adapter, splits, tmp_path, *overrides) -> Job:
     cfg = load_config(["data.batch_size=8", "modulation.vti_num_demos=8", "modulation.vti_num_trials=3", *overrides])
     return Job(cfg=cfg, out=Path(tmp_path), adapter=adapter, total_params=0, skipped=[], splits=splits, dm=None,
                cache=EmbeddingCache(adapter), tracker=None)
+
+
+def _logits(applied, adapter, batch):
+    """The logits ``applied`` scores ``batch`` by: its edits of the batch around its forward (or the plain one)."""
+    with torch.no_grad(), intervene(adapter, *applied.for_batch(batch)):
+        return applied.forward(batch) if applied.forward is not None else adapter.lm_logits(batch.emb)
 
 
 def _enc_emb(adapter, samples):
@@ -249,19 +256,20 @@ def test_vhr_equals_the_papers_procedure_written_out(model, tiny_llava, request)
     else:
         a, layers, samples = request.getfixturevalue("organism_llava"), [1, 3, 4, 5], world_samples(1, seed=11)
     alpha = 2.0
-    applied = fa.Applied("vhr", {"alpha": alpha}, vhr_layers=layers, record={})
+    applied = fa.vhr(a, alpha, layers)
     cache = EmbeddingCache(a)
-    got = applied.logits_fn(a)(cache.batch(samples))
+    got = _logits(applied, a, cache.batch(samples))
+    record = applied.forward.record
     for i, s in enumerate(samples):
         ref, chosen = _reference_vhr(a, s, layers, alpha)
         torch.testing.assert_close(got[i], ref, atol=1e-5, rtol=1e-5)
         for l in layers:
-            assert applied.record[l][0][i].nonzero().squeeze(1).tolist() == chosen[l]
+            assert record[l][0][i].nonzero().squeeze(1).tolist() == chosen[l]
     assert (got - a.lm_logits(cache.batch(samples).emb)).abs().max() > 1e-4  # it changes the model
     if model == "organism":  # Eq. 6 is exercised: some heads' VHD was zeroed as an outlier
         assert _reference_vhr.outliers > 0
     # the heads it recorded, scaled by the test's own hook, give its logits
-    own = torch.stack([_run_reading(a, _enc_emb(a, [s])[1], {l: applied.record[l][0][i].nonzero().squeeze(1).tolist()
+    own = torch.stack([_run_reading(a, _enc_emb(a, [s])[1], {l: record[l][0][i].nonzero().squeeze(1).tolist()
                                                                 for l in layers}, alpha, None)[0][0]
                        for i, s in enumerate(samples)])
     torch.testing.assert_close(got, own, atol=1e-5, rtol=1e-5)
@@ -270,23 +278,33 @@ def test_vhr_equals_the_papers_procedure_written_out(model, tiny_llava, request)
 def test_vhr_with_alpha_one_is_a_no_op(tiny_adapter, samples):
     cache = EmbeddingCache(tiny_adapter)
     batch = cache.batch(samples)
-    applied = fa.Applied("vhr", {"alpha": 1.0}, vhr_layers=list(range(tiny_adapter.num_layers)))
-    torch.testing.assert_close(applied.logits_fn(tiny_adapter)(batch), tiny_adapter.lm_logits(batch.emb), atol=1e-6,
+    applied = fa.vhr(tiny_adapter, 1.0, list(range(tiny_adapter.num_layers)))
+    torch.testing.assert_close(_logits(applied, tiny_adapter, batch), tiny_adapter.lm_logits(batch.emb), atol=1e-6,
                                rtol=0)
 
 
-def test_vhr_layers_scale_the_papers_range_to_the_depth():
-    assert fa.vhr_layers(32, [18, 32], True) == [1] + list(range(18, 32))  # LLaVA-1.5: layer 1 and the last 14
-    assert fa.vhr_layers(32, [14, 32], False) == list(range(14, 32))  # InstructBLIP: the last 18
-    assert fa.vhr_layers(6, [18, 32], True) == [1, 3, 4, 5]  # the organism: 6 layers
-    assert fa.vhr_layers(2, [18, 32], False) == [1]
+@pytest.mark.parametrize("num_layers, argv, layers", [
+    (32, [], [1] + list(range(18, 32))),  # LLaVA-1.5: layer 1 and the last 14
+    (32, ["modulation.vhr_layers=[14,32]", "modulation.vhr_layer_one=false"], list(range(14, 32))),  # InstructBLIP
+    (6, [], [1, 3, 4, 5]),  # the organism: 6 layers
+    (2, ["modulation.vhr_layer_one=false"], [1]),
+    (40, ["modulation.field_depth=40", "modulation.vhr_layers=[18,40]"], [1] + list(range(18, 40))),
+])
+def test_vhr_layers_scale_the_papers_range_to_the_depth(num_layers, argv, layers):
+    from types import SimpleNamespace
+
+    mc = load_config(argv).modulation
+    assert fa.vhr_configure(SimpleNamespace(num_layers=num_layers), mc, 0)["layers"] == layers
 
 
-def test_vhr_refuses_inputs_without_image_tokens(tiny_llava, splits, tmp_path, capsys, monkeypatch):
-    job = _job(tiny_llava, splits, tmp_path)
+def test_vhr_refuses_inputs_without_image_tokens(tiny_llava, splits, tmp_path, monkeypatch):
+    job = _job(tiny_llava, splits, tmp_path, "modulation.methods=[none,vhr]")
     monkeypatch.setattr(type(tiny_llava), "visual_token_mask", lambda self, ids: torch.zeros_like(ids, dtype=torch.bool))
-    assert fa._vhr(job, "vhr") is None
-    assert "[vhr] refused" in capsys.readouterr().out
+    job.cache = EmbeddingCache(tiny_llava)
+    with pytest.raises(field.NotApplicableError, match="^vhr: .*no image token"):
+        field.check_applicable(job)
+    with pytest.raises(field.NotApplicableError, match="^vhr: "):  # its forward too (analyze.py eval)
+        _logits(fa.vhr(tiny_llava, 2.0, [1]), tiny_llava, job.cache.batch(splits["test"][:2]))
 
 
 # --------------------------------------------------------------------------------------------- ICT
@@ -328,17 +346,12 @@ def test_ict_level_direction_std_and_selection():
     assert res["selected"].nonzero().tolist() == [[1, 2]]
 
 
-def test_ict_num_heads_is_the_papers_share_of_the_heads():
-    assert fa.ict_heads(256, 32, 32) == 256  # LLaVA-1.5-7B as in the paper
-    assert fa.ict_heads(256, 6, 8) == 12  # the organism: a quarter of its 48 heads
-    assert fa.ict_heads(1, 2, 4) == 1 and fa.ict_heads(4096, 2, 4) == 8
-
-
 def test_ict_shift_equals_adding_its_vector_at_the_last_position(tiny_llava, splits, tmp_path):
     a = tiny_llava
     job = _job(a, splits, tmp_path, "modulation.ict_num_heads=384", "modulation.ict_alpha=8")
-    out = fa._ict(job, "ict")
-    assert out.extra["levels"] == ["image", "object"] and out.extra["object_pairs"] == len(splits["train"])
+    out = field.run_method(job, "ict")
+    assert out.extra["hyperparameters"]["levels"] == ["image", "object"]
+    assert out.extra["object_pairs"] == len(splits["train"])
     tensors, info = read_method(out.extra["file"])
     assert info["method"] == "ict" and info["extra"]["seen_ids"]["train"] == [s.id for s in splits["train"]]
     vec = torch.zeros(a.num_layers, a.num_heads, a.head_dim)
@@ -346,7 +359,7 @@ def test_ict_shift_equals_adding_its_vector_at_the_last_position(tiny_llava, spl
         assert int(tensors[f"{level}_selected"].sum()) == 3
         vec += tensors[f"{level}_selected"][..., None] * tensors[f"{level}_std"][..., None] * tensors[f"{level}_direction"]
     batch = job.cache.batch(splits["test"])
-    got = fa.load_field_activation(out.extra["file"], a).logits_fn(a)(batch)
+    got = _logits(field.from_file("ict", out.extra["file"], a), a, batch)
 
     handles = []
     for l in range(a.num_layers):
@@ -362,8 +375,8 @@ def test_ict_shift_equals_adding_its_vector_at_the_last_position(tiny_llava, spl
             h.remove()
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert (got - a.lm_logits(batch.emb)).abs().max() > 1e-4
-    zero = fa.build("ict", tensors, {**info["hyperparameters"], "alpha": 0.0}, a)
-    torch.testing.assert_close(zero.logits_fn(a)(batch), a.lm_logits(batch.emb), atol=1e-6, rtol=0)
+    zero = fa.ict(a, {**info["hyperparameters"], "alpha": 0.0}, tensors)
+    torch.testing.assert_close(_logits(zero, a, batch), a.lm_logits(batch.emb), atol=1e-6, rtol=0)
 
 
 def _perturb(s: Sample) -> Sample:
@@ -378,7 +391,7 @@ def _perturb(s: Sample) -> Sample:
 def test_directions_come_from_the_train_split_only(method, tiny_llava, splits, tmp_path):
     """Changing a test (or validation) sample leaves what is estimated as it was; changing a train sample does not."""
     a = tiny_llava
-    runner = fa.FIELD_ACTIVATION_METHODS[method]
+    runner = field.run_method
     base = read_method(runner(_job(a, splits, tmp_path / "a", "modulation.ict_num_heads=384"), method).extra["file"])[0]
     for split in ("test", "val"):
         changed = {**splits, split: [_perturb(splits[split][0])] + splits[split][1:]}
@@ -393,10 +406,10 @@ def test_directions_come_from_the_train_split_only(method, tiny_llava, splits, t
 
 def test_ict_object_level_needs_boxes(tiny_llava, splits, tmp_path, capsys):
     unboxed = {k: [Sample(**{**s.__dict__, "meta": {}}) for s in v] for k, v in splits.items()}
-    assert fa._ict(_job(tiny_llava, unboxed, tmp_path / "o", "modulation.ict_type=object"), "ict") is None
+    assert field.run_method(_job(tiny_llava, unboxed, tmp_path / "o", "modulation.ict_type=object"), "ict") is None
     assert "[ict] refused: the object level needs the queried object's box" in capsys.readouterr().out
-    out = fa._ict(_job(tiny_llava, unboxed, tmp_path / "b", "modulation.ict_num_heads=256"), "ict")
-    assert out.extra["levels"] == ["image"] and "only the image level runs" in capsys.readouterr().out
+    out = field.run_method(_job(tiny_llava, unboxed, tmp_path / "b", "modulation.ict_num_heads=256"), "ict")
+    assert out.extra["hyperparameters"]["levels"] == ["image"] and "only the image level runs" in capsys.readouterr().out
 
 
 def test_degrade_blurs_the_whole_image_or_the_box_only():
@@ -440,13 +453,12 @@ def test_masked_copies_mask_the_share_of_patches_with_the_mean():
 
 def test_vti_steers_both_towers_as_vti_layer_does(tiny_llava, splits, tmp_path):
     a = tiny_llava
-    out = fa._vti(_job(a, splits, tmp_path), "vti")
+    out = field.run_method(_job(a, splits, tmp_path), "vti")
     tensors, info = read_method(out.extra["file"])
-    assert set(tensors) == {"text_direction", "vision_direction"} and out.extra["num_demos"] == 8
-    applied = fa.load_field_activation(out.extra["file"], a)
+    assert set(tensors) == {"text_direction", "vision_direction"} and out.extra["hyperparameters"]["num_demos"] == 8
+    applied = field.from_file("vti", out.extra["file"], a)
     test = splits["test"]
-    steered_cache = applied.cache(EmbeddingCache(a))
-    got = applied.logits_fn(a)(steered_cache.batch(test))
+    got = _logits(applied, a, applied.scoring(a)["cache"].batch(test))
     v = a.vision
     undo = _with_mlps(v, {l: RefVTILayer(tensors["vision_direction"][l], 0.9) for l in range(v.num_layers)})
     undo += _with_mlps(a.lm, {l: RefVTILayer(tensors["text_direction"][l], 0.9) for l in range(a.num_layers)})
@@ -456,9 +468,9 @@ def test_vti_steers_both_towers_as_vti_layer_does(tiny_llava, splits, tmp_path):
         _restore(undo)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert (got - a.lm_logits(EmbeddingCache(a).batch(test).emb)).abs().max() > 1e-4
-    zero = fa.build("vti", tensors, {**info["hyperparameters"], "alpha_text": 0.0, "alpha_image": 0.0}, a)
+    zero = fa.vti(a, {**info["hyperparameters"], "alpha_text": 0.0, "alpha_image": 0.0}, tensors)
     plain = a.lm_logits(EmbeddingCache(a).batch(test).emb)
-    torch.testing.assert_close(zero.logits_fn(a)(zero.cache(EmbeddingCache(a)).batch(test)), plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(_logits(zero, a, zero.scoring(a)["cache"].batch(test)), plain, atol=1e-6, rtol=0)
 
 
 def test_vti_wrong_answers():
@@ -473,15 +485,17 @@ def test_vti_wrong_answers():
     assert fa.wrong_answer(s, {"Color": ["red"]}, random.Random(0)) is None
 
 
-def test_vti_refuses_packed_patches_unless_the_image_is_left_alone(splits, tmp_path, capsys):
+def test_vti_refuses_packed_patches_unless_the_image_is_left_alone(splits, tmp_path):
+    """Refused before any method runs (train.py's check), with one line naming VTI and the way around."""
     from vseam.models import load_adapter
 
     qwen = load_adapter({"arch": "qwen2-vl", "path": "tiny:qwen2-vl", "dtype": "float32", "device": "cpu", "seed": 0})
     small = {k: v[:6] for k, v in splits.items()}
-    assert fa._vti(_job(qwen, small, tmp_path / "q"), "vti") is None
-    said = capsys.readouterr().out
-    assert "[vti] refused" in said and "pixel_values" in said and "vti_alpha_image=0" in said
-    out = fa._vti(_job(qwen, small, tmp_path / "t", "modulation.vti_alpha_image=0"), "vti")
+    with pytest.raises(field.NotApplicableError, match=r"^vti: .*pixel_values.*vti_alpha_image=0"):
+        field.check_applicable(_job(qwen, small, tmp_path / "q", "modulation.methods=[none,vti]"))
+    job = _job(qwen, small, tmp_path / "t", "modulation.methods=[none,vti]", "modulation.vti_alpha_image=0")
+    field.check_applicable(job)
+    out = field.run_method(job, "vti")
     assert out is not None and out.extra["steered"] == ["text"]
 
 
@@ -493,38 +507,25 @@ def test_saved_files_refuse_another_shape_and_other_weights(tiny_llava, splits, 
     path = save_method(tmp_path / "ict.safetensors", "ict", hyperparameters={"alpha": 1.0, "levels": ["image"]},
                        tensors={}, model="big", num_layers=32, num_heads=32, head_dim=128)
     with pytest.raises(HeadShapeError, match="32 layers x 32 heads"):
-        fa.load_field_activation(path, tiny_llava)
-    vhr = fa.field_activation_from_config("vhr", tiny_llava, load_config([]).modulation)
-    assert vhr.vhr_layers == [1] and vhr.forward_rows == 2
-    out = fa._vhr(_job(tiny_llava, splits, tmp_path), "vhr")
+        field.from_file("ict", path, tiny_llava)
+    vhr = field.from_config("vhr", tiny_llava, load_config([]).modulation, 0)
+    assert vhr.hyperparameters["layers"] == [1] and vhr.cost["forward_passes"] == 2
+    out = field.run_method(_job(tiny_llava, splits, tmp_path), "vhr")
     other = load_adapter({"arch": "llava", "path": "tiny:llava", "dtype": "float32", "device": "cpu", "seed": 1})
     with pytest.raises(ModelMismatchError):
-        fa.load_field_activation(out.extra["file"], other)
-    assert fa.load_field_activation(out.extra["file"], other, allow_other_model=True).vhr_layers == [1]
-    with pytest.raises(ValueError, match="estimated from train data"):
-        fa.field_activation_from_config("ict", tiny_llava, load_config([]).modulation)
-
-
-@pytest.mark.parametrize("override, pattern", [
-    ("modulation.vhr_alpha=0", r"modulation.vhr_alpha=0.*> 0"),
-    ("modulation.vhr_layers=[20,10]", r"modulation.vhr_layers=\[20, 10\]"),
-    ("modulation.vhr_layers=[0,33]", r"modulation.vhr_layers"),
-    ("modulation.ict_num_heads=0", r"modulation.ict_num_heads=0"),
-    ("modulation.ict_alpha=-1", r"modulation.ict_alpha=-1"),
-    ("modulation.ict_type=objects", r"modulation.ict_type='objects'.*image"),
-    ("modulation.ict_blur_radius=0", r"modulation.ict_blur_radius"),
-    ("modulation.vti_mask_ratio=1.0", r"modulation.vti_mask_ratio=1.0"),
-    ("modulation.vti_num_demos=1", r"modulation.vti_num_demos=1"),
-    ("modulation.vti_alpha_text=0", r"vti_alpha_text=0 and modulation.vti_alpha_image=0"),
-])
-def test_hyperparameters_are_checked_before_a_model_loads(override, pattern, monkeypatch):
-    from vseam.validate import validate
-
-    extra = ["modulation.vti_alpha_image=0"] if "vti_alpha_text" in override else []
-    cfg = load_config(["modulation.methods=[none,vhr,ict,vti]", override, *extra])
-    monkeypatch.setattr("vseam.models.load_adapter", lambda *a, **k: pytest.fail("a model was loaded"))
-    with pytest.raises(ConfigError, match=pattern):
-        validate(cfg, "train")
+        field.from_file("vhr", out.extra["file"], other)
+    assert field.from_file("vhr", out.extra["file"], other, allow_other_model=True).hyperparameters["layers"] == [1]
+    with pytest.raises(field.NotApplicableError, match="estimated on a train split"):
+        field.from_config("ict", tiny_llava, load_config([]).modulation, 0)
+    # ICT's directions of another model's shape (its L x H x D metadata rewritten to fit): refused, naming the file
+    ict = save_method(tmp_path / "ict2.safetensors", "ict", hyperparameters={"alpha": 1.0, "levels": ["image"],
+                                                                             "num_heads": 1},
+                      tensors={"image_direction": torch.zeros(2, 3, 5), "image_std": torch.zeros(2, 3),
+                               "image_selected": torch.zeros(2, 3, dtype=torch.uint8)}, model="x",
+                      num_layers=tiny_llava.num_layers, num_heads=tiny_llava.num_heads, head_dim=tiny_llava.head_dim,
+                      identity=tiny_llava.identity)
+    with pytest.raises(HeadShapeError, match=r"ict file .*ict2.safetensors: ict: image_direction of shape \[2, 3, 5\]"):
+        field.from_file("ict", ict, tiny_llava)
 
 
 def test_train_py_runs_the_field_methods_on_the_same_questions(tmp_path):

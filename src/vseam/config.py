@@ -98,11 +98,14 @@ class ModulationConfig:
     attribution_limit: Optional[int] = 240  # when computing scores: at most this many train samples; None = all
     methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "bias", "lora",
                                                         "ia3"])
-    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3 | pai | vaf | spin | adhh | vcd
+    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3, and the field's methods:
+    # pai | vaf | vhr | ict | vti | adhh | spin | vcd
     heuristic_lambda: float = 1.0  # heuristic rescaling: scale = clip(1 + lambda * signed score, 0, 2)
-    # the field's attention-level methods (vseam.modulation.field_attention), each paper's LLaVA-1.5-7B defaults; a
-    # layer range [start, end) is of a field_depth-layer model and scaled to the model's depth (round(l * L / depth))
+    # the field's methods (vseam.modulation.field), each paper's LLaVA-1.5-7B defaults; a layer range [start, end) is
+    # of a field_depth-layer model and scaled to the model's depth (round(l * L / depth)), a head count of a
+    # field_depth x field_heads model to the same share of the model's heads
     field_depth: int = 32  # the depth the *_layers ranges are written for (LLaVA-1.5-7B: 32 layers)
+    field_heads: int = 32  # the heads per layer the head counts (ict_num_heads) are written for (LLaVA-1.5-7B: 32)
     pai_alpha: float = 0.2  # PAI: image attention of the last query amplified, s <- s + alpha * |s| (pre-softmax)
     pai_layers: list[int] = field(default_factory=lambda: [2, 32])  # PAI: layers [start, end) amplified
     pai_gamma: float = 1.1  # PAI: contrast with the image-free input, gamma * l(x) - (gamma - 1) * l(x'); 1 = off
@@ -132,13 +135,12 @@ class ModulationConfig:
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
     norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
-    # the field's activation-level methods (issue 27; vseam.modulation.field_activation), each paper's defaults
     vhr_alpha: float = 2.0  # VHR (ACL 2025): scale of the vision-aware heads' outputs
-    vhr_layers: list[int] = field(default_factory=lambda: [18, 32])  # VHR: layers [start, end) of a 32-layer model,
-    # scaled to the model's depth (round(l * L / 32)); paper: the last 14 for LLaVA, [14, 32] (the last 18) for InstructBLIP
+    vhr_layers: list[int] = field(default_factory=lambda: [18, 32])  # VHR: layers [start, end) (as every *_layers:
+    # of a field_depth-layer model); paper: the last 14 for LLaVA, [14, 32] (the last 18) for InstructBLIP
     vhr_layer_one: bool = True  # VHR: and the second layer (layer 1; paper: LLaVA yes, InstructBLIP no)
-    ict_num_heads: int = 256  # ICT (CVPR 2025): heads shifted per level, top by probe accuracy, of LLaVA-1.5-7B's
-    # 1024 (32 x 32): the same share of the model's heads (round(n * L * H / 1024), at least 1)
+    ict_num_heads: int = 256  # ICT (CVPR 2025): heads shifted per level, top by probe accuracy, of the field_depth x
+    # field_heads (1024) of LLaVA-1.5-7B: the same share of the model's heads (round(n * L * H / 1024), at least 1)
     ict_alpha: float = 8.0  # ICT: shift strength (times the std of the activations along the direction)
     ict_type: str = "both"  # ICT: image | object | both (the levels whose directions are estimated and applied)
     ict_samples: Optional[int] = 1500  # ICT: at most this many train samples estimate the directions; null = all

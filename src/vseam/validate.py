@@ -26,13 +26,11 @@ ATTRIBUTION_METHODS = ("exact", "atp")  # attribution.sweep runs these
 TOWERS = ("language", "vision")  # attribution.tower: whose heads are scored (VLMAdapter.stack)
 ATP_SPACES = ("logodds", "prob")  # attribution.patching linearises in these
 ATP_PATHS = ("all", "index", "layer")  # attribution.patching: the heads ablated together where the gradient is taken
-FIELD_ATTENTION_METHODS = ("pai", "vaf", "spin", "adhh", "vcd")  # vseam.modulation.field_attention
-FIELD_ACTIVATION_METHODS = ("vhr", "ict", "vti")  # vseam.modulation.field_activation
-MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3", *FIELD_ATTENTION_METHODS,
-                      *FIELD_ACTIVATION_METHODS)
-EVAL_METHODS = ("none", *FIELD_ATTENTION_METHODS, *FIELD_ACTIVATION_METHODS)  # eval.method: the field methods eval applies
-NEED_A_FILE = ("adhh", "ict", "vti")  # eval.method values estimated from data by train.py: eval.checkpoint names their file
-ICT_TYPES = ("image", "object", "both")  # vseam.modulation.field_activation: the levels of ICT
+FIELD_METHODS = ("pai", "vaf", "vhr", "ict", "vti", "adhh", "spin", "vcd")  # vseam.modulation.field.METHODS
+NEED_A_FILE = ("ict", "vti", "adhh")  # field methods estimated from data by train.py: eval.checkpoint names their file
+MODULATION_METHODS = ("none", "heuristic", "learned", "random", "bias", "lora", "ia3", *FIELD_METHODS)
+EVAL_METHODS = ("none", *FIELD_METHODS)  # eval.method: the field methods eval applies
+ICT_TYPES = ("image", "object", "both")  # vseam.modulation.field.activation: the levels of ICT
 TRACE_BLOCKS = ("attn", "mlp", "resid")  # tracing.engine patches these block outputs
 TRACE_GROUPS = ("image", "question", "last")  # tracing.positions finds these groups of positions
 TRACE_DIRECTIONS = ("denoise", "noise")
@@ -269,7 +267,6 @@ def _train(cfg: Any) -> None:
         if not float(mc[key]) > 0:
             raise ConfigError(f"modulation.{key}={mc[key]!r}: expected a learning rate > 0")
     _at_least("modulation.lora_r", mc.lora_r, 1)
-    check_field_activation(mc)
     v, t = float(mc.val_fraction), float(mc.test_fraction)
     if not (0 < v < 1 and 0 < t < 1 and v + t < 1):
         raise ConfigError(f"modulation.val_fraction={v}, modulation.test_fraction={t}: each must be in (0, 1) "
@@ -323,57 +320,56 @@ def _share(key: str, value: Any, low: float, high: float, open_low: bool = False
 
 
 def check_field_methods(mc: Any, methods: Iterable[str]) -> None:
-    """The hyperparameters of the field's attention-level methods named in ``methods`` (before a model loads)."""
-    methods = set(methods)
-    if not methods & set(FIELD_ATTENTION_METHODS):
+    """The hyperparameters of the field's methods (``vseam.modulation.field``) named in ``methods``, before a model
+    loads; nothing for a method not named. Layer ranges are of a ``modulation.field_depth``-layer model."""
+    named = set(methods) & set(FIELD_METHODS)
+    if not named:
         return
     _at_least("modulation.field_depth", mc.field_depth, 1)
+    _at_least("modulation.field_heads", mc.field_heads, 1)
     depth = int(mc.field_depth)
-    if "pai" in methods:
+    if "pai" in named:
         _at_least("modulation.pai_alpha", mc.pai_alpha, 0)
         _at_least("modulation.pai_gamma", mc.pai_gamma, 1)
         _share("pai_beta", mc.pai_beta, 0, 1, open_low=True)
         _layers("pai_layers", mc.pai_layers, depth)
-    if "vaf" in methods:
+    if "vaf" in named:
         _at_least("modulation.vaf_enhance", mc.vaf_enhance, 0)
         _at_least("modulation.vaf_suppress", mc.vaf_suppress, 0)
         _layers("vaf_layers", mc.vaf_layers, depth)
-    if "spin" in methods:
+    if "vhr" in named:
+        if not float(mc.vhr_alpha) > 0:
+            raise ConfigError(f"modulation.vhr_alpha={mc.vhr_alpha!r}: expected a scale > 0 (the paper's 2; 1 = no "
+                              f"change)")
+        _layers("vhr_layers", mc.vhr_layers, depth)
+    if "ict" in named:
+        _at_least("modulation.ict_num_heads", mc.ict_num_heads, 1)
+        _at_least("modulation.ict_alpha", mc.ict_alpha, 0)
+        _choice("modulation.ict_type", mc.ict_type, ICT_TYPES)
+        _at_least("modulation.ict_samples", mc.ict_samples, 2, allow_none=True)
+        if not float(mc.ict_blur_radius) > 0:
+            raise ConfigError(f"modulation.ict_blur_radius={mc.ict_blur_radius!r}: expected a blur radius > 0 (pixels)")
+    if "vti" in named:
+        for key in ("vti_alpha_text", "vti_alpha_image"):
+            _at_least(f"modulation.{key}", mc[key], 0)
+        if float(mc.vti_alpha_text) == 0 and float(mc.vti_alpha_image) == 0:
+            raise ConfigError("modulation.vti_alpha_text=0 and modulation.vti_alpha_image=0: VTI would steer nothing")
+        _at_least("modulation.vti_num_demos", mc.vti_num_demos, 2)  # a principal direction needs two differences
+        if not 0.0 < float(mc.vti_mask_ratio) < 1.0:
+            raise ConfigError(f"modulation.vti_mask_ratio={mc.vti_mask_ratio!r}: expected a share of patches in (0, 1)")
+        _at_least("modulation.vti_num_trials", mc.vti_num_trials, 1)
+    if "adhh" in named:
+        _at_least("modulation.adhh_k", mc.adhh_k, 1)
+        _share("adhh_threshold", mc.adhh_threshold, 0, 1)
+    if "spin" in named:
         _share("spin_keep", mc.spin_keep, 0, 1, open_low=True)
         _share("spin_damp", mc.spin_damp, 0, 1)
         _layers("spin_layers", mc.spin_layers, depth)
-    if "adhh" in methods:
-        _at_least("modulation.adhh_k", mc.adhh_k, 1)
-        _share("adhh_threshold", mc.adhh_threshold, 0, 1)
-    if "vcd" in methods:
+    if "vcd" in named:
         _at_least("modulation.vcd_alpha", mc.vcd_alpha, 0)
         _share("vcd_beta", mc.vcd_beta, 0, 1, open_low=True)
         if not 0 <= int(mc.vcd_noise_step) <= 999:
             raise ConfigError(f"modulation.vcd_noise_step={mc.vcd_noise_step!r}: expected a diffusion step in [0, 999]")
-
-
-def check_field_activation(mc: Any) -> None:
-    """The hyperparameters of VHR, ICT and VTI (``modulation.vhr_*``, ``ict_*``, ``vti_*``)."""
-    if not float(mc.vhr_alpha) > 0:
-        raise ConfigError(f"modulation.vhr_alpha={mc.vhr_alpha!r}: expected a scale > 0 (the paper's 2; 1 = no change)")
-    rng = list(mc.vhr_layers) if mc.vhr_layers is not None else []
-    if len(rng) != 2 or any(not isinstance(v, int) for v in rng) or not 0 <= rng[0] < rng[1] <= 32:
-        raise ConfigError(f"modulation.vhr_layers={rng!r}: expected [start, end) of a 32-layer model, "
-                          f"0 <= start < end <= 32 (scaled to the model's depth)")
-    _at_least("modulation.ict_num_heads", mc.ict_num_heads, 1)
-    _at_least("modulation.ict_alpha", mc.ict_alpha, 0)
-    _choice("modulation.ict_type", mc.ict_type, ICT_TYPES)
-    _at_least("modulation.ict_samples", mc.ict_samples, 2, allow_none=True)
-    if not float(mc.ict_blur_radius) > 0:
-        raise ConfigError(f"modulation.ict_blur_radius={mc.ict_blur_radius!r}: expected a blur radius > 0 (pixels)")
-    for key in ("vti_alpha_text", "vti_alpha_image"):
-        _at_least(f"modulation.{key}", mc[key], 0)
-    if float(mc.vti_alpha_text) == 0 and float(mc.vti_alpha_image) == 0 and "vti" in list(mc.methods):
-        raise ConfigError("modulation.vti_alpha_text=0 and modulation.vti_alpha_image=0: VTI would steer nothing")
-    _at_least("modulation.vti_num_demos", mc.vti_num_demos, 2)  # a principal direction needs two differences
-    if not 0.0 < float(mc.vti_mask_ratio) < 1.0:
-        raise ConfigError(f"modulation.vti_mask_ratio={mc.vti_mask_ratio!r}: expected a share of patches in (0, 1)")
-    _at_least("modulation.vti_num_trials", mc.vti_num_trials, 1)
 
 
 def _eval(cfg: Any) -> None:

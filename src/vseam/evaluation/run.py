@@ -75,7 +75,9 @@ def run_stats(records: dict[str, list[dict]], seed: int) -> dict:
 
 
 def run_eval(cfg, build: Callable | None = None) -> dict:
-    """``analyze.py eval``; ``build(cfg, adapter)`` makes the method ``eval.method`` names (``modulation.apply``)."""
+    """``analyze.py eval``; ``build(cfg, adapter)`` makes the method ``eval.method`` names (``modulation.apply``): an
+    object whose ``scoring(adapter)`` gives the keywords of ``evaluate`` that score with it, ``summary()`` its
+    facts and ``extra["seen"]`` (with ``eval.checkpoint``) the samples it was estimated on."""
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
@@ -96,27 +98,24 @@ def _eval(cfg, out: Path, build: Callable | None = None) -> dict:
     adapter = load_adapter(cfg.model, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
     mod_path = cfg.eval.checkpoint
     method, applied = str(cfg.eval.method), None
+    runs: dict[str, dict] = {"base": {}}  # each run's keywords of evaluate
     if build is not None:  # a field method, from its hyperparameters or its file (eval.checkpoint)
-        applied = build(cfg, adapter)
-        mod = applied
-        seen = applied.extra.get("seen") if mod_path else None
-        overlap = check_overlap(seen, f"{method} file {mod_path}", all_samples, bool(cfg.eval.allow_overlap)) \
-            if mod_path and seen is not None else None
+        applied = build(cfg, adapter)  # scored as every consumer scores it: its scoring keywords
+        runs["modulated"] = applied.scoring(adapter)
+        overlap = check_overlap(applied.extra.get("seen"), f"{method} file {mod_path}", all_samples,
+                                bool(cfg.eval.allow_overlap)) if mod_path else None
     else:
-        mod = load_modulation(mod_path, adapter, allow_other_model=bool(cfg.modulation.allow_other_model)) \
-            if mod_path else None
+        if mod_path:
+            runs["modulated"] = {"modulation": load_modulation(mod_path, adapter,
+                                                               allow_other_model=bool(cfg.modulation.allow_other_model))}
         overlap = check_overlap(seen_samples(mod_path), f"modulation {mod_path}", all_samples,
                                 bool(cfg.eval.allow_overlap)) if mod_path else None
     screen = model_skips(adapter, all_samples)
     samples, answer_skipped = screen.kept, screen.skipped
     screen.say("eval")
-    runs = {"base": None}
-    if mod is not None:
-        runs["modulated"] = mod
     results, preds = {}, []
-    for name, m in runs.items():
-        res = evaluate(adapter, samples, m, contrast=getattr(m, "contrast", None), batch_size=int(cfg.data.batch_size),
-                       progress=True)
+    for name, kw in runs.items():
+        res = evaluate(adapter, samples, **kw, batch_size=int(cfg.data.batch_size), progress=True)
         res.skipped = answer_skipped + res.skipped
         check_skips(len(all_samples), res.skipped, max_skip, "eval")
         results[name] = {**res.summary(), "skipped_samples": res.skipped}

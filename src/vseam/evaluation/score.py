@@ -168,19 +168,19 @@ def evaluate(adapter, samples: Sequence[Sample], modulation=None, *, contrast: C
     ``modulation``: any edit of ``vseam.interventions`` applied while scoring (a ``HeadModulation``, a
     ``LogitBias``, an ``AttentionEdit``), a list of edits, or an object whose ``for_batch(batch)`` makes the
     edits of each batch; ``contrast``: contrastive next-token scoring against a second input (``Contrast``);
-    ``logits_fn(batch) -> [B, V]`` replaces the default forward (peft-adapted copies).
+    ``logits_fn(batch) -> [B, V]`` replaces the default forward (a method's own, e.g. VHR's two rows), the edits
+    applied around it. A field method (``modulation.field.Applied``) gives all of these as ``applied.scoring(...)``.
     """
     cache = cache if cache is not None else EmbeddingCache(adapter)
     records, skipped = [], []
     for chunk, batch in _batches(adapter, samples, batch_size, cache, skipped, progress):
         edits = _edits(modulation, batch)
-        if logits_fn is not None:
-            logits = logits_fn(batch)
-        elif edits:
+        forward = logits_fn if logits_fn is not None else (lambda b: adapter.lm_logits(b.emb))
+        if edits:
             with intervene(adapter, *edits):
-                logits = adapter.lm_logits(batch.emb)
+                logits = forward(batch)
         else:
-            logits = adapter.lm_logits(batch.emb)
+            logits = forward(batch)
         if contrast is not None:
             logits = contrast_logits(logits, adapter.lm_logits(contrast.second(chunk, batch)), float(contrast.alpha),
                                      contrast.beta, contrast.log_probs)

@@ -1,6 +1,6 @@
 """Save and load a learned modulation on its own: the per-head parameters, the head list and the model id
 and shape, as one small safetensors file (a few KB), never the VLM; and, in the same way, what another method
-of ``train.py`` made (``save_method``: the field's methods, ``vseam.modulation.field_attention``): its name,
+of ``train.py`` made (``save_method``: the field's methods, ``vseam.modulation.field``): its name,
 hyperparameters and whatever it estimated (tensors), for ``analyze.py eval eval.method=<name>``.
 
 Any run (evaluation, analysis) applies a saved modulation with ``load_modulation(path, adapter)`` and

@@ -1,35 +1,27 @@
-"""``python analyze.py eval eval.method=<name>``: one of the field's methods applied to a model on any data, with the
-statistics of ``analyze.py eval`` against the frozen model on the same questions.
+"""``python analyze.py eval eval.method=<name>``: one of the field's methods (``field.METHODS``: ``pai``, ``vaf``,
+``vhr``, ``ict``, ``vti``, ``adhh``, ``spin``, ``vcd``) applied to a model on any data, with the statistics of
+``analyze.py eval`` against the frozen model on the same questions.
 
-A training-free method (``pai``, ``vaf``, ``spin``, ``vcd``) runs from its ``modulation.*`` hyperparameters alone,
-its layer ranges scaled to the model's depth; with ``eval.checkpoint`` (the ``methods/<name>.safetensors`` a
-``train.py`` run saved) it runs as that run applied it. A method estimated from data (``adhh``) needs its file.
-A file is checked to be of the method named, of this model's shape and weights, and not estimated on the
-samples being scored (``eval.allow_overlap``), as a learned modulation is. ``APPLY`` maps a method name to
-``(name, cfg, adapter) -> Applied`` (``field_attention.Applied``: the edits of each batch, an optional contrast).
+A method that needs no data (``pai``, ``vaf``, ``vhr``, ``spin``, ``vcd``) runs from its ``modulation.*``
+hyperparameters alone, its layer ranges scaled to the model; with ``eval.checkpoint`` (the
+``methods/<name>.safetensors`` a ``train.py`` run saved) it runs as that run applied it. A method estimated from
+data (``ict``, ``vti``, ``adhh``) needs its file. A file is checked to be of the method named, of this model's
+shape and weights, and not estimated on the samples being scored (``eval.allow_overlap``), as a learned
+modulation is (``field.from_file``, ``evaluation.run``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from vseam.modulation import field_attention
+from vseam.modulation import field
 
 
-def _field_attention(name: str, cfg, adapter) -> field_attention.Applied:
-    mc = cfg.modulation
+def build(cfg, adapter) -> field.Applied:
+    """The method ``eval.method`` names, applied to ``adapter``: from ``eval.checkpoint`` when set, else from its keys."""
+    name = str(cfg.eval.method)
     if cfg.eval.checkpoint:
-        return field_attention.from_file(name, cfg.eval.checkpoint, adapter,
-                                          allow_other_model=bool(mc.allow_other_model))
-    return field_attention.from_config(name, adapter, mc, int(cfg.seed))
-
-
-APPLY: dict[str, Callable] = {name: _field_attention for name in field_attention.NAMES}
-
-
-def build(cfg, adapter) -> field_attention.Applied:
-    """The method ``eval.method`` names, applied to ``adapter``."""
-    return APPLY[str(cfg.eval.method)](str(cfg.eval.method), cfg, adapter)
+        return field.from_file(name, cfg.eval.checkpoint, adapter,
+                               allow_other_model=bool(cfg.modulation.allow_other_model))
+    return field.from_config(name, adapter, cfg.modulation, int(cfg.seed))
 
 
 def run_eval(cfg) -> dict:

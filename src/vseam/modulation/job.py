@@ -164,7 +164,8 @@ class Job:
                  contrast: Contrast | None = None, logits_fn=None) -> tuple[EvalResult, EvalResult]:
         """Test and validation results of ``adapter`` (default: the run's model) with ``modulation`` (an edit, or
         edits made per batch), with contrastive next-token scoring when ``contrast`` is given, or with
-        ``logits_fn(batch) -> [B, V]`` in place of the plain forward (``evaluation.score.evaluate``)."""
+        ``logits_fn(batch) -> [B, V]`` in place of the plain forward (``evaluation.score.evaluate``); a field method
+        with ``job.evaluate(**applied.scoring(job.adapter, job.cache))``."""
         adapter = self.adapter if adapter is None else adapter
         kw = dict(batch_size=int(self.cfg.data.batch_size), cache=self.cache if cache is None else cache,
                   contrast=contrast, logits_fn=logits_fn)

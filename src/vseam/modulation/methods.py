@@ -9,12 +9,11 @@ or None when the method does not apply to this run (it says why). Each starts fr
   (``modulation.draws``), trained together; its row is their mean, its test the key heads' rank;
 - ``bias``: the bias-only baseline, learned biases on the answer logits (``baselines.logit_bias_for``);
 - ``lora`` / ``ia3``: peft adapters on a copy of the language model;
-- ``pai``, ``vaf``, ``spin``, ``adhh``, ``vcd``: the field's attention-level hallucination methods
-  (``field_attention``, with their sources).
+- ``pai``, ``vaf``, ``vhr``, ``ict``, ``vti``, ``adhh``, ``spin``, ``vcd``: the field's hallucination methods
+  (``field``: registered in ``field.METHODS``, with their sources), one row each through ``field.run_method``.
 
 Every row says what the method changes and what it costs per test question (``PROTOCOL``; the field's methods
 say their own), so one table compares them on the same questions.
-- ``vhr`` / ``ict`` / ``vti``: the field's activation-level methods (``field_activation``), training-free.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
 from vseam.modulation.draws import train_draw_group
-from vseam.modulation.field_activation import FIELD_ACTIVATION_METHODS
+from vseam.modulation import field
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.module import head_norms
@@ -163,9 +162,4 @@ def describe(method: str, outcome: Outcome) -> None:
     outcome.extra.setdefault("changes", changes)
     outcome.extra.setdefault("cost", dict(cost))
 
-
-# ---- the field's attention-level methods (issue 27): PAI, VAF, SPIN, AD-HH, VCD (vseam.modulation.field_attention)
-from vseam.modulation.field_attention import NAMES as _FIELD_ATTENTION, run_method as _field_attention  # noqa: E402
-
-METHODS.update({name: _field_attention for name in _FIELD_ATTENTION})
-METHODS.update(FIELD_ACTIVATION_METHODS)  # vhr, ict, vti: the field's activation-level methods (field_activation)
+METHODS.update({name: field.run_method for name in field.METHODS})  # the field's methods (issue 27)

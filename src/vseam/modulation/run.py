@@ -27,7 +27,7 @@ from vseam.models.cache import EmbeddingCache
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
-from vseam.modulation.field_attention import check_applicable
+from vseam.modulation.field import check_applicable
 from vseam.modulation.methods import METHODS, describe
 from vseam.modulation.outputs import (
     _fmt, comparison_stats, load_outcome, log_key_heads, method_row, ranked_on, save_outcome, write_results,

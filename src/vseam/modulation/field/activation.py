@@ -1,14 +1,10 @@
-"""The field's activation-level hallucination methods as rows of ``train.py`` (issue 27): VHR, ICT and VTI.
+"""The field's activation-level hallucination methods (VHR, ICT, VTI), registered in ``field.METHODS``.
 
 Each acts through the one intervention mechanism (``vseam.interventions``: the heads' outputs at ``z``, hidden
 states, the vision tower's hidden states), with its paper's default hyperparameters (``modulation.vhr_*``,
-``ict_*``, ``vti_*``; validated before the model loads, ``validate.check_field_activation``). What a method
-estimates, it estimates on the train split only; what it uses is saved in the run folder
-(``<out_dir>/methods/<method>.safetensors``, ``interventions.checkpoint.save_method``), and
-``load_field_activation(path, adapter)`` turns such a file into an ``Applied`` method that scores any other
-data (``analyze.py eval``); ``field_activation_from_config`` builds the data-free VHR from its keys alone. The
-answer is one token, so each method acts on the forward pass that predicts it (the papers' generation-time
-settings reduce to that pass).
+``ict_*``, ``vti_*``; validated before the model loads, ``validate.check_field_methods``). What a method
+estimates (ICT, VTI), it estimates on the train split only. The answer is one token, so each method acts on the
+forward pass that predicts it (the papers' generation-time settings reduce to that pass).
 
 - **VHR** (He et al., "Cracking the Code of Hallucination in LVLMs with Vision-aware Head Divergence", ACL 2025;
   github.com/jinghan1he/VHR): per question, in one forward pass of two rows (with the image, and the same prompt
@@ -17,7 +13,7 @@ settings reduce to that pass).
   and ``TA = |A(text)|^2`` exceed their layer's mean + std (Eq. 6), and the heads with VHD above the layer's
   median scaled by alpha (Eq. 7), in both rows, at every position, before the next layer (the paper's
   "layer by layer"). Layers: the second and the last 14 of LLaVA's 32 (InstructBLIP: the last 18), scaled to the
-  model's depth as the other field methods' layer ranges (``modulation.vhr_layers``), alpha 2.
+  model's depth as every field method's layer range (``modulation.vhr_layers``, ``core.model_layers``), alpha 2.
   Followed: the paper's Section 3.2, Eqs. 4, 6, 7 and Algorithm 1 (the repository could not be read here).
 - **ICT** (Chen et al., "ICT: Image-Object Cross-Level Trusted Intervention", CVPR 2025; github.com/THU-BPM/ICT,
   ``ICT/val_ict_pope.py``, ``ICT/get_vectors/*.py``): per head, the activations at the answer token of
@@ -28,7 +24,7 @@ settings reduce to that pass).
   cross-validated, ranks the heads; the top ``num_heads`` of each level are shifted at the last position by
   ``alpha * std * u``, u the unit difference of the trusted and untrusted means, std that of the activations
   along u (``num_heads`` 256 of LLaVA-1.5-7B's 1024 heads, the same share of another model's: 12 of the
-  organism's 48), alpha 8. The paper's formula shifts head outputs before W_o (here: site ``z``); its code edits
+  organism's 48, ``core.model_heads``), alpha 8. The paper's formula shifts head outputs before W_o (here: site ``z``); its code edits
   ``o_proj``'s output viewed as 128 chunks of 32 (``num_heads = 128`` in ``val_ict_pope.py``). The code pairs
   "no" questions differently (image level: the wrong answer on the clean image; object level: the whole image
   blurred); here every sample contributes clean vs degraded. Probes: L2 logistic regression (C = 1, sklearn's
@@ -51,55 +47,26 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from vseam.data.sample import MissingImageError, Sample, load_image, sample_key
+from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.evaluation.score import yes_no_forms
 from vseam.interventions import HeadShapeError, Read, Steer, intervene
-from vseam.interventions.checkpoint import load_method, read_method, save_method
 from vseam.models.base import Embedded
-from vseam.models.cache import Batch, EmbeddingCache
-from vseam.modulation.job import Job, Outcome, say
-from vseam.utils.ranks import is_rank_zero
+from vseam.models.cache import Batch
+from vseam.modulation.field.core import (
+    Applied, Estimate, Method, NotApplicableError, image_free, model_heads, model_layers, token_roles,
+)
+from vseam.modulation.job import Job, say
 
 VTI_SCALE = 0.1  # VTILayer's fixed factor on the direction (vti_utils/llm_layers.py)
-PAPER_DEPTH, PAPER_HEADS = 32, 32  # the papers' model, LLaVA-1.5-7B: layers and heads per layer; modulation.vhr_layers
-# and ict_num_heads are written for it and scaled to the model's depth / number of heads
-METHOD_NAMES = ("vhr", "ict", "vti")
 ICT_LEVELS = ("image", "object")
 
 
 # ------------------------------------------------------------------------------------- the LM inputs
-def without_image(emb: Embedded, visual: torch.Tensor) -> Embedded:
-    """``emb`` with the image's tokens (``visual`` [B, T]) removed from every row, left-padded again: the prompt
-    as the model reads it without the image. Positions count on from each row's first one (every row of an
-    M-RoPE position tensor alike, as a text-only prompt gets them); per-token extras keep the text tokens'."""
-    x, mask, pos = emb.inputs_embeds, emb.attention_mask, emb.position_ids
-    keep = mask.bool() & ~visual.to(mask.device).bool()
-    B, n = mask.shape[0], keep.sum(1)
-    T = int(n.max())
-    nx = x.new_zeros(B, T, x.shape[-1])
-    nmask = mask.new_zeros(B, T)
-    npos = pos.new_zeros(*pos.shape[:-1], T)
-    nextra = {k: v.new_zeros(*v.shape[:-1], T) for k, v in emb.extra.items()}
-    for i in range(B):
-        idx = keep[i].nonzero().squeeze(1)
-        m = idx.numel()
-        if m == 0:
-            raise ValueError(f"row {i} holds only image tokens: nothing is left without the image")
-        nx[i, T - m:] = x[i, idx]
-        nmask[i, T - m:] = 1
-        start = pos[i, ..., idx[0]].min()
-        npos[i, ..., T - m:] = start + torch.arange(m, device=pos.device, dtype=pos.dtype)
-        for k, v in emb.extra.items():
-            nextra[k][i, ..., T - m:] = v[i][..., idx]
-    return Embedded(nx, nmask, npos, nextra)
-
-
 def _left_pad(emb: Embedded, T: int) -> Embedded:
     pad = T - emb.attention_mask.shape[1]
     if pad == 0:
@@ -174,19 +141,9 @@ def _images(samples: Sequence[Sample], method: str) -> tuple[list[Sample], list]
 
 
 # ------------------------------------------------------------------------------------------- VHR
-def vhr_layers(num_layers: int, span: Sequence[int], layer_one: bool, depth: int = PAPER_DEPTH) -> list[int]:
-    """The layers VHR reinforces: ``span`` [start, end) of a ``depth``-layer model scaled to ``num_layers``
-    (``round(l * num_layers / depth)``) and, with ``layer_one``, the second layer."""
-    start, end = (min(num_layers, round(int(v) * num_layers / depth)) for v in span)
-    layers = set(range(start, end))
-    if layer_one and num_layers > 1:
-        layers.add(1)
-    return sorted(layers)
-
-
 class VisionAwareHeads:
     """VHR at one layer (site ``z``) of a batch of 2B rows: B questions with their image, then the same B without
-    it (``without_image``). At the last position: VHD (Eq. 4), its outliers zeroed (Eq. 6), the heads above the
+    it (``core.image_free``). At the last position: VHD (Eq. 4), its outliers zeroed (Eq. 6), the heads above the
     layer's median VHD (Eq. 7) scaled by ``alpha`` in both rows of the question, at every position. ``record``
     (a dict) collects the chosen heads per layer, bool [B, H] per batch."""
 
@@ -214,71 +171,59 @@ class VisionAwareHeads:
         return z * scale[:, None, :, None]
 
 
-# ------------------------------------------------------------------------------------------- scoring
-class SteeredCache(EmbeddingCache):
-    """Language-model inputs computed with edits of the vision tower applied (VTI's visual steering): its own
-    store, so the run's unsteered cache is never mixed in."""
+class VisionAwareForward:
+    """VHR's forward of a batch (``Applied.forward``): the B questions with their image and the same B without it
+    (``core.image_free``) in one batch of 2B rows, ``VisionAwareHeads`` at every reinforced layer; the logits of
+    the B questions with their image. ``record``: the heads chosen per layer (bool [B, H] per batch)."""
 
-    def __init__(self, adapter, vision_edits: Sequence, enabled: bool = True):
-        super().__init__(adapter, enabled=enabled)
-        self.vision_edits = list(vision_edits)
+    def __init__(self, adapter, layers: Sequence[int], alpha: float):
+        self.adapter, self.layers, self.alpha = adapter, [int(l) for l in layers], float(alpha)
+        self.record: dict[int, list[torch.Tensor]] = {}
 
-    def _compute(self, samples, images=None):
-        with intervene(self.adapter.vision, *self.vision_edits):
-            return super()._compute(samples, images)
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        token_roles(batch, "vhr")  # refuses rows without image tokens: VHD compares with the image-free row
+        both = stack_rows(batch.emb, image_free(batch.emb, batch.visual))
+        with intervene(self.adapter, *[VisionAwareHeads(l, self.alpha, self.record) for l in self.layers]):
+            return self.adapter.lm_logits(both)[:batch.target.shape[0]]
 
-
-@dataclass
-class Applied:
-    """A field method ready to score with (``evaluation.score.evaluate(adapter, samples, **applied.scoring(adapter,
-    cache))``): edits of the language model (``lm_edits``) and of the vision tower (``vision_edits``, applied while
-    the language model's inputs are computed), or VHR's two-row forward (``vhr_layers``)."""
-
-    method: str
-    hyper: dict
-    lm_edits: list = field(default_factory=list)
-    vision_edits: list = field(default_factory=list)
-    vhr_layers: list[int] | None = None
-    record: dict | None = None  # VHR: the heads it chose, per layer (bool [B, H] per batch)
-
-    @property
-    def forward_rows(self) -> int:
-        """Rows of the language model run per question: VHR runs the question with and without its image."""
-        return 2 if self.vhr_layers is not None else 1
-
-    def cache(self, base: EmbeddingCache) -> EmbeddingCache:
-        """``base`` (the model's own inputs), or a steered cache of the same adapter when the vision tower is edited."""
-        return base if not self.vision_edits else SteeredCache(base.adapter, self.vision_edits, enabled=base.enabled)
-
-    def logits_fn(self, adapter) -> Callable[[Batch], torch.Tensor]:
-        if self.vhr_layers is not None:
-            alpha = float(self.hyper["alpha"])
-
-            def vhr(batch: Batch) -> torch.Tensor:
-                if batch.visual is None or not bool(batch.visual.any()):
-                    raise ValueError("VHR: the batch holds no image token to remove (adapter.visual_token_mask)")
-                both = stack_rows(batch.emb, without_image(batch.emb, batch.visual))
-                with intervene(adapter, *[VisionAwareHeads(l, alpha, self.record) for l in self.vhr_layers]):
-                    return adapter.lm_logits(both)[:batch.target.shape[0]]
-            return vhr
-
-        def steered(batch: Batch) -> torch.Tensor:
-            with intervene(adapter, *self.lm_edits):
-                return adapter.lm_logits(batch.emb)
-        return steered
-
-    def scoring(self, adapter, cache: EmbeddingCache | None = None) -> dict:
-        """The keyword arguments of ``evaluate`` / ``Job.evaluate``: ``logits_fn`` and ``cache``."""
-        return {"logits_fn": self.logits_fn(adapter), "cache": self.cache(cache or EmbeddingCache(adapter))}
+    def observed(self) -> dict:
+        """The row's account of the heads it chose: per layer the mean number a question and each head's share."""
+        chosen = {l: torch.cat(v).float() for l, v in sorted(self.record.items())}
+        return {"heads_per_layer": {str(l): round(float(c.sum(1).mean()), 3) for l, c in chosen.items()},
+                "head_frequency": {str(l): [round(float(x), 4) for x in c.mean(0)] for l, c in chosen.items()}}
 
 
+def vhr(adapter, alpha: float, layers: Sequence[int]) -> Applied:
+    """VHR (He et al., ACL 2025, github.com/jinghan1he/VHR): per question, the vision-aware heads of each reinforced
+    layer (VHD above the layer's median, outliers zeroed) scaled by ``alpha``; no data, two rows of the language
+    model per question (with and without the image)."""
+    layers = sorted(int(l) for l in layers)
+    fwd = VisionAwareForward(adapter, layers, alpha)
+    return Applied("vhr", {"alpha": float(alpha), "layers": layers},
+                   f"the outputs of the vision-aware half of the heads of layers {layers} (chosen per question), "
+                   f"times {float(alpha)}",
+                   {"forward_passes": 2, "vision_passes": 1,
+                    "note": "one pass of two rows: the question with and without its image's tokens"},
+                   forward=fwd, observed=fwd.observed)
+
+
+def vhr_configure(adapter, mc, seed: int) -> dict:
+    """VHR's layers: ``modulation.vhr_layers`` scaled to the model's depth and, with ``vhr_layer_one``, the second."""
+    layers = set(model_layers(mc.vhr_layers, int(mc.field_depth), adapter.num_layers))
+    if bool(mc.vhr_layer_one) and adapter.num_layers > 1:
+        layers.add(1)
+    return {"alpha": float(mc.vhr_alpha), "layers": sorted(layers)}
+
+
+# ------------------------------------------------------------------------------------------- tensors
 def _hidden_size(adapter) -> int:
     return int(adapter.model.config.get_text_config().hidden_size)
 
 
-def check_tensors(method: str, tensors: dict[str, torch.Tensor], adapter, where: str) -> None:
+def check_tensors(method: str, tensors: dict[str, torch.Tensor], adapter) -> None:
     """Raise ``HeadShapeError`` when a method's tensors do not fit ``adapter`` beyond its L x H x D (which
-    ``load_method`` checks): VTI's directions of the language model [L, d] and of the vision tower [Lv, T, dv]."""
+    ``load_method`` checks): VTI's directions of the language model [L, d] and of the vision tower [Lv, T, dv],
+    ICT's [L, H, D]."""
     want = {}
     if method == "vti":
         if "text_direction" in tensors:
@@ -293,113 +238,9 @@ def check_tensors(method: str, tensors: dict[str, torch.Tensor], adapter, where:
     for name, shape in want.items():
         got = tuple(tensors[name].shape)
         if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape)):
-            raise HeadShapeError(f"{where}: {name} of shape {list(got)} does not fit this model "
+            raise HeadShapeError(f"{method}: {name} of shape {list(got)} does not fit this model "
                                  f"({[s if s is not None else 'T' for s in shape]}): it was made for a model of "
                                  f"another shape")
-
-
-def build(method: str, tensors: dict[str, torch.Tensor], hyper: dict, adapter) -> Applied:
-    """The ``Applied`` method that ``tensors`` and ``hyper`` (what a method saves) describe, on ``adapter``."""
-    dev = adapter.device
-    if method == "vhr":
-        return Applied("vhr", dict(hyper), vhr_layers=[int(l) for l in tensors["layers"].tolist()])
-    if method == "ict":
-        L, H = adapter.num_layers, adapter.num_heads
-        shift = torch.zeros(L, H, adapter.head_dim)
-        for level in hyper["levels"]:
-            sel = tensors[f"{level}_selected"].bool()
-            shift += sel[..., None] * tensors[f"{level}_std"][..., None] * tensors[f"{level}_direction"]
-        edits = [Steer(l, shift[l].to(dev), site="z", strength=float(hyper["alpha"]), positions="last")
-                 for l in range(L) if bool(shift[l].abs().sum() > 0)]
-        return Applied("ict", dict(hyper), lm_edits=edits)
-    if method == "vti":
-        lm = [] if "text_direction" not in tensors else [
-            Steer(l, tensors["text_direction"][l].to(dev), site="mlp_out", mode="rotate",
-                  strength=VTI_SCALE * float(hyper["alpha_text"])) for l in range(tensors["text_direction"].shape[0])]
-        vision = [] if "vision_direction" not in tensors else [
-            Steer(l, tensors["vision_direction"][l].to(dev), site="mlp_out", mode="rotate",
-                  strength=VTI_SCALE * float(hyper["alpha_image"])) for l in range(tensors["vision_direction"].shape[0])]
-        return Applied("vti", dict(hyper), lm_edits=lm, vision_edits=vision)
-    raise ValueError(f"field method {method!r}: expected one of {METHOD_NAMES}")
-
-
-def load_field_activation(path: str | Path, adapter, *, allow_other_model: bool = False) -> Applied:
-    """A saved VHR / ICT / VTI (``<out_dir>/methods/<method>.safetensors`` of ``train.py``) ready to score on
-    ``adapter``: refused on a model of another shape (``HeadShapeError``) or, unless ``allow_other_model``, of
-    other weights (``check_same_model``), as ``interventions.checkpoint.load_method`` checks them."""
-    method = read_method(path)[1]["method"]
-    if method not in METHOD_NAMES:
-        raise ValueError(f"method file {path} holds method {method!r}; load_field_activation reads {METHOD_NAMES}")
-    tensors, info = load_method(path, adapter, method, allow_other_model=allow_other_model)
-    check_tensors(method, tensors, adapter, f"{method} file {path}")
-    return build(method, tensors, info["hyperparameters"], adapter)
-
-
-def field_activation_from_config(method: str, adapter, mc) -> Applied:
-    """A data-free field method from its ``modulation.*`` keys alone (VHR); ICT and VTI estimate from data, so
-    they come from a saved file (``load_field_activation``)."""
-    if method != "vhr":
-        raise ValueError(f"{method} is estimated from train data: apply a saved one (<out_dir>/methods/{method}"
-                         f".safetensors of train.py) with load_field_activation")
-    tensors, hyper = _vhr_spec(adapter, mc)
-    if not tensors["layers"].numel():
-        raise ValueError(_vhr_none(adapter, mc))
-    return build("vhr", tensors, hyper, adapter)
-
-
-def _save(job: Job, method: str, tensors: dict, hyper: dict, used: Sequence[Sample]) -> str:
-    """Write ``<out_dir>/methods/<method>.safetensors`` (rank 0), with the train samples it was estimated on
-    (``seen``: ``analyze.py eval`` refuses to score them); return its path."""
-    path = job.out / "methods" / f"{method}.safetensors"
-    if is_rank_zero():
-        a = job.adapter
-        save_method(path, method, hyperparameters=hyper, tensors=tensors, model=a.name, num_layers=a.num_layers,
-                    num_heads=a.num_heads, head_dim=a.head_dim, identity=a.identity,
-                    extra={"data": job.cfg.data.name, "seen": {"train": [sample_key(s) for s in used]},
-                           "seen_ids": {"train": [s.id for s in used]}})
-    return str(path)
-
-
-# ------------------------------------------------------------------------------------------- VHR
-def _vhr_spec(adapter, mc) -> tuple[dict, dict]:
-    span = [int(v) for v in mc.vhr_layers]
-    layers = vhr_layers(adapter.num_layers, span, bool(mc.vhr_layer_one))
-    hyper = {"alpha": float(mc.vhr_alpha), "layers": span, "layer_one": bool(mc.vhr_layer_one)}
-    return {"layers": torch.tensor(layers, dtype=torch.long)}, hyper
-
-
-def _vhr_none(adapter, mc) -> str:
-    return (f"modulation.vhr_layers={list(mc.vhr_layers)} (of {PAPER_DEPTH}) and vhr_layer_one={mc.vhr_layer_one} "
-            f"pick no layer of the model's {adapter.num_layers}")
-
-
-def _vhr(job: Job, method: str) -> Outcome | None:
-    """VHR (He et al., ACL 2025, github.com/jinghan1he/VHR): per question, the vision-aware heads of each reinforced
-    layer (VHD above the layer's median, outliers zeroed) scaled by ``modulation.vhr_alpha``; no data, two rows of
-    the language model per question (with and without the image)."""
-    a, mc = job.adapter, job.cfg.modulation
-    tensors, hyper = _vhr_spec(a, mc)
-    if not tensors["layers"].numel():
-        say(f"[vhr] refused: {_vhr_none(a, mc)}")
-        return None
-    probe = job.cache.batch(job.splits["test"][:1])
-    if probe.visual is None or not bool(probe.visual.any()):
-        say(f"[vhr] refused: {a.arch}'s inputs hold no image token (adapter.visual_token_mask) to remove for the "
-            f"image-free row VHD compares with")
-        return None
-    applied = build(method, tensors, hyper, a)
-    applied.record = {}
-    test, val = job.evaluate(**applied.scoring(a, job.cache))
-    chosen = {l: torch.cat(v).float() for l, v in sorted(applied.record.items())}
-    extra = {"fixed_params": 0, "alpha": hyper["alpha"], "layers": sorted(chosen),
-             "changes": f"the outputs of the vision-aware half of the heads of layers {sorted(chosen)} (chosen per "
-                        f"question), times {hyper['alpha']}",
-             "cost": {"forward_passes": applied.forward_rows, "vision_passes": 1,
-                      "note": "one pass of two rows: the question with and without its image's tokens"},
-             "heads_per_layer": {str(l): round(float(c.sum(1).mean()), 3) for l, c in chosen.items()},
-             "head_frequency": {str(l): [round(float(x), 4) for x in c.mean(0)] for l, c in chosen.items()},
-             "file": _save(job, method, tensors, hyper, [])}
-    return Outcome(test, val, 0, extra)
 
 
 # ------------------------------------------------------------------------------------------- ICT
@@ -518,20 +359,13 @@ def ict_level(trusted: torch.Tensor, untrusted: torch.Tensor, num_heads: int, se
             "accuracy": acc.reshape(L, H).float(), "selected": selected.reshape(L, H)}
 
 
-def ict_heads(num_heads: int, num_layers: int, heads_per_layer: int) -> int:
-    """ICT's ``num_heads`` (written for LLaVA-1.5-7B's 32 x 32 heads) as the same share of an L x H model's heads."""
-    total = num_layers * heads_per_layer
-    return max(1, min(total, round(num_heads * total / (PAPER_DEPTH * PAPER_HEADS))))
-
-
-def _ict(job: Job, method: str) -> Outcome | None:
-    """ICT (Chen et al., CVPR 2025, github.com/THU-BPM/ICT): the heads whose probes best tell clean from blurred
-    images (whole image; the queried object's box) shifted along the clean-minus-blurred direction at the answer
-    position; estimated on ``modulation.ict_samples`` train samples."""
+def estimate_ict(job: Job, name: str) -> Estimate | None:
+    """ICT's directions and heads on ``modulation.ict_samples`` train samples: the heads whose probes best tell clean
+    from blurred images (whole image; the queried object's box); None (said) where the data cannot give them."""
     a, mc, seed = job.adapter, job.cfg.modulation, int(job.cfg.seed)
     bs, radius = int(job.cfg.data.batch_size), float(mc.ict_blur_radius)
     levels = list(ICT_LEVELS) if mc.ict_type == "both" else [str(mc.ict_type)]
-    subset, images = _images(_draw(job.splits["train"], mc.ict_samples, seed), method)
+    subset, images = _images(_draw(job.splits["train"], mc.ict_samples, seed), name)
     boxed = [i for i, s in enumerate(subset) if _box(s) is not None]
     if "object" in levels and len(boxed) < 2:
         why = (f"the object level needs the queried object's box (object_positions, as GQA and the organism world "
@@ -544,13 +378,15 @@ def _ict(job: Job, method: str) -> Outcome | None:
     if len(subset) < 4:
         say(f"[ict] refused: {len(subset)} readable train samples; the 2-fold probes need at least 4")
         return None
-    k = ict_heads(int(mc.ict_num_heads), a.num_layers, a.num_heads)
+    depth, per_layer = int(mc.field_depth), int(mc.field_heads)
+    k = model_heads(int(mc.ict_num_heads), depth, per_layer, a.num_layers, a.num_heads)
     if k != int(mc.ict_num_heads):
-        say(f"[ict] modulation.ict_num_heads={mc.ict_num_heads} of LLaVA-1.5-7B's {PAPER_DEPTH * PAPER_HEADS} heads is "
-            f"{k} of this model's {a.num_layers * a.num_heads} (the same share) per level")
+        say(f"[ict] modulation.ict_num_heads={mc.ict_num_heads} of the {depth * per_layer} heads of a "
+            f"modulation.field_depth x field_heads = {depth} x {per_layer} model is {k} of this model's "
+            f"{a.num_layers * a.num_heads} (the same share) per level")
     say(f"[ict] estimating the {' and '.join(levels)} level directions on {len(subset)} train samples")
     clean = head_activations(a, subset, images, bs)
-    tensors, extra = {}, {"levels": levels, "samples": len(subset)}
+    tensors, row = {}, {}
     for level in levels:
         if level == "image":
             trusted, untrusted = clean, head_activations(a, subset, [degrade(im, radius) for im in images], bs)
@@ -561,22 +397,33 @@ def _ict(job: Job, method: str) -> Outcome | None:
         res = ict_level(trusted, untrusted, k, seed)
         tensors.update({f"{level}_{key}": v for key, v in res.items()})
         sel = res["selected"].nonzero().tolist()
-        extra[f"{level}_pairs"] = int(len(trusted))
-        extra[f"{level}_heads"] = sorted(sel, key=lambda lh: -float(res["accuracy"][lh[0], lh[1]]))
-        extra[f"{level}_probe_accuracy"] = {"max": round(float(res["accuracy"].max()), 4),
-                                            "mean_selected": round(float(res["accuracy"][res["selected"].bool()].mean()), 4)}
+        row[f"{level}_pairs"] = int(len(trusted))
+        row[f"{level}_heads"] = sorted(sel, key=lambda lh: -float(res["accuracy"][lh[0], lh[1]]))
+        row[f"{level}_probe_accuracy"] = {"max": round(float(res["accuracy"].max()), 4),
+                                          "mean_selected": round(float(res["accuracy"][res["selected"].bool()].mean()), 4)}
+    row["fixed_params"] = int(sum(int(tensors[f"{lv}_selected"].sum()) for lv in levels) * a.head_dim)
     hyper = {"alpha": float(mc.ict_alpha), "num_heads": k, "type": str(mc.ict_type), "levels": levels,
              "blur_radius": radius, "samples": len(subset)}
-    applied = build(method, tensors, hyper, a)
-    test, val = job.evaluate(**applied.scoring(a, job.cache))
-    extra.update(alpha=hyper["alpha"], num_heads=k,
-                 changes=f"the answer position's output of {k} heads per level ({', '.join(levels)}), shifted",
-                 cost={"forward_passes": applied.forward_rows, "vision_passes": 1,
-                       "setup": f"{1 + len(levels)} forward passes per train sample (clean, "
-                                f"{' and '.join(lv + '-blurred' for lv in levels)}) and 2 probes per head and level"},
-                 fixed_params=int(sum(int(tensors[f"{lv}_selected"].sum()) for lv in levels) * a.head_dim),
-                 file=_save(job, method, tensors, hyper, subset))
-    return Outcome(test, val, 0, extra)
+    return Estimate(hyper, tensors, subset,
+                    f"{1 + len(levels)} forward passes per train sample (clean, "
+                    f"{' and '.join(lv + '-blurred' for lv in levels)}) and 2 probes per head and level", row)
+
+
+def ict(adapter, hyper: dict, tensors: dict[str, torch.Tensor]) -> Applied:
+    """ICT (Chen et al., CVPR 2025, github.com/THU-BPM/ICT) from what it estimated: the selected heads of each level
+    shifted at the last position by ``alpha`` x std x the unit clean-minus-blurred direction."""
+    check_tensors("ict", tensors, adapter)
+    L, H = adapter.num_layers, adapter.num_heads
+    shift = torch.zeros(L, H, adapter.head_dim)
+    for level in hyper["levels"]:
+        sel = tensors[f"{level}_selected"].bool()
+        shift += sel[..., None] * tensors[f"{level}_std"][..., None] * tensors[f"{level}_direction"]
+    edits = [Steer(l, shift[l].to(adapter.device), site="z", strength=float(hyper["alpha"]), positions="last")
+             for l in range(L) if bool(shift[l].abs().sum() > 0)]
+    levels = list(hyper["levels"])
+    return Applied("ict", dict(hyper),
+                   f"the answer position's output of {hyper['num_heads']} heads per level ({', '.join(levels)}), shifted",
+                   {"forward_passes": 1, "vision_passes": 1}, edits=lambda batch: edits, tensors=dict(tensors))
 
 
 # ------------------------------------------------------------------------------------------- VTI
@@ -698,10 +545,9 @@ def textual_direction(adapter, demos: Sequence[Sample], images: Sequence, wrong:
     return pca_direction(d.reshape(N, 1, L1 * dm))[0].reshape(L1, dm)[1:]
 
 
-def _vti(job: Job, method: str) -> Outcome | None:
-    """VTI (Liu, Ye, Zou, ICLR 2025, github.com/shengliu66/VTI): every layer's MLP output in the vision tower and the
-    language model rotated towards a direction estimated on ``modulation.vti_num_demos`` train samples (masked vs
-    clean images; gold vs wrong answers)."""
+def estimate_vti(job: Job, name: str) -> Estimate | None:
+    """VTI's directions on ``modulation.vti_num_demos`` train samples (masked vs clean images; gold vs wrong
+    answers); None (said) when fewer than two samples have a wrong answer to contrast."""
     a, mc, seed = job.adapter, job.cfg.modulation, int(job.cfg.seed)
     bs = int(job.cfg.data.batch_size)
     train = job.splits["train"]
@@ -716,17 +562,13 @@ def _vti(job: Job, method: str) -> Outcome | None:
         if w is not None and a.answer_tokens(w)[1] != a.answer_tokens(s.answer)[1]:
             eligible.append((s, w))
     drawn = dict((s.id, w) for s, w in _draw(eligible, int(mc.vti_num_demos), seed))
-    demos, images = _images([s for s, _ in eligible if s.id in drawn], method)
+    demos, images = _images([s for s, _ in eligible if s.id in drawn], name)
     wrong = [drawn[s.id] for s in demos]
     if len(demos) < 2:
         say(f"[vti] refused: {len(demos)} train samples with a wrong answer to contrast; the directions need 2")
         return None
     tensors = {}
     if float(mc.vti_alpha_image) > 0:
-        why = _vision_refusal(a, demos[0])
-        if why:
-            say(f"[vti] refused: {why}; modulation.vti_alpha_image=0 steers the language model alone")
-            return None
         say(f"[vti] estimating the visual direction on {len(demos)} train images x {mc.vti_num_trials} masked copies")
         tensors["vision_direction"] = visual_direction(a, demos, images, float(mc.vti_mask_ratio),
                                                        int(mc.vti_num_trials), seed, bs)
@@ -735,20 +577,41 @@ def _vti(job: Job, method: str) -> Outcome | None:
         tensors["text_direction"] = textual_direction(a, demos, images, wrong, bs)
     hyper = {"alpha_text": float(mc.vti_alpha_text), "alpha_image": float(mc.vti_alpha_image),
              "num_demos": len(demos), "mask_ratio": float(mc.vti_mask_ratio), "num_trials": int(mc.vti_num_trials)}
-    applied = build(method, tensors, hyper, a)
-    test, val = job.evaluate(**applied.scoring(a, job.cache))
     steered = sorted(k.split("_")[0] for k in tensors)
-    extra = {**hyper, "steered": steered,
-             "cost": {"forward_passes": applied.forward_rows, "vision_passes": 1,
-                      "setup": f"{len(demos)} train samples: "
-                               + " and ".join({"text": "2 forward passes each (gold, wrong answer)",
-                                               "vision": f"{1 + int(mc.vti_num_trials)} vision passes each"}[x]
-                                              for x in steered)},
-             "changes": "every layer's MLP output, rotated towards a direction: "
-                        + " and ".join({"text": "language model", "vision": "vision tower"}[x] for x in steered),
-             "fixed_params": int(sum(t.numel() for t in tensors.values())),
-             "file": _save(job, method, tensors, hyper, demos)}
-    return Outcome(test, val, 0, extra)
+    setup = f"{len(demos)} train samples: " + " and ".join(
+        {"text": "2 forward passes each (gold, wrong answer)",
+         "vision": f"{1 + int(mc.vti_num_trials)} vision passes each"}[x] for x in steered)
+    return Estimate(hyper, tensors, demos, setup, {"fixed_params": int(sum(t.numel() for t in tensors.values()))})
 
 
-FIELD_ACTIVATION_METHODS: dict[str, Callable[[Job, str], Outcome | None]] = {"vhr": _vhr, "ict": _ict, "vti": _vti}
+def vti(adapter, hyper: dict, tensors: dict[str, torch.Tensor]) -> Applied:
+    """VTI (Liu, Ye, Zou, ICLR 2025, github.com/shengliu66/VTI) from its directions: every layer's MLP output in the
+    vision tower and the language model rotated towards them (``Steer(mode="rotate")``, VTILayer)."""
+    check_tensors("vti", tensors, adapter)
+    dev = adapter.device
+    lm = [] if "text_direction" not in tensors else [
+        Steer(l, tensors["text_direction"][l].to(dev), site="mlp_out", mode="rotate",
+              strength=VTI_SCALE * float(hyper["alpha_text"])) for l in range(tensors["text_direction"].shape[0])]
+    vision = [] if "vision_direction" not in tensors else [
+        Steer(l, tensors["vision_direction"][l].to(dev), site="mlp_out", mode="rotate",
+              strength=VTI_SCALE * float(hyper["alpha_image"])) for l in range(tensors["vision_direction"].shape[0])]
+    steered = sorted(k.split("_")[0] for k in tensors)
+    return Applied("vti", dict(hyper), "every layer's MLP output, rotated towards a direction: "
+                   + " and ".join({"text": "language model", "vision": "vision tower"}[x] for x in steered),
+                   {"forward_passes": 1, "vision_passes": 1}, edits=(lambda batch: lm) if lm else None,
+                   vision_edits=vision, tensors=dict(tensors), extra={"steered": steered})
+
+
+def vti_check(job: Job, batch: Batch) -> None:
+    """VTI's visual direction (``modulation.vti_alpha_image`` > 0) needs one [C, H, W] image a sample."""
+    if float(job.cfg.modulation.vti_alpha_image) > 0:
+        why = _vision_refusal(job.adapter, job.splits["test"][0])
+        if why:
+            raise NotApplicableError(f"vti: {why}; modulation.vti_alpha_image=0 steers the language model alone")
+
+
+# ------------------------------------------------------------------------------------------- registered
+VHR = Method(build=lambda a, hp, t, cached: vhr(a, hp["alpha"], hp["layers"]), configure=vhr_configure,
+             check=lambda job, batch: token_roles(batch, "vhr"))
+ICT = Method(build=lambda a, hp, t, cached: ict(a, hp, t), estimate=estimate_ict, check=lambda job, batch: None)
+VTI = Method(build=lambda a, hp, t, cached: vti(a, hp, t), estimate=estimate_vti, check=vti_check)

@@ -1,6 +1,6 @@
-"""The field's attention-level hallucination methods, as rows of ``train.py`` (``modulation.methods``) and options of
-``analyze.py eval`` (``eval.method``), all through the one intervention mechanism (``vseam.interventions``) and the
-scorer's contrastive next-token scoring (``vseam.evaluation.score.Contrast``).
+"""The field's attention-level hallucination methods (PAI, VAF, SPIN, AD-HH, VCD), registered in ``field.METHODS``,
+all through the one intervention mechanism (``vseam.interventions``: the pre-softmax ``attn_scores`` and the
+``attn_pattern`` sites) and the scorer's contrastive next-token scoring (``vseam.evaluation.score.Contrast``).
 
 Every method here is training-free at test time and acts on one question's one forward pass (two for the
 contrastive ones). The answer is one token, so each paper's decoding-time method reduces to the next-token
@@ -12,7 +12,7 @@ query, and contrastive decoding is a contrast of the next-token logits.
   image token becomes ``s + alpha * |s|`` (alpha 0.2), and the next-token log-probabilities are contrasted with
   those of the image-free input, ``gamma * l(x) - (gamma - 1) * l(x')`` (gamma 1.1), under the plausibility
   cutoff 0.1 (``CFGLogits``). The image-free input here is the prompt's tokens without the image's (PAI's
-  ``neg_promt``: the tokens before and after the image, joined), positions counted afresh; it runs without the
+  ``neg_promt``: the tokens before and after the image, joined; ``core.image_free``); it runs without the
   attention edit (PAI sets ``use_cfg`` for it). Differences: one next-token step instead of sampling; the image
   span is the tokens the processor put there (``adapter.visual_token_mask``), not a fixed 576 from index 35.
 - ``vaf``: Visual Amplification Fusion, ClearSight (Yin et al.; CVPR 2025; github.com/ustc-hyin/ClearSight,
@@ -45,87 +45,26 @@ query, and contrastive decoding is a contrast of the next-token logits.
   every method and run), not from the global RNG; one next-token step instead of sampling.
 
 Layer ranges are written for a ``modulation.field_depth``-layer model (LLaVA-1.5-7B's 32) and scaled to the
-model's depth (``model_layers``). Each method's file (``methods/<name>.safetensors``, ``save_method``) records
-its hyperparameters as applied (and AD-HH's heads), so ``analyze.py eval eval.method=<name>
-eval.checkpoint=<file>`` applies the same thing to other data.
+model's depth (``core.model_layers``); each method's hyperparameters as applied (and AD-HH's heads) are what its
+file holds (``field``: the paths from a config, a file and ``train.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
-from vseam.data.sample import Sample, sample_key
+from vseam.data.sample import Sample
 from vseam.evaluation.score import Contrast
-from vseam.interventions import AttentionEdit, HeadShapeError, Read, check_heads
-from vseam.interventions.checkpoint import load_method, save_method
-from vseam.models.base import Embedded, Encoded, position_ids_from_mask
+from vseam.interventions import AttentionEdit, Read, check_heads
+from vseam.models.base import Embedded, Encoded
 from vseam.models.cache import Batch, EmbeddingCache
-from vseam.utils.errors import UserError
-
-NAMES = ("pai", "vaf", "spin", "adhh", "vcd")
-
-
-class NotApplicableError(UserError, ValueError):
-    """A method asked for on a model (or data) it does not apply to."""
-
-
-# ------------------------------------------------------------------------------------------ positions
-def model_layers(span: Sequence[int], depth: int, num_layers: int) -> list[int]:
-    """The model's layers for a range ``[start, end)`` written for a ``depth``-layer model: each end scaled by
-    ``num_layers / depth`` and rounded half up, at least one layer (the same share of the stack)."""
-    start, end = (int(math.floor(int(v) * num_layers / int(depth) + 0.5)) for v in span)
-    start = min(max(start, 0), num_layers - 1)
-    return list(range(start, min(max(end, start + 1), num_layers)))
-
-
-def token_roles(batch: Batch, method: str) -> dict[str, torch.Tensor]:
-    """Bool [B, T] per role of each (left-padded) row: ``image`` (the image's tokens), ``before`` (text before the
-    first image token: the system prompt), ``after`` (text after the last one: the question and the answer's
-    template), ``last`` (the last position, where the answer is read)."""
-    if batch.visual is None:
-        raise NotApplicableError(f"{method}: the model's language-model inputs are not the processor's tokens, so "
-                                 f"its image tokens cannot be found (adapter.visual_token_mask)")
-    real = batch.emb.attention_mask.bool()
-    image = batch.visual.to(real.device) & real
-    if not bool(image.any(1).all()):
-        raise NotApplicableError(f"{method}: {int((~image.any(1)).sum())} of {len(image)} questions have no image token in "
-                                 f"the language model's input: the method acts on attention to the image")
-    T = image.shape[1]
-    idx = torch.arange(T, device=real.device)[None]
-    first = torch.where(image, idx, T).min(1, keepdim=True).values
-    last_image = torch.where(image, idx, -1).max(1, keepdim=True).values
-    last = torch.zeros_like(real)
-    last[:, -1] = True
-    return {"image": image, "before": real & ~image & (idx < first), "after": real & ~image & (idx > last_image),
-            "last": last}
-
-
-def image_free(batch: Batch) -> Embedded:
-    """The language model's input without the image's tokens (PAI's image-free prompt: the tokens before and after
-    the image, joined), left-padded again, positions counted over the kept tokens as a text-only prompt's are."""
-    emb = batch.emb
-    keep = emb.attention_mask.bool() & ~batch.visual.to(emb.attention_mask.device)
-    n = keep.sum(1)
-    W = int(n.max())
-    B = keep.shape[0]
-    x = emb.inputs_embeds.new_zeros(B, W, emb.inputs_embeds.shape[-1])
-    mask = emb.attention_mask.new_zeros(B, W)
-    extra = {k: v.new_zeros(*v.shape[:-1], W) for k, v in emb.extra.items()}
-    for i in range(B):
-        k = int(n[i])
-        x[i, W - k:] = emb.inputs_embeds[i, keep[i]]
-        mask[i, W - k:] = 1
-        for name, v in emb.extra.items():
-            extra[name][i, ..., W - k:] = v[i][..., keep[i]]
-    pos = position_ids_from_mask(mask)
-    if emb.position_ids.dim() == 3:  # M-RoPE [B, k, T]: a text-only prompt's positions are the same on every axis
-        pos = pos[:, None].expand(-1, emb.position_ids.shape[1], -1).contiguous()
-    return Embedded(x, mask, pos.to(emb.position_ids.dtype), extra)
+from vseam.modulation.field.core import (
+    Applied, Estimate, Method, NotApplicableError, image_free, model_layers, span, token_roles,
+)
 
 
 # ------------------------------------------------------------------------------------------ edits
@@ -216,39 +155,7 @@ def distort(step: int, seed: int) -> Callable[[Encoded, Sequence[Sample]], Encod
     return transform
 
 
-# ------------------------------------------------------------------------------------------ a method, applied
-@dataclass
-class Applied:
-    """One method ready to score: ``for_batch(batch)`` makes its edits of a batch, ``contrast`` its second input;
-    ``hyperparameters`` as applied, ``changes`` what it changes, ``cost`` its forward passes per question,
-    ``tensors`` what it estimated (saved with it)."""
-
-    name: str
-    hyperparameters: dict[str, Any]
-    changes: str
-    cost: dict[str, Any]
-    make: Callable[[Batch], list] = lambda batch: []  # noqa: E731
-    contrast: Contrast | None = None
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def for_batch(self, batch: Batch) -> list:
-        return self.make(batch)
-
-    def summary(self) -> dict:
-        """The fields of the method's row (``summary.json``) and of ``eval_results.json``."""
-        return {"hyperparameters": self.hyperparameters, "changes": self.changes, "cost": self.cost, **self.extra}
-
-    def save(self, path, adapter, extra: dict | None = None):
-        return save_method(path, self.name, hyperparameters=self.hyperparameters, tensors=self.tensors,
-                           model=adapter.name, num_layers=adapter.num_layers, num_heads=adapter.num_heads,
-                           head_dim=adapter.head_dim, identity=adapter.identity, extra=extra)
-
-
-def _span(layers: list[int]) -> str:
-    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
-
-
+# ------------------------------------------------------------------------------------------ the methods
 def pai(adapter, alpha: float, layers: list[int], gamma: float, beta: float) -> Applied:
     def make(batch: Batch) -> list:
         r = token_roles(batch, "pai")
@@ -259,15 +166,15 @@ def pai(adapter, alpha: float, layers: list[int], gamma: float, beta: float) -> 
     if gamma != 1:
         def second(samples, batch: Batch) -> Embedded:
             token_roles(batch, "pai")  # refuses a batch without image tokens
-            return image_free(batch)
+            return image_free(batch.emb, batch.visual)
         contrast = Contrast(float(gamma) - 1, second, float(beta), log_probs=True, name="the image-free input")
     return Applied("pai", {"alpha": float(alpha), "layers": layers, "gamma": float(gamma), "beta": float(beta)},
-                   f"pre-softmax scores of the last query to the image tokens, every head of {_span(layers)} "
+                   f"pre-softmax scores of the last query to the image tokens, every head of {span(layers)} "
                    f"(s + {alpha:g}|s|); next-token log-probabilities contrasted with the image-free input "
                    f"(gamma {gamma:g}, cutoff {beta:g})",
                    {"forward_passes": 1 + (contrast is not None), "vision_passes": 1,
                     "note": "the second pass is the prompt without its image tokens" if contrast else ""},
-                   make, contrast)
+                   edits=make, contrast=contrast)
 
 
 def vaf(adapter, enhance: float, suppress: float, layers: list[int]) -> Applied:
@@ -281,9 +188,9 @@ def vaf(adapter, enhance: float, suppress: float, layers: list[int]) -> Applied:
                                             AttentionEdit(l, queries=r["after"], keys=r["before"],
                                                           scale=float(suppress)))]
     return Applied("vaf", {"enhance": float(enhance), "suppress": float(suppress), "layers": layers},
-                   f"pre-softmax scores of the queries after the image, every head of {_span(layers)}: to the image "
+                   f"pre-softmax scores of the queries after the image, every head of {span(layers)}: to the image "
                    f"tokens x{enhance:g}, to the text before the image (system prompt) x{suppress:g}",
-                   {"forward_passes": 1, "vision_passes": 1}, make)
+                   {"forward_passes": 1, "vision_passes": 1}, edits=make)
 
 
 def spin(adapter, keep: float, damp: float, layers: list[int]) -> Applied:
@@ -293,13 +200,12 @@ def spin(adapter, keep: float, damp: float, layers: list[int]) -> Applied:
         image = token_roles(batch, "spin")["image"]
         return [e for l in layers for e in (Read(layers=[l], site="attn_scores"), SpinGate(l, image, k, float(damp)))]
     return Applied("spin", {"keep": float(keep), "damp": float(damp), "layers": layers, "kept_heads": k},
-                   f"outputs of the heads at the last position, {_span(layers)}: per question the {k} of "
+                   f"outputs of the heads at the last position, {span(layers)}: per question the {k} of "
                    f"{adapter.num_heads} heads of each layer with the most image attention kept, the others x{damp:g}",
-                   {"forward_passes": 1, "vision_passes": 1}, make)
+                   {"forward_passes": 1, "vision_passes": 1}, edits=make)
 
 
-def adhh(adapter, heads: list[tuple[int, int]], threshold: float, influence: torch.Tensor | None = None,
-         extra: dict | None = None) -> Applied:
+def adhh(adapter, heads: list[tuple[int, int]], threshold: float, influence: torch.Tensor | None = None) -> Applied:
     check_heads(heads, adapter.num_layers, adapter.num_heads, "AD-HH's hallucination heads")
     by_layer: dict[int, list[int]] = {}
     for l, h in heads:
@@ -314,7 +220,7 @@ def adhh(adapter, heads: list[tuple[int, int]], threshold: float, influence: tor
     return Applied("adhh", {"k": len(heads), "threshold": float(threshold), "heads": [list(map(int, h)) for h in heads]},
                    f"attention probabilities of the last query to the text after the image, {len(heads)} "
                    f"hallucination heads: zeroed where they sum to >= {threshold:g}",
-                   {"forward_passes": 1, "vision_passes": 1}, make, None, tensors, dict(extra or {}))
+                   {"forward_passes": 1, "vision_passes": 1}, edits=make, tensors=tensors)
 
 
 def vcd(adapter, alpha: float, beta: float, noise_step: int, seed: int, cache_enabled: bool = True) -> Applied:
@@ -330,54 +236,6 @@ def vcd(adapter, alpha: float, beta: float, noise_step: int, seed: int, cache_en
                    contrast=contrast)
 
 
-# ------------------------------------------------------------------------------------------ from config / file
-def from_config(name: str, adapter, mc, seed: int, cache_enabled: bool = True) -> Applied:
-    """Method ``name`` from the ``modulation.*`` hyperparameters (training-free methods only)."""
-    depth, L = int(mc.field_depth), adapter.num_layers
-    if name == "pai":
-        return pai(adapter, float(mc.pai_alpha), model_layers(mc.pai_layers, depth, L), float(mc.pai_gamma),
-                   float(mc.pai_beta))
-    if name == "vaf":
-        return vaf(adapter, float(mc.vaf_enhance), float(mc.vaf_suppress), model_layers(mc.vaf_layers, depth, L))
-    if name == "spin":
-        return spin(adapter, float(mc.spin_keep), float(mc.spin_damp), model_layers(mc.spin_layers, depth, L))
-    if name == "vcd":
-        return vcd(adapter, float(mc.vcd_alpha), float(mc.vcd_beta), int(mc.vcd_noise_step), seed, cache_enabled)
-    if name == "adhh":
-        raise NotApplicableError("adhh attributes its heads on a train split (train.py): apply its file with "
-                                 "eval.checkpoint=<run>/methods/adhh.safetensors")
-    raise ValueError(f"unknown field method {name!r}; expected one of {NAMES}")
-
-
-def from_file(name: str, path, adapter, allow_other_model: bool = False, cache_enabled: bool = True) -> Applied:
-    """Method ``name`` as a ``train.py`` run saved it (``methods/<name>.safetensors``): the hyperparameters (layers
-    as applied there) and what it estimated, checked to be made for this model."""
-    tensors, info = load_method(path, adapter, name, allow_other_model=allow_other_model)
-    hp = info["hyperparameters"]
-    try:
-        if name == "pai":
-            out = pai(adapter, hp["alpha"], list(hp["layers"]), hp["gamma"], hp["beta"])
-        elif name == "vaf":
-            out = vaf(adapter, hp["enhance"], hp["suppress"], list(hp["layers"]))
-        elif name == "spin":
-            out = spin(adapter, hp["keep"], hp["damp"], list(hp["layers"]))
-        elif name == "vcd":
-            out = vcd(adapter, hp["alpha"], hp["beta"], hp["noise_step"], hp["seed"], cache_enabled)
-        elif name == "adhh":
-            heads = [tuple(int(v) for v in row) for row in tensors["heads"].tolist()]
-            out = adhh(adapter, heads, hp["threshold"], tensors.get("influence"))
-        else:
-            raise ValueError(f"unknown field method {name!r}; expected one of {NAMES}")
-    except KeyError as e:
-        raise NotApplicableError(f"{name} file {path} lacks {e}: saved by another version of the method") from None
-    bad = [l for l in out.hyperparameters.get("layers", []) if not 0 <= int(l) < adapter.num_layers]
-    if bad:
-        raise HeadShapeError(f"{name} file {path} names layers {bad}; the model has {adapter.num_layers}")
-    out.extra["file"] = str(path)
-    out.extra["seen"] = info["extra"].get("seen")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ AD-HH's attribution
 def hallucination_influence(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor:
     """AD-HH's contrastive influence [L, H] from the exact engine's per-sample values: the mean over wrong answers
@@ -388,21 +246,24 @@ def hallucination_influence(prob: torch.Tensor, correct: torch.Tensor, ablated: 
     return ((-drop[~correct]).mean(0) - drop[correct].mean(0)).float()
 
 
-def attribute_adhh(job, k: int) -> tuple[list[tuple[int, int]], torch.Tensor, dict] | None:
-    """Hallucination heads on ``job``'s train split (``modulation.attribution_limit`` samples, zero ablation, the
-    exact engine; progress under ``<out_dir>/progress-adhh``); None (said) when the split has no wrong or no
-    right answer."""
+def estimate_adhh(job, name: str) -> Estimate | None:
+    """AD-HH's hallucination heads on ``job``'s train split (``modulation.attribution_limit`` samples, zero ablation,
+    the exact engine; progress under ``<out_dir>/progress-adhh``): the top ``modulation.adhh_k`` by the
+    contrastive influence; None (said) when the split has no wrong or no right answer."""
     from vseam.attribution.scores import top_k
     from vseam.modulation.job import say
     from vseam.modulation.run import attribution_subset, sweep_heads
+    from vseam.validate import say_k_fits
 
-    cfg = job.cfg
-    subset = attribution_subset(job.splits["train"], cfg.modulation.attribution_limit, int(cfg.seed))
+    cfg, a = job.cfg, job.adapter
+    mc = cfg.modulation
+    k = say_k_fits(int(mc.adhh_k), "modulation.adhh_k", a.num_layers, a.num_heads, say)
+    subset = attribution_subset(job.splits["train"], mc.attribution_limit, int(cfg.seed))
     acfg = cfg.attribution.copy()
     acfg.method, acfg.ablation, acfg.rescore_top_k, acfg.tower = "exact", "zero", 0, "language"
     say(f"[adhh] attributing heads on {len(subset)} train samples (zero ablation of each of the "
-        f"{job.adapter.num_layers * job.adapter.num_heads} heads, exact)")
-    scores = sweep_heads(cfg, acfg, job.adapter, subset, job.cache, job.out / "progress-adhh", job.fabric)
+        f"{a.num_layers * a.num_heads} heads, exact)")
+    scores = sweep_heads(cfg, acfg, a, subset, job.cache, job.out / "progress-adhh", job.fabric)
     ps = scores.per_sample
     n_wrong, n_right = int((~ps.correct.bool()).sum()), int(ps.correct.bool().sum())
     if n_wrong == 0 or n_right == 0:
@@ -412,55 +273,32 @@ def attribute_adhh(job, k: int) -> tuple[list[tuple[int, int]], torch.Tensor, di
     influence = hallucination_influence(ps.prob, ps.correct, ps.ablated)
     heads = [(r["layer"], r["head"]) for r in top_k(influence, k)]
     by_id = {s.id: s for s in subset}
-    info = {"attributed_on": {"n": len(ps.ids), "wrong": n_wrong, "right": n_right},
-            "influence_of_heads": [float(influence[l, h]) for l, h in heads]}
-    return heads, influence, info, {"train": [sample_key(by_id[i]) for i in ps.ids if i in by_id]}
+    applied = adhh(a, heads, float(mc.adhh_threshold), influence)
+    return Estimate(applied.hyperparameters, applied.tensors, [by_id[i] for i in ps.ids if i in by_id],
+                    f"head attribution on {len(ps.ids)} train samples: 1 + {a.num_layers * a.num_heads} zero-ablated "
+                    f"forward passes each",
+                    {"attributed_on": {"n": len(ps.ids), "wrong": n_wrong, "right": n_right},
+                     "influence_of_heads": [float(influence[l, h]) for l, h in heads]})
 
 
-# ------------------------------------------------------------------------------------------ train.py's rows
-def check_applicable(job) -> None:
-    """Refuse, before any method runs, a field method of ``modulation.methods`` the model does not apply to (one
-    line naming the method and why), from a batch of two test questions."""
-    names = [m for m in job.cfg.modulation.methods if m in NAMES and m != "vcd"]  # vcd needs pixel values only
-    if not names:
-        return
-    batch = job.cache.batch(list(job.splits["test"][:2]))
-    for name in names:
-        if name == "adhh":
-            token_roles(batch, name)
-        else:
-            from_config(name, job.adapter, job.cfg.modulation, int(job.cfg.seed)).for_batch(batch)
+# ------------------------------------------------------------------------------------------ registered
+def _layers(mc, key: str, adapter) -> list[int]:
+    return model_layers(mc[key], int(mc.field_depth), adapter.num_layers)
 
 
-def run_method(job, method: str):
-    """``train.py``'s row of a field method: applied (AD-HH: after its attribution on the train split) and scored
-    on the test and validation splits; its file saved as ``<out_dir>/methods/<method>.safetensors``."""
-    from vseam.modulation.job import Outcome, say
-    from vseam.utils.ranks import is_rank_zero
-    from vseam.validate import say_k_fits
-
-    cfg, a = job.cfg, job.adapter
-    mc = cfg.modulation
-    seen = None
-    if method == "adhh":
-        k = say_k_fits(int(mc.adhh_k), "modulation.adhh_k", a.num_layers, a.num_heads, say)
-        found = attribute_adhh(job, k)
-        if found is None:
-            return None
-        heads, influence, info, seen = found
-        n = info["attributed_on"]["n"]
-        info["setup"] = (f"head attribution on {n} train samples: 1 + {a.num_layers * a.num_heads} zero-ablated forward "
-                         f"passes each")
-        applied = adhh(a, heads, float(mc.adhh_threshold), influence, info)
-        applied.cost = {**applied.cost, "setup": info.pop("setup")}
-    else:
-        applied = from_config(method, a, mc, int(cfg.seed), bool(mc.cache_embeddings))
-    test, val = job.evaluate(applied, contrast=applied.contrast)
-    row = applied.summary()
-    if is_rank_zero():
-        path = applied.save(job.out / "methods" / f"{method}.safetensors", a,
-                            extra={"data": cfg.data.name, **({"seen": seen} if seen else {})})
-        row["file"] = str(path)
-        say(f"[{method}] {applied.changes}; apply it to other data: python analyze.py eval eval.method={method} "
-            f"eval.checkpoint={path}")
-    return Outcome(test, val, 0, row)
+PAI = Method(build=lambda a, hp, t, cached: pai(a, hp["alpha"], list(hp["layers"]), hp["gamma"], hp["beta"]),
+             configure=lambda a, mc, seed: {"alpha": float(mc.pai_alpha), "layers": _layers(mc, "pai_layers", a),
+                                            "gamma": float(mc.pai_gamma), "beta": float(mc.pai_beta)})
+VAF = Method(build=lambda a, hp, t, cached: vaf(a, hp["enhance"], hp["suppress"], list(hp["layers"])),
+             configure=lambda a, mc, seed: {"enhance": float(mc.vaf_enhance), "suppress": float(mc.vaf_suppress),
+                                            "layers": _layers(mc, "vaf_layers", a)})
+SPIN = Method(build=lambda a, hp, t, cached: spin(a, hp["keep"], hp["damp"], list(hp["layers"])),
+              configure=lambda a, mc, seed: {"keep": float(mc.spin_keep), "damp": float(mc.spin_damp),
+                                             "layers": _layers(mc, "spin_layers", a)})
+ADHH = Method(build=lambda a, hp, t, cached: adhh(a, [tuple(int(v) for v in row) for row in t["heads"].tolist()],
+                                                  hp["threshold"], t.get("influence")),
+              estimate=estimate_adhh, check=lambda job, batch: token_roles(batch, "adhh"))
+VCD = Method(build=lambda a, hp, t, cached: vcd(a, hp["alpha"], hp["beta"], hp["noise_step"], hp["seed"], cached),
+             configure=lambda a, mc, seed: {"alpha": float(mc.vcd_alpha), "beta": float(mc.vcd_beta),
+                                            "noise_step": int(mc.vcd_noise_step), "seed": int(seed)},
+             check=lambda job, batch: None)  # the pixel values only

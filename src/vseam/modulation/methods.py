@@ -20,7 +20,7 @@ import torch
 from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
-from vseam.modulation.draws import train_draw_group
+from vseam.modulation.draws import train_draws
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.module import head_norms
@@ -77,7 +77,7 @@ def _learned(job: Job, method: str) -> Outcome:
 def _random(job: Job, method: str) -> Outcome | None:
     """``modulation.random_draws`` random head sets of ``modulation.k_random`` heads (default: as many as the
     key heads), each trained as the learned method trains the key heads, ``modulation.draws_together`` of
-    them in one batch (``draws.train_draw_group``)."""
+    them in one batch, the groups over ``modulation.draws_workers`` processes (``draws.train_draws``)."""
     mc, a = job.cfg.modulation, job.adapter
     if mc.select == "all" and mc.k_random is None:
         say("[random] skipped: modulation.select=all already modulates every head")
@@ -88,12 +88,7 @@ def _random(job: Job, method: str) -> Outcome | None:
     if exact:
         say(f"[random] the model has only {len(sets) + 1} sets of {k} heads: every one but the key heads' is "
             f"trained (the exact null, {len(sets)} draws)")
-    size = int(mc.draws_together or len(sets))
-    draws: list[dict] = []
-    for start in range(0, len(sets), size):
-        group = sets[start:start + size]
-        say(f"[random] training draws {start}-{start + len(group) - 1} of {len(sets)} together ({k} heads each)")
-        draws += train_draw_group(job, f"{method}/draws{start:03d}-{start + len(group) - 1:03d}", group, float(mc.lr))
+    draws = train_draws(job, method, sets, float(mc.lr))
     trainable = count_trainable(HeadModulation(sets[0], a.head_dim, scale=mc.scale, offset=bool(mc.offset)))
     return Outcome(None, None, trainable, {"k": k, "exact": exact}, draws={"draws": draws, "exact": exact,
                                                                           "test_ids": [s.id for s in job.splits["test"]]})

@@ -163,17 +163,22 @@ def test_draws_on_two_worker_processes_equal_one_process(tmp_path, world_root, c
     from vseam.modulation import draws as draws_mod
     from vseam.modulation.run import run_train
 
-    common = ("modulation.methods=[random]", "modulation.random_draws=5", "modulation.draws_together=2",
+    common = ("modulation.methods=[learned,random]", "modulation.random_draws=5", "modulation.draws_together=2",
               "trainer.max_epochs=1", "modulation.lr=0.05")
     runs = {}
     for w in (1, 2):
         runs[w] = run_train(load_config(_args(world_root, tmp_path / f"w{w}", *common, f"modulation.draws_workers={w}")))
         printed = capfd.readouterr().out  # the workers print to the file descriptor
-        assert ("3 groups of draws on 2 worker processes" in printed) == (w == 2)
         assert printed.count("training draws") == 3  # every group said, from whichever process trained it
+        if w == 2:  # started beside the learned method, before it trained
+            assert printed.index("3 groups of draws on 2 worker processes") < printed.index("[learned] trainable")
+        else:
+            assert "worker processes" not in printed
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("fit_seconds", "best_checkpoint")}  # noqa: E731
+    assert strip(runs[1]["methods"]["learned"]) == strip(runs[2]["methods"]["learned"])
     one, two = (json.loads((tmp_path / f"w{w}" / "random_draws.json").read_text()) for w in (1, 2))
-    strip = lambda d: {k: v for k, v in d.items() if k != "best_score"}  # noqa: E731
-    assert [strip(d) for d in one["draws"]] == [strip(d) for d in two["draws"]]
+    unscored = lambda d: {k: v for k, v in d.items() if k != "best_score"}  # noqa: E731
+    assert [unscored(d) for d in one["draws"]] == [unscored(d) for d in two["draws"]]
     for a, b in zip(one["draws"], two["draws"]):
         assert a["best_score"] == pytest.approx(b["best_score"], abs=1e-6)
     for f in sorted((tmp_path / "w1" / "methods").glob("random-draws*.safetensors")):
@@ -185,6 +190,7 @@ def test_draws_on_two_worker_processes_equal_one_process(tmp_path, world_root, c
         fit = json.loads(f.with_suffix(".json").read_text())["fit"]
         assert fit["last_position_forward"] == "eager"  # the draws ran the checked last-position forward
     assert runs[1]["methods"]["random"] == runs[2]["methods"]["random"]
+    assert runs[1]["stats"]["random_heads"] == runs[2]["stats"]["random_heads"]
 
     real = draws_mod.fit_draws
 
@@ -199,6 +205,49 @@ def test_draws_on_two_worker_processes_equal_one_process(tmp_path, world_root, c
             run_train(load_config(_args(world_root, tmp_path / "fail", *common, "modulation.draws_workers=2")))
     finally:
         draws_mod.fit_draws = real
+
+
+@pytest.mark.slow  # three train.py processes (~1-2 min on 2 shared cores)
+def test_train_py_killed_while_workers_train_draws_leaves_no_worker_and_resumes(tmp_path, world_root):
+    """`python train.py` killed (SIGKILL) while its two worker processes train groups of draws: the workers
+    end with it (none is left running), and the same command again ends with the uninterrupted run's table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    extra = ("modulation.methods=[none,learned,random]", "modulation.random_draws=6", "modulation.draws_together=1",
+             "modulation.draws_workers=2", "trainer.max_epochs=2")
+
+    def cmd(out):
+        return [sys.executable, str(root / "train.py"), *_args(world_root, out, *extra)]
+
+    full = subprocess.run(cmd(tmp_path / "full"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "methods" / "random-draws000-000.json"
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert children, "no worker process was running"
+    assert not (tmp_path / "killed" / "table.txt").exists(), "the run finished before it could be killed"
+    deadline = time.monotonic() + 3  # SIGKILL'ed with it (not left to finish their group: seconds more)
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [c for c in children if Path(f"/proc/{c}").exists() and
+             "Z" not in Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[:1]]
+    assert not alive, f"worker processes {alive} outlived the killed train.py"
+    again = subprocess.run(cmd(tmp_path / "killed"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "reusing the finished draws" in again.stdout
+    assert (tmp_path / "killed" / "table.txt").read_text() == (tmp_path / "full" / "table.txt").read_text()
 
 
 def test_random_control_ranks_the_key_heads_among_the_draws():
@@ -383,11 +432,14 @@ def test_the_draws_benchmark_runs_both_arms_and_checks_they_agree(world_root, ca
     spec = importlib.util.spec_from_file_location("random_draws_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = bench.main(["--draws", "3", "--alone", "2", "--epochs", "1", "--together", "2", "model=tiny-llava",
-                      f"data.root={world_root}", "data.world_seed=5", "data.batch_size=8", "modulation.k_pos=1",
-                      "modulation.k_neg=1"])
+    out = bench.main(["--draws", "3", "--alone", "2", "--epochs", "1", "--together", "2", "--workers", "2",
+                      "model=tiny-llava", f"data.root={world_root}", "data.world_seed=5", "data.batch_size=8",
+                      "modulation.k_pos=1", "modulation.k_neg=1"])
     printed = capsys.readouterr().out
     last = dict(kv.split("=") for kv in printed.strip().splitlines()[-1].split())
-    assert set(last) == {"ratio_wall", "ratio_cpu", "max_param_diff"}
-    assert out["max_param_diff"] < 1e-5 and out["ratio_wall"] > 0
-    assert "one at a time: 3 draws (extrapolated x 3/2)" in printed
+    assert set(last) == {"ratio_wall", "ratio_cpu", "ratio_wall_one_process", "max_param_diff"}
+    assert out["max_param_diff"] < 1e-5 and out["ratio_wall"] > 0 and out["ratio_cpu"] > 0
+    for arm in ("together: 3 draws, 2 a batch, 1 process ", "together: 3 draws, 2 a batch, 2 processes",
+                "one at a time: 3 draws (extrapolated x 3/2)", "plain forward (sdpa), 1 draw a batch",
+                "last-position forward (eager),  2 draws a batch"):
+        assert arm in printed, arm

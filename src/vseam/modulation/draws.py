@@ -8,11 +8,20 @@ dimension), each batch of samples is repeated once per draw through the one inte
 the loss is the sum of the draws' own mean losses. Every update of AdamW (and the L1 penalty) is per
 element, so each draw gets the gradients, optimizer state and parameters it would get alone
 (``tests/test_modulation_draws.py``: equal within 1e-5 to training each draw by itself), and gradient
-clipping is per draw. ``modulation.draws_together`` bounds how many draws share one batch (memory); the
-groups then train one after another, each group's result kept in the run folder for a resumed run.
+clipping is per draw. ``modulation.draws_together`` bounds how many draws share one batch (memory); each
+group is seeded, trained and saved on its own (a resumed run reuses the finished groups).
 
-On a CPU this saves the per-step and per-fit overhead of 99 separate trainings, not their arithmetic: a
-small model's step is compute-bound there (``benchmarks/random_draws.py`` measures the ratio).
+Where the time goes (``benchmarks/random_draws.py``): on a CPU a step of the organism is compute-bound,
+so batching saves per-step and per-fit overhead, not arithmetic. Two things save arithmetic or use more
+of the machine without changing what is computed:
+
+- the last-position forward (``interventions.last_position_only``): only the last position's logits are
+  read, so the last layer computes its query, ``o_proj`` and MLP there only, and on a CPU every layer runs
+  transformers' eager attention, faster than sdpa's kernel at head dim 8. Each group checks it against the
+  plain forward on its first batch (``lean_forward``) and runs the plain forward where it differs;
+- worker processes (``modulation.draws_workers``, default one per CPU core when the model is on the CPU):
+  the groups are independent, so forked processes train them side by side, from the start of the run,
+  beside the other methods (``methods.beside``).
 """
 
 from __future__ import annotations
@@ -265,8 +274,9 @@ def draw_workers(cfg, adapter, n_groups: int, distributed: bool) -> int:
         raise ValueError(f"modulation.draws_workers={cfg.modulation.draws_workers}: worker processes train the draws "
                          f"on the CPU of one process (the model is on {adapter.device}"
                          f"{', under several processes' if distributed else ''}); set it to 1 or null")
-    if w > 1 and "fork" not in mp.get_all_start_methods():
-        say(f"note: modulation.draws_workers={w} needs the fork start method, which this platform lacks: one process")
+    if w > 1 and not sys.platform.startswith("linux"):
+        say(f"note: modulation.draws_workers={w}: worker processes are forked, which is Linux-only here (a worker "
+            f"must end with its parent): the draws train in this process")
         return 1
     return w
 
@@ -296,48 +306,78 @@ def _group_in_worker(label: str, head_sets: list, lr: float, line: str) -> list[
     return train_draw_group(_JOB, label, head_sets, lr, log=False)
 
 
-def train_draws(job, method: str, sets: list, lr: float) -> list[dict]:
-    """Every draw of ``sets``, ``modulation.draws_together`` to a group (``train_draw_group``), the groups one
-    after another, or spread over ``draw_workers`` forked worker processes (one torch thread each), which
-    take the next group as they finish one. A group's result does not depend on where it was trained
-    (``tests/test_modulation_draws.py``). Returns the draws' results in the order of ``sets``."""
-    mc = job.cfg.modulation
-    size = int(mc.draws_together or len(sets))
-    groups = []
+def _groups(method: str, sets: list, size: int) -> list[tuple[str, list, str]]:
+    """(label, head sets, the line said when it starts) of each group of ``size`` draws."""
+    out = []
     for start in range(0, len(sets), size):
         group = sets[start:start + size]
-        groups.append((f"{method}/draws{start:03d}-{start + len(group) - 1:03d}", group,
-                       f"[{method}] training draws {start}-{start + len(group) - 1} of {len(sets)} together "
-                       f"({len(group[0])} heads each)"))
+        out.append((f"{method}/draws{start:03d}-{start + len(group) - 1:03d}", group,
+                    f"[{method}] training draws {start}-{start + len(group) - 1} of {len(sets)} together "
+                    f"({len(group[0])} heads each)"))
+    return out
+
+
+class DrawPool:
+    """Groups of draws training on ``workers`` forked processes (one torch thread each), which take the next
+    group as they finish one; the caller's process is free meanwhile (``train.py`` trains its other methods).
+    ``results()`` waits for them; ``close()`` stops what is still under way."""
+
+    def __init__(self, job, method: str, groups: list, lr: float, workers: int):
+        global _JOB
+        say(f"[{method}] {len(groups)} groups of draws on {workers} worker processes (modulation.draws_workers; "
+            f"one torch thread each; the draws' per-step metrics are not logged from workers)")
+        if job.cache.enabled:  # every split's inputs once, here, not once per worker
+            for split in job.splits.values():
+                for i in range(0, len(split), 64):
+                    job.cache.entries(split[i:i + 64])
+        _JOB = job
+        sys.stdout.flush()
+        sys.stderr.flush()  # a forked worker would print what is still buffered here again
+        self.ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_start)
+        self.futures = [self.ex.submit(_group_in_worker, label, group, lr, line) for label, group, line in groups]
+
+    def results(self) -> list[dict]:
+        try:
+            out = [d for f in self.futures for d in f.result()]
+        except BaseException:
+            self.close()
+            raise
+        self.close(wait=True)
+        return out
+
+    def close(self, wait: bool = False) -> None:
+        global _JOB
+        if self.ex is None:
+            return
+        under_way = [] if wait else list((getattr(self.ex, "_processes", None) or {}).values())
+        self.ex.shutdown(wait=wait, cancel_futures=True)
+        for proc in under_way:  # the groups under way: stop them now, not when they finish
+            proc.terminate()
+        self.ex, _JOB = None, None
+
+
+def start_draws(job, method: str, sets: list, lr: float) -> DrawPool | None:
+    """The draws of ``sets`` started on worker processes (``DrawPool``), or None when they train in this
+    process (``draw_workers`` is 1)."""
+    groups = _groups(method, sets, int(job.cfg.modulation.draws_together or len(sets)))
     tc = job.cfg.trainer
     distributed = job.fabric is not None or str(tc.devices) not in ("1", "auto") or "ddp" in str(tc.strategy)
     workers = draw_workers(job.cfg, job.adapter, len(groups), distributed)
-    if workers == 1:
-        out = []
-        for label, group, line in groups:
-            say(line)
-            out += train_draw_group(job, label, group, lr)
-        return out
-    say(f"[{method}] {len(groups)} groups of draws on {workers} worker processes (modulation.draws_workers; one "
-        f"torch thread each; per-step metrics of the draws are not logged from workers)")
-    global _JOB
-    _JOB = job
-    sys.stdout.flush()
-    sys.stderr.flush()  # a forked worker would print what is still buffered here again
-    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_start)
-    try:
-        futures = [ex.submit(_group_in_worker, label, group, lr, line) for label, group, line in groups]
-        results = [f.result() for f in futures]
-    except BaseException:
-        under_way = list((getattr(ex, "_processes", None) or {}).values())
-        ex.shutdown(wait=False, cancel_futures=True)
-        for proc in under_way:  # the groups under way: stop them now, not when they finish
-            proc.terminate()
-        raise
-    finally:
-        _JOB = None
-    ex.shutdown(wait=True)
-    return [d for r in results for d in r]
+    return DrawPool(job, method, groups, lr, workers) if workers > 1 else None
+
+
+def train_draws(job, method: str, sets: list, lr: float) -> list[dict]:
+    """Every draw of ``sets``, ``modulation.draws_together`` to a group (``train_draw_group``): on worker
+    processes (``start_draws``) or one group after another here. A group's result does not depend on where
+    it was trained (``tests/test_modulation_draws.py``). Returns the draws' results in the order of ``sets``."""
+    pool = start_draws(job, method, sets, lr)
+    if pool is not None:
+        return pool.results()
+    out = []
+    for label, group, line in _groups(method, sets, int(job.cfg.modulation.draws_together or len(sets))):
+        say(line)
+        out += train_draw_group(job, label, group, lr)
+    return out
 
 
 def read_draw_parameters(path: Path) -> GroupedHeadModulation:

@@ -1,24 +1,38 @@
 """The random-heads control of ``train.py``: its draws trained together against one at a time, side by side.
 
-Both arms run ``train.py``'s own code on the organism (default ``model=organism-llava data=organism-pope``,
-its split, cached inputs, lr, epochs): together, ``draws.fit_draws`` on every draw, ``draws_together`` per
-batch, then ``evaluate_groups`` on test and validation; one at a time, ``job.fit`` of one
-``HeadModulation`` per draw (the learned method's path) and ``evaluate`` on test and validation. The
-one-at-a-time arm runs a measured subset (``--alone`` draws; 99 would take about as long as 99 trainings)
-and is extrapolated linearly to all draws, which the output says. It also checks that the subset's
-parameters equal those of the same draws trained together.
+Every arm runs ``train.py``'s own code on the organism (default ``model=organism-llava data=organism-pope``,
+its split, cached inputs, lr, epochs):
 
-Wall time on a shared machine moves with the other jobs; CPU time (this process) less so: both are printed.
-First it prints what one training step costs per draw with 1, ``draws_together`` and all draws in one
-batch: on a CPU the step is compute-bound, so batching saves overhead, not arithmetic.
+- together: ``draws.train_draws``, what ``train.py``'s random method runs: ``draws_together`` draws a batch
+  through the last-position forward, each group scored on test and validation with ``evaluate_groups``,
+  the groups in one process and again spread over ``modulation.draws_workers`` processes (default: one per
+  CPU core);
+- one at a time: ``job.fit`` of one ``HeadModulation`` per draw (the learned method's own path: the plain
+  forward with the model's attention) and ``evaluate`` on test and validation, on a measured subset
+  (``--alone`` draws) extrapolated linearly to all draws, which the output says. It also checks that the
+  subset's parameters equal those of the same draws trained together (within 1e-5).
 
-Run: ``python benchmarks/random_draws.py [--draws 99] [--alone 6] [--epochs 2] [--together 8] [--threads 1]``.
-The last line is machine-readable: ``ratio_wall=.. ratio_cpu=.. max_param_diff=..``.
+Wall time on a shared machine moves with the other jobs (the load average is printed); CPU time (this
+process and its workers) less so: both are printed. First it prints what one training step costs per draw:
+the plain forward one draw a batch (the learned method's), the last-position forward with 1,
+``draws_together`` and all draws a batch.
+
+What it shows on the organism (6 layers x 8 heads x 8, hidden 64, ~30 tokens, 16 questions a batch): the
+step is compute-bound on a CPU, so batching the draws saves per-step and per-fit overhead, not arithmetic
+(the cost per draw is flat from 1 to 99 draws a batch). The arithmetic saved is the forward's: the
+attention at this shape is mostly per-element work on [rows, heads, T, T] (scale, mask, softmax and their
+backward), which transformers' eager attention does faster than sdpa's CPU kernel at head dim 8, and the
+last layer needs only the last position's query, ``o_proj`` and MLP. The rest of the speed-up is the
+second core (worker processes: each group of draws is independent).
+
+Run: ``python benchmarks/random_draws.py [--draws 99] [--alone 6] [--epochs 2] [--together 8] [--workers N]``.
+The last line is machine-readable: ``ratio_wall=.. ratio_cpu=.. ratio_wall_one_process=.. max_param_diff=..``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,38 +42,52 @@ import torch
 
 
 class Clock:
-    """Wall and CPU (this process) seconds of a block."""
+    """Wall and CPU seconds of a block: this process and the worker processes it waited for."""
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
 
     def __enter__(self):
-        self.w, self.c = time.perf_counter(), time.process_time()
+        self.w, self.c = time.perf_counter(), self._cpu()
         return self
 
     def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
+        self.wall, self.cpu = time.perf_counter() - self.w, self._cpu() - self.c
 
 
-def step_cost(adapter, batch, sets: list, sizes: list[int], repeats: int = 5) -> None:
-    """CPU ms of one training forward + backward of one batch, per draw, with 1, ``draws_together`` and all
-    draws in the batch (median of ``repeats``): where the time goes."""
+def step_cost(adapter, batch, sets: list, sizes: list[int], repeats: int = 5) -> dict:
+    """CPU ms of one training forward + backward of one batch, per draw (median of ``repeats``): the plain
+    forward with one draw (the learned method's path), and the last-position forward with each of ``sizes``
+    draws in the batch: where the time goes."""
     import statistics
+    from contextlib import nullcontext
 
     import torch.nn.functional as F
 
-    from vseam.interventions import GroupedHeadModulation, intervene
+    from vseam.interventions import GroupedHeadModulation, intervene, last_position_only, lean_attention
 
     adapter.model.requires_grad_(False)
+    impl = lean_attention(adapter)
+    out = {}
     print(f"one forward + backward of {batch.target.shape[0]} questions, CPU ms per draw:", flush=True)
-    for G in sizes:
+    for G, lean in [(1, False)] + [(G, True) for G in sizes]:
         mod = GroupedHeadModulation(sets[:G], adapter.head_dim)
         times = []
         for _ in range(repeats + 1):
             t = time.process_time()
-            with intervene(adapter, mod):
+            with last_position_only(adapter, impl) if lean else nullcontext(), intervene(adapter, mod):
                 logits = adapter.lm_logits(batch.emb.repeat(G)).float()
             F.cross_entropy(logits, batch.target.repeat_interleave(G), reduction="none").view(-1, G).mean(0).sum() \
                 .backward()
             times.append(time.process_time() - t)
-        print(f"  {G:>3} draws in the batch: {1000 * statistics.median(times[1:]) / G:6.1f}", flush=True)
+        ms = 1000 * statistics.median(times[1:]) / G
+        name = f"last-position forward ({impl}), {G:>2} draws a batch" if lean else \
+            f"plain forward ({adapter.decoder.config._attn_implementation}), 1 draw a batch"
+        print(f"  {name:<48} {ms:6.1f}", flush=True)
+        out[(G, lean)] = ms
+    return out
 
 
 def main(argv=None) -> dict:
@@ -68,26 +96,31 @@ def main(argv=None) -> dict:
     ap.add_argument("--alone", type=int, default=6, help="of them, trained one at a time (a measured subset)")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each training (train.py: trainer.max_epochs=10)")
     ap.add_argument("--together", type=int, default=None, help="draws per batch (default: modulation.draws_together)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (train.py: trainer.torch_threads=1)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes of the together arm (default: modulation.draws_workers: one per CPU core)")
     ap.add_argument("overrides", nargs="*", help="config overrides (default model=organism-llava data=organism-pope)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)  # train.py: trainer.torch_threads=1
 
     from vseam.cli import TRAIN_DEFAULTS
     from vseam.config import load_config
     from vseam.data.load import load_samples
-    from vseam.evaluation.score import evaluate, evaluate_groups
+    from vseam.evaluation.score import evaluate
     from vseam.interventions import HeadModulation
     from vseam.models import load_adapter
     from vseam.models.cache import EmbeddingCache
     from vseam.modulation.data import ModulationDataModule, readable, split_samples
-    from vseam.modulation.draws import fit_draws
+    from vseam.modulation.draws import draw_workers, read_draw_parameters, train_draws
     from vseam.modulation.heads import random_head_sets
-    from vseam.modulation.job import fit
+    from vseam.modulation.job import Job, fit
+    from vseam.utils.tracking import Tracker
     from vseam.world.write import ensure_world
 
-    cfg = load_config(["logger=none", "trainer.accelerator=cpu", f"trainer.max_epochs={args.epochs}",
-                       "trainer.enable_progress_bar=false", *args.overrides], default_choices=TRAIN_DEFAULTS)
+    def config(*extra):
+        return load_config(["logger=none", "trainer.accelerator=cpu", f"trainer.max_epochs={args.epochs}",
+                            "trainer.enable_progress_bar=false", *args.overrides, *extra], default_choices=TRAIN_DEFAULTS)
+
+    cfg = config()
     mc = cfg.modulation
     together = int(args.together or mc.draws_together or args.draws)
     ensure_world(cfg.data)
@@ -101,36 +134,40 @@ def main(argv=None) -> dict:
             cache.entries(split[i:i + 64])
     k = int(mc.k_pos) + int(mc.k_neg)
     sets, _ = random_head_sets(adapter.num_layers, adapter.num_heads, k, args.draws, seed=int(cfg.seed))
-    kw = dict(batch_size=int(cfg.data.batch_size), cache=cache)
+    groups = -(-len(sets) // together)
+    workers = args.workers or draw_workers(cfg, adapter, groups, distributed=False)
     lr = float(mc.lr)
-    print(f"model {adapter.name} ({adapter.num_layers} x {adapter.num_heads} heads), train/val/test = "
-          f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}, {args.draws} draws of {k} heads, "
-          f"{args.epochs} epochs each, {args.threads} thread(s)", flush=True)
-    step_cost(adapter, cache.batch(splits["train"][:int(cfg.data.batch_size)]), sets,
-              sorted({1, together, len(sets)}))
+    print(f"model {adapter.name} ({adapter.num_layers} x {adapter.num_heads} heads x {adapter.head_dim}), "
+          f"train/val/test = {len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}, {args.draws} draws of "
+          f"{k} heads, {args.epochs} epochs each, 1 torch thread a process; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs", flush=True)
+    step_cost(adapter, cache.batch(splits["train"][:int(cfg.data.batch_size)]), sets, sorted({1, together, len(sets)}))
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        grouped = []
-        with Clock() as t_together:
-            for start in range(0, len(sets), together):
-                L.seed_everything(int(cfg.seed), verbose=False)
-                g, _ = fit_draws(cfg, f"together{start}", adapter, sets[start:start + together], dm, out, None,
-                                 cache, lr)
-                evaluate_groups(adapter, splits["test"], g, **kw)
-                evaluate_groups(adapter, splits["val"], g, **kw)
-                grouped += [g.group(i) for i in range(g.groups)]
+        runs = {}
+        for w in sorted({1, workers}):
+            out = Path(tmp) / f"together-{w}"
+            job = Job(cfg=config(f"modulation.draws_together={together}", f"modulation.draws_workers={w}"), out=out,
+                      adapter=adapter, total_params=0, skipped=[], splits=splits, dm=dm, cache=cache,
+                      tracker=Tracker(cfg, out, "benchmark"))
+            with Clock() as clock:
+                train_draws(job, "together", sets, lr)
+            runs[w] = clock
+        grouped = [g.group(i) for f in sorted((Path(tmp) / f"together-{workers}" / "methods").glob("*.safetensors"))
+                   for g in [read_draw_parameters(f)] for i in range(g.groups)]
         alone, diff = [], 0.0
+        kw = dict(batch_size=int(cfg.data.batch_size), cache=cache)
         with Clock() as t_alone:
             for i in range(min(args.alone, len(sets))):
                 L.seed_everything(int(cfg.seed), verbose=False)
                 module, _ = fit(cfg, f"alone{i}", adapter, HeadModulation(sets[i], adapter.head_dim, scale=mc.scale,
                                                                            offset=bool(mc.offset)).to(adapter.device),
-                                dm, out, None, cache, lr)
+                                dm, Path(tmp), None, cache, lr)
                 evaluate(adapter, splits["test"], module.modulation, **kw)
                 evaluate(adapter, splits["val"], module.modulation, **kw)
                 alone.append(module.modulation)
         for i, mod in enumerate(alone):
+            assert grouped[i].heads == mod.heads
             for name in ("scale", "offset"):
                 a, b = getattr(mod, name), getattr(grouped[i], name)
                 if a is not None:
@@ -138,15 +175,19 @@ def main(argv=None) -> dict:
 
     n, m = len(sets), len(alone)
     est_wall, est_cpu = t_alone.wall / m * n, t_alone.cpu / m * n
-    print(f"\n{'arm':<44} {'wall s':>9} {'CPU s':>9} {'per draw (wall)':>16}")
-    print(f"{f'together: {n} draws, {together} per batch':<44} {t_together.wall:>9.1f} {t_together.cpu:>9.1f} "
-          f"{t_together.wall / n:>15.2f}s")
-    print(f"{f'one at a time: {m} draws measured':<44} {t_alone.wall:>9.1f} {t_alone.cpu:>9.1f} "
-          f"{t_alone.wall / m:>15.2f}s")
-    print(f"{f'one at a time: {n} draws (extrapolated x {n}/{m})':<44} {est_wall:>9.1f} {est_cpu:>9.1f}")
-    res = {"ratio_wall": est_wall / t_together.wall, "ratio_cpu": est_cpu / t_together.cpu, "max_param_diff": diff}
-    print(f"\ntogether is {res['ratio_wall']:.2f}x faster (wall), {res['ratio_cpu']:.2f}x (CPU) than one at a time "
-          f"(the latter measured on {m} of {n} draws); the {m} draws' parameters agree to {diff:.1e}")
+    print(f"\n{'arm':<52} {'wall s':>9} {'CPU s':>9} {'per draw (wall)':>16}")
+    for w, clock in runs.items():
+        name = f"together: {n} draws, {together} a batch, {w} process{'es' if w > 1 else ''}"
+        print(f"{name:<52} {clock.wall:>9.1f} {clock.cpu:>9.1f} {clock.wall / n:>15.2f}s")
+    print(f"{f'one at a time: {m} draws measured':<52} {t_alone.wall:>9.1f} {t_alone.cpu:>9.1f} {t_alone.wall / m:>15.2f}s")
+    print(f"{f'one at a time: {n} draws (extrapolated x {n}/{m})':<52} {est_wall:>9.1f} {est_cpu:>9.1f}")
+    best = runs[workers]
+    res = {"ratio_wall": est_wall / best.wall, "ratio_cpu": est_cpu / best.cpu,
+           "ratio_wall_one_process": est_wall / runs[1].wall, "max_param_diff": diff}
+    print(f"\ntogether on {workers} process{'es' if workers > 1 else ''} is {res['ratio_wall']:.2f}x faster (wall), "
+          f"{res['ratio_cpu']:.2f}x (CPU) than one at a time (the latter measured on {m} of {n} draws); in one process "
+          f"{res['ratio_wall_one_process']:.2f}x (wall); the {m} draws' parameters agree to {diff:.1e}; load average "
+          f"now {os.getloadavg()[0]:.1f}")
     print(" ".join(f"{k}={v:.4g}" for k, v in res.items()))
     return res
 

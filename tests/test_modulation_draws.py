@@ -6,6 +6,7 @@ the per-question rows it wrote), and a stopped run that keeps its finished metho
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -103,6 +104,150 @@ def test_draws_trained_together_equal_each_draw_trained_alone(tmp_path, world_ro
         assert info["best_epoch"][g] == best_epoch
         torch.testing.assert_close(grouped.scale[g], alone.scale, atol=1e-5, rtol=0)
         torch.testing.assert_close(grouped.offset[g], alone.offset, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["llava", "instructblip", "qwen2-vl", "gemma3", "paligemma"])
+def test_the_last_position_forward_gives_the_models_logits_and_gradients(arch, samples):
+    """``last_position_only``: the last layer computes its MLP (and o_proj, and the attention query) at the
+    last position only, yet the logits and the modulation's gradients equal the plain forward's (sdpa or the
+    model's own attention) within 1e-5, on each architecture family; a crop at the wrong position is caught
+    by the check."""
+    from vseam.interventions import lean as lean_mod
+    from vseam.interventions import block_modules, check_last_position, last_position_only
+    from vseam.models import load_adapter
+    from vseam.models.cache import EmbeddingCache
+
+    a = load_adapter({"arch": arch, "path": f"tiny:{arch}", "dtype": "float32", "device": "cpu", "seed": 0})
+    a.model.requires_grad_(False)
+    emb = EmbeddingCache(a).batch(samples).emb.repeat(2)
+    L = a.num_layers
+    grouped = GroupedHeadModulation([[(0, 0), (L - 1, 1)], [(L - 1, 0), (0, 1)]], a.head_dim, scale="vector")
+    with torch.no_grad():
+        grouped.scale.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(0))
+        grouped.offset.normal_(generator=torch.Generator().manual_seed(1))
+    seen = []
+    mlp = block_modules(a, L - 1)["mlp_out"]
+    handle = mlp.register_forward_hook(lambda m, args, out: seen.append(out.shape[1]))
+    before = a.decoder.config._attn_implementation
+    results = {}
+    try:
+        for lean in (False, True):
+            grouped.zero_grad()
+            with last_position_only(a, "eager") if lean else nullcontext(), intervene(a, grouped):
+                logits = a.lm_logits(emb)
+            logits.logsumexp(-1).sum().backward()
+            results[lean] = (logits.detach(), grouped.scale.grad.clone(), grouped.offset.grad.clone())
+    finally:
+        handle.remove()
+    assert seen == [emb.inputs_embeds.shape[1], 1]  # the last layer's MLP: every position, then the last only
+    assert a.decoder.config._attn_implementation == before  # restored
+    for x, y in zip(results[False], results[True]):
+        torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
+    assert float(results[True][2].abs().max()) > 0  # the gradients reach the modulation
+    ok, detail = check_last_position(a, emb, grouped, attention="eager")
+    assert ok, detail
+    wrong = lambda module, args: (args[0][:, :1],) + tuple(args[1:])  # noqa: E731  the first position
+    orig = lean_mod._crop
+    lean_mod._crop = wrong
+    try:
+        ok, detail = check_last_position(a, emb, grouped, attention="eager")
+    finally:
+        lean_mod._crop = orig
+    assert not ok and "max |difference|" in detail
+
+
+def test_draws_on_two_worker_processes_equal_one_process(tmp_path, world_root, capfd):
+    """``modulation.draws_workers=2``: the groups of draws trained in two forked processes end with the
+    parameters and results of the same groups trained one after another in one process; a failure in a
+    worker reaches the caller."""
+    from vseam.modulation import draws as draws_mod
+    from vseam.modulation.run import run_train
+
+    common = ("modulation.methods=[learned,random]", "modulation.random_draws=5", "modulation.draws_together=2",
+              "trainer.max_epochs=1", "modulation.lr=0.05")
+    runs = {}
+    for w in (1, 2):
+        runs[w] = run_train(load_config(_args(world_root, tmp_path / f"w{w}", *common, f"modulation.draws_workers={w}")))
+        printed = capfd.readouterr().out  # the workers print to the file descriptor
+        assert printed.count("training draws") == 3  # every group said, from whichever process trained it
+        if w == 2:  # started beside the learned method, before it trained
+            assert printed.index("3 groups of draws on 2 worker processes") < printed.index("[learned] trainable")
+        else:
+            assert "worker processes" not in printed
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("fit_seconds", "best_checkpoint")}  # noqa: E731
+    assert strip(runs[1]["methods"]["learned"]) == strip(runs[2]["methods"]["learned"])
+    one, two = (json.loads((tmp_path / f"w{w}" / "random_draws.json").read_text()) for w in (1, 2))
+    unscored = lambda d: {k: v for k, v in d.items() if k != "best_score"}  # noqa: E731
+    assert [unscored(d) for d in one["draws"]] == [unscored(d) for d in two["draws"]]
+    for a, b in zip(one["draws"], two["draws"]):
+        assert a["best_score"] == pytest.approx(b["best_score"], abs=1e-6)
+    for f in sorted((tmp_path / "w1" / "methods").glob("random-draws*.safetensors")):
+        p1 = draws_mod.read_draw_parameters(f)
+        p2 = draws_mod.read_draw_parameters(tmp_path / "w2" / "methods" / f.name)
+        assert p1.head_sets == p2.head_sets
+        torch.testing.assert_close(p1.offset, p2.offset, atol=1e-6, rtol=0)
+        torch.testing.assert_close(p1.scale, p2.scale, atol=1e-6, rtol=0)
+        fit = json.loads(f.with_suffix(".json").read_text())["fit"]
+        assert fit["last_position_forward"] == "eager"  # the draws ran the checked last-position forward
+    assert runs[1]["methods"]["random"] == runs[2]["methods"]["random"]
+    assert runs[1]["stats"]["random_heads"] == runs[2]["stats"]["random_heads"]
+
+    real = draws_mod.fit_draws
+
+    def fail_second_group(cfg, label, *a, **kw):
+        if label.endswith("draws002-003"):
+            raise RuntimeError(f"planted failure in {label}")
+        return real(cfg, label, *a, **kw)
+
+    draws_mod.fit_draws = fail_second_group  # inherited by the forked workers
+    try:
+        with pytest.raises(RuntimeError, match="planted failure in random/draws002-003"):
+            run_train(load_config(_args(world_root, tmp_path / "fail", *common, "modulation.draws_workers=2")))
+    finally:
+        draws_mod.fit_draws = real
+
+
+@pytest.mark.slow  # three train.py processes (~1-2 min on 2 shared cores)
+def test_train_py_killed_while_workers_train_draws_leaves_no_worker_and_resumes(tmp_path, world_root):
+    """`python train.py` killed (SIGKILL) while its two worker processes train groups of draws: the workers
+    end with it (none is left running), and the same command again ends with the uninterrupted run's table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    extra = ("modulation.methods=[none,learned,random]", "modulation.random_draws=6", "modulation.draws_together=1",
+             "modulation.draws_workers=2", "trainer.max_epochs=2")
+
+    def cmd(out):
+        return [sys.executable, str(root / "train.py"), *_args(world_root, out, *extra)]
+
+    full = subprocess.run(cmd(tmp_path / "full"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "methods" / "random-draws000-000.json"
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert children, "no worker process was running"
+    assert not (tmp_path / "killed" / "table.txt").exists(), "the run finished before it could be killed"
+    deadline = time.monotonic() + 3  # SIGKILL'ed with it (not left to finish their group: seconds more)
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [c for c in children if Path(f"/proc/{c}").exists() and
+             "Z" not in Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[:1]]
+    assert not alive, f"worker processes {alive} outlived the killed train.py"
+    again = subprocess.run(cmd(tmp_path / "killed"), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "reusing the finished draws" in again.stdout
+    assert (tmp_path / "killed" / "table.txt").read_text() == (tmp_path / "full" / "table.txt").read_text()
 
 
 def test_random_control_ranks_the_key_heads_among_the_draws():
@@ -217,7 +362,7 @@ def test_a_resumed_train_keeps_the_methods_it_had_finished(tmp_path, world_root,
     from vseam.modulation.run import run_train
 
     extra = ("modulation.methods=[none,learned,bias,random]", "modulation.random_draws=4",
-             "modulation.draws_together=2", "trainer.max_epochs=1")
+             "modulation.draws_together=2", "modulation.draws_workers=1", "trainer.max_epochs=1")
     full = run_train(load_config(_args(world_root, tmp_path / "full", *extra)))
 
     class Killed(RuntimeError):
@@ -287,11 +432,14 @@ def test_the_draws_benchmark_runs_both_arms_and_checks_they_agree(world_root, ca
     spec = importlib.util.spec_from_file_location("random_draws_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = bench.main(["--draws", "3", "--alone", "2", "--epochs", "1", "--together", "2", "model=tiny-llava",
-                      f"data.root={world_root}", "data.world_seed=5", "data.batch_size=8", "modulation.k_pos=1",
-                      "modulation.k_neg=1"])
+    out = bench.main(["--draws", "3", "--alone", "2", "--epochs", "1", "--together", "2", "--workers", "2",
+                      "model=tiny-llava", f"data.root={world_root}", "data.world_seed=5", "data.batch_size=8",
+                      "modulation.k_pos=1", "modulation.k_neg=1"])
     printed = capsys.readouterr().out
     last = dict(kv.split("=") for kv in printed.strip().splitlines()[-1].split())
-    assert set(last) == {"ratio_wall", "ratio_cpu", "max_param_diff"}
-    assert out["max_param_diff"] < 1e-5 and out["ratio_wall"] > 0
-    assert "one at a time: 3 draws (extrapolated x 3/2)" in printed
+    assert set(last) == {"ratio_wall", "ratio_cpu", "ratio_wall_one_process", "max_param_diff"}
+    assert out["max_param_diff"] < 1e-5 and out["ratio_wall"] > 0 and out["ratio_cpu"] > 0
+    for arm in ("together: 3 draws, 2 a batch, 1 process ", "together: 3 draws, 2 a batch, 2 processes",
+                "one at a time: 3 draws (extrapolated x 3/2)", "plain forward (sdpa), 1 draw a batch",
+                "last-position forward (eager),  2 draws a batch"):
+        assert arm in printed, arm

@@ -124,6 +124,7 @@ class ModulationConfig:
     k_random: Optional[int] = None  # heads of the random-heads control; None = as many as the key heads
     random_draws: int = 99  # random head sets of the random-heads control, each trained as the key heads
     draws_together: Optional[int] = 8  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
+    draws_workers: Optional[int] = None  # processes training the groups of draws; None = one per CPU core (model on CPU), else 1
     baseline_lr: float = 0.001  # learning rate of the LoRA / IA3 baselines
     lora_r: int = 4  # LoRA rank
     lora_alpha: int = 8  # LoRA alpha (scaling alpha / r)

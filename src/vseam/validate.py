@@ -262,6 +262,7 @@ def _train(cfg: Any) -> None:
     _at_least("modulation.k_random", mc.k_random, 1, allow_none=True)
     _at_least("modulation.random_draws", mc.random_draws, 1)
     _at_least("modulation.draws_together", mc.draws_together, 1, allow_none=True)
+    _at_least("modulation.draws_workers", mc.draws_workers, 1, allow_none=True)
     _at_least("modulation.attribution_limit", mc.attribution_limit, 1, allow_none=True)
     for key in ("lr", "baseline_lr"):
         if not float(mc[key]) > 0:

@@ -20,8 +20,9 @@ other answers.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -190,16 +191,18 @@ def evaluate(adapter, samples: Sequence[Sample], modulation=None, *, contrast: C
 
 @torch.no_grad()
 def evaluate_groups(adapter, samples: Sequence[Sample], grouped: GroupedHeadModulation, *, batch_size: int = 16,
-                    cache: EmbeddingCache | None = None, progress: bool = False) -> list[EvalResult]:
+                    cache: EmbeddingCache | None = None, progress: bool = False,
+                    context: Callable[[], ContextManager] | None = None) -> list[EvalResult]:
     """Score every group of ``grouped`` on ``samples`` in one pass (each batch of samples repeated once per
     group, ``batch_size * groups`` rows a forward): one ``EvalResult`` per group, equal to ``evaluate`` with
-    ``grouped.group(g)``."""
+    ``grouped.group(g)``. ``context()``: a context each forward runs in (the draws' last-position forward,
+    ``interventions.last_position_only``)."""
     cache = cache if cache is not None else EmbeddingCache(adapter)
     G = grouped.groups
     records: list[list[dict]] = [[] for _ in range(G)]
     skipped: list[dict] = []
     for chunk, batch in _batches(adapter, samples, batch_size, cache, skipped, progress):
-        with intervene(adapter, grouped):
+        with context() if context is not None else nullcontext(), intervene(adapter, grouped):
             logits = adapter.lm_logits(batch.emb.repeat(G))
         logits = logits.reshape(len(chunk), G, -1)
         for g in range(G):

@@ -8,25 +8,40 @@ dimension), each batch of samples is repeated once per draw through the one inte
 the loss is the sum of the draws' own mean losses. Every update of AdamW (and the L1 penalty) is per
 element, so each draw gets the gradients, optimizer state and parameters it would get alone
 (``tests/test_modulation_draws.py``: equal within 1e-5 to training each draw by itself), and gradient
-clipping is per draw. ``modulation.draws_together`` bounds how many draws share one batch (memory); the
-groups then train one after another, each group's result kept in the run folder for a resumed run.
+clipping is per draw. ``modulation.draws_together`` bounds how many draws share one batch (memory); each
+group is seeded, trained and saved on its own (a resumed run reuses the finished groups).
 
-On a CPU this saves the per-step and per-fit overhead of 99 separate trainings, not their arithmetic: a
-small model's step is compute-bound there (``benchmarks/random_draws.py`` measures the ratio).
+Where the time goes (``benchmarks/random_draws.py``): on a CPU a step of the organism is compute-bound,
+so batching saves per-step and per-fit overhead, not arithmetic. Two things save arithmetic or use more
+of the machine without changing what is computed:
+
+- the last-position forward (``interventions.last_position_only``): only the last position's logits are
+  read, so the last layer computes its query, ``o_proj`` and MLP there only, and on a CPU every layer runs
+  transformers' eager attention, faster than sdpa's kernel at head dim 8. Each group checks it against the
+  plain forward on its first batch (``lean_forward``) and runs the plain forward where it differs;
+- worker processes (``modulation.draws_workers``, default one per CPU core when the model is on the CPU):
+  the groups are independent, so forked processes train them side by side, from the start of the run,
+  beside the other methods (``methods.beside``).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import vseam.stats as st
 from vseam.evaluation.score import EvalResult, evaluate_groups
-from vseam.interventions import GroupedHeadModulation
+from vseam.interventions import GroupedHeadModulation, check_last_position, last_position_only, lean_attention
 from vseam.modulation.job import build_trainer, run_fit, say
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
 from vseam.utils.io import read_safetensors, save_safetensors, write_json
@@ -40,8 +55,9 @@ class DrawsModule(FrozenVLMModule):
     saved with the checkpoint so a resumed run keeps them; ``use_best()`` loads them after training."""
 
     def __init__(self, adapter, modulation: GroupedHeadModulation, *, monitor: str = "val/loss",
-                 monitor_mode: str = "min", **kw):
+                 monitor_mode: str = "min", lean: str | None = None, **kw):
         super().__init__(adapter, modulation, **kw)
+        self.lean = lean  # the attention implementation of the last-position forward; None = the plain forward
         G = modulation.groups
         self.monitor_metric = monitor.rsplit("/", 1)[-1]  # loss | acc
         self.monitor_mode = monitor_mode
@@ -57,6 +73,10 @@ class DrawsModule(FrozenVLMModule):
     @property
     def groups(self) -> int:
         return self.modulation.groups
+
+    def forward_context(self):
+        """The last-position forward (``interventions.last_position_only``) when ``lean`` names its attention."""
+        return super().forward_context() if self.lean is None else last_position_only(self.adapter, self.lean)
 
     def draw_step(self, samples, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per question and draw: cross-entropy and correctness, both [B, G]."""
@@ -143,24 +163,56 @@ class DrawsModule(FrozenVLMModule):
                     p[chosen] = getattr(self, f"best_{name}")[chosen]
 
 
-def fit_draws(cfg, label: str, adapter, head_sets: list, dm, out: Path, logger, cache, lr: float
+def lean_forward(adapter, grouped: GroupedHeadModulation, samples: list, cache, label: str) -> str | None:
+    """The attention implementation the draws' last-position forward runs with (``lean_attention``), or None
+    (the plain forward) when that forward does not give the plain one's logits on ``samples`` with these
+    draws' heads at parameters away from identity (said, with what differed)."""
+    impl = lean_attention(adapter)
+    probe = GroupedHeadModulation(grouped.head_sets, grouped.head_dim, scale=grouped.scale_kind,
+                                  offset=grouped.offset is not None, trainable=False).to(adapter.device)
+    gen = torch.Generator().manual_seed(0)  # not the global generator: training draws nothing from it here
+    with torch.no_grad():
+        for p in (probe.scale, probe.offset):
+            if p is not None:
+                p.add_(0.5 * torch.randn(p.shape, generator=gen).to(p))
+    batch = cache.batch(samples, device=adapter.device)
+    ok, detail = check_last_position(adapter, batch.emb.repeat(grouped.groups), probe, attention=impl)
+    if not ok:
+        say(f"[{label}] the last-position forward ({impl} attention) does not give this model's logits ({detail}): "
+            f"the draws run the plain forward")
+        return None
+    return impl
+
+
+def fit_draws(cfg, label: str, adapter, head_sets: list, dm, out: Path, logger, cache, lr: float, lean: bool = True
               ) -> tuple[GroupedHeadModulation, dict]:
     """Train the draws ``head_sets`` together as the learned method trains its heads (``job.fit``'s settings),
     under ``<out>/checkpoints/<label>`` (resumed from its ``last.ckpt``); return the grouped modulation at
-    each draw's best validation epoch and the fit facts."""
+    each draw's best validation epoch and the fit facts (``last_position_forward``: the attention of the
+    last-position forward the draws ran, checked on the first train batch by ``lean_forward``; None: the
+    plain forward, also with ``lean=False``)."""
     mc, tc = cfg.modulation, cfg.trainer
     grouped = GroupedHeadModulation(head_sets, adapter.head_dim, scale=mc.scale, offset=bool(mc.offset)).to(
         adapter.device)
+    impl = lean_forward(adapter, grouped, dm.splits["train"][:dm.batch_size], cache, label) if lean else None
     module = DrawsModule(adapter, grouped, monitor=tc.monitor, monitor_mode=tc.monitor_mode, lr=lr,
                          weight_decay=mc.weight_decay, l1=mc.l1, scheduler=mc.scheduler, warmup_steps=mc.warmup_steps,
-                         cache=cache, gradient_checkpointing=tc.gradient_checkpointing, method=label, norm_every=0)
+                         cache=cache, gradient_checkpointing=tc.gradient_checkpointing, method=label, norm_every=0,
+                         lean=impl)
     trainer, ckpt = build_trainer(cfg, label, out, logger, monitor=False)
     info = run_fit(trainer, ckpt, module, dm, out, label)
     module.use_best()
     module.eval()
     info.update(best_epoch=module.best_epoch.tolist(),
-                best_score=[None if s != s else float(s) for s in module.best_score.tolist()])
+                best_score=[None if s != s else float(s) for s in module.best_score.tolist()],
+                last_position_forward=impl)
     return module.modulation, info
+
+
+def forward_of(adapter, info: dict):
+    """The context the draws of ``info`` (``fit_draws``) are scored in: their training's forward."""
+    impl = info.get("last_position_forward")
+    return None if impl is None else partial(last_position_only, adapter, impl)
 
 
 def draw_results(head_sets: list, test: list[EvalResult], val: list[EvalResult], info: dict) -> list[dict]:
@@ -179,18 +231,21 @@ def draw_results(head_sets: list, test: list[EvalResult], val: list[EvalResult],
     return out
 
 
-def train_draw_group(job, label: str, head_sets: list, lr: float) -> list[dict]:
+def train_draw_group(job, label: str, head_sets: list, lr: float, log: bool = True) -> list[dict]:
     """One group of draws: its results saved under ``<out>/methods/<label>.json`` (and its parameters beside
-    it), or read from there when a run that was stopped had finished it (same config: same draws)."""
+    it), or read from there when a run that was stopped had finished it (same config: same draws). Seeded
+    like a method (``seed``), so a group's result does not depend on the groups before it or on the process
+    that trains it. ``log``: to the run's Lightning logger (a worker process logs nothing per step)."""
     path = job.out / "methods" / f"{label.replace('/', '-')}.json"
     if path.exists():
         saved = json.loads(path.read_text())
         if [[tuple(h) for h in d["heads"]] for d in saved["draws"]] == [list(map(tuple, s)) for s in head_sets]:
             say(f"[{label}] reusing the finished draws in {path}")
             return saved["draws"]
-    grouped, info = fit_draws(job.cfg, label, job.adapter, head_sets, job.dm, job.out, job.tracker.lightning,
-                              job.cache, lr)
-    kw = dict(batch_size=int(job.cfg.data.batch_size), cache=job.cache)
+    L.seed_everything(int(job.cfg.seed), workers=True, verbose=False)
+    grouped, info = fit_draws(job.cfg, label, job.adapter, head_sets, job.dm, job.out,
+                              job.tracker.lightning if log else None, job.cache, lr)
+    kw = dict(batch_size=int(job.cfg.data.batch_size), cache=job.cache, context=forward_of(job.adapter, info))
     test = evaluate_groups(job.adapter, job.splits["test"], grouped, **kw)
     val = evaluate_groups(job.adapter, job.splits["val"], grouped, **kw)
     results = draw_results(head_sets, test, val, info)
@@ -203,6 +258,126 @@ def train_draw_group(job, label: str, head_sets: list, lr: float) -> list[dict]:
         write_json(path, {"label": label, "fit": {k: v for k, v in info.items() if k not in ("best_epoch", "best_score")},
                           "draws": results})
     return results
+
+
+# ------------------------------------------------------------------------------------ the groups, on workers
+def draw_workers(cfg, adapter, n_groups: int, distributed: bool) -> int:
+    """How many processes train the groups of draws: ``modulation.draws_workers``, or (null) one per CPU core
+    this process may run on when the model is on the CPU in one process, else 1; at most ``n_groups``."""
+    w = cfg.modulation.draws_workers
+    cpu = adapter.device.type == "cpu"
+    if w is None:
+        w = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) \
+            if cpu and not distributed else 1
+    w = max(1, min(int(w), n_groups))
+    if w > 1 and (not cpu or distributed):
+        raise ValueError(f"modulation.draws_workers={cfg.modulation.draws_workers}: worker processes train the draws "
+                         f"on the CPU of one process (the model is on {adapter.device}"
+                         f"{', under several processes' if distributed else ''}); set it to 1 or null")
+    if w > 1 and not sys.platform.startswith("linux"):
+        say(f"note: modulation.draws_workers={w}: worker processes are forked, which is Linux-only here (a worker "
+            f"must end with its parent): the draws train in this process")
+        return 1
+    return w
+
+
+_JOB = None  # the job a forked worker trains groups of (inherited, not pickled)
+
+
+def _die_with_parent() -> None:
+    """A worker ends when the process that started it does (Linux; a killed train.py leaves no orphans)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_start() -> None:
+    # One torch thread: a forked child cannot use the OpenMP pool of a parent that ran more than one thread.
+    torch.set_num_threads(1)
+    _die_with_parent()
+
+
+def _group_in_worker(label: str, head_sets: list, lr: float, line: str) -> list[dict]:
+    say(line)
+    return train_draw_group(_JOB, label, head_sets, lr, log=False)
+
+
+def _groups(method: str, sets: list, size: int) -> list[tuple[str, list, str]]:
+    """(label, head sets, the line said when it starts) of each group of ``size`` draws."""
+    out = []
+    for start in range(0, len(sets), size):
+        group = sets[start:start + size]
+        out.append((f"{method}/draws{start:03d}-{start + len(group) - 1:03d}", group,
+                    f"[{method}] training draws {start}-{start + len(group) - 1} of {len(sets)} together "
+                    f"({len(group[0])} heads each)"))
+    return out
+
+
+class DrawPool:
+    """Groups of draws training on ``workers`` forked processes (one torch thread each), which take the next
+    group as they finish one; the caller's process is free meanwhile (``train.py`` trains its other methods).
+    ``results()`` waits for them; ``close()`` stops what is still under way."""
+
+    def __init__(self, job, method: str, groups: list, lr: float, workers: int):
+        global _JOB
+        say(f"[{method}] {len(groups)} groups of draws on {workers} worker processes (modulation.draws_workers; "
+            f"one torch thread each; the draws' per-step metrics are not logged from workers)")
+        if job.cache.enabled:  # every split's inputs once, here, not once per worker
+            for split in job.splits.values():
+                for i in range(0, len(split), 64):
+                    job.cache.entries(split[i:i + 64])
+        _JOB = job
+        sys.stdout.flush()
+        sys.stderr.flush()  # a forked worker would print what is still buffered here again
+        self.ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_start)
+        self.futures = [self.ex.submit(_group_in_worker, label, group, lr, line) for label, group, line in groups]
+
+    def results(self) -> list[dict]:
+        try:
+            out = [d for f in self.futures for d in f.result()]
+        except BaseException:
+            self.close()
+            raise
+        self.close(wait=True)
+        return out
+
+    def close(self, wait: bool = False) -> None:
+        global _JOB
+        if self.ex is None:
+            return
+        under_way = [] if wait else list((getattr(self.ex, "_processes", None) or {}).values())
+        self.ex.shutdown(wait=wait, cancel_futures=True)
+        for proc in under_way:  # the groups under way: stop them now, not when they finish
+            proc.terminate()
+        self.ex, _JOB = None, None
+
+
+def start_draws(job, method: str, sets: list, lr: float) -> DrawPool | None:
+    """The draws of ``sets`` started on worker processes (``DrawPool``), or None when they train in this
+    process (``draw_workers`` is 1)."""
+    groups = _groups(method, sets, int(job.cfg.modulation.draws_together or len(sets)))
+    tc = job.cfg.trainer
+    distributed = job.fabric is not None or str(tc.devices) not in ("1", "auto") or "ddp" in str(tc.strategy)
+    workers = draw_workers(job.cfg, job.adapter, len(groups), distributed)
+    return DrawPool(job, method, groups, lr, workers) if workers > 1 else None
+
+
+def train_draws(job, method: str, sets: list, lr: float) -> list[dict]:
+    """Every draw of ``sets``, ``modulation.draws_together`` to a group (``train_draw_group``): on worker
+    processes (``start_draws``) or one group after another here. A group's result does not depend on where
+    it was trained (``tests/test_modulation_draws.py``). Returns the draws' results in the order of ``sets``."""
+    pool = start_draws(job, method, sets, lr)
+    if pool is not None:
+        return pool.results()
+    out = []
+    for label, group, line in _groups(method, sets, int(job.cfg.modulation.draws_together or len(sets))):
+        say(line)
+        out += train_draw_group(job, label, group, lr)
+    return out
 
 
 def read_draw_parameters(path: Path) -> GroupedHeadModulation:

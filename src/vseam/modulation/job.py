@@ -159,6 +159,7 @@ class Job:
     provenance: dict | None = None  # where modulation.head_scores came from (run.scores_provenance)
     scores: HeadScores | None = None
     key: dict = field(default_factory=lambda: {"all": []})
+    pending: dict = field(default_factory=dict)  # methods training beside the others (``methods.beside``)
 
     def evaluate(self, modulation=None, adapter=None, cache: EmbeddingCache | None = None,
                  contrast: Contrast | None = None, logits_fn=None) -> tuple[EvalResult, EvalResult]:

@@ -19,13 +19,14 @@ say their own), so one table compares them on the same questions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
 from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
-from vseam.modulation.draws import train_draw_group
+from vseam.modulation.draws import start_draws, train_draws
 from vseam.modulation import field
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
@@ -80,26 +81,57 @@ def _learned(job: Job, method: str) -> Outcome:
     return outcome
 
 
-def _random(job: Job, method: str) -> Outcome | None:
-    """``modulation.random_draws`` random head sets of ``modulation.k_random`` heads (default: as many as the
-    key heads), each trained as the learned method trains the key heads, ``modulation.draws_together`` of
-    them in one batch (``draws.train_draw_group``)."""
+def _random_sets(job: Job, method: str, quiet: bool = False) -> tuple[list, bool, int] | None:
+    """The random control's head sets (``modulation.random_draws`` sets of ``modulation.k_random`` heads,
+    default as many as the key heads), whether they are every possible set (the exact null), and K; None
+    when the control does not apply."""
     mc, a = job.cfg.modulation, job.adapter
     if mc.select == "all" and mc.k_random is None:
-        say("[random] skipped: modulation.select=all already modulates every head")
+        if not quiet:
+            say(f"[{method}] skipped: modulation.select=all already modulates every head")
         return None
     k = int(mc.k_random) if mc.k_random is not None else max(1, len(job.key["all"]))
     sets, exact = random_head_sets(a.num_layers, a.num_heads, k, int(mc.random_draws), seed=int(job.cfg.seed),
                                    key=job.key["all"])
-    if exact:
-        say(f"[random] the model has only {len(sets) + 1} sets of {k} heads: every one but the key heads' is "
+    if exact and not quiet:
+        say(f"[{method}] the model has only {len(sets) + 1} sets of {k} heads: every one but the key heads' is "
             f"trained (the exact null, {len(sets)} draws)")
-    size = int(mc.draws_together or len(sets))
-    draws: list[dict] = []
-    for start in range(0, len(sets), size):
-        group = sets[start:start + size]
-        say(f"[random] training draws {start}-{start + len(group) - 1} of {len(sets)} together ({k} heads each)")
-        draws += train_draw_group(job, f"{method}/draws{start:03d}-{start + len(group) - 1:03d}", group, float(mc.lr))
+    return sets, exact, k
+
+
+@contextmanager
+def beside(job: Job):
+    """While the methods run: the random draws train on worker processes from the start, beside the other
+    methods (``draws.start_draws``; with ``modulation.draws_workers`` 1 they train in their turn), and
+    ``_random`` collects them; what is still under way at the end (an error) is stopped."""
+    method = "random"
+    plan = None
+    if method in job.cfg.modulation.methods and not (job.out / "methods" / f"{method}.json").exists():
+        plan = _random_sets(job, method, quiet=True)
+    pool = None if plan is None else start_draws(job, method, plan[0], float(job.cfg.modulation.lr))
+    if pool is not None:
+        job.pending[method] = pool
+    try:
+        yield
+    finally:
+        job.pending.pop(method, None)
+        if pool is not None:
+            pool.close()
+
+
+def _random(job: Job, method: str) -> Outcome | None:
+    """The random-heads control: every head set of ``_random_sets`` trained as the learned method trains the
+    key heads, ``modulation.draws_together`` of them in one batch, the groups on ``modulation.draws_workers``
+    processes (``draws.train_draws``; started by ``beside`` when the methods began)."""
+    mc, a = job.cfg.modulation, job.adapter
+    plan = _random_sets(job, method)
+    if plan is None:
+        return None
+    sets, exact, k = plan
+    pool = job.pending.pop(method, None)
+    if pool is not None:
+        say(f"[{method}] waiting for the draws training on worker processes")
+    draws = pool.results() if pool is not None else train_draws(job, method, sets, float(mc.lr))
     trainable = count_trainable(HeadModulation(sets[0], a.head_dim, scale=mc.scale, offset=bool(mc.offset)))
     return Outcome(None, None, trainable, {"k": k, "exact": exact}, draws={"draws": draws, "exact": exact,
                                                                           "test_ids": [s.id for s in job.splits["test"]]})

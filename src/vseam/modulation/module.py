@@ -11,7 +11,7 @@ Checkpoints hold only the trainable parameters and the modulation's head list (a
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import Any, Sequence
 
 import lightning as L
@@ -96,12 +96,18 @@ class FrozenVLMModule(L.LightningModule):
         if self.modulation is None:
             return self.adapter.lm_logits(emb).float()
         if not keep_hooks:
-            with intervene(self.adapter, self.modulation):
+            with self.forward_context(), intervene(self.adapter, self.modulation):
                 return self.adapter.lm_logits(emb).float()
         self.release_hooks()
         self._hooks = ExitStack()
+        self._hooks.enter_context(self.forward_context())
         self._hooks.enter_context(intervene(self.adapter, self.modulation))
         return self.adapter.lm_logits(emb).float()
+
+    def forward_context(self):
+        """A context the modulated forward runs in (with the hooks): none here; the random draws run the
+        last-position forward (``modulation.draws``)."""
+        return nullcontext()
 
     def release_hooks(self) -> None:
         stack, self._hooks = getattr(self, "_hooks", None), None

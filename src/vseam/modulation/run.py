@@ -28,7 +28,7 @@ from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.field import check_applicable
-from vseam.modulation.methods import METHODS, describe
+from vseam.modulation.methods import METHODS, beside, describe
 from vseam.modulation.outputs import (
     _fmt, comparison_stats, load_outcome, log_key_heads, method_row, ranked_on, save_outcome, write_results,
 )
@@ -165,7 +165,8 @@ def _train(cfg, out: Path) -> dict:
     t_start = time.time()
     job = prepare(cfg, out)
     job.scores, job.key = key_heads(job)
-    outcomes = run_methods(job)
+    with beside(job):  # the random draws start on their worker processes now, when they have any
+        outcomes = run_methods(job)
     results = {m: method_row(o) for m, o in outcomes.items()}
     learned = outcomes["learned"].modulation if "learned" in outcomes else None
     summary = {

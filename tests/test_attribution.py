@@ -143,11 +143,12 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space
 
 
 def test_untokenizable_answer_is_a_named_skip(tiny_llava, samples):
-    from vseam.data.skips import answer_skips
+    from vseam.data.skips import model_skips
 
     bad = Sample(id="q-42", question="What is it?", answer="   ", image=samples[0].image,
                  meta={"source": "ann.json: record 7 (id 'q-42')"})
-    kept, skipped = answer_skips(tiny_llava, [samples[0], bad])
+    screen = model_skips(tiny_llava, [samples[0], bad])
+    kept, skipped = screen.kept, screen.skipped
     assert kept == [samples[0]] and [s["id"] for s in skipped] == ["q-42"]
     assert "ann.json: record 7" in skipped[0]["reason"] and "empty answer" in skipped[0]["reason"]
 

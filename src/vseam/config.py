@@ -18,12 +18,13 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from vseam.utils.errors import UserError
 from vseam.utils.paths import CONFIG_DIR  # the shipped configs (package data), found from any working directory
 
 
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad key, value or group choice in the configuration or on the command line."""
 
 
@@ -31,7 +32,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "organism-llava"  # a label for results and W&B (the group file's name)
-    arch: str = "llava"  # llava | instructblip: which adapter (prompt template, structure)
+    arch: Optional[str] = None  # null: from the checkpoint's config.model_type | llava | instructblip | llava-next | qwen2-vl
     path: str = "checkpoints/organism/llava"  # hub id, local folder, or tiny:<arch> (a tiny random build)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device_map: Optional[str] = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
@@ -61,6 +62,8 @@ class DataConfig:
     batch_size: int = 16  # samples per forward pass
     num_workers: int = 0  # DataLoader workers
     max_skip_fraction: float = 0.1  # a run stops when more than this share of samples is skipped (missing image, bad answer)
+    duplicate_ids: str = "error"  # a question id twice (in a file or across the run's files): error (names file, line, id) | drop (keep the first; the others counted skips)
+    pope_split: Optional[str] = None  # POPE: the split (random | popular | adversarial) of files whose name says none; null = from the records
 
 
 @dataclass
@@ -77,6 +80,7 @@ class AttributionConfig:
     resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
     progress: bool = True  # tqdm progress bar with ETA (rank 0)
     heatmaps: bool = True  # write heatmap_{positive,negative,signed}.png
+    tower: str = "language"  # whose heads: language (the language model's, the paper's analysis) | vision (the vision tower's; exact only)
 
 
 @dataclass
@@ -93,10 +97,35 @@ class ModulationConfig:
     warmup_steps: int = 0  # linear warm-up steps
     head_scores: Optional[str] = None  # head_scores.json (or its folder) to pick heads from; None = compute on train
     attribution_limit: Optional[int] = 240  # when computing scores: at most this many train samples; None = all
-    methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "lora", "ia3"])
-    # ^ what to run and compare: none | heuristic | learned | random | lora | ia3
+    methods: list[str] = field(default_factory=lambda: ["none", "heuristic", "learned", "random", "bias", "lora",
+                                                        "ia3"])
+    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3, and the field's methods:
+    # pai | vaf | vhr | ict | vti | adhh | spin | vcd
     heuristic_lambda: float = 1.0  # heuristic rescaling: scale = clip(1 + lambda * signed score, 0, 2)
+    # the field's methods (vseam.modulation.field), each paper's LLaVA-1.5-7B defaults; a layer range [start, end) is
+    # of a field_depth-layer model and scaled to the model's depth (round(l * L / depth)), a head count of a
+    # field_depth x field_heads model to the same share of the model's heads
+    field_depth: int = 32  # the depth the *_layers ranges are written for (LLaVA-1.5-7B: 32 layers)
+    field_heads: int = 32  # the heads per layer the head counts (ict_num_heads) are written for (LLaVA-1.5-7B: 32)
+    pai_alpha: float = 0.2  # PAI: image attention of the last query amplified, s <- s + alpha * |s| (pre-softmax)
+    pai_layers: list[int] = field(default_factory=lambda: [2, 32])  # PAI: layers [start, end) amplified
+    pai_gamma: float = 1.1  # PAI: contrast with the image-free input, gamma * l(x) - (gamma - 1) * l(x'); 1 = off
+    pai_beta: float = 0.1  # PAI: plausibility cutoff of the contrast (p < beta * max p ruled out)
+    vaf_enhance: float = 1.15  # VAF: scores of the queries after the image to the image keys multiplied by this
+    vaf_suppress: float = 0.95  # VAF: ... to the system prompt's keys (the text before the image) by this
+    vaf_layers: list[int] = field(default_factory=lambda: [9, 15])  # VAF: layers [start, end) (the middle layers)
+    spin_keep: float = 0.8  # SPIN: share of heads kept at the last query, the top by image attention (routed_heads)
+    spin_damp: float = 0.1  # SPIN: factor on the other heads' outputs (small_num_mask)
+    spin_layers: list[int] = field(default_factory=lambda: [0, 32])  # SPIN: layers [start, end)
+    adhh_k: int = 20  # AD-HH: hallucination heads, the top-K contrastive influence on the train split
+    adhh_threshold: float = 0.4  # AD-HH: a head's last-query attention to the text after the image is zeroed when >= this
+    vcd_alpha: float = 1.0  # VCD: contrast (1 + alpha) * l(x) - alpha * l(x with the distorted image)
+    vcd_beta: float = 0.1  # VCD: plausibility cutoff (p < beta * max p ruled out)
+    vcd_noise_step: int = 500  # VCD: diffusion noise step (of 1000) of the distorted image
     k_random: Optional[int] = None  # heads of the random-heads control; None = as many as the key heads
+    random_draws: int = 99  # random head sets of the random-heads control, each trained as the key heads
+    draws_together: Optional[int] = 8  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
+    draws_workers: Optional[int] = None  # processes training the groups of draws; None = one per CPU core (model on CPU), else 1
     baseline_lr: float = 0.001  # learning rate of the LoRA / IA3 baselines
     lora_r: int = 4  # LoRA rank
     lora_alpha: int = 8  # LoRA alpha (scaling alpha / r)
@@ -108,6 +137,21 @@ class ModulationConfig:
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
     norm_every: int = 10  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
+    vhr_alpha: float = 2.0  # VHR (ACL 2025): scale of the vision-aware heads' outputs
+    vhr_layers: list[int] = field(default_factory=lambda: [18, 32])  # VHR: layers [start, end) (as every *_layers:
+    # of a field_depth-layer model); paper: the last 14 for LLaVA, [14, 32] (the last 18) for InstructBLIP
+    vhr_layer_one: bool = True  # VHR: and the second layer (layer 1; paper: LLaVA yes, InstructBLIP no)
+    ict_num_heads: int = 256  # ICT (CVPR 2025): heads shifted per level, top by probe accuracy, of the field_depth x
+    # field_heads (1024) of LLaVA-1.5-7B: the same share of the model's heads (round(n * L * H / 1024), at least 1)
+    ict_alpha: float = 8.0  # ICT: shift strength (times the std of the activations along the direction)
+    ict_type: str = "both"  # ICT: image | object | both (the levels whose directions are estimated and applied)
+    ict_samples: Optional[int] = 1500  # ICT: at most this many train samples estimate the directions; null = all
+    ict_blur_radius: float = 5.0  # ICT: Gaussian blur radius (pixels of the image as stored) of the degraded images
+    vti_alpha_text: float = 0.9  # VTI (ICLR 2025): strength of the language model's steering; 0 = off
+    vti_alpha_image: float = 0.9  # VTI: strength of the vision encoder's steering; 0 = off
+    vti_num_demos: int = 70  # VTI: train samples the steering directions are estimated from
+    vti_mask_ratio: float = 0.99  # VTI: share of the image's patches masked in each perturbed copy
+    vti_num_trials: int = 50  # VTI: perturbed copies of each image averaged
 
 
 @dataclass
@@ -137,6 +181,7 @@ class TrainerConfig:
 class EvalConfig:
     # `python analyze.py eval`: the model as configured, and with a saved modulation when one is named
     checkpoint: Optional[str] = None  # a saved modulation (.safetensors, from train.py) to apply; None = the model alone
+    method: str = "none"  # none: eval.checkpoint's learned modulation, if any | pai | vaf | spin | vcd (from modulation.* or a train.py file) | adhh (a train.py file)
     allow_overlap: bool = False  # score a modulation on samples it was trained / selected on (warned, marked in results)
 
 
@@ -188,13 +233,15 @@ class StudyConfig:
     head_scores: Optional[str] = None  # head_scores.json (or its folder) to take heads from; None = run heads into <out_dir>/heads
     k: list[int] = field(default_factory=lambda: [1, 3, 5])  # K of the top-K positive / negative sets (a curve over K)
     k_random: Optional[list[int]] = None  # sizes of the random head sets; None = the same list as k
-    random_trials: int = 5  # seeded random head sets per K
+    random_trials: int = 99  # seeded random head sets per K (every K-head set instead where there are no more)
     ablation: str = "mean"  # mean (mean of the other heads, as the scores) | zero (the reference scripts' masking)
     heads_from: str = "all"  # all: the top-K of all samples' scores | category: each sample's own category's top-K
     resume: bool = True  # reuse finished chunks in <out_dir>/progress (same config); false = start afresh
     # the overlap analysis (vseam.study.overlap): `python analyze.py overlap`
     overlap_k: list[int] = field(default_factory=lambda: [3, 5, 10])  # K of the top-K head sets compared
-    n_permutations: int = 10000  # random head sets drawn for the random-set test (and label permutations when sampled)
+    n_permutations: int = 10000  # sample-level label permutations of the null (and random head sets of the context test)
+    n_bootstrap: int = 1000  # bootstrap resamples of the samples for each claim's confidence interval
+    min_samples: int = 30  # a category enters a kind's sets only with this many baseline-correct (positive) / -incorrect (negative) samples
     alpha: float = 0.05  # significance level of the verdicts
     # the whole study (vseam.study.run): `python analyze.py study`
     models: list[str] = field(default_factory=lambda: ["organism-llava", "organism-instructblip"])  # configs/model/ choices

@@ -2,10 +2,15 @@
 (``reference.py``) from far fewer and cheaper forward passes.
 
 How: images are encoded once per batch (``adapter.embed``); one clean pass records every decoder
-layer's input hidden states and the keyword arguments the decoder hands its layers (attention mask,
-rotary position embeddings, ...). An ablation in layer ``l`` cannot change layers ``< l``, so its pass
-starts from the recorded input of layer ``l`` and runs only layers ``l..L-1``, the final norm and the
-unembedding at the last position. Many (sample, head) pairs share one pass: each row of the batch is
+layer's input hidden states and the keyword arguments the decoder hands its layers: whatever the
+architecture builds there (the causal mask, or one per layer type: sliding-window and full layers;
+rotary cos / sin of 1-D positions or of Qwen2-VL's 3-D M-RoPE ids; a prefix-LM mask) is replayed as
+the model made it, so no architecture's masking or position scheme is re-implemented here. Anything a
+decoder adds to the hidden states between two layers (Qwen3-VL adds visual features after its first
+layers, in place) is recorded as the difference between a layer's input and a copy of the previous
+layer's output, and added back. An ablation in layer ``l`` cannot change layers ``< l``, so its pass starts from the
+recorded input of layer ``l`` and runs only layers ``l..L-1``, the final norm and the unembedding at
+the last position. Many (sample, head) pairs share one pass: each row of the batch is
 one sample with one head ablated, through a per-row [rows, H] head mask of the one intervention
 mechanism (``vseam.interventions.Ablate``). Samples sharing a forward are those of most similar
 length, so a left-padded batch pays little padding.
@@ -20,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from vseam.interventions import Ablate, intervene
-from vseam.models.base import Embedded, VLMAdapter, answer_stats
+from vseam.models.base import Embedded, Encoded, VLMAdapter, answer_stats
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,8 @@ class CleanRun:
 
     layer_inputs: list[torch.Tensor]  # per layer: its input hidden states [B, T, d]
     layer_kwargs: list[dict[str, Any]]  # per layer: the keyword arguments the decoder passed it
+    # per layer: what the decoder added to the previous layer's output before this layer (None: nothing)
+    layer_gaps: list[torch.Tensor | None]
     logits: torch.Tensor  # [B, V] clean logits at the last position
     batch_size: int
 
@@ -40,16 +47,26 @@ def clean_run(adapter: VLMAdapter, emb: Embedded) -> CleanRun:
     L = adapter.num_layers
     inputs: list[Any] = [None] * L
     kwargs: list[Any] = [None] * L
+    gaps: list[Any] = [None] * L
+    last_out: list[Any] = [None]
 
     def make_hook(i):
         def hook(module, args, kw):
             hs = args[0] if args else kw["hidden_states"]
             inputs[i] = hs.detach()
             kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
+            prev = last_out[0]  # a copy of the previous layer's output (a decoder may add to it in place)
+            if prev is not None and prev.shape == hs.shape:
+                gap = (hs - prev).detach()
+                gaps[i] = gap if bool(gap.any()) else None
         return hook
+
+    def keep_output(module, args, output):
+        last_out[0] = (output[0] if isinstance(output, tuple) else output).detach().clone()
 
     handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
                for i, layer in enumerate(adapter.layers)]
+    handles += [layer.register_forward_hook(keep_output) for layer in adapter.layers]
     try:
         with torch.no_grad():
             logits = adapter.lm_logits(emb)
@@ -58,7 +75,7 @@ def clean_run(adapter: VLMAdapter, emb: Embedded) -> CleanRun:
             h.remove()
     if any(x is None for x in inputs):
         raise RuntimeError("some decoder layers were not called in the clean pass")
-    return CleanRun(inputs, kwargs, logits, emb.inputs_embeds.shape[0])
+    return CleanRun(inputs, kwargs, gaps, logits, emb.inputs_embeds.shape[0])
 
 
 def _take_rows(obj: Any, rows: torch.Tensor, batch: int) -> Any:
@@ -89,11 +106,13 @@ def run_from_layer(adapter: VLMAdapter, clean: CleanRun, layer: int, rows: torch
     hidden = clean.layer_inputs[layer].index_select(0, rows.to(clean.layer_inputs[layer].device))
     with intervene(adapter, *edits):
         for j in range(layer, adapter.num_layers):
+            if j > layer and clean.layer_gaps[j] is not None:
+                hidden = hidden + clean.layer_gaps[j].index_select(0, rows.to(hidden.device))
             out = adapter.layers[j](hidden, **_take_rows(clean.layer_kwargs[j], rows, clean.batch_size))
             hidden = out[0] if isinstance(out, tuple) else out
     # the final norm is per position, so normalising only the last position gives the same vector
-    last = adapter.decoder.norm(hidden[:, -1:])[:, -1]
-    return adapter.lm_head(last)
+    last = adapter.norm(hidden[:, -1:])[:, -1]
+    return adapter.unembed(last)
 
 
 def length_groups(attention_mask: torch.Tensor, max_samples: int) -> list[tuple[torch.Tensor, int]]:
@@ -115,6 +134,16 @@ def length_groups(attention_mask: torch.Tensor, max_samples: int) -> list[tuple[
         idx = torch.tensor(order[i:i + max_samples], dtype=torch.long)
         groups.append((idx, max(1, int(lengths[idx].max()))))
     return groups
+
+
+def length_batches(emb: Embedded, max_samples: int):
+    """``(sample indices, sub-batch)`` of each ``length_groups`` group of ``emb``: the sub-batch keeps only
+    the padding its longest sample needs (position ids kept, so the numbers do not change)."""
+    for group, width in length_groups(emb.attention_mask, max_samples):
+        sub = emb.index(group.to(emb.inputs_embeds.device))
+        if width < sub.inputs_embeds.shape[1]:
+            sub = sub.crop(width)
+        yield group, sub
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -157,11 +186,7 @@ class ExactEngine:
         logits = None
         answer_mask = answer_mask.to(a.device)
         per_sample = max(1, int(heads.sum(1).max()))  # rows one sample adds to a layer's forward
-        for group, width in length_groups(emb.attention_mask, max(1, self.rows_per_forward // per_sample)):
-            sub = emb.index(group.to(emb.inputs_embeds.device))
-            if width < sub.inputs_embeds.shape[1]:
-                sub = Embedded(sub.inputs_embeds[:, -width:], sub.attention_mask[:, -width:],
-                               sub.position_ids[:, -width:])
+        for group, sub in length_batches(emb, max(1, self.rows_per_forward // per_sample)):
             p_abl, clean = self._ablated_group(sub, answer_mask.index_select(0, group.to(a.device)), heads,
                                                (lambda l, n=len(group): on_layer(l, n)) if on_layer else None)
             out[group] = p_abl
@@ -212,3 +237,31 @@ class ExactEngine:
             probs.append(p.float().cpu())
             start = stop
         return torch.cat(probs)
+
+    @torch.no_grad()
+    def vision_ablated_probs(self, enc: Encoded, answer_mask: torch.Tensor, heads: torch.Tensor | None = None,
+                             on_layer: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same for the vision tower's heads (``attribution.tower=vision``): ``p_abl`` [B, Lv, Hv] (NaN where
+        ``heads`` [Lv, Hv] is False) and the clean logits at the last position [B, V].
+
+        An ablated vision head changes every image token the language model reads, so nothing after the
+        tower can be reused: each head costs one forward of the tower (the HF model's own, through its
+        projector, tiling, newline tokens and merge) and one of the language model, for the whole batch at
+        once: the head is ablated in every image of the batch, and images never attend to each other in
+        the tower (separate rows, or Qwen2-VL's per-image attention blocks), so each sample's probability
+        is that of its own ablation.
+        """
+        a, v = self.adapter, self.adapter.vision
+        L, H = v.num_layers, v.num_heads
+        heads = torch.ones(L, H, dtype=torch.bool) if heads is None else heads.bool().cpu()
+        answer_mask = answer_mask.to(a.device)
+        logits = a.last_logits(enc)
+        out = torch.full((enc.batch_size, L, H), float("nan"))
+        for l in range(L):
+            for h in heads[l].nonzero().squeeze(1).tolist():
+                with intervene(v, Ablate(l, [h], mode=self.mode)):
+                    p, _, _ = answer_stats(a.last_logits(enc), answer_mask)
+                out[:, l, h] = p.float().cpu()
+            if on_layer is not None:
+                on_layer(l, enc.batch_size)
+        return out, logits

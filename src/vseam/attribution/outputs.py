@@ -21,6 +21,9 @@ from the same per-sample values (no second pass): ``n``, ``n_correct``, ``n_inco
 its ``level``. In the safetensors file their matrices are ``category/<name>/<matrix>`` and
 ``level/<name>/<matrix>``; for ``atp+exact_topk`` it also holds ``exact_cells`` (uint8 L x H) and the pure
 estimates ``estimate/<matrix>``, ``category/<name>/estimate/<matrix>``, ``level/<name>/estimate/<matrix>``.
+The per-sample values (``prob``, ``correct``, ``ablated``) are stored with each sample's ``ids``,
+``categories`` and ``levels`` in the metadata, so the study's permutation tests regroup them
+(``load_per_sample``) without a forward pass.
 """
 
 from __future__ import annotations
@@ -51,8 +54,11 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
         # which weights: a file of another checkpoint is refused where it is used (vseam.models.identity)
         "model_path": scores.meta.get("model_path"), "weights_sha256": scores.meta.get("weights_sha256"),
+        # whose heads (language model | vision tower) and the prompt the samples were run with
+        "tower": scores.meta.get("tower", "language"), "prompt_template": scores.meta.get("prompt_template"),
         "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
+        "sample_keys": scores.meta.get("sample_keys"),  # vseam.data.sample.sample_key of each scored sample
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
                      "mean_prob": float(prob.float().mean()) if n else None},
         **score_block(scores, k),
@@ -125,6 +131,10 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
             "dataset_id": str(result["dataset_id"]),
             "answer_definition": str(result.get("answer_definition", "project")),
             "ids": json.dumps(ids), "undefined": json.dumps(sorted(result["undefined"]))}
+    per_sample = scores.per_sample
+    if per_sample is not None and per_sample.categories is not None and list(per_sample.ids) == list(ids):
+        # each sample's category and level: the study regroups the per-sample values by them (load_per_sample)
+        meta.update(categories=json.dumps(per_sample.categories), levels=json.dumps(per_sample.levels))
     files["safetensors"] = str(save_safetensors(out / "head_scores.safetensors", tensors, metadata=meta))
     if heatmaps:
         for name, m in scores.matrices().items():
@@ -138,6 +148,43 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     result["files"] = files
     write_json(out / "head_scores.json", result)
     return files
+
+
+def load_per_sample(path: str | Path):
+    """The per-sample values of a head-attribution result (``head_scores.safetensors`` beside
+    ``head_scores.json``): a ``ChunkResult`` with ``ids``, ``prob`` [N], ``correct`` [N], ``ablated`` [N, L, H]
+    and each sample's ``categories`` / ``levels``. A file without them (written before they were stored),
+    or one that does not match its JSON, is a ``BadFileError`` naming it."""
+    from vseam.attribution.sweep import ChunkResult
+    from vseam.utils.io import read_safetensors
+
+    path = Path(path)
+    js = path / "head_scores.json" if path.is_dir() else path
+    st = js.with_suffix(".safetensors")
+    again = "run `python analyze.py heads` again to write it"
+    if not st.exists():
+        raise FileNotFoundError(f"{st} does not exist: the per-sample values of {js} are needed; {again}")
+    t, meta = read_safetensors(st, "head scores")
+    try:
+        ids = json.loads(meta["ids"])
+        cats, levels = json.loads(meta["categories"]), json.loads(meta["levels"])
+    except KeyError as e:
+        raise BadFileError(f"{st} lacks {e} in its metadata (written before each sample's category and level "
+                           f"were stored); {again}") from None
+    missing = [k for k in ("prob", "correct", "ablated") if k not in t]
+    if missing:
+        raise BadFileError(f"{st} lacks the tensors {missing}; {again}")
+    n = len(ids)
+    if t["prob"].shape != (n,) or t["correct"].shape != (n,) or t["ablated"].dim() != 3 or \
+            t["ablated"].shape[0] != n or len(cats) != n or len(levels) != n:
+        raise BadFileError(f"{st} is inconsistent: {n} ids, {len(cats)} categories, {len(levels)} levels, prob "
+                           f"{tuple(t['prob'].shape)}, ablated {tuple(t['ablated'].shape)}")
+    if js.exists():
+        d = json.loads(js.read_text())
+        if d.get("n") != n or str(d.get("model_id")) != meta.get("model_id"):
+            raise BadFileError(f"{st} ({n} samples, model {meta.get('model_id')!r}) does not belong to {js} "
+                               f"({d.get('n')} samples, model {d.get('model_id')!r}); {again}")
+    return ChunkResult(-1, ids, t["prob"].float(), t["correct"].bool(), t["ablated"].float(), [], cats, levels)
 
 
 def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):

@@ -87,7 +87,8 @@ def sweep_settings(acfg: Any) -> dict:
     check_attribution(acfg)
     return dict(method=str(acfg.method), ablation=str(acfg.ablation), chunk_size=int(acfg.chunk_size),
                 rows_per_forward=int(acfg.rows_per_forward), atp_space=str(acfg.atp_space),
-                atp_alpha=float(acfg.atp_alpha), atp_path=str(acfg.atp_path), rescore_top_k=int(acfg.rescore_top_k))
+                atp_alpha=float(acfg.atp_alpha), atp_path=str(acfg.atp_path), rescore_top_k=int(acfg.rescore_top_k),
+                tower=str(acfg.tower))
 
 
 def model_fingerprint(mcfg: Any, adapter: Any) -> dict:
@@ -111,6 +112,10 @@ def fresh_progress(progress_dir: Path, acfg: Any) -> None:
         shutil.rmtree(progress_dir)
 
 
+def _fmt(x) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
 def _track_result(tracker, result: dict, scores: HeadScores) -> None:
     """Baseline metrics, the heatmaps and a per-head table to the tracker (W&B, CSV or none)."""
     if tracker is None:
@@ -125,6 +130,7 @@ def _track_result(tracker, result: dict, scores: HeadScores) -> None:
     files = result.get("files", {})
     tracker.images({f"heatmap/{n}": files[f"heatmap_{n}"] for n in mats if f"heatmap_{n}" in files})
     tracker.table("heads/table", ["layer", "head", *mats], rows)
+    tracker.log({k: v for k, v in base.items() if v is not None})  # scalars (charts), not only the summary
     tracker.summary({**base, "method": result["method"]})
     tracker.finish()
 
@@ -154,7 +160,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     check_skips(len(samples), missing_images(samples), max_skip, "heads")  # before the model loads
     mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
-    L, H = adapter.num_layers, adapter.num_heads
+    L, H = adapter.stack(str(acfg.tower)).shape[:2]  # the language model's heads, or the vision tower's
     if rank0:
         from vseam.validate import say_k_fits
 
@@ -193,12 +199,14 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         result["atp_path"] = str(acfg.atp_path) if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)
         result["world_size"] = fabric.world_size
+        result["images_converted_to_rgb"] = scores.meta.get("images_converted_to_rgb", {})
         write_results(out, result, scores, values.prob, values.correct, values.ablated, values.ids,
                       heatmaps=acfg.heatmaps)
         _track_result(tracker, result, scores)
         top = ", ".join(f"L{d['layer']}H{d['head']}" for d in (result["top_k"].get("positive") or [])[:3]) or "-"
-        print(f"head scores ({result['method']}, {result['ablation']} ablation): {result['n']} samples scored, "
-              f"{result['n_skipped']} skipped; baseline accuracy {result['baseline']['accuracy']}; top positive "
+        whose = "" if acfg.tower == "language" else f", {acfg.tower} tower"
+        print(f"head scores ({result['method']}, {result['ablation']} ablation{whose}): {result['n']} samples scored, "
+              f"{result['n_skipped']} skipped; baseline accuracy {_fmt(result['baseline']['accuracy'])}; top positive "
               f"{top}\nwritten: {out / 'head_scores.json'} ({result['seconds']} s)", flush=True)
     fabric.barrier()
     return result

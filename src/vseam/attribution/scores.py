@@ -64,6 +64,12 @@ class HeadScores:
         return {"positive": self.positive, "negative": self.negative, "signed": self.signed}
 
     def check_shape(self, num_layers: int, num_heads: int, where: str = "head scores") -> None:
+        """Refuse scores of a model of another shape, or of the vision tower's heads (``attribution.tower``):
+        every user of head lists (modulation, the study) works on the language model's."""
+        tower = self.meta.get("tower", "language")
+        if tower != "language":
+            raise HeadShapeError(f"{where} score the {tower} tower's heads (attribution.tower={tower}); this needs the "
+                                 f"language model's (attribution.tower=language)")
         if (num_layers, num_heads) != self.shape:
             raise HeadShapeError(
                 f"{where} were made for a model with {self.num_layers} layers x {self.num_heads} heads "

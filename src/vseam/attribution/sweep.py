@@ -48,6 +48,8 @@ class ChunkResult:
     correct: torch.Tensor  # [n] bool, baseline arg-max is an answer token
     ablated: torch.Tensor  # [n, L, H] probability with each head ablated (NaN = head not scored)
     skipped: list[dict] = field(default_factory=list)  # [{"id", "reason"}]
+    categories: list[str | None] | None = None  # each sample's category and level (the merged result only):
+    levels: list[str | None] | None = None  # the study regroups the per-sample values by them
 
     def save(self, path: Path, fingerprint: str) -> None:
         meta = {"fingerprint": fingerprint, "index": str(self.index), "ids": json.dumps(self.ids),
@@ -133,13 +135,17 @@ class Sweep:
                  heads: torch.Tensor | None = None, space: str = "logodds", alpha: float = 0.0, path: str = "all",
                  progress_dir: str | Path | None = None, tag: str | None = None,
                  fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
-                 cache: EmbeddingCache | None = None):
+                 cache: EmbeddingCache | None = None, tower: str = "language"):
         if method not in METHODS:
             raise ValueError(f"attribution.method={method!r}: expected one of {METHODS}")
+        if tower != "language" and method != "exact":
+            raise ValueError(f"attribution.tower={tower}: scored by the exact engine only (got method {method!r})")
         if method == "atp" and heads is not None:
             raise ValueError("attribution patching scores all heads at once; a head subset is for the exact engine")
         self.adapter, self.samples, self.method, self.mode, self.space = adapter, list(samples), method, mode, space
         self.alpha, self.path = float(alpha), str(path)
+        self.tower = tower
+        self.num_layers, self.num_heads = adapter.stack(tower).shape[:2]
         self.batch_size, self.chunk_size = max(1, int(batch_size)), max(1, int(chunk_size))
         self.heads = None if heads is None else heads.bool().cpu()
         self.engine = ExactEngine(adapter, mode=mode, rows_per_forward=rows_per_forward)
@@ -155,6 +161,7 @@ class Sweep:
             # named only when it is not the classic 0, so progress saved before the option existed still matches
             **({"alpha": self.alpha} if method == "atp" and self.alpha != 0 else {}),
             **({"path": self.path} if method == "atp" and self.alpha != 0 and self.path != "all" else {}),
+            **({"tower": tower} if tower != "language" else {}),  # named only when not the default, as alpha
             **(fingerprint_parts or {}))
 
     # ------------------------------------------------------------------ chunks
@@ -174,7 +181,9 @@ class Sweep:
         """Progress-bar units of a chunk, proportional to its cost so the ETA holds: for exact, an
         ablation in layer l runs L - l layers, so a sample costs L + (L-1) + ... + 1 layer passes."""
         lo, hi = self.bounds[c]
-        L = self.adapter.num_layers
+        L = self.num_layers
+        if self.tower != "language":  # a vision head ablation reruns everything: one unit per sample and layer
+            return (hi - lo) * L
         return (hi - lo) * (L * (L + 1) // 2 if self.method == "exact" else 1)
 
     def run(self, on_progress: Callable[[int], None] | None = None,
@@ -203,29 +212,12 @@ class Sweep:
                 skipped.append({"id": s.id, "reason": str(e)})
                 if on_progress:
                     on_progress(self.work_units(c) // (hi - lo))
-        a = self.adapter
-        L, H = a.num_layers, a.num_heads
+        L, H = self.num_layers, self.num_heads
         probs, corrects, ablated = [], [], []
         for start in range(0, len(valid), self.batch_size):
             batch, imgs = valid[start:start + self.batch_size], images[start:start + self.batch_size]
-            if self.cache is not None:
-                cached = self.cache.batch(batch, imgs)
-                emb = cached.emb
-                mask, cmask = cached.answer_mask(a.vocab_size), cached.correct_mask(a.vocab_size)
-            else:
-                enc = a.encode(batch, imgs).to(a.device)
-                mask, cmask = enc.answer_mask(a.vocab_size), enc.correct_mask(a.vocab_size)
-                with torch.no_grad():
-                    emb = a.embed(enc)
-            if self.method == "exact":
-                step = (lambda l, n: on_progress(n * (L - l))) if on_progress else None
-                p_abl, clean_logits = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
-                p, ok, _ = answer_stats(clean_logits, mask, cmask)
-            else:
-                p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space,
-                                                       alpha=self.alpha, correct_mask=cmask, path=self.path)
-                if on_progress:
-                    on_progress(len(batch))
+            batch_of = self._vision_batch if self.tower != "language" else self._language_batch
+            p_abl, p, ok = batch_of(batch, imgs, on_progress)
             probs.append(p.float().cpu())
             corrects.append(ok.cpu())
             ablated.append(p_abl.float().cpu())
@@ -234,6 +226,39 @@ class Sweep:
         else:
             prob, correct, abl = torch.zeros(0), torch.zeros(0, dtype=torch.bool), torch.zeros(0, L, H)
         return ChunkResult(c, [s.id for s in valid], prob, correct, abl, skipped)
+
+    def _language_batch(self, batch, imgs, on_progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ablated [B, L, H], baseline p [B], correct [B]) of the language model's heads on one batch."""
+        a, L = self.adapter, self.num_layers
+        if self.cache is not None:
+            cached = self.cache.batch(batch, imgs)
+            emb = cached.emb
+            mask, cmask = cached.answer_mask(a.vocab_size), cached.correct_mask(a.vocab_size)
+        else:
+            enc = a.encode(batch, imgs).to(a.device)
+            mask, cmask = enc.answer_mask(a.vocab_size), enc.correct_mask(a.vocab_size)
+            with torch.no_grad():
+                emb = a.embed(enc)
+        if self.method == "exact":
+            step = (lambda l, n: on_progress(n * (L - l))) if on_progress else None
+            p_abl, clean_logits = self.engine.ablated_probs(emb, mask, self.heads, on_layer=step)
+            p, ok, _ = answer_stats(clean_logits, mask, cmask)
+            return p_abl, p, ok
+        p_abl, p, ok = estimated_ablated_probs(a, emb, mask, mode=self.mode, space=self.space, alpha=self.alpha,
+                                               correct_mask=cmask, path=self.path)
+        if on_progress:
+            on_progress(len(batch))
+        return p_abl, p, ok
+
+    def _vision_batch(self, batch, imgs, on_progress) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same for the vision tower's heads (the cached language-model inputs change with every head)."""
+        a = self.adapter
+        enc = a.encode(batch, imgs).to(a.device)
+        mask, cmask = enc.answer_mask(a.vocab_size), enc.correct_mask(a.vocab_size)
+        step = (lambda l, n: on_progress(n)) if on_progress else None
+        p_abl, clean_logits = self.engine.vision_ablated_probs(enc, mask, self.heads, on_layer=step)
+        p, ok, _ = answer_stats(clean_logits, mask, cmask)
+        return p_abl, p, ok
 
 
 def merge_chunks(chunks: Sequence[ChunkResult], num_layers: int, num_heads: int) -> ChunkResult:
@@ -279,7 +304,7 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
                 gather: Callable[[list[ChunkResult]], list[ChunkResult]] | None = None,
                 cache: EmbeddingCache | None = None, progress: bool = False,
                 on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None,
-                max_skip_fraction: float = 1.0) -> HeadScores:
+                max_skip_fraction: float = 1.0, tower: str = "language") -> HeadScores:
     """Head scores of every head of ``adapter`` over ``samples`` (SPEC section 2).
 
     ``method``: exact (mean- or zero-ablation of each head, the fast engine) | atp (attribution
@@ -290,17 +315,22 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     result)`` is called after each newly computed chunk. The per-sample values are kept in
     ``per_sample`` (a ``ChunkResult``); the result file is ``outputs.build_result``. An answer the model
     cannot tokenize is a skip naming its file and record; no usable sample, or a skipped share above
-    ``max_skip_fraction``, raises ``NothingToScoreError`` with the first reasons.
+    ``max_skip_fraction``, raises ``NothingToScoreError`` with the first reasons. ``tower="vision"``
+    scores the vision tower's heads instead of the language model's (exact only; ``meta["tower"]``).
     """
-    from vseam.data.skips import answer_skips, check_skips
+    from vseam.data.sample import sample_key
+    from vseam.data.skips import check_skips, model_skips
 
     all_samples = samples
-    samples, answer_skipped = answer_skips(adapter, all_samples)
-    L, H = adapter.num_layers, adapter.num_heads
+    screen = model_skips(adapter, all_samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    if progress:
+        screen.say("head scores")
+    L, H = adapter.stack(tower).shape[:2]
     gather = gather or (lambda chunks: chunks)
     common = dict(mode=ablation, batch_size=batch_size, chunk_size=chunk_size, rows_per_forward=rows_per_forward,
                   progress_dir=progress_dir, fingerprint_parts=fingerprint_parts, rank=rank, world_size=world_size,
-                  cache=cache)
+                  cache=cache, tower=tower)
 
     def sweep_all(sweep: Sweep, desc: str) -> ChunkResult:
         bar = Progress(progress, sum(sweep.work_units(c) for c in sweep.my_chunks()), desc)
@@ -342,10 +372,10 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     check_skips(len(all_samples), skipped, max_skip_fraction, "head scores")
     scores = head_scores(first.prob, first.correct, ablated)
     scores.model, scores.method = adapter.name, name
-    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, skipped)
     # per category and per level, from the same per-sample values (no second pass)
     by_id = {s.id: s for s in samples}
     cats, levels = [by_id[i].category for i in first.ids], [by_id[i].level for i in first.ids]
+    scores.per_sample = ChunkResult(-1, first.ids, first.prob, first.correct, ablated, skipped, cats, levels)
     scores.by_category = grouped_head_scores(first.prob, first.correct, ablated, cats)
     scores.by_level = grouped_head_scores(first.prob, first.correct, ablated, levels)
     for c, sc in scores.by_category.items():
@@ -362,9 +392,14 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
     scored = set(first.ids)
     ident = getattr(adapter, "identity", {}) or {}
     scores.meta = {"model_path": ident.get("path"), "weights_sha256": ident.get("weights_sha256"),
+                   "prompt_template": adapter.template, "tower": tower,
                    "ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
+                   **screen.report(),
+                   # content keys of the scored samples: a run that picks heads from this file can tell whether
+                   # they were computed on its own evaluation samples (vseam.modulation.run.scores_provenance)
+                   "sample_keys": [sample_key(by_id[i]) for i in first.ids],
                    **({"atp_space": atp_space, "atp_alpha": float(atp_alpha), "atp_path": str(atp_path)}
                       if method == "atp" else {}),
                    **({"exact_heads": exact_heads, "rescore_top_k": int(rescore_top_k), "estimate": estimate}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import torch
+
 from vseam.world.questions import CATEGORIES, KINDS, NEGATIVES, generate
 from vseam.world.scene import DIFFICULTY, Difficulty
 
@@ -48,31 +50,31 @@ def accuracy_report(adapter, items, batch_size: int = 128) -> dict:
     return out
 
 
-def ranking_report(margin, gold_yes) -> dict:
-    """Whether the yes-vs-no margin ranks the "yes" questions above the "no" ones: its AUROC, and the
-    best accuracy any single threshold on it reaches (what shifting a bias alone could do)."""
-    from vseam.stats import auroc, best_threshold_accuracy
-
-    best = best_threshold_accuracy(margin, gold_yes)
-    return {"auroc": auroc(margin, gold_yes), "best_threshold_accuracy": best["accuracy"],
-            "best_threshold": best["threshold"]}
-
-
 def pope_report(adapter, n_per_split: int = 300, seed: int = 0, batch_size: int = 128,
                 difficulty: Difficulty = DIFFICULTY) -> dict:
     """Per POPE split of a fresh POPE analog (built by POPE's rules, 3 yes + 3 no per image): accuracy,
-    precision, recall, F1 and yes-ratio (POPE's measures), and ``ranking_report`` of the margin."""
+    precision, recall, F1 and yes-ratio (POPE's measures), and whether the yes-vs-no margin ranks the "yes"
+    questions above the "no" ones: its AUROC and accuracy at a yes-ratio of 0.5 (``pope_metrics``), and the
+    best accuracy any single threshold on it reaches (``best_threshold_accuracy``: what shifting a bias
+    alone could do)."""
     from vseam.evaluation.metrics import is_yes, pope_metrics
     from vseam.evaluation.score import yes_no_margin
+    from vseam.stats import best_threshold_accuracy
     from vseam.world.pope import pope_items
 
     out = {}
     for split in NEGATIVES:
         items = pope_items(n_per_split, seed * 1000 + POPE_SEED_OFFSET, split, purpose=POPE_SPLIT,
                            difficulty=difficulty)
-        samples = [it.sample() for it in items]
-        res = adapter.score(samples, batch_size=batch_size)
+        pred, margin = [], []
+        with torch.no_grad():
+            for start in range(0, len(items), batch_size):
+                chunk = [it.sample() for it in items[start:start + batch_size]]
+                logits = adapter.last_logits(adapter.encode(chunk).to(adapter.device))
+                pred += adapter.token_text(logits.argmax(-1).tolist())
+                margin += yes_no_margin(adapter, logits, [s.answer for s in chunk])
         gold = [is_yes(it.answer) for it in items]
-        out[split] = {**pope_metrics([is_yes(t) for t in res.pred_token], gold),
-                      **ranking_report(yes_no_margin(adapter, samples, batch_size=batch_size).tolist(), gold)}
+        best = best_threshold_accuracy(margin, gold)
+        out[split] = {**pope_metrics([is_yes(t) for t in pred], gold, margin),
+                      "best_threshold_accuracy": best["accuracy"], "best_threshold": best["threshold"]}
     return out

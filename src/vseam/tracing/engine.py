@@ -89,7 +89,7 @@ def logit_lens(adapter: VLMAdapter, resid_last: torch.Tensor, answer_mask: torch
                top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each layer's residual stream at the last position [L, B, d] through the final norm and the
     unembedding: (answer probability [L, B], gold rank [L, B], top-k ids [L, B, k], their probs)."""
-    logits = adapter.lm_head(adapter.decoder.norm(resid_last)).float()
+    logits = adapter.unembed(adapter.norm(resid_last)).float()
     probs = logits.softmax(-1)
     prob = (probs * answer_mask.unsqueeze(0)).sum(-1)
     gold_logit = logits.gather(-1, gold.view(1, -1, 1).expand(logits.shape[0], -1, 1))

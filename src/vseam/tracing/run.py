@@ -5,7 +5,7 @@ loads the model, cuts the pairs into chunks of ``trace.chunk_size`` that are sav
 ``<out_dir>/progress`` (a killed run resumes; same fingerprinted loop as the head sweep) and sharded
 over the Lightning Fabric ranks (``trainer.devices``), gathers them and on rank 0 writes:
 
-- ``trace.json``: ``model``, ``model_identity`` ({id, path, weights_sha256}), ``arch``, ``num_layers``,
+- ``trace.json``: ``model``, ``model_identity`` ({id, path, weights_sha256}), ``arch``, ``prompt_template``, ``num_layers``,
   ``blocks`` (attn | mlp | resid), ``groups`` (image | question | last), ``direction`` (denoise |
   noise), ``metrics`` (prob_norm, prob_raw, logit_norm, logit_raw), ``n_manifest``, ``n_pairs``
   (traced), ``skipped`` ([{id, reason}]: missing images, untokenizable answers, not-effective edits),
@@ -44,7 +44,7 @@ import torch
 from vseam.attribution.run import fresh_progress, gather_chunks, launch_fabric, model_cfg, model_fingerprint
 from vseam.attribution.sweep import Progress, chunk_bounds, fingerprint, load_progress, rank_chunks, run_chunks
 from vseam.data.sample import MissingImageError, load_image
-from vseam.data.skips import answer_skips, check_skips, missing_images
+from vseam.data.skips import check_skips, missing_images, model_skips
 from vseam.editing.filter import edited_probe
 from vseam.editing.run import organism_records, read_manifest
 from vseam.tracing.engine import PairTrace, TraceEngine
@@ -177,7 +177,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
 
     mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
-    _, bad_answers = answer_skips(adapter, [r.clean_sample() for r in records])
+    # the one screen of every job (answer, prompt length, image size); missing images are counted above
+    bad_answers = model_skips(adapter, [r.clean_sample() for r in records if r.id not in missing]).skipped
     bad = {s["id"] for s in bad_answers}
     records = [r for r in records if r.id not in bad]  # counted skips, in trace.json
     check_skips(len(records) + len(bad), bad_answers + list(missing.values()), max_skip, "trace")
@@ -231,7 +232,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         skipped = bad_answers + [s for ch in chunks for s in ch.skipped]
         summary, arrays = aggregate(pairs, L)
         files: dict[str, str] = {}
-        result = {"model": adapter.name, "model_identity": dict(adapter.identity), "arch": adapter.arch, "num_layers": L, "num_heads": adapter.num_heads,
+        result = {"model": adapter.name, "model_identity": dict(adapter.identity), "arch": adapter.arch,
+                  "prompt_template": adapter.template, "num_layers": L, "num_heads": adapter.num_heads,
                   "blocks": list(tcfg.blocks), "groups": list(tcfg.groups), "direction": tcfg.direction,
                   "tokenwise": bool(tcfg.tokenwise), "metrics": ["prob_norm", "prob_raw", "logit_norm", "logit_raw"],
                   "manifest": source, "effective_only": bool(tcfg.effective_only), "n_manifest": len(records) + len(bad),

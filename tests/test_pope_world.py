@@ -257,3 +257,23 @@ def test_a_world_of_another_version_is_redrawn(tmp_path):
     with pytest.warns(UserWarning, match="redrawing"):
         ensure_world(cfg)
     assert json.loads(path.read_text())["version"] == WORLD_VERSION
+
+
+def test_transfer_configs_ask_disjoint_whole_groups_of_fresh_worlds():
+    """data=organism-pope-transfer-train asks the POPE analog about two of the world's co-occurrence groups
+    only, data=organism-pope-transfer-eval about the other two, on another world seed: a modulation trained
+    on the first has seen no label about an object the second asks about (nor its image)."""
+    from vseam.config import load_config
+
+    train = load_config(["data=organism-pope-transfer-train"]).data
+    evl = load_config(["data=organism-pope-transfer-eval"]).data
+    a, b = set(train.pope_objects), set(evl.pope_objects)
+    assert a and b and not a & b
+    for objs in (a, b):  # whole groups: no object's usual partner is on the other side
+        assert objs == set().union(*(set(g) for g in GROUPS if set(g) & objs))
+    assert a | b == set().union(*(set(g) for g in GROUPS))
+    assert int(train.pope_per_split) > 0 and int(evl.pope_per_split) > 0
+    assert int(train.world_seed) != int(evl.world_seed) and train.root != evl.root
+    default = load_config(["data=organism-pope"]).data  # the transfer pool is train.py's default pool but for the objects
+    assert (int(train.world_seed), int(train.n_per_category), int(train.pope_per_split)) == (
+        int(default.world_seed), int(default.n_per_category), int(default.pope_per_split))

@@ -255,3 +255,9 @@ def plant_heads(adapter, planted: PlantedHeads) -> None:
         v.weight[rows] *= planted.factor
         if v.bias is not None:
             v.bias[rows] *= planted.factor
+
+
+# The planted heads of the shipped organism per architecture (``checkpoints/organism/<arch>-planted``,
+# written by ``python scripts/build_organism.py --planted``): two heads of the middle layers whose values
+# are multiplied by ``factor``; what it costs and what recovers it: ``scripts/organism_mechanisms.py``.
+PLANTED_HEADS = {"llava": PlantedHeads(((1, 2), (3, 5)), 8.0), "instructblip": PlantedHeads(((2, 3), (3, 5)), 8.0)}

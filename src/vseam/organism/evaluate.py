@@ -34,7 +34,11 @@ def heldout_worlds(seed: int, n_per_category: int, n_pope_per_split: int) -> dic
 
 
 def accuracy_report(adapter, items, batch_size: int = 128) -> dict:
-    """{"overall", "level": {...}, "category": {...}, "kind": {...}, "n"} for the given world items."""
+    """{"overall", "level": {...}, "category": {...}, "kind": {...}, "n"} for the given world items, with
+    ``ci`` (95% percentile bootstrap intervals over questions of the overall, level and category accuracies,
+    ``vseam.stats.bootstrap_ci``) and ``n_incorrect`` per category (the baseline errors a study can use)."""
+    from vseam.stats import bootstrap_ci
+
     res = adapter.score([it.sample() for it in items], batch_size=batch_size)
     groups: dict[str, dict[str, list[bool]]] = {"level": defaultdict(list), "category": defaultdict(list),
                                                 "kind": defaultdict(list)}
@@ -47,6 +51,10 @@ def accuracy_report(adapter, items, batch_size: int = 128) -> dict:
         out[name] = {k: sum(v) / len(v) for k, v in sorted(g.items())}
     out["min_level"] = min(out["level"].values())
     out["min_category"] = min(out["category"].values())
+    out["ci"] = {"overall": bootstrap_ci(res.correct.tolist())["ci"],
+                 **{name: {k: bootstrap_ci(v)["ci"] for k, v in sorted(groups[name].items())}
+                    for name in ("level", "category")}}
+    out["n_incorrect"] = {k: len(v) - sum(v) for k, v in sorted(groups["category"].items())}
     return out
 
 
@@ -59,7 +67,9 @@ def pope_report(adapter, n_per_split: int = 300, seed: int = 0, batch_size: int 
     alone could do)."""
     from vseam.evaluation.metrics import is_yes, pope_metrics
     from vseam.evaluation.score import yes_no_margin
-    from vseam.stats import best_threshold_accuracy
+    import numpy as np
+
+    from vseam.stats import auroc, bootstrap_ci, bootstrap_statistic, best_threshold_accuracy
     from vseam.world.pope import pope_items
 
     out = {}
@@ -75,6 +85,12 @@ def pope_report(adapter, n_per_split: int = 300, seed: int = 0, batch_size: int 
                 margin += yes_no_margin(adapter, logits, [s.answer for s in chunk])
         gold = [is_yes(it.answer) for it in items]
         best = best_threshold_accuracy(margin, gold)
-        out[split] = {**pope_metrics([is_yes(t) for t in pred], gold, margin),
-                      "best_threshold_accuracy": best["accuracy"], "best_threshold": best["threshold"]}
+        pred_yes = [is_yes(t) for t in pred]
+        m, g = np.asarray(margin, dtype=float), np.asarray(gold, dtype=bool)
+        # 95% bootstrap intervals over questions (the margin's AUROC: questions resampled with their labels)
+        ci = {"accuracy": bootstrap_ci([p == y for p, y in zip(pred_yes, gold)])["ci"],
+              "auroc": bootstrap_statistic(lambda idx: auroc(m[idx], g[idx]) if 0 < g[idx].sum() < len(idx)
+                                           else float("nan"), len(g))["ci"]}
+        out[split] = {**pope_metrics(pred_yes, gold, margin),
+                      "best_threshold_accuracy": best["accuracy"], "best_threshold": best["threshold"], "ci": ci}
     return out

@@ -26,19 +26,29 @@ def llava():
 
 
 def test_absence_probe_decodes_what_the_model_gets_wrong(llava):
-    """The image tokens at the LM input say the object is absent, also where the model says "Yes"."""
+    """The image tokens at the LM input say an absent object is absent more often than the model does:
+    on the POPE-adversarial questions about absent objects the linear absence probe is right at least 10
+    points more often than the model's answers; on clearly visible present objects it is nearly always
+    right. (v3: where the present object is faint or small its evidence is weak at the input too, the
+    probe well below that; the hallucination is a ranking failure, not missing features alone.)"""
     from vseam.organism.mechanism import absence_probe
     from vseam.world.pope import pope_items
 
     train = pope_items(600, 501, "random", purpose="mech") + pope_items(600, 502, "adversarial", purpose="mech")
     test = pope_items(200, 503, "adversarial", purpose="mech")
     res = absence_probe(llava, train, test)
-    assert res.accuracy >= 0.95, res.to_dict()
-    wrong = [it for it, ok in zip(test, llava.score([it.sample() for it in test], batch_size=64).correct.tolist())
-             if not ok]
-    assert wrong, "the model gets some adversarial questions wrong"
-    on_wrong = absence_probe(llava, train, wrong)
-    assert on_wrong.accuracy >= 0.9, on_wrong.to_dict()
+    assert res.accuracy >= 0.7, res.to_dict()
+
+    def model_accuracy(items):
+        return float(llava.score([it.sample() for it in items], batch_size=64).correct.float().mean())
+
+    absent = [it for it in test if it.scene.find(it.change["object"]) is None]
+    clear = [it for it in test if (i := it.scene.find(it.change["object"])) is not None and not it.scene.objects[i].weak]
+    assert len(absent) == 100 and len(clear) >= 30
+    on_absent = absence_probe(llava, train, absent)
+    assert model_accuracy(absent) < 0.8, "the model hallucinates some absent objects"
+    assert on_absent.accuracy >= model_accuracy(absent) + 0.1, (on_absent.to_dict(), model_accuracy(absent))
+    assert absence_probe(llava, train, clear).accuracy >= 0.9
 
 
 def _hand_item(question: str, answer: str, involved: list[int], scene: Scene, category: str) -> WorldItem:

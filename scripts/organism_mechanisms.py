@@ -43,6 +43,16 @@ def report(arch: str, folder: Path, n: int) -> dict:
     probe = {"all": absence_probe(adapter, train, test).to_dict(),
              "model_wrong": absence_probe(adapter, train, wrong).to_dict() if wrong else None,
              "model_accuracy": sum(ok) / len(ok), "train": len(train), "test_split": "adversarial"}
+    # by what the question is about: an absent object, a present one of weak evidence (faint / small), a clear one
+    def kind(it):
+        i = it.scene.find(it.change["object"])
+        return "absent" if i is None else "weak_present" if it.scene.objects[i].weak else "clear_present"
+
+    for k in ("absent", "weak_present", "clear_present"):
+        sub = [it for it in test if kind(it) == k]
+        if sub:
+            probe[k] = {"n": len(sub), "probe_accuracy": absence_probe(adapter, train, sub).accuracy,
+                        "model_accuracy": sum(c for it, c in zip(test, ok) if kind(it) == k) / len(sub)}
     items = [it for c in CATEGORIES for it in generate(c, n, seed=611, split="mech")]
     spearman = mass_score_correlation(adapter, items)
     layer, head, strength = PLANTED_DEFECT[arch]
@@ -89,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         out[arch] = report(arch, Path(a.out) / arch, a.n)
         r = out[arch]
         print(f"{arch}: probe {r['probe']['all']['accuracy']:.3f} (on the model's errors: "
-              f"{(r['probe']['model_wrong'] or {}).get('accuracy', float('nan')):.3f}); spearman "
+              f"{(r['probe']['model_wrong'] or {}).get('accuracy', float('nan')):.3f}; probe / model on "
+              + ", ".join(f"{k} {v['probe_accuracy']:.3f} / {v['model_accuracy']:.3f} (n {v['n']})"
+                          for k in ("absent", "weak_present", "clear_present") if (v := r["probe"].get(k)))
+              + "); spearman "
               + " ".join(f"{c}={v['spearman']:.2f}" for c, v in r["attention_mass_vs_positive"].items()
                          if v["spearman"] is not None)
               + f"; defect {r['defect']['head']}: rank {r['defect']['negative_rank']}, accuracy "

@@ -258,6 +258,11 @@ def plant_heads(adapter, planted: PlantedHeads) -> None:
 
 
 # The planted heads of the shipped organism per architecture (``checkpoints/organism/<arch>-planted``,
-# written by ``python scripts/build_organism.py --planted``): two heads of the middle layers whose values
-# are multiplied by ``factor``; what it costs and what recovers it: ``scripts/organism_mechanisms.py``.
-PLANTED_HEADS = {"llava": PlantedHeads(((1, 2), (3, 5)), 8.0), "instructblip": PlantedHeads(((2, 3), (3, 5)), 8.0)}
+# written by ``python scripts/build_organism.py --planted``): two heads whose values are multiplied by
+# ``factor``, chosen so that each alone costs about as much (llava: 0.14 / 0.13, instructblip: 0.16 /
+# 0.18 of 144 questions' accuracy at x 8), so a random head set holding one of them undoes only half of
+# the defect (a first choice, llava (1, 2) + (3, 5), put nearly all of it on (1, 2): 27 of 99 random
+# 6-head sets held it, and 12 matched the key heads). Together: llava 0.868 -> 0.611, instructblip 0.917
+# -> 0.556; exact attribution ranks them first and second among the negative heads. What it costs and
+# what recovers it: ``scripts/organism_mechanisms.py`` and ``python train.py model=organism-<arch>-planted``.
+PLANTED_HEADS = {"llava": PlantedHeads(((1, 6), (2, 3)), 8.0), "instructblip": PlantedHeads(((1, 5), (2, 0)), 8.0)}

@@ -73,8 +73,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from vseam.cli import TRAIN_DEFAULTS
-    from vseam.config import load_config
+    from vseam.config import TRAIN_TOP, load_config
     from vseam.data.load import load_samples
     from vseam.evaluation.score import evaluate, evaluate_groups
     from vseam.interventions import HeadModulation
@@ -87,7 +86,7 @@ def main(argv=None) -> dict:
     from vseam.world.write import ensure_world
 
     cfg = load_config(["logger=none", "trainer.accelerator=cpu", f"trainer.max_epochs={args.epochs}",
-                       "trainer.enable_progress_bar=false", *args.overrides], default_choices=TRAIN_DEFAULTS)
+                       "trainer.enable_progress_bar=false", *args.overrides], top=TRAIN_TOP)
     mc = cfg.modulation
     together = int(args.together or mc.draws_together or args.draws)
     ensure_world(cfg.data)

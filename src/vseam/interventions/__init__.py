@@ -1,12 +1,15 @@
 """The one intervention mechanism (per-head edits at the ``o_proj`` input, hidden-state hook points of every
-decoder layer, attention patterns) and saved modulations."""
+decoder layer, attention patterns; ``hooks``), replaying a pass from a recorded layer with edits (``replay``),
+and saved modulations."""
 
 from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
-from vseam.interventions.heads import (
-    HIDDEN_SITES, SITES, Ablate, GroupedHeadModulation, HeadCache, HeadModulation, HeadShapeError, LogitBias, Patch,
-    Read, block_modules, check_heads, intervene,
+from vseam.interventions.hooks import (
+    HIDDEN_SITES, SITES, Ablate, ActivationCache, GroupedHeadModulation, HeadModulation, HeadShapeError, LogitBias,
+    Patch, Read, block_modules, check_heads, intervene,
 )
+from vseam.interventions.replay import CleanRun, clean_run, length_batches, length_groups, run_from_layer
 
-__all__ = ["Ablate", "Patch", "Read", "HeadModulation", "GroupedHeadModulation", "LogitBias", "HeadCache",
+__all__ = ["Ablate", "Patch", "Read", "HeadModulation", "GroupedHeadModulation", "LogitBias", "ActivationCache",
            "intervene", "HeadShapeError", "check_heads", "load_modulation", "read_modulation", "save_modulation",
-           "block_modules", "SITES", "HIDDEN_SITES"]
+           "block_modules", "SITES", "HIDDEN_SITES", "CleanRun", "clean_run", "run_from_layer", "length_groups",
+           "length_batches"]

@@ -113,7 +113,7 @@ class Ablate:
         if self.mode not in ("mean", "zero"):
             raise ValueError(f"ablation mode {self.mode!r}: expected 'mean' or 'zero'")
 
-    def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         B, T, H, D = z.shape
         if self.mode == "zero":
             repl = torch.zeros_like(z)
@@ -156,7 +156,7 @@ class Patch:
         if self.site != "z" and self.heads is not None:
             raise ValueError(f"Patch at site {self.site!r} (a hidden state) takes no heads")
 
-    def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         src = self.source.to(device=z.device, dtype=z.dtype)
         if src.dim() == z.dim() - 1:
             src = src.unsqueeze(0)
@@ -196,7 +196,7 @@ class Read:
             raise ValueError("Read(grad=True) is not offered for attention patterns")
 
 
-class HeadCache:
+class ActivationCache:
     """What ``Read`` edits recorded: ``cache[l]`` is z [B, T, H, D]; ``cache[site, l]`` any site's value;
     ``cache.grad(l)`` / ``cache.grad(l, site)`` their gradients."""
 
@@ -437,7 +437,7 @@ class LogitBias(nn.Module):
             bias = bias.index_put((self.class_index.to(device),), self.class_bias.to(device=device, dtype=dtype))
         return bias
 
-    def apply(self, logits: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, logits: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         return logits + self.vector(logits.shape[-1], logits.dtype, logits.device)
 
     def extra_repr(self) -> str:
@@ -450,7 +450,7 @@ class _ModulationAt:
     module: "HeadModulation | GroupedHeadModulation"
     layer: int
 
-    def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         return self.module.apply_at(self.layer, z)
 
 
@@ -501,7 +501,7 @@ def block_modules(target, layer: int) -> dict[str, nn.Module]:
             "resid_post": block, "attn_pattern": attn}
 
 
-def _apply_items(site: str, layer: int, items: list, x: torch.Tensor, cache: HeadCache) -> torch.Tensor:
+def _apply_items(site: str, layer: int, items: list, x: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
     for item in items:
         if isinstance(item, Read):
             if item.grad:
@@ -526,14 +526,14 @@ def _check_causal(pattern: torch.Tensor, layer: int) -> None:
                            f"whole language-model forward")
 
 
-def _batched(site: str, layer: int, items: list, x: torch.Tensor, cache: HeadCache) -> torch.Tensor:
+def _batched(site: str, layer: int, items: list, x: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
     """The edits of a hidden-state site on ``x``; a packed [T, d] value is seen as a batch of one."""
     if x.dim() == 2:
         return _apply_items(site, layer, items, x.unsqueeze(0), cache).squeeze(0)
     return _apply_items(site, layer, items, x, cache)
 
 
-def _make_hook(site: str, layer: int, items: list, cache: HeadCache, num_heads: int, causal: bool = True):
+def _make_hook(site: str, layer: int, items: list, cache: ActivationCache, num_heads: int, causal: bool = True):
     if site == "z":
         def z_hook(module, args):
             x = args[0]
@@ -591,8 +591,8 @@ def _eager_attention(target, on: bool):
 
 
 @contextmanager
-def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCache]:
-    """Apply ``edits`` at their hook points while the body runs; yields the ``HeadCache``.
+def intervene(target, *edits, num_heads: int | None = None) -> Iterator[ActivationCache]:
+    """Apply ``edits`` at their hook points while the body runs; yields the ``ActivationCache``.
 
     ``target`` is a ``VLMAdapter``, ``adapter.vision`` (a ``Stack``), or anything with ``layers``,
     ``attention(l)``, ``o_proj(l)``, ``num_layers``, ``num_heads`` (``decoder`` too when attention patterns
@@ -601,7 +601,7 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCach
     """
     num_layers = target.num_layers
     num_heads = num_heads or target.num_heads
-    cache = HeadCache()
+    cache = ActivationCache()
     handles = []
     points = _expand(edits, num_layers)
     try:

@@ -5,8 +5,9 @@ vision tower's heads, and train.py / analyze.py eval end to end.
 
 An architecture joins by one entry in ``ARCHS``: the names its tiny build gives (in transformers 5.x) to the
 language model's and the vision tower's attention output projections, which the tests hook themselves (so
-``vseam.models.structure`` is checked against them, not used by them), and whether its image-token count
-follows the image's size.
+``vseam.models.structure`` is checked against them, not used by them), whether its image-token count
+follows the image's size, and, where the processor puts markers among the image tokens (Idefics3's crop
+markers, InternVL's ``<img>`` ... ``</img>``), the tokens that open and close the image band.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ ARCHS = {
     "paligemma": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
                       vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
                       projector="model.multi_modal_projector", sizes_vary=False, attends_forward="prefix"),
+    "llava-onevision": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                            vision_out="model.vision_tower.encoder.layers.{l}.self_attn.out_proj",
+                            projector="model.multi_modal_projector", sizes_vary=True),
+    "idefics3": dict(lm_out="model.text_model.layers.{l}.self_attn.o_proj",
+                     vision_out="model.vision_model.encoder.layers.{l}.self_attn.out_proj", projector="model.connector",
+                     sizes_vary=True, band_ends=("<fake_token_around_image>", "<fake_token_around_image>")),
+    "smolvlm": dict(lm_out="model.text_model.layers.{l}.self_attn.o_proj",
+                    vision_out="model.vision_model.encoder.layers.{l}.self_attn.out_proj", projector="model.connector",
+                    sizes_vary=True, band_ends=("<fake_token_around_image>", "<fake_token_around_image>")),
+    "internvl": dict(lm_out="model.language_model.layers.{l}.self_attn.o_proj",
+                     vision_out="model.vision_tower.encoder.layer.{l}.attention.projection_layer",
+                     projector="model.multi_modal_projector", sizes_vary=True, band_ends=("<img>", "</img>")),
 }
 SIZES = [(32, 32), (24, 48), (40, 28)]  # (height, width) of the three samples' images
 QUESTIONS = [("Is there a circle?", "Yes"), ("What color is the big square on the left of the table?", "red"),
@@ -85,6 +98,12 @@ def _forward_logits(a, enc) -> torch.Tensor:
     """The HF model's own forward, logits at the last position."""
     with torch.no_grad():
         return a.model(**a.model_inputs(enc), use_cache=False).logits[:, -1]
+
+
+def _text_tokens(a, question: str) -> int:
+    """How many tokens the prompt of ``question`` has besides its image placeholder (tokenizer alone)."""
+    ids = a.tokenizer(a.prompt(question))["input_ids"]
+    return len(ids) - ids.count(a.image_token_id)
 
 
 def _zero_head(module, h: int, D: int):
@@ -161,7 +180,9 @@ def test_every_architecture_has_its_entry_configs_and_builder():
                        ("qwen2.5-vl-7b", "qwen2.5-vl"),
                        ("qwen3-vl-8b", "qwen3-vl"),
                        ("gemma-3-4b-it", "gemma3"),
-                       ("paligemma2-3b-mix-224", "paligemma")):
+                       ("paligemma2-3b-mix-224", "paligemma"),
+                       ("llava-onevision-qwen2-7b", "llava-onevision"), ("idefics3-8b", "idefics3"),
+                       ("smolvlm2-2.2b", "smolvlm"), ("internvl3-8b", "internvl")):
         assert (CONFIG_DIR / "model" / f"{name}.yaml").exists()
         cfg = load_config([f"model={name}"])  # a real checkpoint: not loadable here, its config validates
         assert cfg.model.arch == arch and "/" in cfg.model.path
@@ -431,16 +452,22 @@ def test_positions_are_where_the_processor_put_the_image_tokens(arch_adapter, ar
     ids, mask = enc.inputs["input_ids"], enc.inputs["attention_mask"]
     lay = layouts(a, ids, mask, [s.question for s in samples], enc.ids)
     counts = []
+    ends = ARCHS[a.arch].get("band_ends")
     for b, (s, l) in enumerate(zip(samples, lay)):
         img = l.positions("image")
-        image_tokens = (ids[b] == a.image_token_id).nonzero().squeeze(1).tolist()
+        visual = (ids[b] == a.image_token_id).nonzero().squeeze(1).tolist()
         assert img == list(range(img[0], img[0] + len(img)))  # one labelled band: tiles and newlines included
-        assert set(image_tokens) <= set(img)  # every image token, and besides them only the processor's markers
-        markers = [t for t in img if t not in image_tokens]
-        assert a.tokenizer.convert_ids_to_tokens(ids[b, markers].tolist()) == ARCHS[a.arch].get("markers", [])
+        if ends is None:  # every image token, and besides them only the processor's fixed markers (Gemma 3)
+            assert set(visual) <= set(img)
+            markers = [t for t in img if t not in visual]
+            assert a.tokenizer.convert_ids_to_tokens(ids[b, markers].tolist()) == ARCHS[a.arch].get("markers", [])
+        else:  # the processor's markers open and close the band, every image token inside it
+            assert a.tokenizer.convert_ids_to_tokens([int(ids[b, img[0]]), int(ids[b, img[-1]])]) == list(ends)
+            assert set(visual) <= set(img) and len(img) > len(visual)
+            assert len(img) == int(mask[b].sum()) - _text_tokens(a, s.question)  # exactly what replaced the placeholder
         h, w = s.image.height, s.image.width
-        assert len(image_tokens) == a.processor._get_num_multimodal_tokens(image_sizes=[[h, w]])["num_image_tokens"][0]
-        counts.append(len(image_tokens))
+        assert len(visual) == a.processor._get_num_multimodal_tokens(image_sizes=[[h, w]])["num_image_tokens"][0]
+        counts.append(len(visual))
         q = l.positions("question")
         assert a.tokenizer.decode(ids[b, q].tolist()).strip() == s.question
         assert [r == "pad" for r in l.roles] == (~mask[b].bool()).tolist()
@@ -490,8 +517,11 @@ def test_tracing_identities(arch_adapter, arch_samples):
         one, _ = TraceEngine(a, {"rows_per_forward": 4096}).trace_pairs(a.encode([clean[i], edited[i]]), [qs[i]])
         for k in ("tokenwise_prob", "tokenwise_logit", "group_prob", "group_logit", "lens_prob"):
             torch.testing.assert_close(getattr(many[i], k), getattr(one[0], k), rtol=0, atol=1e-5)
-        assert many[i].roles.count("image") == (enc.inputs["input_ids"][i] == a.image_token_id).sum() + len(
-            ARCHS[a.arch].get("markers", []))
+        if ARCHS[a.arch].get("band_ends") is None:
+            assert many[i].roles.count("image") == (enc.inputs["input_ids"][i] == a.image_token_id).sum() + len(
+                ARCHS[a.arch].get("markers", []))
+        else:  # the band: what replaced the prompt's placeholder (every image token and the processor's markers)
+            assert many[i].roles.count("image") == int(enc.inputs["attention_mask"][i].sum()) - _text_tokens(a, qs[i])
         assert float(many[i].tokenwise_prob.std()) > 2e-5  # not a constant map: the comparison can fail
 
 

@@ -12,7 +12,8 @@ from vseam.config import ANALYZE_TOP, TRAIN_TOP, ConfigError, describe_groups, e
 ANALYSES: dict[str, tuple[str, str, str]] = {
     "heads": ("vseam.attribution.run", "run_heads", "head attribution: positive / negative / signed L x H scores"),
     "edit": ("vseam.editing.run", "run_edit", "semantic editing of real images and the effective-edit filter"),
-    "eval": ("vseam.evaluation.run", "run_eval", "score a model (optionally modulated) on GQA / POPE / COCO-QA"),
+    "eval": ("vseam.modulation.apply", "run_eval",
+             "score a model (optionally modulated, or with a field method) on GQA / POPE / COCO-QA"),
     "ablate": ("vseam.study.ablation", "run_ablate", "ablation study: top-K positive / negative vs K random heads"),
     "overlap": ("vseam.study.run", "run_overlap", "cross-level overlap of per-category head sets, with tests"),
     "report": ("vseam.study.report", "run_report", "one self-contained HTML report of a results folder"),

@@ -35,8 +35,8 @@ class ConfigError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------- choices
 # Each key's choices, declared once as the type of its field below (the modules that act on them read them
 # from here with ``typing.get_args``); OmegaConf refuses any other value when the configuration is composed.
-Arch = Literal["llava", "instructblip", "llava-next", "qwen2-vl", "qwen2.5-vl", "qwen3-vl", "gemma3",
-               "paligemma"]  # one adapter each in vseam.models.ADAPTERS (tests/test_architectures.py)
+Arch = Literal["llava", "instructblip", "llava-next", "qwen2-vl", "qwen2.5-vl", "qwen3-vl", "gemma3", "paligemma",
+               "llava-onevision", "idefics3", "smolvlm", "internvl"]  # one adapter each in vseam.models.ADAPTERS
 DType = Literal["float32", "bfloat16", "float16"]  # vseam.models.loading maps each to its torch dtype
 AnswerDefinition = Literal["project", "reference"]  # vseam.models.base.ANSWER_DEFINITIONS implements each
 DataFormat = Literal["organism", "gqa", "pope", "cocoqa"]  # vseam.data.readers (the organism: its written world)
@@ -48,7 +48,12 @@ AttributionMethod = Literal["exact", "atp"]  # vseam.attribution.sweep runs thes
 AtpSpace = Literal["logodds", "prob"]  # vseam.attribution.patching linearises in these
 AtpPath = Literal["all", "index", "layer"]  # vseam.attribution.patching: the heads ablated together at alpha
 Tower = Literal["language", "vision"]  # whose heads are scored (VLMAdapter.stack)
-ModulationMethod = Literal["none", "heuristic", "learned", "random", "bias", "lora", "ia3"]  # modulation.methods.METHODS
+FieldAttentionMethod = Literal["pai", "vaf", "spin", "adhh", "vcd"]  # vseam.modulation.field_attention
+FieldActivationMethod = Literal["vhr", "ict", "vti"]  # vseam.modulation.field_activation
+ModulationMethod = Literal["none", "heuristic", "learned", "random", "bias", "lora", "ia3", FieldAttentionMethod,
+                           FieldActivationMethod]  # one runner each in vseam.modulation.methods.METHODS
+EvalMethod = Literal["none", FieldAttentionMethod, FieldActivationMethod]  # eval.method: the field methods eval applies
+IctType = Literal["image", "object", "both"]  # vseam.modulation.field_activation: the levels of ICT
 Scale = Literal["scalar", "vector", "none"]
 Select = Literal["key", "all"]
 Scheduler = Literal["constant", "cosine"]
@@ -151,8 +156,26 @@ class ModulationConfig:
     attribution_limit: Optional[int] = checked(240, ge=1)  # when computing scores: at most this many train samples; None = all
     methods: list[ModulationMethod] = checked(lambda: ["none", "heuristic", "learned", "random", "bias", "lora", "ia3"],
                                               nonempty=True, distinct=True)
-    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3
+    # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3 | pai | vaf | spin | adhh | vcd
     heuristic_lambda: float = 1.0  # heuristic rescaling: scale = clip(1 + lambda * signed score, 0, 2)
+    # the field's attention-level methods (vseam.modulation.field_attention), each paper's LLaVA-1.5-7B defaults; a
+    # layer range [start, end) is of a field_depth-layer model and scaled to the model's depth (round(l * L / depth))
+    field_depth: int = checked(32, ge=1)  # the depth the *_layers ranges are written for (LLaVA-1.5-7B: 32 layers)
+    pai_alpha: float = checked(0.2, ge=0)  # PAI: image attention of the last query amplified, s <- s + alpha * |s| (pre-softmax)
+    pai_layers: list[int] = field(default_factory=lambda: [2, 32])  # PAI: layers [start, end) amplified
+    pai_gamma: float = checked(1.1, ge=1)  # PAI: contrast with the image-free input, gamma * l(x) - (gamma - 1) * l(x'); 1 = off
+    pai_beta: float = checked(0.1, gt=0, le=1)  # PAI: plausibility cutoff of the contrast (p < beta * max p ruled out)
+    vaf_enhance: float = checked(1.15, ge=0)  # VAF: scores of the queries after the image to the image keys multiplied by this
+    vaf_suppress: float = checked(0.95, ge=0)  # VAF: ... to the system prompt's keys (the text before the image) by this
+    vaf_layers: list[int] = field(default_factory=lambda: [9, 15])  # VAF: layers [start, end) (the middle layers)
+    spin_keep: float = checked(0.8, gt=0, le=1)  # SPIN: share of heads kept at the last query, the top by image attention (routed_heads)
+    spin_damp: float = checked(0.1, ge=0, le=1)  # SPIN: factor on the other heads' outputs (small_num_mask)
+    spin_layers: list[int] = field(default_factory=lambda: [0, 32])  # SPIN: layers [start, end)
+    adhh_k: int = checked(20, ge=1)  # AD-HH: hallucination heads, the top-K contrastive influence on the train split
+    adhh_threshold: float = checked(0.4, ge=0, le=1)  # AD-HH: a head's last-query attention to the text after the image is zeroed when >= this
+    vcd_alpha: float = checked(1.0, ge=0)  # VCD: contrast (1 + alpha) * l(x) - alpha * l(x with the distorted image)
+    vcd_beta: float = checked(0.1, gt=0, le=1)  # VCD: plausibility cutoff (p < beta * max p ruled out)
+    vcd_noise_step: int = checked(500, ge=0, le=999, what="a diffusion step")  # VCD: diffusion noise step (of 1000) of the distorted image
     k_random: Optional[int] = checked(None, ge=1)  # heads of the random-heads control; None = as many as the key heads
     random_draws: int = checked(99, ge=1)  # random head sets of the random-heads control, each trained as the key heads
     draws_together: Optional[int] = checked(8, ge=1)  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
@@ -167,6 +190,22 @@ class ModulationConfig:
     cache_embeddings: bool = True  # encode each sample's image once and reuse the LM inputs every epoch
     norm_every: int = checked(10, ge=0)  # log per-head |scale - 1| and |offset| every N steps (with a logger); 0 = never
     allow_other_model: bool = False  # use head scores / a modulation made with other weights than this model's (warned)
+    # the field's activation-level methods (issue 27; vseam.modulation.field_activation), each paper's defaults
+    vhr_alpha: float = checked(2.0, gt=0, what="a scale", why="the paper's 2; 1 = no change")  # VHR (ACL 2025): scale of the vision-aware heads' outputs
+    vhr_layers: list[int] = field(default_factory=lambda: [18, 32])  # VHR: layers [start, end) of a 32-layer model,
+    # scaled to the model's depth (round(l * L / 32)); paper: the last 14 for LLaVA, [14, 32] (the last 18) for InstructBLIP
+    vhr_layer_one: bool = True  # VHR: and the second layer (layer 1; paper: LLaVA yes, InstructBLIP no)
+    ict_num_heads: int = checked(256, ge=1)  # ICT (CVPR 2025): heads shifted per level, top by probe accuracy, of LLaVA-1.5-7B's
+    # 1024 (32 x 32): the same share of the model's heads (round(n * L * H / 1024), at least 1)
+    ict_alpha: float = checked(8.0, ge=0)  # ICT: shift strength (times the std of the activations along the direction)
+    ict_type: IctType = "both"  # ICT: image | object | both (the levels whose directions are estimated and applied)
+    ict_samples: Optional[int] = checked(1500, ge=2)  # ICT: at most this many train samples estimate the directions; null = all
+    ict_blur_radius: float = checked(5.0, gt=0, what="a blur radius", why="pixels")  # ICT: Gaussian blur radius (pixels of the image as stored) of the degraded images
+    vti_alpha_text: float = checked(0.9, ge=0)  # VTI (ICLR 2025): strength of the language model's steering; 0 = off
+    vti_alpha_image: float = checked(0.9, ge=0)  # VTI: strength of the vision encoder's steering; 0 = off
+    vti_num_demos: int = checked(70, ge=2, why="a principal direction needs two differences")  # VTI: train samples the steering directions are estimated from
+    vti_mask_ratio: float = checked(0.99, gt=0, lt=1, what="a share of patches")  # VTI: share of the image's patches masked in each perturbed copy
+    vti_num_trials: int = checked(50, ge=1)  # VTI: perturbed copies of each image averaged
 
 
 @dataclass
@@ -197,6 +236,7 @@ class TrainerConfig:
 class EvalConfig:
     # `python analyze.py eval`: the model as configured, and with a saved modulation when one is named
     checkpoint: Optional[str] = None  # a saved modulation (.safetensors, from train.py) to apply; None = the model alone
+    method: EvalMethod = "none"  # none: eval.checkpoint's learned modulation, if any | pai | vaf | spin | vcd (from modulation.* or a train.py file) | adhh (a train.py file)
     allow_overlap: bool = False  # score a modulation on samples it was trained / selected on (warned, marked in results)
 
 

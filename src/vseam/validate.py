@@ -9,9 +9,11 @@ is said by the run once the model is loaded (``say_k_fits``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, get_args
 
-from vseam.config import ConfigError, check_values
+from vseam.config import ConfigError, FieldActivationMethod, check_values
+
+NEED_A_FILE = ("adhh", *get_args(FieldActivationMethod))  # eval.method values estimated from data by train.py: eval.checkpoint names their file
 
 def _devices(tc: Any) -> int:
     """Checks ``trainer.devices`` and returns the number of processes it starts (``world_size``)."""
@@ -110,7 +112,7 @@ def validate(cfg: Any, command: str) -> None:
                               f"trainer.accelerator=cpu (or auto)")
     _logger(cfg.logger)
     checks: dict[str, Callable[[], None]] = {"heads": lambda: _attribution(a, tc), "train": lambda: _train(cfg),
-                                             "eval": lambda: _eval(cfg.eval), "edit": lambda: _edit(cfg.edit),
+                                             "eval": lambda: _eval(cfg), "edit": lambda: _edit(cfg.edit),
                                              "ablate": lambda: (_attribution(a, tc), _study(cfg.study)),
                                              "overlap": lambda: (_attribution(a, tc), _study(cfg.study)),
                                              "report": lambda: None,
@@ -155,10 +157,12 @@ def _train(cfg: Any) -> None:
                           "modulation nothing to learn: turn one of them on")
     if mc.select == "key" and int(mc.k_pos) + int(mc.k_neg) == 0 and any(x in ("learned", "random") for x in methods):
         raise ConfigError("modulation.k_pos=0 and modulation.k_neg=0 select no key head to modulate")
+    check_field_activation(mc)
     v, t = float(mc.val_fraction), float(mc.test_fraction)
     if not v + t < 1:
         raise ConfigError(f"modulation.val_fraction={v}, modulation.test_fraction={t}: each must be in (0, 1) "
                           f"and their sum below 1")
+    check_field_methods(mc, methods)
     if int(tc.max_epochs) < 1 and int(tc.max_steps) < 1:
         raise ConfigError(f"trainer.max_epochs={tc.max_epochs} (and trainer.max_steps={tc.max_steps}): expected "
                           f"max_epochs >= 1 or max_steps >= 1")
@@ -182,12 +186,41 @@ def _train(cfg: Any) -> None:
                           f"heads are ranked on exact scores only; set attribution.rescore_top_k >= {k}")
 
 
-def _eval(ev: Any) -> None:
+def _layers(key: str, value: Any, depth: int, of: str) -> None:
+    rng = list(value) if value is not None else []
+    if len(rng) != 2 or any(not isinstance(v, int) for v in rng) or not 0 <= rng[0] < rng[1] <= depth:
+        raise ConfigError(f"modulation.{key}={rng!r}: expected [start, end) with 0 <= start < end <= {of}")
+
+
+def check_field_methods(mc: Any, methods: Iterable[str]) -> None:
+    """The layer ranges of the field's attention-level methods named in ``methods``, against
+    ``modulation.field_depth`` (their other hyperparameters are checked at their fields)."""
+    depth = int(mc.field_depth)
+    for name in ("pai", "vaf", "spin"):
+        if name in set(methods):
+            _layers(f"{name}_layers", mc[f"{name}_layers"], depth, f"modulation.field_depth={depth}")
+
+
+def check_field_activation(mc: Any) -> None:
+    """VHR's layer range (of a 32-layer model) and VTI's two strengths together (``modulation.vhr_*``, ``vti_*``;
+    the other hyperparameters of VHR, ICT and VTI are checked at their fields)."""
+    _layers("vhr_layers", mc.vhr_layers, 32, "32 (of a 32-layer model, scaled to the model's depth)")
+    if float(mc.vti_alpha_text) == 0 and float(mc.vti_alpha_image) == 0 and "vti" in list(mc.methods):
+        raise ConfigError("modulation.vti_alpha_text=0 and modulation.vti_alpha_image=0: VTI would steer nothing")
+
+
+def _eval(cfg: Any) -> None:
     from pathlib import Path
 
+    ev = cfg.eval
     if ev.checkpoint and not Path(str(ev.checkpoint)).is_file():
         raise ConfigError(f"eval.checkpoint={ev.checkpoint}: no such file (expected a modulation.safetensors "
-                          f"written by train.py)")
+                          f"written by train.py{'' if ev.method == 'none' else f', or its methods/{ev.method}.safetensors'})")
+    if ev.method in NEED_A_FILE and not ev.checkpoint:
+        raise ConfigError(f"eval.method={ev.method} is estimated on a train split by train.py: set eval.checkpoint to "
+                          f"the methods/{ev.method}.safetensors of that run")
+    if ev.method != "none" and not ev.checkpoint:  # from the hyperparameters alone
+        check_field_methods(cfg.modulation, [ev.method])
 
 
 def _edit(e: Any) -> None:

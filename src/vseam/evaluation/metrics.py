@@ -1,7 +1,8 @@
 """Benchmark metrics as pure functions over per-sample records: accuracy overall and per group (level,
 category); POPE's accuracy / precision / recall / F1 / yes-ratio (torchmetrics, "yes" = positive) and,
 from the recorded yes-vs-no margin, its threshold-free AUROC and the accuracy at a yes-ratio of 0.5; and
-the intervals and paired tests of two runs on the same questions (``vseam.stats``).
+the intervals and paired tests of two runs on the same questions, overall and per level / POPE split
+(``vseam.stats``).
 """
 
 from __future__ import annotations
@@ -112,3 +113,20 @@ def paired_comparison(a: Sequence[dict], b: Sequence[dict], *, seed: int = 0, n_
     test = stats.mcnemar(ca, cb)
     diff = stats.paired_bootstrap_ci(ca, cb, n_boot=n_boot, seed=seed, level=level)
     return {**test, "diff": diff["diff"], "se": diff["se"], "ci": diff["ci"]}
+
+
+def paired_by_group(a: Sequence[dict], b: Sequence[dict], *, seed: int = 0, n_boot: int = 2000, level: float = 0.95,
+                    names: tuple[str, str] = ("a", "b")) -> dict:
+    """``paired_comparison`` of run A against run B on the same questions, overall and within each semantic level
+    (``by_level``: the records' ``level``) and each POPE split (``by_pope_split``: the ``category`` of POPE records)."""
+    out = paired_comparison(a, b, seed=seed, n_boot=n_boot, level=level, names=names)
+    groups = {"by_level": defaultdict(set), "by_pope_split": defaultdict(set)}
+    for r in a:
+        if r.get("level") is not None:
+            groups["by_level"][str(r["level"])].add(r["id"])
+        if r.get("benchmark") == "pope" and r.get("category") is not None:
+            groups["by_pope_split"][str(r["category"])].add(r["id"])
+    for kind, by in groups.items():
+        out[kind] = {g: paired_comparison([r for r in a if r["id"] in ids], [r for r in b if r["id"] in ids], seed=seed,
+                                          n_boot=n_boot, level=level, names=names) for g, ids in sorted(by.items())}
+    return out

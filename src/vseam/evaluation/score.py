@@ -1,6 +1,14 @@
-"""Score samples with a model, with or without an edit (a per-head modulation, a logit bias): one record per
-sample (prediction, correctness, answer probability, yes-vs-no margin) and a counted list of skipped
-samples (missing images).
+"""Score samples with a model, with or without an edit (a per-head modulation, a logit bias, an attention edit,
+edits made for each batch), optionally by contrastive next-token scoring (``Contrast``): one record per sample
+(prediction, correctness, answer probability, yes-vs-no margin) and a counted list of skipped samples
+(missing images).
+
+Contrastive decoding (VCD, PAI's logit refinement) contrasts the next-token distribution of the input with that
+of a second input (a distorted image, no image). The answer here is one token, so decoding reduces to the
+next-token distribution at the answer position: ``evaluate(..., contrast=Contrast(...))`` runs the second input
+through the model as it is (the method's edits act on the first input only, as PAI turns its attention edit off
+for the image-free pass), combines ``(1 + alpha) * l(x) - alpha * l(x')`` and applies the adaptive plausibility
+constraint, and every record is read off the combined logits.
 
 The yes-vs-no margin of a yes/no question is ``log p(yes) - log p(no)`` at the answer position, each
 ``p`` summed over the answer's probability ids under the model's answer definition (SPEC section 0:
@@ -11,6 +19,7 @@ other answers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -19,7 +28,7 @@ import torch
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.evaluation.metrics import summarize
 from vseam.interventions import GroupedHeadModulation, intervene
-from vseam.models.base import answer_mask, answer_stats
+from vseam.models.base import Embedded, answer_mask, answer_stats
 from vseam.models.cache import Batch, EmbeddingCache
 
 _OPPOSITE = {"yes": "no", "no": "yes"}
@@ -63,8 +72,53 @@ def yes_no_margin(adapter, logits: torch.Tensor, answers: Sequence[str | None]) 
     ninf = torch.tensor(float("-inf"), device=x.device)
     margin = torch.where(yes, x, ninf).logsumexp(-1) - torch.where(no, x, ninf).logsumexp(-1)
     for i, m in zip(rows, margin.tolist()):
-        out[i] = float(m)
+        # +-inf: one answer was ruled out (a contrast's plausibility constraint); both ruled out: no margin (NaN)
+        out[i] = None if math.isnan(m) else float(m)
     return out
+
+
+@dataclass
+class Contrast:
+    """Contrastive next-token scoring: ``c = (1 + alpha) * l(x) - alpha * l(x')`` at the answer position.
+
+    ``l`` is the logits (VCD) or, with ``log_probs``, the log-probabilities (PAI's CFG processor works on
+    log-softmax; the two give the same distribution, arg-max and yes-vs-no margin, since they differ by a
+    constant per row). ``x`` is the input as scored (with the method's edits), ``x'`` the second input,
+    ``second(samples, batch) -> Embedded``, run through the model without edits. With ``beta`` the adaptive
+    plausibility constraint: where ``p(token | x) < beta * max p(. | x)``, ``c = -inf`` (VCD's and PAI's cutoff,
+    ``log(beta) + max`` on the first input's logits). ``alpha = 0`` gives the first input's own logits back
+    (the constraint aside). ``name`` says what the second input is (records, summaries).
+    """
+
+    alpha: float
+    second: Callable[[Sequence[Sample], Batch], Embedded]
+    beta: float | None = None
+    log_probs: bool = False
+    name: str = "second input"
+
+
+def contrast_logits(first: torch.Tensor, second: torch.Tensor, alpha: float, beta: float | None = None,
+                    log_probs: bool = False) -> torch.Tensor:
+    """``(1 + alpha) * l(first) - alpha * l(second)`` over the vocabulary (``l``: identity, or log-softmax with
+    ``log_probs``), set to ``-inf`` where ``first`` is implausible (``softmax(first) < beta * max``), in float32."""
+    a, b = first.float(), second.float()
+    if log_probs:
+        a, b = a.log_softmax(-1), b.log_softmax(-1)
+    out = (1 + alpha) * a - alpha * b
+    if beta is not None:
+        cutoff = math.log(beta) + a.max(-1, keepdim=True).values
+        out = out.masked_fill(a < cutoff, float("-inf"))
+    return out
+
+
+def _edits(modulation, batch: Batch) -> list:
+    """The edits to apply to ``batch``: none, one edit, a list of them, or what an object with
+    ``for_batch(batch)`` (edits that depend on the batch: its image tokens' positions) makes for it."""
+    if modulation is None:
+        return []
+    if hasattr(modulation, "for_batch"):
+        return list(modulation.for_batch(batch))
+    return list(modulation) if isinstance(modulation, (list, tuple)) else [modulation]
 
 
 def _batches(adapter, samples: Sequence[Sample], batch_size: int, cache: EmbeddingCache, skipped: list[dict],
@@ -106,24 +160,30 @@ def _records(adapter, chunk: Sequence[Sample], batch: Batch, logits: torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(adapter, samples: Sequence[Sample], modulation=None, *, batch_size: int = 16,
-             cache: EmbeddingCache | None = None, logits_fn: Callable | None = None,
+def evaluate(adapter, samples: Sequence[Sample], modulation=None, *, contrast: Contrast | None = None,
+             batch_size: int = 16, cache: EmbeddingCache | None = None, logits_fn: Callable | None = None,
              progress: bool = False) -> EvalResult:
     """Score ``samples``; a sample whose image is missing is skipped and counted, never scored 0.0.
 
     ``modulation``: any edit of ``vseam.interventions`` applied while scoring (a ``HeadModulation``, a
-    ``LogitBias``); ``logits_fn(batch) -> [B, V]`` replaces the default forward (peft-adapted copies).
+    ``LogitBias``, an ``AttentionEdit``), a list of edits, or an object whose ``for_batch(batch)`` makes the
+    edits of each batch; ``contrast``: contrastive next-token scoring against a second input (``Contrast``);
+    ``logits_fn(batch) -> [B, V]`` replaces the default forward (peft-adapted copies).
     """
     cache = cache if cache is not None else EmbeddingCache(adapter)
     records, skipped = [], []
     for chunk, batch in _batches(adapter, samples, batch_size, cache, skipped, progress):
+        edits = _edits(modulation, batch)
         if logits_fn is not None:
             logits = logits_fn(batch)
-        elif modulation is not None:
-            with intervene(adapter, modulation):
+        elif edits:
+            with intervene(adapter, *edits):
                 logits = adapter.lm_logits(batch.emb)
         else:
             logits = adapter.lm_logits(batch.emb)
+        if contrast is not None:
+            logits = contrast_logits(logits, adapter.lm_logits(contrast.second(chunk, batch)), float(contrast.alpha),
+                                     contrast.beta, contrast.log_probs)
         records += _records(adapter, chunk, batch, logits)
     return EvalResult(records, skipped)
 

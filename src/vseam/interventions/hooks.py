@@ -9,8 +9,15 @@ Hook points (``site``), named for what they are (TransformerLens's ``hook_*`` na
 - ``"attn_out"``: the attention block's output (after ``o_proj``), added to the residual, [B, T, d];
 - ``"mlp_out"``: the MLP block's output, added to the residual, [B, T, d];
 - ``"resid_post"``: the residual stream leaving the layer, [B, T, d] (``hook_resid_post``);
-- ``"attn_pattern"``: the attention probabilities [B, H, query, key] (read only). The fast kernels
-  return none, so a context that reads them runs the language model's eager attention path;
+- ``"attn_scores"``: the attention logits as the softmax sees them, [B, H, query, key]: ``q k^T / sqrt(d)`` plus
+  the mask (and whatever the architecture adds before its softmax, e.g. Gemma's soft cap), per head (``hook_attn_scores``);
+- ``"attn_pattern"``: the attention probabilities [B, H, query, key], the softmax's output (``hook_pattern``).
+  The fast kernels compute neither, so a context that touches them runs the stack's eager attention path.
+  Reading the pattern alone is a hook on the attention block's output; an edit of either (and every item at
+  that layer's scores or pattern then) goes through the eager path's softmax call itself: while the layer's
+  attention runs, its one softmax over [B, H, query, key] is intercepted (a ``TorchFunctionMode``), the
+  ``attn_scores`` items act on its input and the ``attn_pattern`` items on its output, so what the model
+  computes next (``pattern @ V``, ``o_proj``) sees the edited values;
 - ``"proj_out"`` (vision tower only, layer 0): the projector / connector's output, what the language model
   receives for the image tokens (LLaVA: [images or tiles, tokens, d]; Qwen2-VL's merger: [tokens, d]);
 - ``"logits"``: the output of the language-model head, [..., V] (``LogitBias`` only).
@@ -29,6 +36,10 @@ this one mechanism:
   as (trainable) ``nn.Parameter``s;
 - ``GroupedHeadModulation``: G such modulations in one batch, each on its own heads and rows;
 - ``LogitBias``: learned biases on the answer logits (the yes-vs-no margin, answer words);
+- ``Steer``: a fixed steering vector added to chosen heads (``z``) or to a hidden state, or VTI's norm-preserving
+  rotation of a hidden state towards it, at every, the last, or chosen positions;
+- ``AttentionEdit``: ``x <- scale * x + amplify * |x| + add`` on the attention scores (or probabilities) of
+  chosen heads at chosen (query, key) positions (PAI, VAF and any attention reweighting);
 - ``Read``: cache the values of a site, optionally with their gradients.
 
 Heads are chosen per sample by a bool mask [B, H] (or one list of heads for the whole batch), and
@@ -43,9 +54,11 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-SITES = ("z", "resid_pre", "attn_out", "mlp_out", "resid_post", "attn_pattern", "proj_out")
+SITES = ("z", "resid_pre", "attn_out", "mlp_out", "resid_post", "attn_scores", "attn_pattern", "proj_out")
 HIDDEN_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_post")
+ATTENTION_SITES = ("attn_scores", "attn_pattern")  # [B, H, query, key], before / after the softmax (eager path)
 LAYERLESS_SITES = ("proj_out",)  # one hook point per stack, at layer 0
 
 
@@ -151,8 +164,9 @@ class Patch:
 
     def __post_init__(self):
         _check_site(self.site)
-        if self.site == "attn_pattern":
-            raise ValueError("attention patterns can be read, not patched (patch z or attn_out instead)")
+        if self.site in ATTENTION_SITES:
+            raise ValueError(f"attention {self.site.split('_')[1]} can be read, not patched (edit them with "
+                             f"AttentionEdit, or patch z or attn_out instead)")
         if self.site != "z" and self.heads is not None:
             raise ValueError(f"Patch at site {self.site!r} (a hidden state) takes no heads")
 
@@ -177,12 +191,80 @@ class Patch:
         return torch.where(_where_mask(_head_mask(heads, B, H, z.device), self.positions, z), src, z)
 
 
+STEER_MODES = ("add", "rotate")
+
+
+@dataclass
+class Steer:
+    """Steer the values of ``site`` along a fixed ``vector`` (activation steering), at chosen positions.
+
+    - ``mode="add"``: ``x <- x + strength * vector`` (at ``z``: ``vector`` [H, D], a zero row leaves its head alone);
+    - ``mode="rotate"`` (hidden-state sites): the norm-preserving steering of VTI (Liu et al., ICLR 2025,
+      ``vti_utils/llm_layers.py``), ``x <- |x| * normalize(x / |x| + strength * vector / |vector|)`` per position.
+
+    ``vector``: [H, D] at ``z``; at a hidden-state site [d] (every position) or [T, d] (one per position: a
+    vision tower's fixed grid of tokens). ``positions``: None (every position), ``"last"`` (the last position of
+    every row: the answer position of a left-padded batch) or a bool mask [B, T].
+    """
+
+    layer: int
+    vector: torch.Tensor
+    site: str = "z"
+    strength: float = 1.0
+    mode: str = "add"
+    positions: torch.Tensor | str | None = None
+
+    def __post_init__(self):
+        _check_site(self.site)
+        if self.site != "z" and self.site not in HIDDEN_SITES:
+            raise ValueError(f"Steer at site {self.site!r}: expected z or a hidden-state site {HIDDEN_SITES}")
+        if self.mode not in STEER_MODES:
+            raise ValueError(f"steering mode {self.mode!r}: expected one of {STEER_MODES}")
+        if self.mode == "rotate" and self.site == "z":
+            raise ValueError("Steer(mode='rotate') steers a hidden state; at z (per head) use mode='add'")
+        if isinstance(self.positions, str) and self.positions != "last":
+            raise ValueError(f"steering positions {self.positions!r}: expected None, 'last' or a bool mask [B, T]")
+        want = (2,) if self.site == "z" else (1, 2)
+        if self.vector.dim() not in want:
+            raise ValueError(f"steering vector of shape {tuple(self.vector.shape)} at {self.site}: expected "
+                             f"{'[H, D]' if self.site == 'z' else '[d] or [T, d]'}")
+
+    def apply(self, x: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+        v = self.vector.to(device=x.device, dtype=torch.float32)
+        if self.site == "z":
+            if v.shape != x.shape[2:]:
+                raise ValueError(f"steering vector {tuple(v.shape)} does not fit the heads [H, D] = "
+                                 f"{tuple(x.shape[2:])} at z of layer {self.layer}")
+            v = v[None, None]
+        elif v.shape != x.shape[-1:] and v.shape != x.shape[1:]:
+            raise ValueError(f"steering vector {tuple(v.shape)} does not fit [d] = [{x.shape[-1]}] or [T, d] = "
+                             f"{list(x.shape[1:])} at {self.site} of layer {self.layer}")
+        if self.mode == "add":
+            new = x + (self.strength * v).to(x.dtype)
+        else:
+            norm = x.float().norm(dim=-1, keepdim=True)
+            unit = torch.nn.functional.normalize(v, dim=-1)
+            new = (torch.nn.functional.normalize(torch.nn.functional.normalize(x.float(), dim=-1) + self.strength * unit,
+                                                 dim=-1) * norm).to(x.dtype)
+        if self.positions is None:
+            return new
+        if isinstance(self.positions, str):
+            where = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+            where[:, -1] = True
+        else:
+            where = self.positions.to(x.device)
+            if where.shape != x.shape[:2]:
+                raise ValueError(f"position mask {tuple(where.shape)} does not fit [B, T] = {tuple(x.shape[:2])} "
+                                 f"at {self.site} of layer {self.layer}")
+        return torch.where(where.reshape(*where.shape, *([1] * (x.dim() - 2))), new, x)
+
+
 @dataclass
 class Read:
     """Cache the values of ``site`` at ``layers`` (all when None) as they are at this point of the edit order.
 
     With ``grad=True`` a zero probe is added, so ``cache.grad(l, site)`` gives d(output)/d(value) after
-    backward without cutting any path through the model (not for ``attn_pattern``).
+    backward without cutting any path through the model (not for ``attn_pattern``; ``attn_scores`` has it).
     """
 
     layers: Iterable[int] | None = None
@@ -394,6 +476,71 @@ class GroupedHeadModulation(nn.Module):
                 f"scale={self.scale_kind}, offset={self.offset is not None}")
 
 
+def _per_head(value, batch: int, num_heads: int, x: torch.Tensor, what: str, layer: int):
+    """A float as it is, or a tensor [H] / [B, H] (one value per head, or per sample and head) as [B|1, H, 1, 1]."""
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    v = value.to(device=x.device, dtype=x.dtype)
+    if v.dim() not in (1, 2) or v.shape[-1] != num_heads or (v.dim() == 2 and v.shape[0] != batch):
+        raise ValueError(f"attention edit {what} of shape {tuple(v.shape)} does not fit [H] or [B, H] = [{batch}, "
+                         f"{num_heads}] at layer {layer}")
+    return v.reshape(-1 if v.dim() == 2 else 1, num_heads, 1, 1)
+
+
+@dataclass
+class AttentionEdit:
+    """``x <- scale * x + amplify * |x| + add`` on the attention scores (``site="attn_scores"``: the softmax's input,
+    ``q k^T / sqrt(d)`` + mask) or probabilities (``site="attn_pattern"``: its output) of layer ``layer``.
+
+    Only the chosen entries move: ``heads`` (bool [B, H] / [H] or head indices; None = every head), ``queries`` and
+    ``keys`` (bool [B, T] each, T the query / key length; None = every position). ``scale``, ``amplify`` and ``add``
+    are floats or tensors [H] / [B, H] (one per head, or per sample and head). At the scores an entry the mask
+    removed (-inf, or the dtype's minimum as transformers' eager masks write it) is never touched, so no edit lets
+    a query see a position it could not (padding, a later token). The defaults change nothing (bit-identical).
+
+    PAI's amplification (``amplify=alpha`` on the last query's image keys), VAF's enhancement and suppression
+    (``scale`` on the image / system-prompt keys) and attention reweighting at the pattern are instances of it.
+    """
+
+    layer: int
+    heads: torch.Tensor | Sequence[int] | None = None  # bool [B, H] / [H] or head indices; None = every head
+    queries: torch.Tensor | None = None  # bool [B, T_query]; None = every query
+    keys: torch.Tensor | None = None  # bool [B, T_key]; None = every key
+    scale: float | torch.Tensor = 1.0
+    amplify: float | torch.Tensor = 0.0
+    add: float | torch.Tensor = 0.0
+    site: str = "attn_scores"
+
+    def __post_init__(self):
+        if self.site not in ATTENTION_SITES:
+            raise ValueError(f"AttentionEdit at site {self.site!r}: expected one of {ATTENTION_SITES}")
+
+    def apply(self, x: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+        B, H, Q, K = x.shape
+        where = torch.ones(B, H, 1, 1, dtype=torch.bool, device=x.device)
+        if self.heads is not None:
+            where = _head_mask(self.heads, B, H, x.device)[:, :, None, None]
+        for name, mask, shape, view in (("query", self.queries, (B, Q), (B, 1, Q, 1)),
+                                        ("key", self.keys, (B, K), (B, 1, 1, K))):
+            if mask is not None:
+                if tuple(mask.shape) != shape:
+                    raise ValueError(f"attention edit {name} mask {tuple(mask.shape)} does not fit [B, T] = {list(shape)} "
+                                     f"at {self.site} of layer {self.layer}")
+                where = where & mask.to(device=x.device, dtype=torch.bool).reshape(view)
+        if self.site == "attn_scores":
+            where = where & (x > torch.finfo(x.dtype).min / 2)  # masked entries (-inf, finfo.min) stay masked
+        scale, amplify, add = (_per_head(v, B, H, x, n, self.layer) for v, n in
+                               ((self.scale, "scale"), (self.amplify, "amplify"), (self.add, "add")))
+        new = x
+        if not (isinstance(scale, float) and scale == 1.0):
+            new = new * scale
+        if not (isinstance(amplify, float) and amplify == 0.0):
+            new = new + amplify * x.abs()
+        if not (isinstance(add, float) and add == 0.0):
+            new = new + add
+        return torch.where(where, new, x)
+
+
 class LogitBias(nn.Module):
     """Learned biases on the answer logits (the bias-only baseline: does a gain need heads at all?), applied at
     the output of the language-model head (hook point ``"logits"``), every position.
@@ -479,8 +626,6 @@ def _expand(edits, num_layers: int) -> dict[tuple[str, int], list]:
                 raise ValueError(f"intervention at {site} of layer {l}: {site} is one hook point, at layer 0")
             if not 0 <= l < num_layers:
                 raise ValueError(f"intervention at layer {l}: the stack has {num_layers} layers")
-            if site == "attn_pattern" and not isinstance(item, Read):
-                raise ValueError(f"{type(item).__name__} at attention patterns: they can only be read")
             per_point.setdefault((site, l), []).append(item)
     return per_point
 
@@ -572,6 +717,69 @@ def _make_hook(site: str, layer: int, items: list, cache: ActivationCache, num_h
     return post_hook, "post"
 
 
+_SOFTMAXES = (torch.nn.functional.softmax, torch.softmax, torch.Tensor.softmax)
+
+
+class _SoftmaxTap(TorchFunctionMode):
+    """While one layer's attention runs (opened and closed by hooks on its attention block): its softmax over
+    the scores [B, H, query, key], with the ``attn_scores`` items applied to the softmax's input and the
+    ``attn_pattern`` items to its output. ``calls`` counts such softmaxes; exactly one is expected."""
+
+    def __init__(self, layer: int, scores: list, pattern: list, cache: ActivationCache, num_heads: int, causal: bool):
+        super().__init__()
+        self.layer, self.scores, self.pattern, self.cache = layer, scores, pattern, cache
+        self.num_heads, self.causal = num_heads, causal
+        self.calls = 0
+        self.active = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SOFTMAXES and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4 \
+                and args[0].shape[1] == self.num_heads and kwargs.get("dim", args[1] if len(args) > 1 else None) in (-1, 3):
+            self.calls += 1
+            if self.calls == 1:
+                x = _apply_items("attn_scores", self.layer, self.scores, args[0], self.cache)
+                out = func(x, *args[1:], **kwargs)
+                if self.causal and self.pattern:
+                    _check_causal(out, self.layer)
+                return _apply_items("attn_pattern", self.layer, self.pattern, out, self.cache)
+        return func(*args, **kwargs)
+
+    def open(self) -> None:
+        self.calls = 0
+        self.__enter__()
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            self.active = False
+            self.__exit__(None, None, None)
+
+
+def _tap_hooks(module: nn.Module, tap: _SoftmaxTap) -> list:
+    """Hooks on an attention block that open ``tap`` for the block's forward (closed also when it raises)."""
+    def pre(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:  # made for sdpa: eager would add it
+            raise RuntimeError(f"attention scores of layer {tap.layer} touched under a boolean (sdpa) attention mask: "
+                               f"the mask was made for another attention implementation; touch them in a context "
+                               f"that runs the whole language-model forward")
+        tap.open()
+
+    def post(module, args, kwargs, output):
+        tap.close()
+        if output is None:  # the forward raised: its own error is the one to see
+            return
+        if tap.calls != 1:
+            impl = getattr(getattr(module, "config", None), "_attn_implementation", "?")
+            raise RuntimeError(f"layer {tap.layer}'s attention ran {tap.calls} softmaxes over [B, {tap.num_heads} heads, "
+                               f"query, key] (attention implementation {impl!r}); its attention scores / pattern can be "
+                               f"edited only where one softmax computes them (not over a packed sequence of several "
+                               f"images, nor by a fused kernel)")
+    return [module.register_forward_pre_hook(pre, with_kwargs=True),
+            module.register_forward_hook(post, with_kwargs=True, always_call=True)]
+
+
 @contextmanager
 def _eager_attention(target, on: bool):
     """Run the language model's eager attention path (which returns patterns) while the body runs."""
@@ -602,11 +810,22 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[Activati
     num_layers = target.num_layers
     num_heads = num_heads or target.num_heads
     cache = ActivationCache()
-    handles = []
+    handles, taps = [], []
     points = _expand(edits, num_layers)
+    # layers whose softmax is intercepted: scores touched, or the pattern edited (a pattern only read is hooked on
+    # the attention block's output)
+    tapped = sorted({l for (site, l), items in points.items() if site == "attn_scores" or
+                     (site == "attn_pattern" and any(not isinstance(i, Read) for i in items))})
+    causal = getattr(target, "causal", True)
     try:
-        with _eager_attention(target, any(site == "attn_pattern" for site, _ in points)):
+        with _eager_attention(target, any(site in ATTENTION_SITES for site, _ in points)):
+            for layer in tapped:
+                taps.append(_SoftmaxTap(layer, points.get(("attn_scores", layer), []),
+                                        points.get(("attn_pattern", layer), []), cache, num_heads, causal))
+                handles += _tap_hooks(target.attention(layer), taps[-1])
             for (site, layer), items in points.items():
+                if site in ATTENTION_SITES and layer in tapped:
+                    continue
                 if site == "z":
                     module = target.o_proj(layer)
                 elif site == "logits":  # LogitBias: the language-model head's output
@@ -617,7 +836,7 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[Activati
                         raise ValueError(f"intervention at {site}: only the vision tower (adapter.vision) has it")
                 else:
                     module = block_modules(target, layer)[site]
-                hook, kind = _make_hook(site, layer, items, cache, num_heads, getattr(target, "causal", True))
+                hook, kind = _make_hook(site, layer, items, cache, num_heads, causal)
                 if kind == "pre":
                     handles.append(module.register_forward_pre_hook(hook))
                 elif kind == "pre_kw":
@@ -628,5 +847,7 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[Activati
                     handles.append(module.register_forward_hook(hook))
             yield cache
     finally:
+        for tap in taps:
+            tap.close()
         for h in handles:
             h.remove()

@@ -352,8 +352,8 @@ class VLMAdapter:
             from PIL import Image
 
             prompt = self.prompt("x")
-            with_image = self.processor(images=[Image.new("RGB", (32, 32))], text=[prompt], return_tensors="pt",
-                                        **self.processor_kwargs())["input_ids"].shape[-1]
+            with_image = self.processor(images=self.processor_images([Image.new("RGB", (32, 32))]), text=[prompt],
+                                        return_tensors="pt", **self.processor_kwargs())["input_ids"].shape[-1]
             self._image_overhead = int(with_image) - len(self.tokenizer(prompt)["input_ids"])
         return self._image_overhead
 
@@ -363,7 +363,8 @@ class VLMAdapter:
 
     # ----------------------------------------------------------------- inputs
     def processor_images(self, images: list) -> list:
-        """The processor's ``images`` for a batch of one image per prompt (Gemma 3's processor wants a list per prompt)."""
+        """The processor's ``images`` for a batch of one image per prompt (Gemma 3's and SmolVLM's processors want a
+        list per prompt: a flat list is one prompt's images to them)."""
         return images
 
     def processor_kwargs(self) -> dict:

@@ -21,13 +21,19 @@ from vseam.models.paligemma import PaliGemmaAdapter
 from vseam.models.qwen2_vl import Qwen2VLAdapter
 from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
 from vseam.models.qwen3_vl import Qwen3VLAdapter
+from vseam.models.llava_onevision import LlavaOnevisionAdapter
+from vseam.models.idefics3 import Idefics3Adapter
+from vseam.models.smolvlm import SmolVLMAdapter
+from vseam.models.internvl import InternVLAdapter
 from vseam.utils.devices import torch_device
 from vseam.utils.paths import PACKAGE_DIR, is_shipped_name, shipped
 
 ADAPTERS: dict[str, type[VLMAdapter]] = {a.arch: a for a in (LlavaAdapter, InstructBlipAdapter, LlavaNextAdapter,
                                                                 Qwen2VLAdapter,
                                                                 Qwen2_5_VLAdapter, Qwen3VLAdapter,
-                                                                Gemma3Adapter, PaliGemmaAdapter)}
+                                                                Gemma3Adapter, PaliGemmaAdapter,
+                                                                LlavaOnevisionAdapter, Idefics3Adapter, SmolVLMAdapter,
+                                                                InternVLAdapter)}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -1,13 +1,14 @@
 """Tiny random VLMs of the real HF classes (LLaVA, InstructBLIP, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
-Gemma 3, PaliGemma), built from configs with no download, with processors and tokenizers built locally.
+Gemma 3, PaliGemma, LLaVA-OneVision, Idefics3, SmolVLM, InternVL), built from configs with no download, with
+processors and tokenizers built locally.
 
 Used by the tests (every code path of the real models, in seconds) and as the starting point of the
 organism's models. Sizes are keyword arguments; defaults are the smallest that keep the structure:
 grouped-query attention in the language model (fewer KV heads than query heads), a Q-Former for
 InstructBLIP, a Llama language model for LLaVA and InstructBLIP (as Vicuna is), Mistral for LLaVA-NeXT,
 Qwen2 with M-RoPE for Qwen2-VL (windowed vision attention for Qwen2.5-VL, DeepStack for Qwen3-VL), Gemma 3 and
-Gemma 2 (PaliGemma 2) with sliding-window layers; the chat
-templates of the hub checkpoints.
+Gemma 2 (PaliGemma 2) with sliding-window layers, Qwen2 for LLaVA-OneVision and InternVL, Llama for Idefics3 and
+SmolVLM; the chat templates of the hub checkpoints.
 """
 
 from __future__ import annotations
@@ -461,6 +462,170 @@ def _image_only(processor_class):
     return ImageOnly
 
 
+# The chat templates of llava-hf/llava-onevision-qwen2-7b-ov-hf (transformers' convert_llava_onevision_weights_to_hf.py,
+# which wrote it), HuggingFaceM4/Idefics3-8B-Llama3 and the InternVL ...-hf checkpoints (convert_internvl_weights_to_hf.py);
+# SmolVLM2's is transformers' own default (processing_smolvlm.DEFAULT_CHAT_TEMPLATE).
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{# Render all images first #}{% for "
+    "content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render "
+    "all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}"
+    "{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in message['content'] "
+    "| selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}{% else %}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] }}{% endgeneration "
+    "%}{% endfor %}{% endif %}{{'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>"
+    "assistant\n' }}{% endif %}")
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|begin_of_text|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] "
+    "== 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' "
+    "%}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% "
+    "endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}{{ "
+    "message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}{{ "
+    "'<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}{{ "
+    "content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt "
+    "%}{{'<|im_start|>assistant\n' }}{% endif %}")
+CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Idefics3 / SmolVLM: the crop and row markers their processors put around the image tokens (a grid of up to 6 x 6)
+IDEFICS3_SPECIAL_TOKENS = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"] + [
+    f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+
+
+def build_tiny_llava_onevision(tokenizer=None, *, max_grid: int = 3, vision_aspect_ratio: str = "anyres_max_1",
+                               vision_feature_layer: int = -1, **sizes):
+    """A random ``LlavaOnevisionForConditionalGeneration`` (SigLIP vision on anyres tiles, image newline, Qwen2 LM)
+    and its ``LlavaOnevisionProcessor`` with LLaVA-OneVision's chat template; ``sizes``: the fields of
+    ``TinySizes``. The grid pinpoints are 1..``max_grid`` tiles of ``image_size`` a side (the checkpoints': 1..6
+    of 384). ``vision_aspect_ratio``: anyres-max's budget in base views (the checkpoints' ``anyres_max_9``); at 1
+    the tile features of a two-tile image are already shrunk by the HF model's interpolation, so the tiny build
+    runs that path too. Image-only processor (no torchvision)."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
+                              Qwen2Config, SiglipVisionConfig)
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil)
+
+    sz = TinySizes(**sizes)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
+        ["<|im_start|>user\n<image>\n{q}<|im_end|>\n<|im_start|>assistant\nYes"],
+        extra_special_tokens=CHATML_SPECIAL_TOKENS + ["<video>"], add_bos=False)
+    pinpoints = [[sz.image_size * i, sz.image_size * j] for i in range(1, max_grid + 1) for j in range(1, max_grid + 1)]
+    vision = sz.vision_config(SiglipVisionConfig)
+    vision.vision_use_head = False  # the checkpoints' tower has no pooling head
+    tid = tokenizer.convert_tokens_to_ids
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=sz.text_config(tokenizer, Qwen2Config),
+        image_token_index=tid("<image>"), video_token_index=tid("<video>"), vision_feature_select_strategy="full",
+        vision_feature_layer=vision_feature_layer, image_grid_pinpoints=pinpoints,
+        vision_aspect_ratio=vision_aspect_ratio)
+    torch.manual_seed(sz.seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": sz.image_size, "width": sz.image_size},
+                                                      image_grid_pinpoints=pinpoints, do_convert_rgb=True)
+    processor = _image_only(LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+        num_image_tokens=(sz.image_size // sz.patch_size) ** 2, vision_feature_select_strategy="full",
+        vision_aspect_ratio=vision_aspect_ratio, chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE)
+    return model, processor
+
+
+def _build_tiny_idefics3_family(smolvlm: bool, tokenizer, scale_factor: int, max_splits: int, sizes: dict):
+    """Idefics3 and SmolVLM share the design (module docstrings of ``models.idefics3`` / ``models.smolvlm``)."""
+    import transformers
+    from transformers import LlamaConfig
+
+    name = "SmolVLM" if smolvlm else "Idefics3"
+    module = getattr(transformers.models, name.lower())
+    sizes.setdefault("image_size", 48)
+    sz = TinySizes(**sizes)
+    if (sz.image_size // sz.patch_size) % scale_factor:
+        raise ValueError(f"{sz.image_size // sz.patch_size} patches a side do not shuffle by {scale_factor}")
+    bos = "<|im_start|>" if smolvlm else "<|begin_of_text|>"
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
+        [f"{bos}User:<image>{{q}}<end_of_utterance>\nAssistant: Yes"],
+        extra_special_tokens=[bos] + IDEFICS3_SPECIAL_TOKENS, add_bos=False)
+    vision = sz.vision_config(getattr(module, f"{name}VisionConfig"))
+    config = getattr(transformers, f"{name}Config")(
+        vision_config=vision.to_dict(), text_config=sz.text_config(tokenizer, LlamaConfig).to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=scale_factor)
+    torch.manual_seed(sz.seed)
+    model = getattr(transformers, f"{name}ForConditionalGeneration")(config).eval()
+    image_processor = getattr(module, f"{name}ImageProcessorPil")(
+        size={"longest_edge": max_splits * sz.image_size}, max_image_size={"longest_edge": sz.image_size},
+        do_image_splitting=True, do_convert_rgb=True)
+    seq_len = (sz.image_size // sz.patch_size // scale_factor) ** 2
+    processor_class = getattr(transformers, f"{name}Processor")
+    if not smolvlm:
+        return model, processor_class(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
+                                      chat_template=IDEFICS3_CHAT_TEMPLATE)
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.processing_utils import ProcessorMixin
+
+    class SmolVLMImageOnly(_image_only(processor_class)):
+        def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+            # SmolVLM's own reads its video defaults off the video processor, which an image-only one lacks
+            return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
+
+    SmolVLMImageOnly.__name__ = SmolVLMImageOnly.__qualname__ = processor_class.__name__
+    return model, SmolVLMImageOnly(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                   image_seq_len=seq_len, chat_template=DEFAULT_CHAT_TEMPLATE)
+
+
+def build_tiny_idefics3(tokenizer=None, *, scale_factor: int = 2, max_splits: int = 2, **sizes):
+    """A random ``Idefics3ForConditionalGeneration`` (SigLIP-style vision tower on image splits, pixel-shuffle
+    connector, Llama LM) and its ``Idefics3Processor`` with Idefics3-8B-Llama3's chat template; ``sizes``: the
+    fields of ``TinySizes`` (``image_size`` defaults to 48 here: 6 x 6 patches of 8 px -> 3 x 3 tokens per crop,
+    as the checkpoint's 26 x 26 -> 13 x 13). An image is resized to a longest edge of ``max_splits`` crops of
+    ``image_size`` (the checkpoint: 4 of 364) and cut into them, plus the global view: its token count follows
+    its aspect."""
+    return _build_tiny_idefics3_family(False, tokenizer, scale_factor, max_splits, sizes)
+
+
+def build_tiny_smolvlm(tokenizer=None, *, scale_factor: int = 3, max_splits: int = 2, **sizes):
+    """A random ``SmolVLMForConditionalGeneration`` and its ``SmolVLMProcessor`` (image-only, no torchvision) with
+    SmolVLM2's chat template: as ``build_tiny_idefics3``, with SmolVLM's 3 x 3 pixel shuffle (6 x 6 patches of 8 px
+    -> 2 x 2 tokens per crop, as the checkpoint's 27 x 27 -> 9 x 9)."""
+    return _build_tiny_idefics3_family(True, tokenizer, scale_factor, max_splits, sizes)
+
+
+def build_tiny_internvl(tokenizer=None, *, max_patches: int = 6, downsample_ratio: float = 0.5, **sizes):
+    """A random ``InternVLForConditionalGeneration`` (InternViT-style tower on dynamic tiles, pixel-unshuffle
+    projector, Qwen2 LM) and its ``InternVLProcessor`` (image-only, no torchvision) with the InternVL ...-hf chat
+    template; ``sizes``: the fields of ``TinySizes`` (``image_size`` defaults to 48 here: 6 x 6 patches of 8 px ->
+    3 x 3 tokens per tile, as the checkpoints' 32 x 32 -> 16 x 16). An image is cut into the grid of at most
+    ``max_patches`` tiles of ``image_size`` that best fits its aspect, plus a thumbnail when there are several (the
+    checkpoints: up to 12 tiles of 448), so its token count follows its aspect."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, Qwen2Config
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+    from transformers.models.internvl.configuration_internvl import InternVLVisionConfig
+
+    sizes.setdefault("image_size", 48)
+    sz = TinySizes(**sizes)
+    named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+             "video_token": "<video>"}
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(
+        ["<|im_start|>user\n<IMG_CONTEXT>\n{q}<|im_end|>\n<|im_start|>assistant\nYes"],
+        extra_special_tokens=CHATML_SPECIAL_TOKENS, add_bos=False, special_token_names=named)
+    seq_len = int((sz.image_size // sz.patch_size) ** 2 * downsample_ratio ** 2)
+    vision = sz.vision_config(InternVLVisionConfig)
+    # layer scale starts at 1, not InternViT's training init of 0.1 (a trained checkpoint holds learned scales): at
+    # 0.1 a random tower's attention branches are damped so far that ablating a vision head moves p by < 2e-5
+    vision.layer_scale_init_value = 1.0
+    config = InternVLConfig(
+        vision_config=vision.to_dict(),
+        text_config=sz.text_config(tokenizer, Qwen2Config).to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=seq_len,
+        downsample_ratio=downsample_ratio, tie_word_embeddings=False)
+    torch.manual_seed(sz.seed)
+    model = InternVLForConditionalGeneration(config).eval()
+    image_processor = GotOcr2ImageProcessorPil(size={"height": sz.image_size, "width": sz.image_size},
+                                               crop_to_patches=True, min_patches=1, max_patches=max_patches,
+                                               do_convert_rgb=True)
+    processor = _image_only(InternVLProcessor)(image_processor=image_processor, tokenizer=tokenizer,
+                                               video_processor=None, image_seq_length=seq_len,
+                                               chat_template=INTERNVL_CHAT_TEMPLATE)
+    return model, processor
+
+
 # The real 7B checkpoints' widths (llava-hf/llava-1.5-7b-hf, Salesforce/instructblip-vicuna-7b config.json),
 # all but the depths: a random model of these shapes with a few layers runs every code path at the real
 # tensor sizes (576 image tokens through the real CLIP processor at 336; 32 Q-Former query tokens).
@@ -481,7 +646,9 @@ FULL_WIDTH_ARCH = {"llava-1.5-7b": "llava", "instructblip-vicuna-7b": "instructb
 TINY_BUILDERS = {"llava": build_tiny_llava, "instructblip": build_tiny_instructblip,
                  "llava-next": build_tiny_llava_next, "qwen2-vl": build_tiny_qwen2_vl,
                  "qwen2.5-vl": build_tiny_qwen2_5_vl, "qwen3-vl": build_tiny_qwen3_vl,
-                 "gemma3": build_tiny_gemma3, "paligemma": build_tiny_paligemma}
+                 "gemma3": build_tiny_gemma3, "paligemma": build_tiny_paligemma,
+                 "llava-onevision": build_tiny_llava_onevision, "idefics3": build_tiny_idefics3,
+                 "smolvlm": build_tiny_smolvlm, "internvl": build_tiny_internvl}
 
 
 def build_full_width(name: str, *, num_layers: int = 2, vision_layers: int = 2, qformer_layers: int = 2,

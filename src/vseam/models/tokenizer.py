@@ -36,7 +36,8 @@ def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_freque
     chat template's markers, e.g. Qwen2-VL's ``<|im_start|>`` and ``<|image_pad|>``) follow
     ``SPECIAL_TOKENS`` in the vocabulary; ``add_bos=False`` prepends no ``<s>`` (as Qwen's tokenizer).
     ``special_token_names`` names special tokens as attributes a processor reads (``{"boi_token":
-    "<start_of_image>"}`` gives ``tokenizer.boi_token`` and ``tokenizer.boi_token_id``: Gemma 3's, PaliGemma's).
+    "<start_of_image>"}`` gives ``tokenizer.boi_token`` and ``tokenizer.boi_token_id``: Gemma 3's, PaliGemma's;
+    ``{"start_image_token": "<img>"}``: InternVL's); they join the vocabulary as special tokens too.
     ``newline_runs=True`` makes a run of newlines one piece before merging (Gemma's tokenizer has single tokens for
     "\\n\\n", "\\n\\n\\n", ...), so "user\\n" followed by a processor's "\\n\\n" is one "\\n\\n\\n" token, as with the
     real tokenizer; by default every newline is its own piece.
@@ -58,7 +59,7 @@ def build_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512, min_freque
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS],
+        special_tokens=list(dict.fromkeys([*SPECIAL_TOKENS, *extra_special_tokens, *(special_token_names or {}).values()])),
         initial_alphabet=alphabet,
         show_progress=False,
     )

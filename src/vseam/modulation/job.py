@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch import nn
 
 from vseam.attribution.scores import HeadScores
-from vseam.evaluation.score import EvalResult, evaluate
+from vseam.evaluation.score import Contrast, EvalResult, evaluate
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.data import ModulationDataModule
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
@@ -161,11 +161,14 @@ class Job:
     scores: HeadScores | None = None
     key: dict = field(default_factory=lambda: {"all": []})
 
-    def evaluate(self, modulation: nn.Module | None = None, adapter=None,
-                 cache: EmbeddingCache | None = None) -> tuple[EvalResult, EvalResult]:
-        """Test and validation results of ``adapter`` (default: the run's model) with ``modulation`` (an edit)."""
+    def evaluate(self, modulation=None, adapter=None, cache: EmbeddingCache | None = None,
+                 contrast: Contrast | None = None, logits_fn=None) -> tuple[EvalResult, EvalResult]:
+        """Test and validation results of ``adapter`` (default: the run's model) with ``modulation`` (an edit, or
+        edits made per batch), with contrastive next-token scoring when ``contrast`` is given, or with
+        ``logits_fn(batch) -> [B, V]`` in place of the plain forward (``evaluation.score.evaluate``)."""
         adapter = self.adapter if adapter is None else adapter
-        kw = dict(batch_size=int(self.cfg.data.batch_size), cache=self.cache if cache is None else cache)
+        kw = dict(batch_size=int(self.cfg.data.batch_size), cache=self.cache if cache is None else cache,
+                  contrast=contrast, logits_fn=logits_fn)
         return evaluate(adapter, self.splits["test"], modulation, **kw), evaluate(adapter, self.splits["val"],
                                                                                  modulation, **kw)
 

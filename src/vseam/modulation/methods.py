@@ -8,7 +8,13 @@ or None when the method does not apply to this run (it says why). Each starts fr
 - ``random``: the same training on ``modulation.random_draws`` random head sets of the key heads' size
   (``modulation.draws``), trained together; its row is their mean, its test the key heads' rank;
 - ``bias``: the bias-only baseline, learned biases on the answer logits (``baselines.logit_bias_for``);
-- ``lora`` / ``ia3``: peft adapters on a copy of the language model.
+- ``lora`` / ``ia3``: peft adapters on a copy of the language model;
+- ``pai``, ``vaf``, ``spin``, ``adhh``, ``vcd``: the field's attention-level hallucination methods
+  (``field_attention``, with their sources).
+
+Every row says what the method changes and what it costs per test question (``PROTOCOL``; the field's methods
+say their own), so one table compares them on the same questions.
+- ``vhr`` / ``ict`` / ``vti``: the field's activation-level methods (``field_activation``), training-free.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
 from vseam.modulation.draws import train_draw_group
+from vseam.modulation.field_activation import FIELD_ACTIVATION_METHODS
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.module import head_norms
@@ -130,3 +137,35 @@ METHODS: dict[str, Callable[[Job, str], Outcome | None]] = {
     "none": _none, "heuristic": _heuristic, "learned": _learned, "random": _random, "bias": _bias,
     "lora": _peft, "ia3": _peft,
 }
+
+
+# What each method above changes and what it costs per test question: forward passes of the language model and of
+# the vision side, and what it needs before it can score (a method's own row may say more).
+ONE_PASS = {"forward_passes": 1, "vision_passes": 1}
+PROTOCOL: dict[str, tuple[str, dict]] = {
+    "none": ("nothing: the frozen model", ONE_PASS),
+    "heuristic": ("the output scale of every head (z), fixed: clip(1 + lambda * signed score, 0, 2)",
+                  {**ONE_PASS, "setup": "head attribution on the train split"}),
+    "learned": ("scale and offset of the key heads' outputs (z)", {**ONE_PASS, "setup": "attribution + training"}),
+    "random": ("scale and offset of random head sets' outputs (z), each set trained as the key heads",
+               {**ONE_PASS, "setup": "training, once per draw"}),
+    "bias": ("biases on the answer logits", {**ONE_PASS, "setup": "training"}),
+    "lora": ("low-rank updates of the language model's linear layers (modulation.lora_targets)",
+             {**ONE_PASS, "setup": "training"}),
+    "ia3": ("rescaling vectors of the language model's layers (modulation.ia3_targets)",
+            {**ONE_PASS, "setup": "training"}),
+}
+
+
+def describe(method: str, outcome: Outcome) -> None:
+    """``changes`` and ``cost`` of ``outcome``'s row, from ``PROTOCOL`` where the method did not say its own."""
+    changes, cost = PROTOCOL.get(method, ("", ONE_PASS))
+    outcome.extra.setdefault("changes", changes)
+    outcome.extra.setdefault("cost", dict(cost))
+
+
+# ---- the field's attention-level methods (issue 27): PAI, VAF, SPIN, AD-HH, VCD (vseam.modulation.field_attention)
+from vseam.modulation.field_attention import NAMES as _FIELD_ATTENTION, run_method as _field_attention  # noqa: E402
+
+METHODS.update({name: _field_attention for name in _FIELD_ATTENTION})
+METHODS.update(FIELD_ACTIVATION_METHODS)  # vhr, ict, vti: the field's activation-level methods (field_activation)

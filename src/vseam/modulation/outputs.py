@@ -4,10 +4,12 @@ results (``stats`` of ``summary.json``), the printed tables, ``summary.json`` / 
 result kept under ``<out_dir>/methods/`` so that a resumed run reuses it instead of training it again.
 
 The statistics (``comparison_stats``): the test accuracy of every method with its percentile bootstrap
-interval over test questions; the learned row against every other row on the same questions (exact
-McNemar p, questions only it fixes / only the other fixes, the paired difference with its paired SE and
-paired bootstrap interval); the key heads' rank among the random-head draws with its permutation p
-(``draws.random_control``). Intervals: 95%, 2000 resamples, seeded by ``seed``.
+interval over test questions; every row against the frozen model (``vs_none``) and the learned row against
+every other (``vs_learned``) on the same questions (exact McNemar p, questions only one of the two gets
+right, the paired difference with its paired SE and paired bootstrap interval), overall, per semantic level
+and per POPE split; the key heads' rank among the random-head draws with its permutation p
+(``draws.random_control``). Intervals: 95%, 2000 resamples, seeded by ``seed``. Each row also says what the
+method changes and its cost, in forward passes per question (``changes``, ``cost``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from vseam.attribution.outputs import scores_to_dict
 from vseam.attribution.scores import HeadScores
 from vseam.data.sample import sample_key
-from vseam.evaluation.metrics import accuracy_interval, paired_comparison
+from vseam.evaluation.metrics import accuracy_interval, paired_by_group
 from vseam.evaluation.score import EvalResult
 from vseam.interventions.checkpoint import read_modulation, save_modulation
 from vseam.modulation.draws import draws_row, random_control
@@ -50,17 +52,20 @@ def method_row(outcome: Outcome) -> dict:
 
 
 def comparison_stats(evals: dict[str, EvalResult], draws: dict | None, seed: int) -> dict:
-    """The statistics of ``summary.json``: per method its test accuracy with a bootstrap interval; the
-    learned method against every other (``evaluation.metrics.paired_comparison``: A = learned); the key
+    """The statistics of ``summary.json``: per method its test accuracy with a bootstrap interval; every method
+    against the frozen model (``vs_none``: A = the method) and the learned method against every other
+    (``vs_learned``: A = learned), each overall, per level and per POPE split (``paired_by_group``); the key
     heads against the random draws (``draws.random_control``)."""
     out: dict = {"interval": f"percentile bootstrap over test questions, {LEVEL:.0%}, {N_BOOT} resamples, seed {seed}",
                  "alpha": ALPHA,
                  "accuracy": {m: accuracy_interval(e.records, seed=seed, n_boot=N_BOOT, level=LEVEL)
                               for m, e in evals.items()}}
+    if "none" in evals:
+        out["vs_none"] = {m: paired_by_group(e.records, evals["none"].records, seed=seed, n_boot=N_BOOT, level=LEVEL,
+                                             names=(m, "none")) for m, e in evals.items() if m != "none"}
     if "learned" in evals:
-        out["vs_learned"] = {m: paired_comparison(evals["learned"].records, e.records, seed=seed, n_boot=N_BOOT,
-                                                  level=LEVEL, names=("learned", m))
-                             for m, e in evals.items() if m != "learned"}
+        out["vs_learned"] = {m: paired_by_group(evals["learned"].records, e.records, seed=seed, n_boot=N_BOOT,
+                                                level=LEVEL, names=("learned", m)) for m, e in evals.items() if m != "learned"}
         if draws is not None:
             out["random_heads"] = random_control(evals["learned"], draws["draws"], exact=draws["exact"], alpha=ALPHA)
     return out
@@ -90,8 +95,8 @@ def format_table(methods: dict[str, dict], total_params: int, stats: dict | None
     accuracy at a yes-ratio of 0.5)."""
     stats = stats or {}
     levels, pope = _columns(methods)
-    head = f"{'method':<10} {'trainable':>10} {'% of model':>10} {'val acc':>8} {'test acc':>8} {'95% CI':>12} " + \
-        " ".join(f"{lv:>9}" for lv in levels) + "".join(f" {'pope-' + s[0]:>7}" for s in pope)
+    head = f"{'method':<10} {'trainable':>10} {'% of model':>10} {'fwd/q':>5} {'val acc':>8} {'test acc':>8} " \
+        f"{'95% CI':>12} " + " ".join(f"{lv:>9}" for lv in levels) + "".join(f" {'pope-' + s[0]:>7}" for s in pope)
     lines = [head, "-" * len(head)]
     for name, m in methods.items():
         pct = 100.0 * m["trainable_params"] / max(1, total_params)
@@ -101,25 +106,84 @@ def format_table(methods: dict[str, dict], total_params: int, stats: dict | None
         else:
             acc = stats.get("accuracy", {}).get(name, {})
             ci = f"{acc['ci'][0]:.3f}-{acc['ci'][1]:.3f}" if acc.get("ci") else ""
-        lines.append(f"{name:<10} {m['trainable_params']:>10,d} {pct:>9.4f}% {_fmt(m['val_accuracy']):>8} "
+        passes = (m.get("cost") or {}).get("forward_passes")
+        lines.append(f"{name:<10} {m['trainable_params']:>10,d} {pct:>9.4f}% {passes if passes else '-':>5} "
+                     f"{_fmt(m['val_accuracy']):>8} "
                      f"{_fmt(m['test']['accuracy']):>8} {ci:>12} " +
                      " ".join(f"{_fmt(m['test']['by_level'].get(lv)):>9}" for lv in levels) +
                      "".join(f" {_fmt(m['test']['by_category'].get(s)):>7}" for s in pope))
     if "random" in methods and "mean_of_draws" in methods["random"]:
         lines.append(f"* random: the mean of {methods['random']['mean_of_draws']} draws; its interval is the central "
                      f"95% of the draws' test accuracies, not a CI")
+    lines.append("fwd/q: forward passes of the language model per test question")
+    lines += _changes_lines(methods)
     lines += _paired_lines(methods, stats)
+    lines += _vs_none_lines(methods, stats)
     lines += _pope_lines(methods, pope)
     return "\n".join(lines)
+
+
+def _changes_lines(methods: dict[str, dict]) -> list[str]:
+    """What each method changes, and what it costs besides its forward passes (vision passes, setup)."""
+    rows = [(n, m) for n, m in methods.items() if m.get("changes")]
+    if not rows:
+        return []
+    lines = ["", "what each method changes (and its cost beyond one forward pass per question):"]
+    for name, m in rows:
+        cost = m.get("cost") or {}
+        more = [f"{cost['vision_passes']} vision passes" if cost.get("vision_passes", 1) != 1 else "",
+                cost.get("note") or "", cost.get("setup") or ""]
+        more = "; ".join(x for x in more if x)
+        lines.append(f"{name:<10} {m['changes']}" + (f" [{more}]" if more else ""))
+    return lines
+
+
+def _group_cells(c: dict, levels: list[str], splits: list[str]) -> str:
+    """``diff (p)`` of a paired comparison within each level and POPE split."""
+    cells = []
+    for kind, keys in (("by_level", levels), ("by_pope_split", splits)):
+        for k in keys:
+            g = (c.get(kind) or {}).get(k)
+            cells.append(f"{g['diff']:+.3f} ({_p(g['p'])})" if g and g.get("diff") is not None else "  -  ")
+    return " ".join(f"{x:>16}" for x in cells)
+
+
+def _group_head(stats: dict, key: str) -> tuple[list[str], list[str], str]:
+    comps = list((stats.get(key) or {}).values())
+    levels = [lv for lv in LEVEL_ORDER if any(lv in (c.get("by_level") or {}) for c in comps)]
+    splits = [s for s in POPE_SPLITS if any(s in (c.get("by_pope_split") or {}) for c in comps)]
+    return levels, splits, " ".join(f"{x:>16}" for x in levels + [f"pope-{s}" for s in splits])
+
+
+def _vs_none_lines(methods: dict[str, dict], stats: dict) -> list[str]:
+    """Every method against the frozen model on the same questions: overall and per level / POPE split."""
+    vs = stats.get("vs_none")
+    if not vs:
+        return []
+    levels, splits, groups = _group_head(stats, "vs_none")
+    head = f"{'vs frozen':<10} {'fixed':>6} {'broken':>6}  {'diff (95% CI)':<26} {'McNemar p':>9}  {'verdict':<20} {groups}"
+    lines = ["", head, "-" * len(head)]
+    for name, c in vs.items():
+        diff = f"{c['diff']:+.3f} ({c['ci'][0]:+.3f}, {c['ci'][1]:+.3f})" if c.get("ci") else "  -  "
+        verdict = ("better" if c["a_only"] > c["b_only"] else "worse") if c["p"] < ALPHA else "no sig. difference"
+        lines.append(f"{name:<10} {c['a_only']:>6} {c['b_only']:>6}  {diff:<26} {_p(c['p']):>9}  {verdict:<20} "
+                     f"{_group_cells(c, levels, splits)}")
+    lines.append(f"fixed / broken: questions the method gets right / wrong that the frozen model gets wrong / right; "
+                 f"per level and POPE split: diff (exact McNemar p)")
+    return lines
 
 
 def _paired_lines(methods: dict[str, dict], stats: dict) -> list[str]:
     vs, rh = stats.get("vs_learned"), stats.get("random_heads")
     if not vs and not rh:
         return []
+    levels, splits, groups = _group_head(stats, "vs_learned")
     head = f"{'learned vs':<10} {'fixed':>6} {'broken':>6}  {'diff (95% CI)':<26} {'McNemar p':>9}  verdict (p < {ALPHA})"
     lines = ["", head, "-" * len(head)]
+    group_lines = []
     for name, c in (vs or {}).items():
+        if levels or splits:
+            group_lines.append(f"{name:<10} {_group_cells(c, levels, splits)}")
         diff = f"{c['diff']:+.3f} ({c['ci'][0]:+.3f}, {c['ci'][1]:+.3f})" if c.get("ci") else "  -  "
         better = c["p"] < ALPHA and c["a_only"] > c["b_only"]
         worse = c["p"] < ALPHA and c["b_only"] > c["a_only"]
@@ -127,6 +191,9 @@ def _paired_lines(methods: dict[str, dict], stats: dict) -> list[str]:
         if name == "bias" and not better:
             verdict += ": the key heads do not beat the bias-only baseline"  # said in the table (issue 21)
         lines.append(f"{name:<10} {c['a_only']:>6} {c['b_only']:>6}  {diff:<26} {_p(c['p']):>9}  {verdict}")
+    if group_lines:
+        head = f"{'learned vs':<10} {groups}   (per level and POPE split: diff (exact McNemar p))"
+        lines += ["", head, "-" * len(head), *group_lines]
     if rh:
         kind = "every other set" if rh["exact"] else "random sets"
         sd = f", sd {rh['sd']:.3f}" if rh.get("sd") is not None else ""
@@ -146,17 +213,19 @@ def _pope_lines(methods: dict[str, dict], pope: list[str]) -> list[str]:
     have = [s for s in pope if any(s in m["test"].get("pope", {}) for m in methods.values())]
     if not have:
         return []
-    head = f"{'POPE test':<10} " + " ".join(f"{'auroc-' + s[0]:>8}" for s in have) + " " + \
+    head = f"{'POPE test':<10} " + " ".join(f"{'f1-' + s[0]:>7}" for s in have) + " " + \
+        " ".join(f"{'auroc-' + s[0]:>8}" for s in have) + " " + \
         " ".join(f"{'bal-' + s[0]:>7}" for s in have) + " " + " ".join(f"{'yes-' + s[0]:>7}" for s in have)
     lines = ["", head, "-" * len(head)]
     for name, m in methods.items():
         p = m["test"].get("pope", {})
         get = lambda s, k: p.get(s, {}).get(k)  # noqa: E731
-        lines.append(f"{name:<10} " + " ".join(f"{_fmt(get(s, 'auroc')):>8}" for s in have) + " " +
+        lines.append(f"{name:<10} " + " ".join(f"{_fmt(get(s, 'f1')):>7}" for s in have) + " " +
+                     " ".join(f"{_fmt(get(s, 'auroc')):>8}" for s in have) + " " +
                      " ".join(f"{_fmt(get(s, 'acc_at_balanced')):>7}" for s in have) + " " +
                      " ".join(f"{_fmt(get(s, 'yes_ratio')):>7}" for s in have))
-    lines.append("auroc: of the yes-vs-no margin (threshold-free); bal: accuracy at a yes-ratio of 0.5; "
-                 "yes: the yes-ratio of the answers")
+    lines.append("f1: of yes as the positive class; auroc: of the yes-vs-no margin (threshold-free); bal: accuracy at "
+                 "a yes-ratio of 0.5; yes: the yes-ratio of the answers")
     return lines
 
 
@@ -286,14 +355,20 @@ COMPARISON_COLUMNS_POPE = ("accuracy", "f1", "yes_ratio", "auroc", "acc_at_balan
 
 
 def comparison_rows(results: dict, stats: dict) -> tuple[list[str], list[list]]:
-    """The tracker's ``comparison`` table: the printed table's columns (accuracy interval, levels, POPE
-    splits) and statistics (the paired comparison with the learned row), plus each POPE split's metrics."""
+    """The tracker's ``comparison`` table: the printed table's columns (cost, what the method changes, accuracy
+    interval, levels, POPE splits) and statistics (the paired comparisons with the learned row and with the
+    frozen model, overall and per level / POPE split), plus each POPE split's metrics."""
     levels, pope = _columns(results)
     pope_metrics = [s for s in POPE_SPLITS if any(s in m["test"].get("pope", {}) for m in results.values())]
-    cols = ["method", "trainable_params", "val_acc", "test_acc", "test_acc_ci_low", "test_acc_ci_high", *levels,
+    groups = [("by_level", lv, lv) for lv in levels] + [("by_pope_split", s, f"pope_{s}") for s in pope]
+    cols = ["method", "trainable_params", "forward_passes", "vision_passes", "changes", "val_acc", "test_acc",
+            "test_acc_ci_low", "test_acc_ci_high", *levels,
             *[f"pope_{s}" for s in pope], "vs_learned_fixed", "vs_learned_broken", "vs_learned_diff",
             "vs_learned_diff_ci_low", "vs_learned_diff_ci_high", "vs_learned_mcnemar_p",
-            *[f"pope_{s}_{k}" for s in pope_metrics for k in COMPARISON_COLUMNS_POPE]]
+            *[f"pope_{s}_{k}" for s in pope_metrics for k in COMPARISON_COLUMNS_POPE],
+            "vs_none_fixed", "vs_none_broken", "vs_none_diff", "vs_none_diff_ci_low", "vs_none_diff_ci_high",
+            "vs_none_mcnemar_p", *[f"vs_{ref}_{col}_{x}" for ref in ("none", "learned") for _, _, col in groups
+                                   for x in ("diff", "mcnemar_p")]]
     rows = []
     for name, m in results.items():
         if "mean_of_draws" in m:
@@ -303,12 +378,19 @@ def comparison_rows(results: dict, stats: dict) -> tuple[list[str], list[list]]:
             ci = (stats.get("accuracy", {}).get(name, {}).get("ci") or [None, None])
         c = stats.get("vs_learned", {}).get(name, {})
         cci = c.get("ci") or [None, None]
+        n = stats.get("vs_none", {}).get(name, {})
+        nci = n.get("ci") or [None, None]
         p = m["test"].get("pope", {})
-        rows.append([name, m["trainable_params"], m["val_accuracy"], m["test"]["accuracy"], *ci,
+        cost = m.get("cost") or {}
+        per_group = [((stats.get(f"vs_{ref}", {}).get(name, {}).get(kind) or {}).get(g) or {}).get(x)
+                     for ref in ("none", "learned") for kind, g, _ in groups for x in ("diff", "p")]
+        rows.append([name, m["trainable_params"], cost.get("forward_passes"), cost.get("vision_passes"),
+                     m.get("changes"), m["val_accuracy"], m["test"]["accuracy"], *ci,
                      *[m["test"]["by_level"].get(lv) for lv in levels],
                      *[m["test"]["by_category"].get(s) for s in pope],
                      c.get("a_only"), c.get("b_only"), c.get("diff"), *cci, c.get("p"),
-                     *[p.get(s, {}).get(k) for s in pope_metrics for k in COMPARISON_COLUMNS_POPE]])
+                     *[p.get(s, {}).get(k) for s in pope_metrics for k in COMPARISON_COLUMNS_POPE],
+                     n.get("a_only"), n.get("b_only"), n.get("diff"), *nci, n.get("p"), *per_group])
     return cols, rows
 
 

@@ -28,7 +28,8 @@ from vseam.runtime import launch_ranks
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
-from vseam.modulation.methods import METHODS
+from vseam.modulation.field_attention import check_applicable
+from vseam.modulation.methods import METHODS, describe
 from vseam.modulation.outputs import (
     _fmt, comparison_stats, load_outcome, log_key_heads, method_row, ranked_on, save_outcome, write_results,
 )
@@ -87,34 +88,48 @@ def scores_provenance(scores: HeadScores, path: str, splits: dict[str, list]) ->
     return info
 
 
+def attribution_subset(train: list, limit, seed: int) -> list:
+    """At most ``limit`` train samples (None = all), a seeded draw over the whole split (the split is ordered by
+    category, a prefix would not be)."""
+    subset = list(train)
+    if limit is not None and len(subset) > int(limit):
+        import random
+
+        keep = sorted(random.Random(int(seed)).sample(range(len(subset)), int(limit)))
+        subset = [subset[i] for i in keep]
+    return subset
+
+
+def sweep_heads(cfg, acfg, adapter, subset: list, cache: EmbeddingCache, progress_dir: Path, fabric=None) -> HeadScores:
+    """Head attribution of ``subset`` through the sweep with the ``acfg`` settings (the ``attribution`` group),
+    its chunks saved under ``progress_dir`` (resumed) and sharded over the ranks of ``fabric``
+    (``vseam.runtime.launch_ranks``; or ``Ranks``) as in ``analyze.py heads``."""
+    from vseam.attribution import score_heads
+    from vseam.runtime import Ranks, Runtime, fresh_progress, model_fingerprint
+
+    ranks = fabric if isinstance(fabric, Ranks) else Ranks.of(fabric)
+    if is_rank_zero():
+        fresh_progress(progress_dir, bool(acfg.resume))
+    ranks.barrier()  # no rank reads the progress folder before rank 0 has emptied it (resume=false)
+    scores = score_heads(adapter, subset, acfg, batch_size=int(cfg.data.batch_size),
+                         max_skip_fraction=float(cfg.data.max_skip_fraction), cache=cache,
+                         runtime=Runtime(progress_dir, model_fingerprint(cfg.model, adapter), ranks))
+    scores.meta["world_size"] = ranks.world_size  # ranks the sweep was sharded over
+    scores.meta["answer_definition"] = adapter.answer_definition
+    return scores
+
+
 def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path, fabric=None) -> HeadScores:
     """The configured ``head_scores.json``, or head attribution on the train split through the sweep
     (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed),
     its chunks sharded over the ranks of ``fabric`` (``vseam.runtime.launch_ranks``) as in ``analyze.py heads``."""
-    from vseam.attribution import score_heads
-    from vseam.runtime import Ranks, Runtime, fresh_progress, model_fingerprint
-
     mc = cfg.modulation
     if mc.head_scores:
         return scores_file(cfg, adapter)
-    subset = list(train)
-    if mc.attribution_limit is not None and len(subset) > int(mc.attribution_limit):
-        # a seeded draw over the whole split: the split is ordered by category, a prefix would not be
-        import random
-
-        keep = sorted(random.Random(int(cfg.seed)).sample(range(len(subset)), int(mc.attribution_limit)))
-        subset = [subset[i] for i in keep]
+    subset = attribution_subset(train, mc.attribution_limit, int(cfg.seed))
     say(f"computing head scores on {len(subset)} train samples (set modulation.head_scores to reuse a result)")
-    ranks = fabric if isinstance(fabric, Ranks) else Ranks.of(fabric)
-    if is_rank_zero():
-        fresh_progress(out / "progress", bool(cfg.attribution.resume))
-    ranks.barrier()  # no rank reads the progress folder before rank 0 has emptied it (resume=false)
-    scores = score_heads(adapter, subset, cfg.attribution, batch_size=int(cfg.data.batch_size),
-                         max_skip_fraction=float(cfg.data.max_skip_fraction), cache=cache,
-                         runtime=Runtime(out / "progress", model_fingerprint(cfg.model, adapter), ranks))
+    scores = sweep_heads(cfg, cfg.attribution, adapter, subset, cache, out / "progress", fabric)
     scores.meta["dataset"] = f"{cfg.data.name}:train"
-    scores.meta["world_size"] = ranks.world_size  # ranks the sweep was sharded over
-    scores.meta["answer_definition"] = adapter.answer_definition
     return scores
 
 
@@ -227,6 +242,7 @@ def run_methods(job: Job) -> dict[str, Outcome]:
     A method a stopped run had finished is read back from the run folder (``outputs.load_outcome``), not
     trained again; each finished method is kept there (``save_outcome``)."""
     outcomes: dict[str, Outcome] = {}
+    check_applicable(job)  # a field method the model does not apply to is refused before any method runs
     for method in job.cfg.modulation.methods:
         outcome = load_outcome(job, method)
         if outcome is None:
@@ -236,6 +252,7 @@ def run_methods(job: Job) -> dict[str, Outcome]:
             if outcome is None:
                 continue
             save_outcome(job, method, outcome)
+        describe(method, outcome)
         outcomes[method] = outcome
         r = method_row(outcome)
         say(f"[{method}] trainable={outcome.trainable:,d} val_acc={_fmt(r['val_accuracy'], 4, 'n/a')} "

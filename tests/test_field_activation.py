@@ -521,10 +521,9 @@ def test_hyperparameters_are_checked_before_a_model_loads(override, pattern, mon
     from vseam.validate import validate
 
     extra = ["modulation.vti_alpha_image=0"] if "vti_alpha_text" in override else []
-    cfg = load_config(["modulation.methods=[none,vhr,ict,vti]", override, *extra])
     monkeypatch.setattr("vseam.models.load_adapter", lambda *a, **k: pytest.fail("a model was loaded"))
-    with pytest.raises(ConfigError, match=pattern):
-        validate(cfg, "train")
+    with pytest.raises(ConfigError, match=pattern):  # a bad choice already when the configuration is composed
+        validate(load_config(["modulation.methods=[none,vhr,ict,vti]", override, *extra]), "train")
 
 
 def test_train_py_runs_the_field_methods_on_the_same_questions(tmp_path):

@@ -163,7 +163,12 @@ def test_every_architecture_has_its_entry_configs_and_builder():
     from vseam.config import CONFIG_DIR, load_config
     from vseam.models import ADAPTERS
     from vseam.models.tiny import TINY_BUILDERS
-    from vseam.validate import ARCHS as VALID_ARCHS, validate
+    from typing import get_args
+
+    from vseam.config import Arch
+    from vseam.validate import validate
+
+    VALID_ARCHS = get_args(Arch)
 
     assert set(ADAPTERS) == set(ARCHS) == set(VALID_ARCHS) == set(TINY_BUILDERS)
     for arch in ARCHS:
@@ -369,7 +374,7 @@ def test_attention_patterns_are_the_models_and_see_ahead_where_it_does(arch_adap
     assert a.causal == a.lm.causal == (not bool(forward.any())) == ("attends_forward" not in ARCHS[a.arch])
     # read while replaying recorded layer inputs (the exact engine's path): the same patterns when the recorded masks
     # are eager's; refused when they were made for sdpa (eager would add a boolean mask: no masking at all)
-    from vseam.attribution.exact import clean_run, run_from_layer
+    from vseam.interventions.replay import clean_run, run_from_layer
 
     with torch.no_grad():
         run = clean_run(a, a.embed(enc))
@@ -484,7 +489,7 @@ def test_tracing_identities(arch_adapter, arch_samples):
     enc = a.encode(clean + edited)
     qs = [s.question for s in clean]
     P = len(clean)
-    eng = TraceEngine(a, rows_per_forward=37)
+    eng = TraceEngine(a, {"rows_per_forward": 37})
     run, cache = eng.record(enc)
     amask = enc.answer_mask(a.vocab_size)
     prob, _, mlogit = answer_stats(run.logits, amask)
@@ -507,9 +512,9 @@ def test_tracing_identities(arch_adapter, arch_samples):
                                         amask[rows])
             assert float((pr - prob[rows]).abs().max()) < 1e-6
     # batched equals one pair at a time (each with its own padding)
-    many, _ = TraceEngine(a, rows_per_forward=53).trace_pairs(enc, qs)
+    many, _ = TraceEngine(a, {"rows_per_forward": 53}).trace_pairs(enc, qs)
     for i in range(P):
-        one, _ = TraceEngine(a, rows_per_forward=4096).trace_pairs(a.encode([clean[i], edited[i]]), [qs[i]])
+        one, _ = TraceEngine(a, {"rows_per_forward": 4096}).trace_pairs(a.encode([clean[i], edited[i]]), [qs[i]])
         for k in ("tokenwise_prob", "tokenwise_logit", "group_prob", "group_logit", "lens_prob"):
             torch.testing.assert_close(getattr(many[i], k), getattr(one[0], k), rtol=0, atol=1e-5)
         if ARCHS[a.arch].get("band_ends") is None:
@@ -651,7 +656,7 @@ def test_a_chat_template_with_braces_gives_the_same_prompt_and_question_span():
 def test_the_engine_replays_what_a_decoder_adds_between_layers(arch_samples):
     """A decoder that adds to the hidden states between two layers, in place (Qwen3-VL's deepstack visual
     features), is replayed: the run from layer 0 reproduces the clean logits, which it would not without it."""
-    from vseam.attribution.exact import clean_run, run_from_layer
+    from vseam.interventions.replay import clean_run, run_from_layer
     from vseam.models import LlavaNextAdapter
     from vseam.models.tiny import build_tiny_llava_next
 
@@ -721,7 +726,8 @@ def test_deepstack_features_are_replayed_from_every_layer_batched_padded_and_cac
     in every layer equal full HF forwards (the test's own hook) for a padded batch, one sample at a time and rows
     re-padded by the embedding cache; replayed without the recorded additions, layers 0 and 1 are wrong, layer 2
     (after both) is not; the features kept per token are the tower's own."""
-    from vseam.attribution.exact import ExactEngine, clean_run, run_from_layer
+    from vseam.attribution.exact import ExactEngine
+    from vseam.interventions.replay import clean_run, run_from_layer
     from vseam.interventions import Ablate
     from vseam.models import EmbeddingCache
     from vseam.models.base import answer_stats

@@ -128,12 +128,17 @@ def test_every_methods_keys_are_validated_before_a_model_loads(argv, command, pa
 
 
 @pytest.mark.parametrize("argv, command", [
-    (["modulation.methods=[none,learned]", "modulation.vhr_alpha=0", "modulation.ict_type=objects",
-      "modulation.vti_alpha_text=0", "modulation.vti_alpha_image=0", "modulation.pai_gamma=0.5"], "train"),
-    (["eval.method=pai", "modulation.vhr_alpha=0", "modulation.vcd_beta=0"], "eval"),
+    (["modulation.methods=[none,learned]", "modulation.vhr_layers=[20,10]", "modulation.pai_layers=[0,40]",
+      "modulation.vti_alpha_text=0", "modulation.vti_alpha_image=0"], "train"),
+    (["eval.method=pai", "modulation.vhr_layers=[20,10]", "modulation.spin_layers=[5,5]"], "eval"),
 ])
-def test_only_the_named_methods_keys_are_checked(argv, command):
+def test_only_the_named_methods_cross_key_checks_run(argv, command):
+    """A value outside its key's own range is refused whatever the methods (at the field, when the configuration is
+    composed: ``test_every_methods_keys_are_validated_before_a_model_loads``); what needs several keys or the
+    model's depth (a layer range, VTI's two strengths) is checked only for the methods a run names."""
     validate(load_config(argv), command)
+    with pytest.raises(ConfigError, match="ict_type"):
+        load_config(["modulation.methods=[none,learned]", "modulation.ict_type=objects"])
 
 
 # ------------------------------------------------------------------------------------------ eval.method

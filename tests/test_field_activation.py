@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from vseam.config import load_config
+from vseam.config import ConfigError, load_config
 from vseam.data import Sample
 from vseam.interventions import HeadShapeError, Read, Steer, block_modules, intervene
 from vseam.interventions.checkpoint import read_method, save_method
@@ -526,6 +526,27 @@ def test_saved_files_refuse_another_shape_and_other_weights(tiny_llava, splits, 
                       identity=tiny_llava.identity)
     with pytest.raises(HeadShapeError, match=r"ict file .*ict2.safetensors: ict: image_direction of shape \[2, 3, 5\]"):
         field.from_file("ict", ict, tiny_llava)
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("modulation.vhr_alpha=0", r"modulation.vhr_alpha=0.*> 0"),
+    ("modulation.vhr_layers=[20,10]", r"modulation.vhr_layers=\[20, 10\]"),
+    ("modulation.vhr_layers=[0,33]", r"modulation.vhr_layers"),
+    ("modulation.ict_num_heads=0", r"modulation.ict_num_heads=0"),
+    ("modulation.ict_alpha=-1", r"modulation.ict_alpha=-1"),
+    ("modulation.ict_type=objects", r"modulation.ict_type='objects'.*image"),
+    ("modulation.ict_blur_radius=0", r"modulation.ict_blur_radius"),
+    ("modulation.vti_mask_ratio=1.0", r"modulation.vti_mask_ratio=1.0"),
+    ("modulation.vti_num_demos=1", r"modulation.vti_num_demos=1"),
+    ("modulation.vti_alpha_text=0", r"vti_alpha_text=0 and modulation.vti_alpha_image=0"),
+])
+def test_hyperparameters_are_checked_before_a_model_loads(override, pattern, monkeypatch):
+    from vseam.validate import validate
+
+    extra = ["modulation.vti_alpha_image=0"] if "vti_alpha_text" in override else []
+    monkeypatch.setattr("vseam.models.load_adapter", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(ConfigError, match=pattern):  # a bad choice already when the configuration is composed
+        validate(load_config(["modulation.methods=[none,vhr,ict,vti]", override, *extra]), "train")
 
 
 def test_train_py_runs_the_field_methods_on_the_same_questions(tmp_path):

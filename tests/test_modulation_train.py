@@ -189,8 +189,7 @@ def test_train_head_scores_shard_over_the_ranks(tmp_path, world_root, tiny_llava
     """Under DDP (a launched Fabric) train.py's head-score sweep computes only its rank's chunks (the
     sweep's own split, ``rank_chunks``) and gathers the others': rank 1 of 2, gathering nothing, holds
     exactly the samples of its chunks."""
-    import vseam.attribution.run as attribution_run
-    from vseam.attribution.sweep import chunk_bounds, rank_chunks
+    from vseam.runtime import Ranks, chunk_bounds, rank_chunks
     from vseam.data.load import load_samples
     from vseam.models.cache import EmbeddingCache
     from vseam.modulation.run import obtain_head_scores
@@ -201,7 +200,7 @@ def test_train_head_scores_shard_over_the_ranks(tmp_path, world_root, tiny_llava
         def barrier(self):
             pass
 
-    monkeypatch.setattr(attribution_run, "gather_chunks", lambda fabric, mine: mine)  # no process group here
+    monkeypatch.setattr(Ranks, "gather", lambda self, mine: list(mine))  # no process group here
     cfg = load_config(_tiny_args(world_root, tmp_path) + ["logger=none", "attribution.chunk_size=4",
                                                           "attribution.progress=false"])
     train = load_samples(cfg.data)[:16]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from vseam.attribution.scores import HeadScores
     from vseam.data.sample import Sample
-    from vseam.interventions.heads import HeadCache
+    from vseam.interventions.hooks import ActivationCache
     from vseam.models.base import VLMAdapter
 
 __version__ = "0.1.0"
@@ -33,8 +33,8 @@ __all__ = ["load", "Model", "Output", "sample", "prompt", "load_samples", "read_
            "intervene", "HeadScores"]
 
 _LAZY = {  # name -> module it lives in (the one home; re-exported here for notebooks)
-    "Ablate": "vseam.interventions.heads", "Patch": "vseam.interventions.heads", "Read": "vseam.interventions.heads",
-    "HeadModulation": "vseam.interventions.heads", "intervene": "vseam.interventions.heads",
+    "Ablate": "vseam.interventions.hooks", "Patch": "vseam.interventions.hooks", "Read": "vseam.interventions.hooks",
+    "HeadModulation": "vseam.interventions.hooks", "intervene": "vseam.interventions.hooks",
     "HeadScores": "vseam.attribution.scores", "top_k": "vseam.attribution.scores",
     "load_head_scores": "vseam.attribution.outputs", "load_config": "vseam.config",
     "read_benchmark": "vseam.data.readers",
@@ -89,7 +89,7 @@ class Model:
 
     def intervene(self, *edits):
         """A context manager applying ``edits`` (``Ablate``, ``Patch``, ``Read``, ``HeadModulation``)."""
-        from vseam.interventions.heads import intervene
+        from vseam.interventions.hooks import intervene
 
         return intervene(self.adapter, *edits)
 
@@ -98,10 +98,10 @@ class Model:
         return self._run(_as_list(samples), edits, batch_size)[0]
 
     def run_with_cache(self, samples: "Sample | Sequence[Sample]", *edits,
-                       layers: Sequence[int] | None = None) -> tuple[Output, "HeadCache"]:
+                       layers: Sequence[int] | None = None) -> tuple[Output, "ActivationCache"]:
         """``run`` in one batch, also returning the per-head ``o_proj`` inputs (``cache[l]``: [B, T, H, D],
         left-padded as the batch was) of ``layers`` (all when None), after ``edits``."""
-        from vseam.interventions.heads import Read
+        from vseam.interventions.hooks import Read
 
         samples = _as_list(samples)
         return self._run(samples, (*edits, Read(layers=layers)), max(1, len(samples)))
@@ -112,7 +112,7 @@ class Model:
     def _run(self, samples: list, edits: tuple, batch_size: int):
         import torch
 
-        from vseam.interventions.heads import intervene
+        from vseam.interventions.hooks import intervene
         from vseam.models.base import answer_stats
 
         a = self.adapter
@@ -196,12 +196,22 @@ def load_samples(data: str = "organism", *overrides: str, **keys: Any) -> list:
 
 def score_heads(model: "Model | VLMAdapter", samples: "Sequence[Sample]", method: str = "exact",
                 **kwargs: Any) -> "HeadScores":
-    """Head attribution over ``samples`` (``vseam.attribution.score_heads``: method exact | atp, ablation,
-    progress_dir to save and resume, ...)."""
-    from vseam.attribution.sweep import score_heads as _score
+    """Head attribution over ``samples`` (``vseam.attribution.score_heads``). Keys of the ``attribution``
+    config group (``method`` exact | atp, ``ablation``, ``chunk_size``, ``atp_alpha``, ``progress``, ...) are
+    its settings, the others their defaults; ``progress_dir`` saves every chunk there and resumes; further
+    keywords (``batch_size``, ``max_skip_fraction``, ``cache``, ``on_chunk``) go to the sweep."""
+    from dataclasses import fields
 
+    from vseam.attribution.sweep import score_heads as _score
+    from vseam.config import AttributionConfig
+    from vseam.runtime import Runtime
+
+    keys = {f.name for f in fields(AttributionConfig)}
+    settings = {"method": method, **{k: kwargs.pop(k) for k in list(kwargs) if k in keys}}
+    if "progress_dir" in kwargs:
+        kwargs["runtime"] = Runtime(kwargs.pop("progress_dir"))
     adapter = model.adapter if isinstance(model, Model) else model
-    return _score(adapter, list(samples), method=method, **kwargs)
+    return _score(adapter, list(samples), settings, **kwargs)
 
 
 def _as_list(samples) -> list:

@@ -19,13 +19,14 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
+from vseam.config import DataFormat, PopeSplit
 from vseam.data.sample import LEVELS, Sample
 from vseam.utils.errors import UserError
 
-FORMATS = ("gqa", "pope", "cocoqa")
-POPE_SPLITS = ("random", "popular", "adversarial")
+FORMATS = tuple(f for f in get_args(DataFormat) if f != "organism")  # the benchmark formats read here
+POPE_SPLITS = get_args(PopeSplit)
 
 DEFAULT_PATTERNS = {
     "gqa": "{imageId}.jpg",

@@ -161,7 +161,7 @@ class VLMAdapter:
     # the prompt; None = the model's own chat template with the one-word instruction (chat_template_prompt)
     default_template: str | None = None
     # no position of the language model attends to a later one (False: Gemma 3's image tokens, PaliGemma's prefix);
-    # the attention-pattern reads check it (interventions.heads)
+    # the attention-pattern reads check it (interventions.hooks)
     causal: bool = True
 
     def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vseam.attribution.scores import MATRICES
 from vseam.study import ablation
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ SECTIONS = {
     "modulation": ("Learned modulation", "python train.py"),
     "configs": ("Configurations", "any of the above (each writes config.yaml)"),
 }
-MATRICES = ("positive", "negative", "signed")
 
 
 @dataclass

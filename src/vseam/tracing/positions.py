@@ -16,10 +16,13 @@ Nothing is hard-coded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 
-from vseam.validate import TRACE_GROUPS as GROUPS
+from vseam.config import PositionGroup
+
+POSITION_GROUPS = get_args(PositionGroup)  # the groups of positions found here (trace.groups)
 
 ROLES = ("pad", "image", "question", "text")
 
@@ -49,7 +52,7 @@ class Layout:
         elif group in ("image", "question"):
             m[self.positions(group)] = True
         else:
-            raise ValueError(f"trace group {group!r}: expected one of {GROUPS}")
+            raise ValueError(f"trace group {group!r}: expected one of {POSITION_GROUPS}")
         return m
 
 

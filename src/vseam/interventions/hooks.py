@@ -126,7 +126,7 @@ class Ablate:
         if self.mode not in ("mean", "zero"):
             raise ValueError(f"ablation mode {self.mode!r}: expected 'mean' or 'zero'")
 
-    def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         B, T, H, D = z.shape
         if self.mode == "zero":
             repl = torch.zeros_like(z)
@@ -170,7 +170,7 @@ class Patch:
         if self.site != "z" and self.heads is not None:
             raise ValueError(f"Patch at site {self.site!r} (a hidden state) takes no heads")
 
-    def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         src = self.source.to(device=z.device, dtype=z.dtype)
         if src.dim() == z.dim() - 1:
             src = src.unsqueeze(0)
@@ -229,7 +229,7 @@ class Steer:
             raise ValueError(f"steering vector of shape {tuple(self.vector.shape)} at {self.site}: expected "
                              f"{'[H, D]' if self.site == 'z' else '[d] or [T, d]'}")
 
-    def apply(self, x: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, x: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         v = self.vector.to(device=x.device, dtype=torch.float32)
         if self.site == "z":
             if v.shape != x.shape[2:]:
@@ -278,7 +278,7 @@ class Read:
             raise ValueError("Read(grad=True) is not offered for attention patterns")
 
 
-class HeadCache:
+class ActivationCache:
     """What ``Read`` edits recorded: ``cache[l]`` is z [B, T, H, D]; ``cache[site, l]`` any site's value;
     ``cache.grad(l)`` / ``cache.grad(l, site)`` their gradients."""
 
@@ -515,7 +515,7 @@ class AttentionEdit:
         if self.site not in ATTENTION_SITES:
             raise ValueError(f"AttentionEdit at site {self.site!r}: expected one of {ATTENTION_SITES}")
 
-    def apply(self, x: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, x: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         B, H, Q, K = x.shape
         where = torch.ones(B, H, 1, 1, dtype=torch.bool, device=x.device)
         if self.heads is not None:
@@ -584,7 +584,7 @@ class LogitBias(nn.Module):
             bias = bias.index_put((self.class_index.to(device),), self.class_bias.to(device=device, dtype=dtype))
         return bias
 
-    def apply(self, logits: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, logits: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         return logits + self.vector(logits.shape[-1], logits.dtype, logits.device)
 
     def extra_repr(self) -> str:
@@ -597,7 +597,7 @@ class _ModulationAt:
     module: "HeadModulation | GroupedHeadModulation"
     layer: int
 
-    def apply(self, z: torch.Tensor, cache: "HeadCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
         return self.module.apply_at(self.layer, z)
 
 
@@ -646,7 +646,7 @@ def block_modules(target, layer: int) -> dict[str, nn.Module]:
             "resid_post": block, "attn_pattern": attn}
 
 
-def _apply_items(site: str, layer: int, items: list, x: torch.Tensor, cache: HeadCache) -> torch.Tensor:
+def _apply_items(site: str, layer: int, items: list, x: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
     for item in items:
         if isinstance(item, Read):
             if item.grad:
@@ -671,14 +671,14 @@ def _check_causal(pattern: torch.Tensor, layer: int) -> None:
                            f"whole language-model forward")
 
 
-def _batched(site: str, layer: int, items: list, x: torch.Tensor, cache: HeadCache) -> torch.Tensor:
+def _batched(site: str, layer: int, items: list, x: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
     """The edits of a hidden-state site on ``x``; a packed [T, d] value is seen as a batch of one."""
     if x.dim() == 2:
         return _apply_items(site, layer, items, x.unsqueeze(0), cache).squeeze(0)
     return _apply_items(site, layer, items, x, cache)
 
 
-def _make_hook(site: str, layer: int, items: list, cache: HeadCache, num_heads: int, causal: bool = True):
+def _make_hook(site: str, layer: int, items: list, cache: ActivationCache, num_heads: int, causal: bool = True):
     if site == "z":
         def z_hook(module, args):
             x = args[0]
@@ -725,7 +725,7 @@ class _SoftmaxTap(TorchFunctionMode):
     the scores [B, H, query, key], with the ``attn_scores`` items applied to the softmax's input and the
     ``attn_pattern`` items to its output. ``calls`` counts such softmaxes; exactly one is expected."""
 
-    def __init__(self, layer: int, scores: list, pattern: list, cache: HeadCache, num_heads: int, causal: bool):
+    def __init__(self, layer: int, scores: list, pattern: list, cache: ActivationCache, num_heads: int, causal: bool):
         super().__init__()
         self.layer, self.scores, self.pattern, self.cache = layer, scores, pattern, cache
         self.num_heads, self.causal = num_heads, causal
@@ -799,8 +799,8 @@ def _eager_attention(target, on: bool):
 
 
 @contextmanager
-def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCache]:
-    """Apply ``edits`` at their hook points while the body runs; yields the ``HeadCache``.
+def intervene(target, *edits, num_heads: int | None = None) -> Iterator[ActivationCache]:
+    """Apply ``edits`` at their hook points while the body runs; yields the ``ActivationCache``.
 
     ``target`` is a ``VLMAdapter``, ``adapter.vision`` (a ``Stack``), or anything with ``layers``,
     ``attention(l)``, ``o_proj(l)``, ``num_layers``, ``num_heads`` (``decoder`` too when attention patterns
@@ -809,7 +809,7 @@ def intervene(target, *edits, num_heads: int | None = None) -> Iterator[HeadCach
     """
     num_layers = target.num_layers
     num_heads = num_heads or target.num_heads
-    cache = HeadCache()
+    cache = ActivationCache()
     handles, taps = [], []
     points = _expand(edits, num_layers)
     # layers whose softmax is intercepted: scores touched, or the pattern edited (a pattern only read is hooked on

@@ -54,18 +54,19 @@ from vseam.attribution.exact import ExactEngine  # noqa: E402
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.reference import reference_ablated_probs  # noqa: E402
 from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
-from vseam.stats import spearman  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
 from vseam.models.llava import LlavaAdapter  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 ORGANISM = Path("checkpoints/organism/llava")
 
 
 def world_samples(root: Path, n: int, seed: int = 0):
     """``n`` organism-world samples written to disk (the reference reads each image file every time)."""
+    from omegaconf import OmegaConf
+
     from vseam.data.load import load_samples
     from vseam.world.write import ensure_world
-    from omegaconf import OmegaConf
 
     per_cat = max(1, -(-n // 6))
     cfg = OmegaConf.create({"format": "organism", "root": str(root), "annotations": [], "image_dir": None,

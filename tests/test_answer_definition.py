@@ -103,12 +103,12 @@ def test_unknown_definition_fails_before_the_model_loads(monkeypatch):
 def test_head_sweep_names_its_definition_and_matches_the_hand_loop(world, tmp_path):
     """``analyze.py heads`` under each definition: the baseline of every sample equals the hand loop, the
     result file names the definition, and the two runs' progress is never mixed up."""
+    from safetensors.torch import load_file
+
     from vseam.attribution.run import run_heads
     from vseam.config import load_config
     from vseam.data.load import load_samples
     from vseam.models import load_adapter
-
-    from safetensors.torch import load_file
 
     results = {}
     for definition in DEFINITIONS:

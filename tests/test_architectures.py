@@ -160,12 +160,11 @@ def _loop_probs(a, samples, out_name: str, L: int, H: int, D: int) -> torch.Tens
 # ----------------------------------------------------------------------------------------------- structure
 
 def test_every_architecture_has_its_entry_configs_and_builder():
-    from vseam.config import CONFIG_DIR, load_config
-    from vseam.models import ADAPTERS
-    from vseam.models.tiny import TINY_BUILDERS
     from typing import get_args
 
-    from vseam.config import Arch
+    from vseam.config import CONFIG_DIR, Arch, load_config
+    from vseam.models import ADAPTERS
+    from vseam.models.tiny import TINY_BUILDERS
     from vseam.validate import validate
 
     VALID_ARCHS = get_args(Arch)
@@ -590,12 +589,12 @@ def test_train_and_eval_run(arch_adapter, tmp_path):
 def test_heads_of_the_vision_tower_end_to_end(world, tmp_path):
     """``analyze.py heads attribution.tower=vision`` on the packed-sequence tower (Qwen2-VL): the vision
     tower's L x H, named as such; train.py and the study refuse such a file."""
-    from conftest import heads_cfg
-
     from vseam.attribution.outputs import load_head_scores
     from vseam.attribution.run import run_heads
     from vseam.interventions import HeadShapeError
     from vseam.validate import ConfigError, validate
+
+    from conftest import heads_cfg
 
     res = run_heads(heads_cfg(world, tmp_path / "h", "model=tiny-qwen2-vl", "attribution.tower=vision"))
     assert res["tower"] == "vision" and (res["num_layers"], res["num_heads"]) == (2, 4)
@@ -727,8 +726,8 @@ def test_deepstack_features_are_replayed_from_every_layer_batched_padded_and_cac
     re-padded by the embedding cache; replayed without the recorded additions, layers 0 and 1 are wrong, layer 2
     (after both) is not; the features kept per token are the tower's own."""
     from vseam.attribution.exact import ExactEngine
-    from vseam.interventions.replay import clean_run, run_from_layer
     from vseam.interventions import Ablate
+    from vseam.interventions.replay import clean_run, run_from_layer
     from vseam.models import EmbeddingCache
     from vseam.models.base import answer_stats
 

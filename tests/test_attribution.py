@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import heads_cfg, wandb_run_data
 import torch
 from safetensors.torch import load_file
 
@@ -20,10 +19,12 @@ from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs, first_order, path_groups
 from vseam.attribution.reference import reference_ablated_probs, reference_baseline
 from vseam.attribution.sweep import Sweep
-from vseam.runtime import ProgressMismatchError, Runtime
 from vseam.data import Sample
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import answer_stats
+from vseam.runtime import ProgressMismatchError, Runtime
+
+from conftest import heads_cfg, wandb_run_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from vseam.config import (
-    ANALYZE_TOP, CONFIG_DIR, CONFIG_GROUPS, TRAIN_TOP, ConfigError, RootConfig, group_choices, load_config, save_config,
+    ANALYZE_TOP,
+    CONFIG_DIR,
+    CONFIG_GROUPS,
+    TRAIN_TOP,
+    ConfigError,
+    RootConfig,
+    group_choices,
+    load_config,
+    save_config,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ def test_a_duplicate_id_across_files_is_named(tmp_path):
     a.write_text(json.dumps([rec]))
     b.write_text(json.dumps([{**rec, "question": "Is it wood?"}]))
     cfg = load_config(["data=gqa", f"data.annotations=[{a},{b}]", f"data.image_dir={tmp_path}"])
-    with pytest.raises(AnnotationError, match=rf"Material.json: record 0 .*question id 'q7' is already at .*Color.json"):
+    with pytest.raises(AnnotationError, match=r"Material.json: record 0 .*question id 'q7' is already at .*Color.json"):
         load_samples(cfg.data)
 
 
@@ -176,11 +176,11 @@ def test_eval_reports_skipped_prompts_and_images_and_converted_modes(pope, tmp_p
 
 # ----------------------------------------------------------- head scores computed on other data
 def test_head_scores_say_where_they_came_from_and_warn_on_overlap(capsys):
+    import torch
+
     from vseam.attribution.scores import HeadScores
     from vseam.data.sample import Sample, sample_key
     from vseam.modulation.run import scores_provenance
-
-    import torch
 
     made = [Sample(id=f"s{i}", question=f"Q{i}?", answer="Yes", image_path=f"/img/{i}.png") for i in range(6)]
     scores = HeadScores(torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2), 3, 3, 2, 2,
@@ -199,11 +199,11 @@ def test_head_scores_say_where_they_came_from_and_warn_on_overlap(capsys):
 
 
 def test_head_score_files_record_the_samples_they_scored(world, tmp_path):
-    from conftest import heads_cfg
-
     from vseam.attribution.run import run_heads
     from vseam.data.load import load_samples
     from vseam.data.sample import sample_key
+
+    from conftest import heads_cfg
 
     cfg = heads_cfg(world, tmp_path / "h")
     res = run_heads(cfg)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wandb_run_data
 import torch
 from PIL import Image
 
@@ -18,6 +17,8 @@ from vseam.data.readers import read_benchmark
 from vseam.evaluation import evaluate, grouped_accuracy, is_yes, pope_metrics, summarize, yes_no_margin
 from vseam.interventions import HeadModulation
 from vseam.interventions.checkpoint import save_modulation
+
+from conftest import wandb_run_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 FILES = {"gqa": FIXTURES / "gqa" / "Color.sample.json", "pope": FIXTURES / "pope" / "coco_pope_random.sample.jsonl",

@@ -20,8 +20,8 @@ from vseam.interventions import HeadShapeError, Read, Steer, block_modules, inte
 from vseam.interventions.checkpoint import read_method, save_method
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation import field
-from vseam.modulation.field import activation as fa
 from vseam.modulation.data import split_samples
+from vseam.modulation.field import activation as fa
 from vseam.modulation.job import Job
 
 

@@ -9,9 +9,10 @@ import json
 import re
 
 import pytest
-from conftest import heads_cfg, small_world
 
 from vseam.config import load_config
+
+from conftest import heads_cfg, small_world
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,14 @@ import lightning as L
 import pytest
 import torch
 
-from vseam.data import Sample
-from vseam.interventions import HeadModulation, intervene
-from vseam.modulation.baselines import count_trainable, peft_copy
-from vseam.models.cache import EmbeddingCache
-from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
-from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.attribution import heads_of, load_head_scores, top_k
 from vseam.attribution import scores_from_dict as head_scores_from_dict
-from vseam.interventions import HeadShapeError, check_heads
+from vseam.data import Sample
+from vseam.interventions import HeadModulation, HeadShapeError, check_heads, intervene
+from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
+from vseam.models.cache import EmbeddingCache
+from vseam.modulation.baselines import count_trainable, peft_copy
+from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.heads import heuristic_scales, random_heads, select_key_heads
 from vseam.modulation.module import FrozenVLMModule, NonFiniteLossError
 

@@ -112,8 +112,8 @@ def test_the_last_position_forward_gives_the_models_logits_and_gradients(arch, s
     last position only, yet the logits and the modulation's gradients equal the plain forward's (sdpa or the
     model's own attention) within 1e-5, on each architecture family; a crop at the wrong position is caught
     by the check."""
-    from vseam.interventions import lean as lean_mod
     from vseam.interventions import block_modules, check_last_position, last_position_only
+    from vseam.interventions import lean as lean_mod
     from vseam.models import load_adapter
     from vseam.models.cache import EmbeddingCache
 

@@ -9,8 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from vseam.study.overlap import (jaccard, jaccard_matrix, label_permutation_test, level_arrangements,
-                                 overlap_analysis, pair_means, random_set_test, top_heads, top_members, verdict)
+from vseam.study.overlap import (
+    jaccard,
+    jaccard_matrix,
+    label_permutation_test,
+    level_arrangements,
+    overlap_analysis,
+    pair_means,
+    random_set_test,
+    top_heads,
+    top_members,
+    verdict,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -9,14 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vseam.data.readers import (
-    AnnotationError,
-    category_from_filename,
-    read_benchmark,
-    read_cocoqa,
-    read_gqa,
-    read_pope,
-)
+from vseam.data.readers import AnnotationError, category_from_filename, read_benchmark, read_cocoqa, read_gqa, read_pope
 from vseam.data.sample import Sample
 
 DATA = Path(__file__).parent / "fixtures" / "data"

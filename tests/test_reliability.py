@@ -13,6 +13,7 @@ import pytest
 
 from vseam.config import load_config
 from vseam.utils.rundir import RunFolderError, claim, release, run_folder
+
 from conftest import heads_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,9 +155,8 @@ def test_zero_usable_samples_fail_before_the_model_loads(world, tmp_path, monkey
 
 def test_a_skip_share_above_the_threshold_fails_and_below_is_counted(world, tmp_path):
     from vseam.attribution.run import run_heads
-    from vseam.data.skips import NothingToScoreError
-
     from vseam.data.load import load_samples
+    from vseam.data.skips import NothingToScoreError
 
     used = {Path(s.image_path).name for s in load_samples(heads_cfg(world, None).data)}
     gone = sorted(used)[0]
@@ -253,9 +253,9 @@ def test_a_damaged_modulation_file_is_named(tiny_llava, tmp_path, damage):
 
 
 def test_a_corrupt_training_checkpoint_is_named(tmp_path):
-    from vseam.utils.io import BadFileError, load_torch_checkpoint
-
     import torch
+
+    from vseam.utils.io import BadFileError, load_torch_checkpoint
 
     path = tmp_path / "best.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(100)}}, path)
@@ -345,9 +345,9 @@ def test_no_draw_of_the_shipped_sweep_fails_on_the_default_model():
 # ------------------------------------------------------------------------------------ model identity
 def test_another_models_modulation_is_refused_unless_asked(tmp_path, tiny_llava, capsys):
     from vseam.interventions import HeadModulation
+    from vseam.interventions.checkpoint import load_modulation, save_modulation
     from vseam.models import load_adapter
     from vseam.models.identity import ModelMismatchError
-    from vseam.interventions.checkpoint import load_modulation, save_modulation
 
     other = load_adapter({"arch": "llava", "path": "tiny:llava", "dtype": "float32", "device": "cpu", "seed": 1,
                           "name": "tiny-llava-seed1"})
@@ -422,8 +422,8 @@ def test_a_sweep_resumed_with_other_weights_in_the_same_folder_is_refused(world,
     """The sweep's progress fingerprint holds the weights' hash (models.identity.weights_sha256), as
     tracing's does: replaced weights under the same model.path (same config) never reuse saved chunks."""
     from vseam.attribution.run import run_heads
-    from vseam.runtime import ProgressMismatchError
     from vseam.models import load_adapter
+    from vseam.runtime import ProgressMismatchError
 
     folder = tmp_path / "model"
     tiny_llava.model.save_pretrained(folder)
@@ -694,10 +694,10 @@ def test_train_on_atp_with_rescoring_picks_exactly_scored_key_heads(trained, tmp
 
 # ------------------------------------------------------------------------------------ dashboards
 def test_eval_logs_per_level_accuracy_and_run_names_are_not_doubled(tmp_path):
-    from conftest import wandb_run_data
-
     from vseam.evaluation.run import run_eval
     from vseam.utils.tracking import run_name
+
+    from conftest import wandb_run_data
 
     assert run_name("heads", "runs/heads-organism") == "heads-organism"
     assert run_name("heads", "runs/heads/20261201-1200-1-ab") == "heads-20261201-1200-1-ab"
@@ -710,9 +710,9 @@ def test_eval_logs_per_level_accuracy_and_run_names_are_not_doubled(tmp_path):
 
 
 def test_edit_logs_clean_and_edited_example_images(tmp_path):
-    from conftest import wandb_run_data
-
     from vseam.editing.run import run_edit
+
+    from conftest import wandb_run_data
 
     out = tmp_path / "edit"
     run_edit(load_config(["model=tiny-llava", "data=organism", f"data.root={tmp_path / 'world'}",

@@ -26,7 +26,7 @@ class Squares:
         save_safetensors(path, {"values": self.values}, metadata={"fingerprint": fingerprint, "index": str(self.index)})
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "Squares":
+    def load(cls, path: Path, fingerprint: str) -> Squares:
         t, meta = read_chunk(path, fingerprint, "toy.resume")
         return cls(int(meta["index"]), t["values"])
 
@@ -98,8 +98,8 @@ def test_row_batches_halve_on_out_of_memory_and_keep_the_smaller_size():
 
 def test_processes_of_a_cluster_launcher_need_one_named_folder(tmp_path, monkeypatch):
     from vseam.config import load_config
-    from vseam.utils.rundir import RunFolderError, claim, release
     from vseam.utils.ranks import is_rank_zero
+    from vseam.utils.rundir import RunFolderError, claim, release
 
     cfg = load_config(["logger=none"])
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -4,17 +4,14 @@ and the run end to end (resume included)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from vseam.interventions.replay import run_from_layer
-from vseam.data import Sample
 from vseam.interventions import Patch, Read, intervene
+from vseam.interventions.replay import run_from_layer
 from vseam.tracing import TraceEngine, effects, layouts
-
-from pathlib import Path
-
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "organism"
 
@@ -24,8 +21,8 @@ def organism_world(tmp_path_factory):
     """A small organism world (4 questions per category) with its exact edits."""
     from types import SimpleNamespace
 
-    from vseam.world.write import ensure_world
     from vseam.editing.run import read_manifest
+    from vseam.world.write import ensure_world
 
     root = tmp_path_factory.mktemp("world")
     ensure_world(SimpleNamespace(format="organism", root=str(root), n_per_category=4, world_seed=0, world_split="test"))

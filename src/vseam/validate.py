@@ -9,7 +9,8 @@ is said by the run once the model is loaded (``say_k_fits``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, get_args
+from collections.abc import Callable, Iterable
+from typing import Any, get_args
 
 from vseam.config import ConfigError, EvalMethod, FieldMethod, ModulationMethod, check_values
 

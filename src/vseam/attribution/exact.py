@@ -13,7 +13,7 @@ left-padded batch pays little padding.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

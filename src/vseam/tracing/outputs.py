@@ -11,8 +11,8 @@ effect with nothing to restore, are left out and counted per cell).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -58,7 +58,14 @@ from vseam.interventions import HeadShapeError, Read, Steer, intervene
 from vseam.models.base import Embedded
 from vseam.models.cache import Batch
 from vseam.modulation.field.core import (
-    Applied, Estimate, Method, NotApplicableError, image_free, model_heads, model_layers, token_roles,
+    Applied,
+    Estimate,
+    Method,
+    NotApplicableError,
+    image_free,
+    model_heads,
+    model_layers,
+    token_roles,
 )
 from vseam.modulation.job import Job, say
 

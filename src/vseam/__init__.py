@@ -117,17 +117,19 @@ class Model:
         from vseam.models.base import answer_stats
 
         a = self.adapter
-        ids, tokens, probs, corrects, logits_all, cache = [], [], [], [], [], None
+        ids, tokens, probs, corrects, logits_all = [], [], [], [], []
+        cache = None  # no sample, no cache
         for start in range(0, len(samples), batch_size):
             chunk = samples[start:start + batch_size]
             enc = a.encode(chunk).to(a.device)
-            with torch.no_grad(), intervene(a, *edits) as cache:
+            with torch.no_grad(), intervene(a, *edits) as batch_cache:
                 logits = a.last_logits(enc).float()
+            cache = batch_cache  # the last batch's (run_with_cache runs one)
             prob, correct, _ = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
             pred = logits.argmax(-1).tolist()
             ids += enc.ids
             tokens += a.token_text(pred)
-            for i, s in enumerate(chunk):
+            for i in range(len(chunk)):
                 has_answer = bool(enc.answer_ids[i])
                 probs.append(float(prob[i]) if has_answer else None)
                 corrects.append(bool(correct[i]) if has_answer else None)

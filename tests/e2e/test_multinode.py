@@ -103,7 +103,7 @@ def _wait(procs: list[subprocess.Popen], logs: Path, timeout: float = 600) -> li
         except subprocess.TimeoutExpired:
             for q in procs:
                 _kill(q)
-            raise AssertionError(f"a node did not finish in {timeout} s: {_tails(logs)}")
+            raise AssertionError(f"a node did not finish in {timeout} s: {_tails(logs)}") from None
     return codes
 
 

@@ -318,7 +318,7 @@ def test_logistic_probe_reaches_the_regularised_optimum():
     for p in range(3):
         Xp = X[p].numpy()
 
-        def f(th):
+        def f(th, Xp=Xp):
             s = Xp @ th[:-1] + th[-1]
             return np.sum(np.logaddexp(0, s) - y.numpy() * s) + 0.5 * th[:-1] @ th[:-1]
         ref = minimize(f, np.zeros(6), method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-14}).x

@@ -427,7 +427,7 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
 from test_architectures import arch_adapter, arch_samples  # noqa: E402,F401  (the tiny build of each architecture)
 
 
-def test_every_architecture_exposes_its_scores_and_runs_the_methods(arch_adapter, arch_samples):
+def test_every_architecture_exposes_its_scores_and_runs_the_methods(arch_adapter, arch_samples):  # noqa: F811 (the fixtures imported above)
     """On each architecture's tiny build: softmax(scores) is the pattern at every layer (the intercepted softmax is
     the attention's); a default AttentionEdit leaves the eager logits bit-identical; PAI (with its image-free
     contrast), SPIN, AD-HH and VCD score every question; VAF runs or is refused for want of a system prompt."""

@@ -215,7 +215,7 @@ def test_the_bias_baseline_recovers_a_planted_yes_bias():
     its margin is s + c, so 9 of the 20 "no" questions (-1.5 < s < 0) are answered "yes". The bias-only baseline, trained
     through the one intervention mechanism (a hook on the LM head), learns margin -c: the threshold is back
     at 0 and every question is answered right."""
-    yes, no, other = 0, 1, 2
+    yes, no = 0, 1  # and token 2, a third answer
     s = torch.cat([torch.linspace(0.2, 3.0, 20), -torch.linspace(0.2, 3.0, 20)])  # symmetric: the optimum is -c
     c = 1.5
     logits = torch.stack([(s + c) / 2, -(s + c) / 2, torch.full_like(s, -4.0)], 1)

@@ -37,7 +37,10 @@ def test_none_and_disabled_write_nothing_and_bad_kind_is_named(tmp_path):
     for cfg in (_cfg(kind="none"), _cfg(kind="wandb", mode="disabled")):
         t = Tracker(cfg, tmp_path, "eval")
         assert t.lightning is None
-        t.log({"a": 1}); t.table("x", ["a"], [[1]]); t.summary({"a": 1}); t.finish()
+        t.log({"a": 1})
+        t.table("x", ["a"], [[1]])
+        t.summary({"a": 1})
+        t.finish()
     assert not (tmp_path / "logs").exists()
     with pytest.raises(ValueError, match="logger.kind='tensorboard'"):
         Tracker(_cfg(kind="tensorboard"), tmp_path, "eval")

@@ -466,8 +466,11 @@ class VLMAdapter:
             enc = self.encode(samples[start:start + batch_size]).to(self.device)
             logits = self.last_logits(enc)
             p, c, ml = answer_stats(logits, enc.answer_mask(logits.shape[-1]), enc.correct_mask(logits.shape[-1]))
-            probs.append(p.cpu()); corrects.append(c.cpu()); logits_.append(ml.cpu())
-            preds.append(logits.argmax(-1).cpu()); ids += enc.ids
+            probs.append(p.cpu())
+            corrects.append(c.cpu())
+            logits_.append(ml.cpu())
+            preds.append(logits.argmax(-1).cpu())
+            ids += enc.ids
         if not probs:
             empty = torch.zeros(0)
             return ScoreResult(empty, empty.bool(), empty.long(), [], [], empty)

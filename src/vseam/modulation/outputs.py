@@ -219,7 +219,7 @@ def _pope_lines(methods: dict[str, dict], pope: list[str]) -> list[str]:
     lines = ["", head, "-" * len(head)]
     for name, m in methods.items():
         p = m["test"].get("pope", {})
-        get = lambda s, k: p.get(s, {}).get(k)  # noqa: E731
+        get = lambda s, k, p=p: p.get(s, {}).get(k)  # noqa: E731
         lines.append(f"{name:<10} " + " ".join(f"{_fmt(get(s, 'f1')):>7}" for s in have) + " " +
                      " ".join(f"{_fmt(get(s, 'auroc')):>8}" for s in have) + " " +
                      " ".join(f"{_fmt(get(s, 'acc_at_balanced')):>7}" for s in have) + " " +

@@ -90,10 +90,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON")
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from e
     return out
 
 

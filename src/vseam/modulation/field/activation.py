@@ -463,7 +463,7 @@ def _vision_refusal(adapter, sample: Sample) -> str | None:
     """Why VTI's visual direction (masked patches of a [C, H, W] image, one direction per vision token) does not
     apply to ``adapter``; None when it does."""
     try:
-        adapter.vision
+        _ = adapter.vision  # raises for a model without a vision tower
     except ValueError as e:
         return f"no vision tower to steer ({e})"
     pixels = adapter.encode([sample]).inputs.get("pixel_values")

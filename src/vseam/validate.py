@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from vseam.config import ConfigError, EvalMethod, FieldMethod, ModulationMethod, check_values
 
-FIELD_METHODS = get_args(FieldMethod)  # vseam.modulation.field.METHODS (tests/test_field.py keeps them equal)
+FIELD_METHODS = get_args(FieldMethod)  # vseam.modulation.field.METHODS (tests/integration/test_field.py keeps them equal)
 MODULATION_METHODS = get_args(ModulationMethod)
 EVAL_METHODS = get_args(EvalMethod)
 

@@ -1,4 +1,5 @@
-"""benchmarks/ and scripts/ run as a user runs them (a child process or the script's main(argv)): each prints its summary and its machine-readable last line."""
+"""benchmarks/ and scripts/ run as a user runs them (a child process or the script's main(argv)): each prints its
+summary and its machine-readable last line."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
 
 
 def test_scale_benchmark_prints_its_summary_line(tmp_path):

@@ -1,4 +1,5 @@
-"""The entry points as a user runs them: `python train.py` / `python analyze.py` help, and errors that end the command in one line before any model loads."""
+"""The entry points as a user runs them: `python train.py` / `python analyze.py` help, and errors that end the
+command in one line before any model loads."""
 
 from __future__ import annotations
 

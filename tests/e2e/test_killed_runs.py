@@ -1,4 +1,5 @@
-"""`python train.py` killed (SIGKILL) mid-run and started again ends with the uninterrupted run's table (slow: several train.py processes)."""
+"""`python train.py` killed (SIGKILL) mid-run and started again ends with the uninterrupted run's table (slow:
+several train.py processes)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ reference loop, attribution patching against a finite difference, bad input, and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +20,6 @@ from vseam.models.base import answer_stats
 from vseam.runtime import ProgressMismatchError, Runtime
 
 from conftest import heads_cfg, wandb_run_data
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _engine_probs(adapter, samples, mode="mean", rows=64, heads=None):

@@ -1,4 +1,5 @@
-"""Damaged files are named, not read: a truncated progress chunk, a damaged modulation file, a corrupt training checkpoint."""
+"""Damaged files are named, not read: a truncated progress chunk, a damaged modulation file, a corrupt training
+checkpoint."""
 
 from __future__ import annotations
 
@@ -6,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-# ---------------------------------------------------------------------------------- bad files
-
-
-# ---------------------------------------------------------------------------------- bad files
 def _truncate(path: Path, keep: int | None = None) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2 if keep is None else keep])

@@ -1,18 +1,11 @@
-"""What the W&B dashboards get: eval's per-level accuracy without doubled run names, edit's clean and edited example images (read back from the offline runs)."""
+"""What the W&B dashboards get: eval's per-level accuracy without doubled run names, edit's clean and edited example
+images (read back from the offline runs)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vseam.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-# ------------------------------------------------------------------------------ leak-free evaluation
-
-
-# ------------------------------------------------------------------------------------ dashboards
 def test_eval_logs_per_level_accuracy_and_run_names_are_not_doubled(tmp_path):
     from vseam.evaluation.run import run_eval
     from vseam.utils.tracking import run_name

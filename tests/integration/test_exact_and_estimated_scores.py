@@ -1,9 +1,9 @@
-"""Exact and estimated (AtP) head scores are kept apart: key heads are ranked on exact scores only, and train refuses more key heads than were rescored."""
+"""Exact and estimated (AtP) head scores are kept apart: key heads are ranked on exact scores only, and train
+refuses more key heads than were rescored."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,13 +11,7 @@ from vseam.config import load_config
 
 from conftest import heads_cfg
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-# ------------------------------------------------------------------------------ leak-free evaluation
-
-
-# ---------------------------------------------------------------------------- exact vs estimate
 def test_exact_and_estimated_cells_are_kept_apart(world, tmp_path):
     import torch
 

@@ -1,14 +1,11 @@
-"""Evaluation never scores what was trained on: the samples a modulation was trained or selected on are refused (or warned about when allowed); the default eval data is a fresh world."""
+"""Evaluation never scores what was trained on: the samples a modulation was trained or selected on are refused (or
+warned about when allowed); the default eval data is a fresh world."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from vseam.config import load_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""A file made for one model is not applied to another without a word: modulations, head scores and resumed sweeps carry the model's id and weights hash."""
+"""A file made for one model is not applied to another without a word: modulations, head scores and resumed sweeps
+carry the model's id and weights hash."""
 
 from __future__ import annotations
 
@@ -13,10 +14,6 @@ from conftest import heads_cfg
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# ------------------------------------------------------------------------------------ model identity
-
-
-# ------------------------------------------------------------------------------------ model identity
 def test_another_models_modulation_is_refused_unless_asked(tmp_path, tiny_llava, capsys):
     from vseam.interventions import HeadModulation
     from vseam.interventions.checkpoint import load_modulation, save_modulation

@@ -364,5 +364,3 @@ def test_the_tracker_comparison_table_has_the_printed_columns_and_statistics():
     printed = format_table(results, 1000, st)
     assert "0.200-0.800" in printed and "+0.400 (+0.100, +0.700)" in printed and "0.12" in printed
     assert "auroc-r" in printed and "0.950" in printed
-
-

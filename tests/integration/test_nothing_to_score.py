@@ -1,4 +1,5 @@
-"""A run with nothing to score fails, naming why: a world of another seed or split, zero usable samples (before the model loads), a skip share above the threshold; skips below it are counted and named."""
+"""A run with nothing to score fails, naming why: a world of another seed or split, zero usable samples (before the
+model loads), a skip share above the threshold; skips below it are counted and named."""
 
 from __future__ import annotations
 
@@ -11,13 +12,7 @@ from vseam.config import load_config
 
 from conftest import heads_cfg
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-# ------------------------------------------------------------------------------- nothing to score
-
-
-# ------------------------------------------------------------------------------- nothing to score
 def test_a_world_of_another_seed_or_split_is_refused_naming_the_key(tmp_path, monkeypatch):
     """data.world_seed=1 with the default data.root must not silently score the seed-0 world there."""
     from vseam.world.write import WorldMismatchError, ensure_world

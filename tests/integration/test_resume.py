@@ -1,16 +1,13 @@
-"""Seeding and resuming: a method's row does not depend on the other methods trained beside it; a killed train resumes to the same table."""
+"""Seeding and resuming: a method's row does not depend on the other methods trained beside it; a killed train
+resumes to the same table."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from vseam.config import load_config
 
 from conftest import train_args
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ckpt_state(path):

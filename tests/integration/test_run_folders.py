@@ -79,7 +79,7 @@ def test_a_removed_lock_file_still_excludes_a_second_run(tmp_path):
     assert not (out / LOCK).exists()
 
 
-# ------------------------------------------------------------------------------------ run folders
+# --------------------------------------------------------------------- one folder per run, reuse refused
 def test_default_folders_are_unique_within_one_second_and_across_processes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfgs = [load_config(["logger=none"]) for _ in range(3)]

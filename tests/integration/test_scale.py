@@ -72,5 +72,3 @@ def test_both_definitions_equal_the_engine_under_each(tiny_llava, samples):
         torch.testing.assert_close(res[d][0], p.float(), rtol=1e-5, atol=1e-7)
         assert torch.equal(res[d][1], c)
     assert not torch.allclose(res["project"][0], res["reference"][0])  # yes/no samples: the variants differ
-
-

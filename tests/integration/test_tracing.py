@@ -327,5 +327,3 @@ def test_trace_config_errors_before_the_model_loads(tmp_path):
         run_trace(trace_cfg(tmp_path, "trace.blocks=[attn,ffn]", "model.path=/nonexistent"))
     with pytest.raises(FileNotFoundError, match="no edit manifest"):
         run_trace(trace_cfg(tmp_path, f"trace.manifest={tmp_path}/none.jsonl", "model.path=/nonexistent"))
-
-

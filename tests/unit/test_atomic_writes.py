@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-# ---------------------------------------------------------------------------------- permissions
-
-
-# ---------------------------------------------------------------------------------- permissions
 def test_atomic_writes_keep_normal_permissions(tmp_path):
     import torch
 

@@ -1,4 +1,5 @@
-"""The counted-work cost model of benchmarks/attribution_scale.py and benchmarks/cost_model.py at the real widths: no model is built."""
+"""The counted-work cost model of benchmarks/attribution_scale.py and benchmarks/cost_model.py at the real widths:
+no model is built."""
 
 from __future__ import annotations
 
@@ -55,7 +56,6 @@ def test_smallest_rescoring_that_recovers_the_exact_lists():
     assert any(before[k] != v for k, v in target.items())
 
 
-# ------------------------------------------------------------------------------------------- the cost model
 def test_cost_model_counts_the_paper_models_as_counted_work():
     """The per-architecture cost model, on LLaVA-1.5-7B's entry, counts what ``counted_work`` counts from the config:
     the same reference forward and the same engine floor."""

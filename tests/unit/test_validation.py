@@ -1,4 +1,5 @@
-"""Validation before the model loads: a bad value fails naming its key and nothing is written; cross-key rules; every draw of the shipped sweep passes and fits the default model."""
+"""Validation before the model loads: a bad value fails naming its key and nothing is written; cross-key rules;
+every draw of the shipped sweep passes and fits the default model."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from vseam.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# ------------------------------------------------------------------- validation before the model
 @pytest.mark.parametrize("command,bad,key", [
     ("train", "model.dtype=float33", "model.dtype"),
     ("train", "data.batch_size=0", "data.batch_size"),

@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_speed import world_samples  # noqa: E402
 
-from vseam.attribution.exact import clean_run, run_from_layer  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_overlap  # noqa: E402
+from vseam.interventions.replay import clean_run, run_from_layer  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 from vseam.interventions import Ablate  # noqa: E402
 from vseam.models import load_adapter  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_speed import bench_adapter, embedded_batches, exact_grid, world_samples  # noqa: E402
 
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_overlap  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 from vseam.config import AttributionConfig  # noqa: E402
 from vseam.interventions import Ablate, intervene  # noqa: E402
 from vseam.models import load_adapter  # noqa: E402

@@ -46,7 +46,8 @@ from attribution_speed import spread_heads, sync, timed, world_samples  # noqa: 
 from vseam.attribution.exact import ExactEngine  # noqa: E402
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.reference import reference_ablated_probs  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_set  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_set  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
 from vseam.models.llava import LlavaAdapter  # noqa: E402
 
@@ -54,12 +55,19 @@ K = 10
 
 
 # ------------------------------------------------------------------------------------------- counted work
-def layer_macs(d: int, heads: int, kv_heads: int, head_dim: int, mlp: int, T: int) -> float:
-    """Multiply-adds of one Llama decoder layer over T positions (causal attention: T(T+1)/2 key positions)."""
+def layer_macs(d: int, heads: int, kv_heads: int, head_dim: int, mlp: int, T: int, pairs: float | None = None) -> float:
+    """Multiply-adds of one Llama decoder layer over T positions: q, k, v, o, a gated MLP (gate, up, down), and
+    attention over ``pairs`` (query, key) pairs (default: the causal triangle, T(T+1)/2)."""
     proj = d * heads * head_dim + 2 * d * kv_heads * head_dim + heads * head_dim * d  # q, k, v, o
     per_token = proj + 3 * d * mlp  # gate, up, down
-    attn = 2 * heads * head_dim * T * (T + 1) / 2  # q.k and p.v over the causal triangle
+    attn = 2 * heads * head_dim * (T * (T + 1) / 2 if pairs is None else pairs)  # q.k and p.v
     return T * per_token + attn
+
+
+def encoder_layer_macs(d: int, mlp: int, n: int, pairs: float | None = None, mlp_mats: int = 2) -> float:
+    """Multiply-adds of one vision-encoder layer over n tokens: q, k, v, o (d x d each), an MLP of ``mlp_mats``
+    d x mlp matrices (fc1 / fc2; 3 for a gated one), and attention over ``pairs`` pairs (default: all, n^2)."""
+    return n * (4 * d * d + mlp_mats * d * mlp) + 2 * d * (n * n if pairs is None else pairs)
 
 
 def counted_work(model, T: int, n_image: int) -> dict:
@@ -74,7 +82,7 @@ def counted_work(model, T: int, n_image: int) -> dict:
     lay = layer_macs(d, H, kv, D, tc.intermediate_size, T)
     n_patch = (vc.image_size // vc.patch_size) ** 2 + 1
     dv = vc.hidden_size
-    vision = vc.num_hidden_layers * (n_patch * (4 * dv * dv + 2 * dv * vc.intermediate_size) + 2 * dv * n_patch * n_patch)
+    vision = vc.num_hidden_layers * encoder_layer_macs(dv, vc.intermediate_size, n_patch)
     projector = n_image * (dv * d + d * d)
     ref = vision + projector + L * lay + T * d * V
     engine = sum((L - l) * lay for l in range(L)) / L + d * V
@@ -163,7 +171,7 @@ def activation_memory(adapter, emb, mask, rows_list=(1, 8)) -> dict:
     """Peak memory above the resting state of one exact-engine forward of R ablated copies from layer 0 (every
     layer), for each R of ``rows_list``, and the slope per copy: what ``attribution.rows_per_forward`` costs.
     CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS (VmHWM reset before each)."""
-    from vseam.attribution.exact import clean_run, run_from_layer
+    from vseam.interventions.replay import clean_run, run_from_layer
     from vseam.interventions import Ablate
 
     clean = clean_run(adapter, emb.index(torch.arange(1)))
@@ -260,7 +268,7 @@ def main(argv=None):
 
     def run_atp():
         mask, cmask, emb = embedded(adapter, samples)
-        return estimated_ablated_probs(adapter, emb, mask, alpha=a.atp_alpha, correct_mask=cmask)[0].cpu()
+        return estimated_ablated_probs(adapter, emb, mask, alpha=a.atp_alpha, correct_mask=cmask, path="all")[0].cpu()
 
     est, t_atp, c_atp = timed(run_atp)
     print(f"attribution patching (alpha {a.atp_alpha}): {t_atp:.1f} s wall ({c_atp:.1f} s CPU)", flush=True)

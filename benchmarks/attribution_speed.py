@@ -53,7 +53,8 @@ import torch  # noqa: E402
 from vseam.attribution.exact import ExactEngine  # noqa: E402
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.reference import reference_ablated_probs  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_overlap  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
 from vseam.models.llava import LlavaAdapter  # noqa: E402
 
@@ -117,7 +118,7 @@ def exact_grid(adapter, samples, batch_size, rows):
 
 
 def atp_grid(adapter, samples, batch_size, space="logodds", alpha=0.0):
-    return torch.cat([estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0].cpu()
+    return torch.cat([estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha, path="all")[0].cpu()
                       for mask, emb in embedded_batches(adapter, samples, batch_size)])
 
 

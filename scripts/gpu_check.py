@@ -45,7 +45,8 @@ def compare(a_path: Path, b_path: Path) -> dict:
     """bfloat16 (b) against float32 (a): the exact ablated probabilities and the signed scores."""
     from safetensors.torch import load_file
 
-    from vseam.attribution.scores import head_scores, spearman, top_k_overlap
+    from vseam.attribution.scores import head_scores, top_k_overlap
+    from vseam.stats import spearman
 
     a, b = load_file(str(a_path)), load_file(str(b_path))
     sa = head_scores(a["prob"], a["correct"].bool(), a["exact"])
@@ -60,7 +61,8 @@ def compare(a_path: Path, b_path: Path) -> dict:
 
 def matrices_distance(a_dir: Path, b_dir: Path) -> dict:
     from vseam.attribution.outputs import load_head_scores
-    from vseam.attribution.scores import spearman, top_k_overlap
+    from vseam.attribution.scores import top_k_overlap
+    from vseam.stats import spearman
 
     a, b = load_head_scores(a_dir), load_head_scores(b_dir)
     out = {}

@@ -133,7 +133,7 @@ def test_the_progress_of_one_definition_is_not_reused_by_the_other(world, tmp_pa
     fingerprint names the definition (the run folder's config check refuses it first when it is run there)."""
     from types import SimpleNamespace
 
-    from vseam.attribution.run import model_fingerprint
+    from vseam.runtime import model_fingerprint
 
     ad = SimpleNamespace(identity={"weights_sha256": "0" * 64})
     assert model_fingerprint({"arch": "llava", "answer_definition": "reference"}, ad) != \
@@ -144,12 +144,19 @@ def test_the_progress_of_one_definition_is_not_reused_by_the_other(world, tmp_pa
 
 
 def test_the_config_check_names_a_bad_definition_before_any_model():
-    from vseam.config import ConfigError, load_config
-    from vseam.models.base import ANSWER_DEFINITIONS
-    from vseam.validate import ANSWER_DEFINITIONS as VALID, validate
+    from typing import get_args
 
-    assert set(VALID) == set(ANSWER_DEFINITIONS)
-    cfg = load_config(["model.answer_definition=paper"])
+    from omegaconf import OmegaConf
+
+    from vseam.config import AnswerDefinition, ConfigError, load_config
+    from vseam.models.base import ANSWER_DEFINITIONS
+    from vseam.validate import validate
+
+    assert set(get_args(AnswerDefinition)) == set(ANSWER_DEFINITIONS)  # the key's choices: its field's type
+    with pytest.raises(ConfigError, match=r"model.answer_definition='paper': expected one of \['project', 'reference'\]"):
+        load_config(["model.answer_definition=paper"])
+    cfg = OmegaConf.create(OmegaConf.to_container(load_config([])))  # a config built without the schema
+    cfg.model.answer_definition = "paper"
     for command in ("heads", "train", "eval"):
         with pytest.raises(ConfigError, match="model.answer_definition='paper'"):
             validate(cfg, command)

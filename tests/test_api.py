@@ -29,7 +29,9 @@ def test_load_by_config_name_and_by_path():
     folder = ROOT / "checkpoints" / "organism" / "llava"
     by_path = vseam.load(str(folder), device="cpu")  # arch read from the folder's config.json
     assert by_path.adapter.arch == "llava" and by_path.adapter.name == str(folder)
-    with pytest.raises(ValueError, match="arch='llava' or arch='instructblip'"):
+    from vseam.models import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="hf download some/unknown-model"):  # offline: its model_type unknown
         vseam.load("some/unknown-model", device="cpu")
 
 

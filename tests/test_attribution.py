@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs, first_order, path_groups
 from vseam.attribution.reference import reference_ablated_probs, reference_baseline
-from vseam.attribution.sweep import ProgressMismatchError, Sweep
+from vseam.attribution.sweep import Sweep
+from vseam.runtime import ProgressMismatchError, Runtime
 from vseam.data import Sample
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import answer_stats
@@ -55,7 +56,7 @@ def test_exact_engine_equals_reference(tiny_adapter, samples, mode):
 
 
 def test_length_groups_split_a_left_padded_batch_by_length():
-    from vseam.attribution.exact import length_groups
+    from vseam.interventions.replay import length_groups
 
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]])
     groups = [(g.tolist(), w) for g, w in length_groups(mask, 2)]
@@ -143,18 +144,19 @@ def test_attribution_patching_is_the_first_order_term(tiny_llava, samples, space
 
 
 def test_untokenizable_answer_is_a_named_skip(tiny_llava, samples):
-    from vseam.data.skips import answer_skips
+    from vseam.data.skips import model_skips
 
     bad = Sample(id="q-42", question="What is it?", answer="   ", image=samples[0].image,
                  meta={"source": "ann.json: record 7 (id 'q-42')"})
-    kept, skipped = answer_skips(tiny_llava, [samples[0], bad])
+    screen = model_skips(tiny_llava, [samples[0], bad])
+    kept, skipped = screen.kept, screen.skipped
     assert kept == [samples[0]] and [s["id"] for s in skipped] == ["q-42"]
     assert "ann.json: record 7" in skipped[0]["reason"] and "empty answer" in skipped[0]["reason"]
 
 
 def test_missing_image_is_a_counted_skip(tiny_llava, samples, tmp_path):
     gone = Sample(id="gone", question="Is there a circle?", answer="Yes", image_path=str(tmp_path / "nope.png"))
-    sweep = Sweep(tiny_llava, [samples[0], gone, samples[1]], batch_size=2, chunk_size=8)
+    sweep = Sweep(tiny_llava, [samples[0], gone, samples[1]], {"chunk_size": 8}, batch_size=2)
     seen = []
     (res,) = sweep.run(on_progress=seen.append)
     assert sum(seen) == sweep.work_units(0)  # the progress bar ends full, skipped samples included
@@ -220,9 +222,9 @@ def test_run_writes_outputs_and_resumes_bit_identical(world, tmp_path):
 
 def test_progress_of_another_configuration_is_refused(tiny_llava, samples, tmp_path):
     """The chunk fingerprint, the second line of defence behind the run folder's config check."""
-    Sweep(tiny_llava, samples[:2], chunk_size=2, progress_dir=tmp_path).run()
+    Sweep(tiny_llava, samples[:2], {"chunk_size": 2}, runtime=Runtime(tmp_path)).run()
     with pytest.raises(ProgressMismatchError, match="exact-chunk00000"):
-        Sweep(tiny_llava, samples[:2], chunk_size=2, mode="zero", progress_dir=tmp_path).run()
+        Sweep(tiny_llava, samples[:2], {"chunk_size": 2, "ablation": "zero"}, runtime=Runtime(tmp_path)).run()
 
 
 @pytest.mark.parametrize("bad", ["attribution.method=exactly", "attribution.ablation=noise",
@@ -362,7 +364,7 @@ def test_benchmark_script_prints_its_summary_line(tmp_path):
 
 def test_take_rows_leaves_one_dimensional_tensors_alone():
     """cache_position [T] must not be indexed as if per-sample, even when T equals the batch size."""
-    from vseam.attribution.exact import _take_rows
+    from vseam.interventions.replay import _take_rows
 
     B = T = 3
     kw = {"cache_position": torch.arange(T), "position_ids": torch.arange(B * T).view(B, T),

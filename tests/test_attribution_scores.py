@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vseam.attribution.outputs import build_result
-from vseam.attribution.scores import head_scores, spearman, top_k, top_k_overlap
+from vseam.attribution.scores import head_scores, top_k, top_k_overlap
+from vseam.stats import spearman
 
 
 def test_scores_by_hand():

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from vseam.config import CONFIG_DIR, GROUPS, ConfigError, RootConfig, group_choices, load_config, save_config
+from vseam.config import (
+    ANALYZE_TOP, CONFIG_DIR, CONFIG_GROUPS, TRAIN_TOP, ConfigError, RootConfig, group_choices, load_config, save_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("group", CONFIG_GROUPS)
 def test_every_group_file_matches_the_schema(group):
     choices = group_choices(group)
     assert choices, f"configs/{group}/ is empty"
@@ -52,9 +54,9 @@ def test_errors_name_the_key(argv, pattern):
 
 
 def test_bad_key_in_a_group_file_names_the_file(tmp_path):
-    for g in GROUPS:
+    for g in CONFIG_GROUPS:
         (tmp_path / g).mkdir()
-    (tmp_path / "config.yaml").write_text("defaults:\n  model: broken\n")
+    (tmp_path / ANALYZE_TOP).write_text("defaults:\n  model: broken\n")
     (tmp_path / "model" / "broken.yaml").write_text("arch: llava\npaht: x\n")
     with pytest.raises(ConfigError, match=r"broken.yaml.*'model.paht'"):
         load_config([], config_dir=tmp_path)
@@ -62,7 +64,7 @@ def test_bad_key_in_a_group_file_names_the_file(tmp_path):
 
 def test_a_moved_key_in_a_group_file_names_the_file_and_the_new_key(tmp_path):
     (tmp_path / "trainer").mkdir()
-    (tmp_path / "config.yaml").write_text("defaults:\n  trainer: old\n")
+    (tmp_path / ANALYZE_TOP).write_text("defaults:\n  trainer: old\n")
     (tmp_path / "trainer" / "old.yaml").write_text("seed: 3\n")
     with pytest.raises(ConfigError, match=r"old.yaml: trainer.seed is now seed"):
         load_config([], config_dir=tmp_path)
@@ -85,6 +87,7 @@ def test_saved_config_reloads(tmp_path):
 
 
 SWEEP = CONFIG_DIR / "sweep.yaml"  # W&B's sweep schema, commented per parameter; checked on its own
+TOPS = (TRAIN_TOP, ANALYZE_TOP)  # one top-level file per entry point
 
 
 def _config_files() -> list[Path]:
@@ -93,11 +96,12 @@ def _config_files() -> list[Path]:
 
 
 def test_every_yaml_file_is_read_by_load_config():
-    """A YAML file outside config.yaml and configs/<group>/ would be read by nothing (and checked by nothing)."""
+    """A YAML file outside the entry points' top-level files and configs/<group>/ would be read by nothing (and
+    checked by nothing)."""
     for path in _config_files():
         rel = path.relative_to(CONFIG_DIR)
-        assert rel == Path("config.yaml") or (len(rel.parts) == 2 and rel.parts[0] in GROUPS), (
-            f"configs/{rel} is neither config.yaml nor a choice of a group {GROUPS}")
+        assert str(rel) in TOPS or (len(rel.parts) == 2 and rel.parts[0] in CONFIG_GROUPS), (
+            f"configs/{rel} is neither a top-level file {TOPS} nor a choice of a group {CONFIG_GROUPS}")
 
 
 def _comment_of(line: str) -> str | None:
@@ -136,7 +140,7 @@ def _quotes(path: Path) -> dict[str, tuple[int, object]]:
 
 def _schema_defaults(path: Path) -> dict:
     tree = OmegaConf.to_container(OmegaConf.structured(RootConfig))
-    if path.name == "config.yaml":
+    if path.parent == CONFIG_DIR:  # a top-level file: the keys outside the groups
         return {k: v for k, v in tree.items() if not isinstance(v, dict)}
     return tree[path.parent.name]
 
@@ -182,15 +186,20 @@ def test_a_drifted_quote_is_caught(tmp_path):
         _check_quotes(bad)
 
 
-def test_default_choice_files_quote_every_key():
-    """The files config.yaml picks document every key of their group (set or quoted)."""
+@pytest.mark.parametrize("top_file", TOPS)
+def test_default_choice_files_quote_every_key(top_file):
+    """Each entry point's top-level file picks a file for every group and documents its own keys; the files
+    analyze.yaml picks by default document every key of their group (set or quoted). The others (train.py's
+    data=organism-pope, eval's held-out world) are recipes that set what differs."""
     import yaml
 
-    top = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
-    paths = [CONFIG_DIR / "config.yaml"] + [CONFIG_DIR / g / f"{c}.yaml" for g, c in top["defaults"].items()]
-    assert set(top["defaults"]) == set(GROUPS), f"config.yaml picks no file for {sorted(set(GROUPS) - set(top['defaults']))}"
+    top = yaml.safe_load((CONFIG_DIR / top_file).read_text())
+    assert set(top["defaults"]) == set(CONFIG_GROUPS), f"{top_file} picks no file for {sorted(set(CONFIG_GROUPS) - set(top['defaults']))}"
+    paths = [CONFIG_DIR / top_file]
+    if top_file == ANALYZE_TOP:
+        paths += [CONFIG_DIR / g / f"{c}.yaml" for g, c in top["defaults"].items()]
     for path in paths:
-        active = {k for k in (yaml.safe_load(path.read_text()) or {}) if k != "defaults"}
+        active = {k for k in (yaml.safe_load(path.read_text()) or {}) if k not in ("defaults", "analyses")}
         missing = set(_schema_defaults(path)) - active - set(_quotes(path))
         assert not missing, f"{path.relative_to(ROOT)} neither sets nor quotes {sorted(missing)}"
 
@@ -262,7 +271,7 @@ def test_sweep_parameters_are_config_keys_with_valid_values():
     params = yaml.safe_load(SWEEP.read_text())["parameters"]
     tree = OmegaConf.to_container(OmegaConf.structured(RootConfig))
     for key, spec in params.items():
-        if key not in GROUPS:
+        if key not in CONFIG_GROUPS:
             node = tree
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"configs/sweep.yaml sweeps {key!r}: no such key"

@@ -17,6 +17,7 @@ LAYERS = [
     ["world"],
     ["models"],
     ["interventions"],
+    ["runtime"],  # what every long job shares: chunks, resume, ranks and nodes, gather, Fabric launch, OOM halving
     ["attribution", "evaluation", "editing"],
     ["modulation", "tracing", "organism"],  # organism: its builds score POPE with evaluation's metrics
     ["study"],  # the head study: ablation, overlap, report (uses attribution and modulation's head choice)
@@ -76,4 +77,4 @@ def test_the_check_sees_lazy_imports(tmp_path, monkeypatch):
     (fake / "data" / "x.py").write_text("def f():\n    from vseam.modulation.run import run_train\n")
     (fake / "data" / "y.py").write_text("import vseam.utils.io\n")
     monkeypatch.setattr(__import__(__name__), "SRC", fake)
-    assert _violations() == ["data/x.py:2: data (layer 3) imports modulation (layer 8)"]
+    assert _violations() == ["data/x.py:2: data (layer 3) imports modulation (layer 9)"]

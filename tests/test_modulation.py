@@ -331,7 +331,7 @@ def test_overhead_benchmark_prints_its_machine_readable_line(capsys):
 
 
 def test_rank_heads_orders_by_scale_change():
-    from vseam.modulation.run import rank_heads
+    from vseam.modulation.methods import rank_heads
 
     mod = HeadModulation([(0, 0), (0, 1), (1, 0)], 4, scale="scalar")
     with torch.no_grad():
@@ -344,10 +344,12 @@ def test_rank_heads_orders_by_scale_change():
 
 def test_every_configurable_method_has_one_runner():
     """``modulation.methods`` accepts exactly the methods ``train.py`` can run (one registry entry each)."""
-    from vseam.modulation.run import METHODS
-    from vseam.validate import MODULATION_METHODS
+    from typing import get_args
 
-    assert list(METHODS) == list(MODULATION_METHODS)
+    from vseam.config import ModulationMethod
+    from vseam.modulation.methods import METHODS
+
+    assert list(METHODS) == list(get_args(ModulationMethod))
     assert all(callable(f) for f in METHODS.values())
 
 

@@ -33,7 +33,8 @@ def world_root(tmp_path_factory) -> str:
 
 def _tiny_args(world_root: str, out: Path) -> list[str]:
     return ["model=tiny-llava", f"data.root={world_root}", "data.world_seed=5", f"out_dir={out}", "trainer.accelerator=cpu",
-            "data.batch_size=8", "modulation.k_pos=2", "modulation.k_neg=2", "modulation.attribution_limit=24"]
+            "data.batch_size=8", "modulation.k_pos=2", "modulation.k_neg=2", "modulation.attribution_limit=24",
+            "modulation.random_draws=3"]
 
 
 def _env() -> dict:
@@ -59,9 +60,11 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
                                                      "trainer.max_epochs=2", "modulation.lr=0.05"])
     summary = run_train(cfg)
     printed = capsys.readouterr().out
-    assert set(summary["methods"]) == {"none", "heuristic", "learned", "random", "lora", "ia3"}
+    assert set(summary["methods"]) == {"none", "heuristic", "learned", "random", "bias", "lora", "ia3"}
     for name in summary["methods"]:
         assert name in printed
+    assert set(summary["stats"]["vs_learned"]) == {"none", "heuristic", "bias", "lora", "ia3"}
+    assert summary["stats"]["random_heads"]["n_draws"] == 3
     m = summary["methods"]
     assert m["none"]["trainable_params"] == 0 and m["heuristic"]["trainable_params"] == 0
     k = len(summary["key_heads"]["all"])
@@ -82,7 +85,7 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     assert (out / "modulation.safetensors").stat().st_size < 10_000
     assert all(p.stat().st_size < 20_000 for p in (out / "checkpoints" / "learned").glob("*.ckpt"))
     preds = (out / "predictions.jsonl").read_text().splitlines()
-    assert len(preds) == 6 * summary["splits"]["test"]
+    assert len(preds) == 6 * summary["splits"]["test"]  # every method but the random draws (random_draws.json)
     # the offline W&B run holds the config, losses, lr, per-head norms and the tables
     l, h = summary["key_heads"]["all"][0]
     wandb_run_data(out / "logs", ["learned/train/loss", "learned/val/acc", "lr-AdamW", "learned/lr", "lora/lr",
@@ -186,8 +189,7 @@ def test_train_head_scores_shard_over_the_ranks(tmp_path, world_root, tiny_llava
     """Under DDP (a launched Fabric) train.py's head-score sweep computes only its rank's chunks (the
     sweep's own split, ``rank_chunks``) and gathers the others': rank 1 of 2, gathering nothing, holds
     exactly the samples of its chunks."""
-    import vseam.attribution.run as attribution_run
-    from vseam.attribution.sweep import chunk_bounds, rank_chunks
+    from vseam.runtime import Ranks, chunk_bounds, rank_chunks
     from vseam.data.load import load_samples
     from vseam.models.cache import EmbeddingCache
     from vseam.modulation.run import obtain_head_scores
@@ -198,7 +200,7 @@ def test_train_head_scores_shard_over_the_ranks(tmp_path, world_root, tiny_llava
         def barrier(self):
             pass
 
-    monkeypatch.setattr(attribution_run, "gather_chunks", lambda fabric, mine: mine)  # no process group here
+    monkeypatch.setattr(Ranks, "gather", lambda self, mine: list(mine))  # no process group here
     cfg = load_config(_tiny_args(world_root, tmp_path) + ["logger=none", "attribution.chunk_size=4",
                                                           "attribution.progress=false"])
     train = load_samples(cfg.data)[:16]
@@ -233,24 +235,20 @@ def test_ddp_train_computes_the_head_scores_of_one_process(tmp_path, world_root)
 
 
 @pytest.mark.slow
-def test_default_train_py_on_the_organism_within_20_minutes(tmp_path):
-    """`python train.py` with no arguments but out_dir: the shipped under-trained organism, every method."""
-    import time
-
+def test_default_train_py_on_the_organism(tmp_path):
+    """`python train.py` with no arguments but out_dir: the shipped organism, every method, 99 random draws."""
     from vseam.config import load_config as _load
 
     model_dir = REPO / _load([]).model.path
     if not (model_dir / "config.json").exists():
         pytest.skip(f"the organism checkpoint {model_dir} is not built (scripts/build_organism.py)")
-    t0 = time.time()
     proc = subprocess.run([sys.executable, "train.py", f"out_dir={tmp_path}", "logger=csv"], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=1500)
-    elapsed = time.time() - t0
+                          capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert elapsed <= 20 * 60, f"default run took {elapsed:.0f} s"
     summary = json.loads((tmp_path / "summary.json").read_text())
     m = summary["methods"]
-    assert set(m) == {"none", "heuristic", "learned", "random", "lora", "ia3"}
+    assert set(m) == {"none", "heuristic", "learned", "random", "bias", "lora", "ia3"}
+    assert summary["stats"]["random_heads"]["n_draws"] == 99 and m["random"]["mean_of_draws"] == 99
     for name in m:
         assert name in proc.stdout
         assert set(m[name]["test"]["by_level"]) == {"object", "attribute", "relation"}
@@ -268,7 +266,7 @@ def test_run_level_nan_stop_names_the_step_and_the_kept_checkpoint(tmp_path, wor
     from vseam.interventions import HeadModulation
     from vseam.models.cache import EmbeddingCache
     from vseam.modulation.data import ModulationDataModule, split_samples
-    from vseam.modulation import run as run_mod
+    from vseam.modulation import job as run_mod
 
     cfg = load_config(_tiny_args(world_root, tmp_path) + ["logger=none", "trainer.max_epochs=3"])
     splits = split_samples(load_samples(cfg.data), 0.15, 0.3, seed=0)

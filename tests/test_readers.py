@@ -125,15 +125,15 @@ def test_pope_every_field():
     samples = read_pope(DATA / "pope" / "coco_pope_random.sample.jsonl", "/coco/val2014")
     assert len(samples) == 60
     s = samples[0]
-    assert s.id == "1"
+    assert s.id == "random/1"  # POPE numbers each split's file from 1: the split keeps the files' ids apart
     assert s.question == "Is there a snowboard in the image?"
     assert s.answer == "Yes"
     assert s.image_path == str(Path("/coco/val2014") / "COCO_val2014_000000310196.jpg")
     assert (s.benchmark, s.category, s.level) == ("pope", "random", None)
-    assert s.meta == {"image": "COCO_val2014_000000310196.jpg",
+    assert s.meta == {"image": "COCO_val2014_000000310196.jpg", "question_id": 1,
                       "source": f"{DATA / 'pope' / 'coco_pope_random.sample.jsonl'}: line 1"}
     last = samples[-1]
-    assert (last.id, last.question, last.answer) == ("60", "Is there an orange in the imange?", "Yes")
+    assert (last.id, last.question, last.answer) == ("random/60", "Is there an orange in the imange?", "Yes")
     assert Counter(x.answer for x in samples) == {"Yes": 32, "No": 28}
     assert len({x.image_path for x in samples}) == 11
 
@@ -147,14 +147,14 @@ def test_pope_splits(split, yes):
     assert sum(s.answer == "Yes" for s in samples) == yes
     assert all(s.category == split for s in samples)
     for s, r in zip(samples, raw):
-        assert (s.id, s.question, s.answer.lower()) == (str(r["question_id"]), r["text"], r["label"])
+        assert (s.id, s.question, s.answer.lower()) == (f"{split}/{r['question_id']}", r["text"], r["label"])
 
 
 def test_cocoqa_every_field():
     samples = read_cocoqa(DATA / "cocoqa" / "color_coco_qa.sample.csv", "/coco/train2014")
     assert len(samples) == 60
     s = samples[0]
-    assert s.id == "0"
+    assert s.id == "color/0"  # each type's file numbers its rows from 0: the type keeps the files' ids apart
     assert s.question == "what is the color of the horses"
     assert s.answer == "brown"
     assert s.image_path == str(Path("/coco/train2014") / "COCO_train2014_000000023004.jpg")
@@ -162,7 +162,7 @@ def test_cocoqa_every_field():
     assert s.meta == {"image_id": 23004, "source": f"{DATA / 'cocoqa' / 'color_coco_qa.sample.csv'}: line 2"}
     last = samples[-1]
     assert (last.id, last.question, last.answer, last.meta["image_id"]) == (
-        "59", "what is the color of the carpet", "brown", 541067)
+        "color/59", "what is the color of the carpet", "brown", 541067)
 
 
 @pytest.mark.parametrize("qtype", ["color", "count", "location"])
@@ -172,7 +172,7 @@ def test_cocoqa_types_match_raw(qtype):
     samples = read_benchmark("cocoqa", path, "/c", image_pattern="COCO_val2014_{image_id:012d}.jpg")
     assert len(samples) == len(rows) == 60
     for s, (idx, img, q, a) in zip(samples, rows):
-        assert (s.id, s.question, s.answer, s.category) == (idx, q, a, qtype)
+        assert (s.id, s.question, s.answer, s.category) == (f"{qtype}/{idx}", q, a, qtype)
         assert s.image_path == str(Path("/c") / f"COCO_val2014_{int(img):012d}.jpg")
 
 

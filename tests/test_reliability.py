@@ -218,14 +218,15 @@ def _truncate(path: Path, keep: int | None = None) -> None:
 
 def test_a_truncated_progress_chunk_is_named(tiny_llava, samples, tmp_path):
     from vseam.attribution.sweep import Sweep
+    from vseam.runtime import Runtime
     from vseam.utils.io import BadFileError
 
-    Sweep(tiny_llava, samples[:2], chunk_size=2, progress_dir=tmp_path).run()
+    Sweep(tiny_llava, samples[:2], {"chunk_size": 2}, runtime=Runtime(tmp_path)).run()
     chunk = tmp_path / "exact-chunk00000.safetensors"
     _truncate(chunk)
     with pytest.raises(BadFileError, match=f"progress chunk {chunk} is unreadable: not a complete safetensors file"
                                            ".*delete it to recompute"):
-        Sweep(tiny_llava, samples[:2], chunk_size=2, progress_dir=tmp_path).run()
+        Sweep(tiny_llava, samples[:2], {"chunk_size": 2}, runtime=Runtime(tmp_path)).run()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "nan"])
@@ -314,18 +315,17 @@ def test_no_draw_of_the_shipped_sweep_fails_on_the_default_model():
 
     import yaml
 
-    from vseam.cli import TRAIN_DEFAULTS
     from vseam.validate import validate
 
     sweep = yaml.safe_load((ROOT / "configs" / "sweep.yaml").read_text())
     grid = {}
     for k, v in sweep["parameters"].items():
         grid[k] = v["values"] if "values" in v else [v["value"]] if "value" in v else [v["min"], v["max"]]
-    from vseam.config import GROUPS
+    from vseam.config import CONFIG_GROUPS
 
-    choices = {k: v.pop() for k, v in grid.items() if k in GROUPS and len(v) == 1}  # group=choice (logger: wandb)
+    choices = {k: v.pop() for k, v in grid.items() if k in CONFIG_GROUPS and len(v) == 1}  # group=choice (logger: wandb)
     grid = {k: v for k, v in grid.items() if k not in choices}
-    base = load_config([f"{k}={v}" for k, v in choices.items()], default_choices=TRAIN_DEFAULTS)
+    base = load_config([f"{k}={v}" for k, v in choices.items()], top="train.yaml")
     cfg_json = json.loads((ROOT / base.model.path / "config.json").read_text())["text_config"]
     heads = cfg_json["num_hidden_layers"] * cfg_json["num_attention_heads"]
     from omegaconf import OmegaConf
@@ -338,7 +338,7 @@ def test_no_draw_of_the_shipped_sweep_fails_on_the_default_model():
         assert cfg.modulation.k_pos + cfg.modulation.k_neg <= heads, argv
         n += 1
     assert n == len(list(itertools.product(*grid.values()))) >= 2 * 4 * 4 * 2 * 2 * 3
-    last = load_config([f"{k}={v}" for k, v in choices.items()] + argv, default_choices=TRAIN_DEFAULTS)
+    last = load_config([f"{k}={v}" for k, v in choices.items()] + argv, top="train.yaml")
     validate(last, "train")  # the real parse of the last draw
 
 
@@ -422,7 +422,7 @@ def test_a_sweep_resumed_with_other_weights_in_the_same_folder_is_refused(world,
     """The sweep's progress fingerprint holds the weights' hash (models.identity.weights_sha256), as
     tracing's does: replaced weights under the same model.path (same config) never reuse saved chunks."""
     from vseam.attribution.run import run_heads
-    from vseam.attribution.sweep import ProgressMismatchError
+    from vseam.runtime import ProgressMismatchError
     from vseam.models import load_adapter
 
     folder = tmp_path / "model"
@@ -486,10 +486,8 @@ def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_pat
 
 
 def test_the_default_eval_data_is_a_fresh_world():
-    from vseam.cli import ANALYSIS_DEFAULTS, TRAIN_DEFAULTS
-
-    train = load_config([], default_choices=TRAIN_DEFAULTS).data
-    ev = load_config([], default_choices=ANALYSIS_DEFAULTS["eval"]).data
+    train = load_config([], top="train.yaml").data
+    ev = load_config([], analysis="eval").data
     assert ev.format == train.format == "organism"
     assert (ev.root, ev.world_seed) != (train.root, train.world_seed) and ev.root != train.root
 

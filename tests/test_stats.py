@@ -75,6 +75,30 @@ def test_monte_carlo_p_counts_the_observation_and_states_its_floor():
         stats.monte_carlo_p(0.0, null, alternative="two")
 
 
+def test_enumeration_p_is_the_share_of_the_whole_population():
+    pop = np.array([0.2, 0.5, 0.5, 0.9, 1.0])  # every arrangement, the observed one (0.5) among them
+    out = stats.enumeration_p(0.5, pop, alternative="less")
+    assert out == {"p": pytest.approx(3 / 5), "floor": pytest.approx(1 / 5), "n_null": 5, "rank": 2}
+    assert stats.enumeration_p(0.2, pop, "less")["p"] == pytest.approx(1 / 5)  # the floor: the lowest of all
+    assert stats.enumeration_p(1.0, pop)["p"] == pytest.approx(1 / 5)
+    with pytest.raises(ValueError, match="not among"):
+        stats.enumeration_p(0.1, pop, "less")
+
+
+def test_stratified_resamples_and_permutations_keep_each_stratum():
+    strata = np.array(["a", "b", "a", "c", "b", "a"])
+    idx = stats.stratified_bootstrap_indices(strata, 500, seed=1)
+    assert idx.shape == (500, 6) and (strata[idx] == strata[None]).all()  # each position draws from its stratum
+    a = np.flatnonzero(strata == "a")
+    assert set(np.unique(idx[:, a])) == set(a)  # with replacement: every member of "a" is drawn somewhere
+    assert np.array_equal(idx, stats.stratified_bootstrap_indices(strata, 500, seed=1))  # seeded
+    perm = stats.stratified_permutations(strata, 300, seed=2)
+    assert (strata[perm] == strata[None]).all()
+    assert all(sorted(row) == list(range(6)) for row in perm.tolist())  # a permutation: each sample once
+    assert len({tuple(r) for r in perm[:, a].tolist()}) == 6  # all 3! orders of stratum "a" turn up
+    assert np.array_equal(perm, stats.stratified_permutations(strata, 300, seed=2))
+
+
 def test_auroc_equals_mann_whitney_u_with_ties():
     rng = np.random.default_rng(3)
     s = rng.integers(0, 6, 80).astype(float)  # many ties

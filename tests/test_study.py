@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import heads_cfg, small_world
@@ -96,8 +97,48 @@ def test_summary_spread_and_drops_by_hand():
     assert rnd["accuracy"]["mean"] == pytest.approx(0.75) and rnd["accuracy"]["min"] == 0.5
     assert rnd["prob_drop"]["mean"] == pytest.approx((0.05 + 0.1) / 2)
     assert rnd["accuracy"]["std"] == pytest.approx(0.3535534, abs=1e-6)  # std of (1.0, 0.5), n-1
-    # no random trial ends as low as the positive set (0.0): p = (1 + 0) / (1 + 2)
-    assert c["vs_random"] == {"n_trials": 2, "n_random_as_bad": 0, "p": pytest.approx(1 / 3)}
+    # no random trial ends as low as the positive set (0.0): p = (1 + 0) / (1 + 2), its floor; rank 1
+    assert c["vs_random"] == {"n_trials": 2, "exact": False, "n_random_as_bad": 0, "p": pytest.approx(1 / 3),
+                              "floor": pytest.approx(1 / 3), "rank": 1,
+                              "prob_drop": {"p": pytest.approx(1 / 3), "floor": pytest.approx(1 / 3), "rank": 1}}
+
+
+def test_exhaustive_null_for_k1_equals_a_brute_force_null():
+    """Where there are no more K-head sets than trials (K=1: L x H), every one is run once and the top set's
+    p is the share of all sets ending as low: the same number as a brute-force loop over every head."""
+    from vseam.attribution.scores import HeadScores
+    from vseam.study.ablation import conditions, summarize
+
+    L, H = 2, 3
+    pos = torch.tensor([[0.1, 0.5, 0.0], [0.2, 0.0, 0.3]])
+    scores = HeadScores(pos, None, torch.zeros(L, H), 4, 0)
+    conds, _ = conditions(scores, [1, 2], None, trials=6, seed=0)  # 6 single heads (exhaustive), 15 pairs (> 6)
+    singles = [c for c in conds if c.kind == "random" and c.k == 1]
+    assert all(c.exhaustive for c in singles) and sorted(c.heads_for(None) for c in singles) == \
+        [((l, h),) for l in range(L) for h in range(H)]
+    pairs = [c for c in conds if c.kind == "random" and c.k == 2]
+    assert len(pairs) == 6 and not any(c.exhaustive for c in pairs)
+    assert conditions(scores, [2], None, trials=15, seed=0)[0][-1].exhaustive  # C(6, 2) = 15 <= 15 trials
+    # made-up per-sample outcomes: sample i is answered right under a condition when its value > threshold
+    rng = np.random.default_rng(0)
+    n = 40
+    prob = torch.tensor(rng.uniform(0.2, 1.0, size=(n, len(conds))), dtype=torch.float32)
+    prob[:, 0] = 0.95
+    for j, c in enumerate(conds):  # a set removed twice (as a top set and as a random one) gives the same numbers
+        same = next(i for i, d in enumerate(conds) if d.heads_for(None) == c.heads_for(None))
+        prob[:, j] = prob[:, same]
+    correct = prob > 0.5
+    s = summarize(prob, correct, conds)
+    acc = {c.heads_for(None): float(correct[:, j].float().mean()) for j, c in enumerate(conds) if c in singles}
+    top = conds[1]
+    assert top.name == "positive@1" and top.heads_for(None) == ((0, 1),)
+    brute = sum(a <= acc[((0, 1),)] for a in acc.values()) / (L * H)  # the top head itself among them
+    vs = s["conditions"]["positive@1"]["vs_random"]
+    assert vs["exact"] and vs["p"] == pytest.approx(brute) and vs["floor"] == pytest.approx(1 / 6)
+    assert 1 / 6 <= brute < 1  # a p that neither hits the floor nor 1: the count matters
+    assert vs["rank"] == 1 + sum(a < acc[((0, 1),)] for a in acc.values())
+    assert s["random"]["1"]["exhaustive"] and not s["random"]["2"]["exhaustive"]
+    assert not s["conditions"]["positive@2"]["vs_random"]["exact"]  # 6 of 15 pairs: a Monte Carlo p
 
 
 def test_ablate_end_to_end_resumes_and_names_skipped_conditions(world, tmp_path):
@@ -150,16 +191,66 @@ def tiny_results(world, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     run_ablate(_cfg(world, root / "ablate", "study.k=[1,2]", "study.random_trials=2", "data.limit=1"))
     run_overlap(_cfg(world, root / "overlap", f"study.head_scores={root / 'ablate' / 'heads'}",
-                     "study.overlap_k=[1,2]", "study.n_permutations=200"))
+                     "study.overlap_k=[1,2]", "study.n_permutations=200", "study.n_bootstrap=50",
+                     "study.min_samples=1"))
     return root
 
 
-def test_overlap_run_writes_sentences_and_the_power_note(tiny_results):
+def test_overlap_run_tests_the_stored_per_sample_values(tiny_results, world, tmp_path, capsys):
+    """overlap.json from the per-sample values head_scores.safetensors keeps: its sets are the top-K of the
+    per-category matrices head_scores.json stores; each claim has a verdict, effect, CI, p, floor and n."""
+    from vseam.attribution.outputs import load_head_scores
+    from vseam.study.overlap import VERDICTS, top_heads
+    from vseam.study.run import run_overlap
+
     ov = json.loads((tiny_results / "overlap" / "overlap.json").read_text())
-    assert [c["key"] for c in ov["claims"]] == ["positive_within", "positive_across", "negative_across"]
-    assert all(c["verdict"] in ("holds", "does not hold", "undecided") for c in ov["claims"])
-    assert "smallest possible p-value" in ov["power_note"]
-    assert (tiny_results / "overlap" / "overlap.png").exists() == bool(ov["kinds"])
+    assert ov["schema"] == "vseam.overlap/2" and ov["min_samples"] == 1
+    assert [c["key"] for c in ov["claims"]] == ["positive_level_specific", "negative_generalise"]
+    assert all(c["verdict"] in VERDICTS for c in ov["claims"])
+    scores = load_head_scores(tiny_results / "ablate" / "heads")
+    for kind, block in ov["kinds"].items():
+        for e in block["per_k"]:
+            for c, s in e["sets"].items():
+                assert {tuple(h) for h in s} == top_heads(scores.by_category[c].matrices()[kind].numpy(), e["k"])
+    for c in ov["claims"]:
+        assert set(c["n"]["positive"]) == set(scores.by_category)
+        for d in c["per_k"]:
+            assert {"effect", "ci", "p", "floor", "verdict"} <= set(d)
+    assert "sample-level null's smallest p is 0.005" in ov["power_note"]
+    assert (tiny_results / "overlap" / "overlap.png").exists() == any(b["per_k"] for b in ov["kinds"].values())
+    # the default guard (30 samples) on one sample per category: insufficient data, the counts named
+    capsys.readouterr()
+    res = run_overlap(_cfg(world, tmp_path / "guarded", f"study.head_scores={tiny_results / 'ablate' / 'heads'}",
+                           "study.n_permutations=50", "study.n_bootstrap=20"))
+    assert {c["verdict"] for c in res["claims"]} == {"insufficient data"}
+    printed = capsys.readouterr().out
+    assert "insufficient data" in printed and "Color 1" in printed
+
+
+def test_overlap_refuses_head_scores_without_per_sample_categories(tiny_results, tmp_path):
+    """A head_scores.safetensors written before each sample's category was stored: a clear error naming the
+    file and the fix, not a silent analysis of something else."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from vseam.attribution.outputs import load_per_sample
+    from vseam.utils.io import BadFileError
+
+    heads = tmp_path / "heads"
+    shutil.copytree(tiny_results / "ablate" / "heads", heads)
+    st = heads / "head_scores.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(st), "pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k not in ("categories", "levels")}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(st), metadata=meta)
+    with pytest.raises(BadFileError, match=r"head_scores.safetensors lacks 'categories'.*analyze.py heads"):
+        load_per_sample(heads)
+    st.unlink()
+    with pytest.raises(FileNotFoundError, match="per-sample values"):
+        load_per_sample(heads / "head_scores.json")
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +358,8 @@ def test_report_includes_tracing_and_modulation_results_when_present(tiny_result
 
 
 @pytest.mark.parametrize("bad", ["study.ablation=noise", "study.heads_from=mine", "study.k=[0]", "study.k=[]",
-                                 "study.random_trials=0", "study.alpha=1.5", "study.models=[no-such-model]"])
+                                 "study.random_trials=0", "study.alpha=1.5", "study.models=[no-such-model]",
+                                 "study.min_samples=0", "study.n_bootstrap=0"])
 def test_bad_study_choices_fail_before_the_model_loads(world, tmp_path, bad, monkeypatch):
     import vseam.models
     from vseam.config import ConfigError
@@ -331,3 +423,32 @@ def test_conditions_rank_estimate_plus_exact_scores_on_exact_heads_only():
     scores.meta["exact_heads"] = [[0, 0], [1, 0], [1, 1]]
     conds, skipped = conditions(scores, [3], [], trials=1, seed=0)
     assert [c.name for c in conds] == ["none"] and skipped[0]["name"] == "positive@3"
+
+
+def test_report_of_an_earlier_overlap_json_says_so_instead_of_failing(tmp_path):
+    from vseam.study.report import build_report
+
+    (tmp_path / "overlap").mkdir()
+    (tmp_path / "overlap" / "overlap.json").write_text(json.dumps({
+        "schema": "vseam.overlap/1", "kinds": {}, "claims": [
+            {"key": "positive_within", "verdict": "holds", "sentence": "Claim 'shared within a level' holds"}]}))
+    page, sections, _ = build_report(tmp_path)
+    assert [s.id for s in sections] == ["overlap"]
+    assert "earlier version" in page and "python analyze.py overlap</code> again" in page
+
+
+def test_the_study_refuses_vision_tower_head_scores(tiny_results, world, tmp_path):
+    """Scores of the vision tower's heads (attribution.tower=vision) have an L x H of their own: the study,
+    which removes and compares the language model's heads, refuses them instead of reading them as such."""
+    import shutil
+
+    from vseam.study.ablation import run_ablate
+    from vseam.study.run import run_overlap
+
+    heads = tmp_path / "heads"
+    shutil.copytree(tiny_results / "ablate" / "heads", heads)
+    d = json.loads((heads / "head_scores.json").read_text())
+    (heads / "head_scores.json").write_text(json.dumps({**d, "tower": "vision"}))
+    for run in (run_overlap, run_ablate):
+        with pytest.raises(ValueError, match="vision tower's heads"):
+            run(_cfg(world, tmp_path / run.__name__, f"study.head_scores={heads}"))

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from vseam.attribution.exact import run_from_layer
+from vseam.interventions.replay import run_from_layer
 from vseam.data import Sample
 from vseam.interventions import Patch, Read, intervene
 from vseam.tracing import TraceEngine, effects, layouts
@@ -115,7 +115,7 @@ def test_tracing_identities(organism, organism_world):
     a = organism
     enc, qs = _pairs_enc(a, organism_world)
     P = enc.batch_size // 2
-    eng = TraceEngine(a, rows_per_forward=37)
+    eng = TraceEngine(a, {"rows_per_forward": 37})
     run, cache = eng.record(enc)
     from vseam.models.base import answer_stats
 
@@ -144,14 +144,14 @@ def test_tracing_identities(organism, organism_world):
 def test_batched_patches_equal_one_at_a_time(organism, organism_world):
     a = organism
     enc, qs = _pairs_enc(a, organism_world)
-    many, _ = TraceEngine(a, rows_per_forward=4096).trace_pairs(enc, qs)
+    many, _ = TraceEngine(a, {"rows_per_forward": 4096}).trace_pairs(enc, qs)
     # one patch per forward (the residual stream of the first pair; the other blocks share the same code path)
-    one, _ = TraceEngine(a, blocks=["resid"], rows_per_forward=1).trace_pairs(_sub(enc, 0), [qs[0]])
+    one, _ = TraceEngine(a, {"blocks": ["resid"], "rows_per_forward": 1}).trace_pairs(_sub(enc, 0), [qs[0]])
     for k in ("tokenwise_prob", "tokenwise_logit", "group_prob", "group_logit"):
         torch.testing.assert_close(getattr(many[0], k)[2:], getattr(one[0], k), rtol=0, atol=1e-5)
     # an odd forward size splits rows of different pairs, blocks and positions across forwards
-    odd, _ = TraceEngine(a, rows_per_forward=7).trace_pairs(enc, qs)
-    single = [TraceEngine(a, rows_per_forward=4096).trace_pairs(_sub(enc, 1), [qs[1]])[0][0]]
+    odd, _ = TraceEngine(a, {"rows_per_forward": 7}).trace_pairs(enc, qs)
+    single = [TraceEngine(a, {"rows_per_forward": 4096}).trace_pairs(_sub(enc, 1), [qs[1]])[0][0]]
     for m, o, s in zip(many[1:], odd[1:], single):
         for k in ("tokenwise_prob", "tokenwise_logit", "group_prob", "group_logit", "lens_prob"):
             torch.testing.assert_close(getattr(m, k), getattr(o, k), rtol=0, atol=1e-5)
@@ -317,7 +317,7 @@ def test_trace_run_end_to_end_and_resume(tmp_path):
     for k in t1:
         assert torch.equal(t1[k].nan_to_num(-9), t2[k].nan_to_num(-9)), k
     assert [p["id"] for p in out1["pairs"]] == [p["id"] for p in out2["pairs"]]
-    from vseam.attribution.sweep import ProgressMismatchError
+    from vseam.runtime import ProgressMismatchError
     from vseam.utils.rundir import RunFolderError
 
     with pytest.raises(RunFolderError, match="trace.direction"):  # the folder holds another config's results

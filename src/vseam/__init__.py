@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from vseam.attribution.scores import HeadScores
     from vseam.data.sample import Sample
-    from vseam.interventions.heads import HeadCache
+    from vseam.interventions.hooks import ActivationCache
     from vseam.models.base import VLMAdapter
 
 __version__ = "0.1.0"
@@ -33,8 +33,8 @@ __all__ = ["load", "Model", "Output", "sample", "prompt", "load_samples", "read_
            "intervene", "HeadScores"]
 
 _LAZY = {  # name -> module it lives in (the one home; re-exported here for notebooks)
-    "Ablate": "vseam.interventions.heads", "Patch": "vseam.interventions.heads", "Read": "vseam.interventions.heads",
-    "HeadModulation": "vseam.interventions.heads", "intervene": "vseam.interventions.heads",
+    "Ablate": "vseam.interventions.hooks", "Patch": "vseam.interventions.hooks", "Read": "vseam.interventions.hooks",
+    "HeadModulation": "vseam.interventions.hooks", "intervene": "vseam.interventions.hooks",
     "HeadScores": "vseam.attribution.scores", "top_k": "vseam.attribution.scores",
     "load_head_scores": "vseam.attribution.outputs", "load_config": "vseam.config",
     "read_benchmark": "vseam.data.readers",
@@ -55,7 +55,7 @@ class Output:
     without an answer."""
 
     ids: list[str]
-    pred_token: list[str]  # the arg-max token at the last position
+    pred_token: list[str]  # the arg-max token at the last position, as text (``red``, not the piece ``▁red``)
     prob: list[float | None]  # probability of the answer's tokens (SPEC section 0)
     correct: list[bool | None]  # the arg-max token is one of the answer's tokens
     logits: Any  # [N, V] last-position logits (float32, CPU)
@@ -89,7 +89,7 @@ class Model:
 
     def intervene(self, *edits):
         """A context manager applying ``edits`` (``Ablate``, ``Patch``, ``Read``, ``HeadModulation``)."""
-        from vseam.interventions.heads import intervene
+        from vseam.interventions.hooks import intervene
 
         return intervene(self.adapter, *edits)
 
@@ -98,10 +98,10 @@ class Model:
         return self._run(_as_list(samples), edits, batch_size)[0]
 
     def run_with_cache(self, samples: "Sample | Sequence[Sample]", *edits,
-                       layers: Sequence[int] | None = None) -> tuple[Output, "HeadCache"]:
+                       layers: Sequence[int] | None = None) -> tuple[Output, "ActivationCache"]:
         """``run`` in one batch, also returning the per-head ``o_proj`` inputs (``cache[l]``: [B, T, H, D],
         left-padded as the batch was) of ``layers`` (all when None), after ``edits``."""
-        from vseam.interventions.heads import Read
+        from vseam.interventions.hooks import Read
 
         samples = _as_list(samples)
         return self._run(samples, (*edits, Read(layers=layers)), max(1, len(samples)))
@@ -112,7 +112,7 @@ class Model:
     def _run(self, samples: list, edits: tuple, batch_size: int):
         import torch
 
-        from vseam.interventions.heads import intervene
+        from vseam.interventions.hooks import intervene
         from vseam.models.base import answer_stats
 
         a = self.adapter
@@ -125,7 +125,7 @@ class Model:
             prob, correct, _ = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
             pred = logits.argmax(-1).tolist()
             ids += enc.ids
-            tokens += a.tokenizer.convert_ids_to_tokens(pred)
+            tokens += a.token_text(pred)
             for i, s in enumerate(chunk):
                 has_answer = bool(enc.answer_ids[i])
                 probs.append(float(prob[i]) if has_answer else None)
@@ -137,7 +137,7 @@ class Model:
 
 def load(model: str = "organism-llava", *overrides: str, device: str = "auto", **keys: Any) -> Model:
     """A model by config name (``configs/model/<name>.yaml``: ``organism-llava``, ``llava-1.5-7b``, ...),
-    or by folder / hub id / ``tiny:<arch>`` (then ``arch=`` unless the folder's config.json says it).
+    or by folder / hub id / ``tiny:<arch>`` (the architecture is the checkpoint's ``model_type``'s unless ``arch=``).
     ``overrides`` are ``model.key=value`` strings, ``keys`` set model keys (``dtype="bfloat16"``);
     ``device`` is ``trainer.accelerator``'s vocabulary (auto | cpu | gpu) or a torch device."""
     from vseam.config import group_choices, load_config
@@ -146,24 +146,10 @@ def load(model: str = "organism-llava", *overrides: str, device: str = "auto", *
     if model in group_choices("model"):
         cfg = load_config([f"model={model}", *overrides, *(f"model.{k}={v}" for k, v in keys.items())]).model
     else:
-        arch = keys.pop("arch", None) or _arch_of(model)
-        cfg = load_config([f"model.path={model}", f"model.arch={arch}", f"model.name={model}", *overrides,
-                           *(f"model.{k}={v}" for k, v in keys.items())]).model
+        arch = keys.pop("arch", None)
+        cfg = load_config([f"model.path={model}", *([f"model.arch={arch}"] if arch else []), f"model.name={model}",
+                           *overrides, *(f"model.{k}={v}" for k, v in keys.items())]).model
     return Model(load_adapter(cfg, device=device))
-
-
-def _arch_of(path: str) -> str:
-    import json
-    from pathlib import Path
-
-    if path.startswith("tiny:"):
-        return path.split(":", 1)[1]
-    config = Path(path).expanduser() / "config.json"
-    kind = json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
-    for arch in ("instructblip", "llava"):
-        if arch in kind or arch in path.lower():
-            return arch
-    raise ValueError(f"cannot tell the architecture of {path!r}: pass arch='llava' or arch='instructblip'")
 
 
 def sample(image: Any, question: str, answer: str | None = None, *, id: str | None = None,
@@ -196,19 +182,36 @@ def load_samples(data: str = "organism", *overrides: str, **keys: Any) -> list:
     from vseam.data.load import load_samples as _load
     from vseam.world.write import ensure_world
 
+    from vseam.data.load import DUPLICATE
+
     cfg = load_config([f"data={data}", *overrides, *(f"data.{k}={_cli(v)}" for k, v in keys.items())])
     ensure_world(cfg.data)
-    return _load(cfg.data)
+    samples = _load(cfg.data)
+    kept = [s for s in samples if not s.meta.get(DUPLICATE)]  # data.duplicate_ids=drop: the first of each id
+    if len(kept) < len(samples):
+        print(f"note: dropped {len(samples) - len(kept)} sample(s) whose id repeats an earlier one "
+              f"(data.duplicate_ids=drop)", flush=True)
+    return kept
 
 
 def score_heads(model: "Model | VLMAdapter", samples: "Sequence[Sample]", method: str = "exact",
                 **kwargs: Any) -> "HeadScores":
-    """Head attribution over ``samples`` (``vseam.attribution.score_heads``: method exact | atp, ablation,
-    progress_dir to save and resume, ...)."""
-    from vseam.attribution.sweep import score_heads as _score
+    """Head attribution over ``samples`` (``vseam.attribution.score_heads``). Keys of the ``attribution``
+    config group (``method`` exact | atp, ``ablation``, ``chunk_size``, ``atp_alpha``, ``progress``, ...) are
+    its settings, the others their defaults; ``progress_dir`` saves every chunk there and resumes; further
+    keywords (``batch_size``, ``max_skip_fraction``, ``cache``, ``on_chunk``) go to the sweep."""
+    from dataclasses import fields
 
+    from vseam.attribution.sweep import score_heads as _score
+    from vseam.config import AttributionConfig
+    from vseam.runtime import Runtime
+
+    keys = {f.name for f in fields(AttributionConfig)}
+    settings = {"method": method, **{k: kwargs.pop(k) for k in list(kwargs) if k in keys}}
+    if "progress_dir" in kwargs:
+        kwargs["runtime"] = Runtime(kwargs.pop("progress_dir"))
     adapter = model.adapter if isinstance(model, Model) else model
-    return _score(adapter, list(samples), method=method, **kwargs)
+    return _score(adapter, list(samples), settings, **kwargs)
 
 
 def _as_list(samples) -> list:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from typing import Any, Callable
 
-from vseam.config import ConfigError, describe_groups, env_defaults, load_config
+from vseam.config import ANALYZE_TOP, TRAIN_TOP, ConfigError, describe_groups, env_defaults, load_config, top_defaults
 
 # name -> (module, function, one-line description). Each function takes the resolved config.
 ANALYSES: dict[str, tuple[str, str, str]] = {
     "heads": ("vseam.attribution.run", "run_heads", "head attribution: positive / negative / signed L x H scores"),
     "edit": ("vseam.editing.run", "run_edit", "semantic editing of real images and the effective-edit filter"),
-    "eval": ("vseam.evaluation.run", "run_eval", "score a model (optionally modulated) on GQA / POPE / COCO-QA"),
+    "eval": ("vseam.modulation.apply", "run_eval",
+             "score a model (optionally modulated, or with a field method) on GQA / POPE / COCO-QA"),
     "ablate": ("vseam.study.ablation", "run_ablate", "ablation study: top-K positive / negative vs K random heads"),
     "overlap": ("vseam.study.run", "run_overlap", "cross-level overlap of per-category head sets, with tests"),
     "report": ("vseam.study.report", "run_report", "one self-contained HTML report of a results folder"),
@@ -20,14 +21,8 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
     "trace": ("vseam.tracing.run", "run_trace", "causal tracing (attn / mlp / resid x layer x token) and logit lens of edit pairs"),
 }
 
-
-# eval scores a fresh organism world with its POPE analog by default, disjoint from the pool train.py
-# trains and selects on (data=organism-pope, world seed 0).
-ANALYSIS_DEFAULTS = {"eval": {"data": "organism-pope-heldout"}}
-
-# train.py's default: the organism LLaVA, which hallucinates the usual partner on POPE-adversarial, on a
-# small balanced pool of the world's six categories and the three POPE splits.
-TRAIN_DEFAULTS = {"model": "organism-llava", "data": "organism-pope"}
+# Each entry point's defaults are its top-level file: configs/analyze.yaml (its ``analyses:`` block: eval
+# scores a fresh organism world by default) and configs/train.yaml.
 
 
 def _resolve(module: str, func: str) -> Callable:
@@ -53,7 +48,7 @@ def analyze_main(argv: list[str] | None = None) -> dict:
     name, rest = argv[0], argv[1:]
     if name not in ANALYSES:
         raise SystemExit(f"unknown analysis {name!r}; choices: {', '.join(ANALYSES)}")
-    return _run(name, *ANALYSES[name][:2], rest, ANALYSIS_DEFAULTS.get(name))
+    return _run(name, *ANALYSES[name][:2], rest, ANALYZE_TOP, name)
 
 
 def train_main(argv: list[str] | None = None) -> dict:
@@ -61,17 +56,17 @@ def train_main(argv: list[str] | None = None) -> dict:
     if any(a in ("-h", "--help") for a in argv):
         print(_help("train.py", "python train.py [group=choice ...] [key=value ...]",
                     "Learns per-head scales and offsets of the key heads of a frozen VLM (SPEC section 3).\n"
-                    f"train.py's own defaults: {TRAIN_DEFAULTS}\n\n"))
+                    f"train.py's own defaults (configs/{TRAIN_TOP}): {top_defaults(TRAIN_TOP)}\n\n"))
         raise SystemExit(0)
-    return _run("train", "vseam.modulation.run", "run_train", argv, TRAIN_DEFAULTS)
+    return _run("train", "vseam.modulation.run", "run_train", argv, TRAIN_TOP)
 
 
-def _run(command: str, module: str, func: str, argv: list[str], default_choices: dict | None = None) -> dict:
+def _run(command: str, module: str, func: str, argv: list[str], top: str, analysis: str | None = None) -> dict:
     env_defaults()
     from vseam.validate import validate
 
     try:
-        cfg = load_config(argv, default_choices=default_choices)
+        cfg = load_config(argv, top=top, analysis=analysis)
         validate(cfg, command)  # every value that can be checked without the model, before it loads
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
@@ -80,11 +75,49 @@ def _run(command: str, module: str, func: str, argv: list[str], default_choices:
     return fn(cfg)
 
 
+def script(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
+    """Run ``main`` as a command: an error raised on purpose (a bad key, file, folder, model; see
+    ``vseam.utils.errors``) and an OS error of a file print one line ``error: ...`` on stderr and exit with
+    status 1 (Ctrl-C: 130), without a traceback unless ``VSEAM_TRACEBACK=1`` or ``--traceback``; any other
+    error keeps its traceback. Under DDP rank zero reports; the other ranks exit with the same status."""
+    import os
+
+    from vseam.utils.errors import TRACEBACK_ENV, user_message, want_traceback
+    from vseam.utils.ranks import is_rank_zero
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--traceback" in argv:
+        argv = [a for a in argv if a != "--traceback"]
+        os.environ[TRACEBACK_ENV] = "1"  # DDP children re-run the command line and inherit the environment
+
+    def fail(message: str, status: int = 1) -> None:
+        if is_rank_zero():
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(status)
+
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        if want_traceback():
+            raise
+        fail("interrupted; the same command resumes the run from what it saved", 130)
+    except SystemExit as e:
+        if not isinstance(e.code, str) or want_traceback():
+            raise
+        message = " ".join(line.strip() for line in e.code.splitlines() if line.strip())
+        fail(message.removeprefix("config error: "))
+    except Exception as e:
+        message = user_message(e)
+        if message is None or want_traceback():
+            raise
+        fail(message)
+
+
 def train_script() -> None:
-    """The ``vseam-train`` console script (a console script exits with what it returns: nothing here)."""
-    train_main()
+    """``python train.py`` and the ``vseam-train`` console script (exits with what ``script`` says)."""
+    script(train_main)
 
 
 def analyze_script() -> None:
-    """The ``vseam-analyze`` console script."""
-    analyze_main()
+    """``python analyze.py`` and the ``vseam-analyze`` console script."""
+    script(analyze_main)

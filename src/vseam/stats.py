@@ -1,10 +1,11 @@
 """The statistics every finding of the project carries, as pure functions over per-sample values.
 
 One home for: the exact McNemar test of two methods scored on the same questions, percentile bootstrap
-intervals (of a mean, of a paired difference, of any statistic of resampled samples), the Monte Carlo
-p-value of an observed statistic against a null distribution (a random-draw control, a permutation
-test) with its floor, the threshold-free AUROC of a score against binary labels, and the accuracy of one
-threshold on a score (balanced at a yes-ratio of 0.5, or the best any threshold reaches).
+intervals (of a mean, of a paired difference, of any statistic of resampled samples; stratified resamples
+and permutations that keep each group's size), the Monte Carlo p-value of an observed statistic against a
+null distribution (a random-draw control, a permutation test) with its floor, the exact p of a complete
+enumeration, the threshold-free AUROC of a score against binary labels, the accuracy of one threshold on a
+score (balanced at a yes-ratio of 0.5, or the best any threshold reaches), and Spearman's rank correlation.
 
 Everything takes array-likes (lists, numpy arrays, tensors) and returns plain floats / dicts, so a
 result file stores them as they are; tests compare them with scipy on fixed inputs.
@@ -65,6 +66,36 @@ def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     if n <= 0:
         raise ValueError("bootstrap: no sample to resample")
     return np.random.default_rng(seed).integers(0, n, size=(int(n_boot), int(n)))
+
+
+def stratified_bootstrap_indices(strata, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] indices of ``n_boot`` resamples that draw, for each position, a sample of the same stratum
+    (with replacement within the stratum): every stratum keeps its size and its positions, so a statistic
+    of per-group means never sees a group shrink below its count. ``strata``: a label per sample."""
+    lab = np.asarray(strata)
+    if lab.ndim != 1 or lab.size == 0:
+        raise ValueError("stratified bootstrap: expected a non-empty 1-D array of stratum labels")
+    rng = np.random.default_rng(seed)
+    out = np.empty((int(n_boot), lab.size), dtype=np.int64)
+    for value in dict.fromkeys(lab.tolist()):
+        pos = np.flatnonzero(lab == value)
+        out[:, pos] = pos[rng.integers(0, pos.size, size=(int(n_boot), pos.size))]
+    return out
+
+
+def stratified_permutations(strata, n_perm: int, seed: int) -> np.ndarray:
+    """[n_perm, n] index arrays, each a random permutation of the samples within every stratum (position i
+    takes the sample of another position of its stratum): shuffling labels along it keeps each stratum's
+    label counts. ``strata``: a label per sample."""
+    lab = np.asarray(strata)
+    if lab.ndim != 1:
+        raise ValueError("stratified permutations: expected a 1-D array of stratum labels")
+    rng = np.random.default_rng(seed)
+    out = np.tile(np.arange(lab.size), (int(n_perm), 1))
+    for value in dict.fromkeys(lab.tolist()):
+        pos = np.flatnonzero(lab == value)
+        out[:, pos] = pos[rng.permuted(np.tile(np.arange(pos.size), (int(n_perm), 1)), axis=1)]
+    return out
 
 
 def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
@@ -129,6 +160,22 @@ def monte_carlo_p(observed: float, null: Sequence[float], alternative: str = "gr
     return {"p": float((1 + at_least) / (1 + n)), "floor": 1.0 / (1 + n), "n_null": n, "rank": int(1 + beyond)}
 
 
+def enumeration_p(observed: float, population: Sequence[float], alternative: str = "greater") -> dict:
+    """Exact p of ``observed`` against the statistic of *every* arrangement under the null, the observed one
+    among them (e.g. all K-head sets when there are no more than the trials): ``#{at least as extreme} / n``,
+    floor ``1 / n``. Same keys as ``monte_carlo_p`` (``n_null`` = the arrangements enumerated)."""
+    v = _array(population)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        raise ValueError("enumeration_p: an empty population")
+    rank = monte_carlo_p(observed, v, alternative)["rank"]
+    at_least = int(np.sum(v >= float(observed)) if alternative == "greater" else np.sum(v <= float(observed)))
+    if at_least < 1:
+        raise ValueError(f"enumeration_p: the observed value {observed} is not among the enumerated ones (none is "
+                         f"as extreme); use monte_carlo_p for an observation outside the population")
+    return {"p": at_least / v.size, "floor": 1.0 / v.size, "n_null": int(v.size), "rank": rank}
+
+
 # ------------------------------------------------------------------------------- scores vs labels
 def auroc(score, positive) -> float | None:
     """Area under the ROC curve of ``score`` for the binary labels ``positive`` (Mann-Whitney U / (n+ n-),
@@ -190,3 +237,23 @@ def best_threshold_accuracy(score, positive) -> dict:
     else:
         t = float((s_sorted[i - 1] + s_sorted[i]) / 2)
     return {"accuracy": float(correct[i] / s.size), "threshold": t}
+
+
+# ------------------------------------------------------------------------------- correlation
+def spearman(a, b) -> float | None:
+    """Spearman rank correlation of two equally shaped arrays (matrices: over their entries), with tied
+    values given their average rank and entries where either is NaN left out (as ``scipy.stats.spearmanr``
+    with ``nan_policy="omit"`` on the pairs). None when either is None (an undefined score matrix); NaN when
+    either is constant (no ranking to compare)."""
+    from scipy.stats import rankdata
+
+    if a is None or b is None:
+        return None
+    x, y = _array(a), _array(b)
+    if x.shape != y.shape:
+        raise ValueError(f"spearman: {x.size} values against {y.size}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = rankdata(x[keep]), rankdata(y[keep])
+    x, y = x - x.mean(), y - y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else float("nan")

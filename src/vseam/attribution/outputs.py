@@ -21,6 +21,9 @@ from the same per-sample values (no second pass): ``n``, ``n_correct``, ``n_inco
 its ``level``. In the safetensors file their matrices are ``category/<name>/<matrix>`` and
 ``level/<name>/<matrix>``; for ``atp+exact_topk`` it also holds ``exact_cells`` (uint8 L x H) and the pure
 estimates ``estimate/<matrix>``, ``category/<name>/estimate/<matrix>``, ``level/<name>/estimate/<matrix>``.
+The per-sample values (``prob``, ``correct``, ``ablated``) are stored with each sample's ``ids``,
+``categories`` and ``levels`` in the metadata, so the study's permutation tests regroup them
+(``load_per_sample``) without a forward pass.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import torch
 
 from vseam.attribution.scores import MATRICES, HeadScores, exact_cells, only_exact, top_k
-from vseam.interventions.heads import HeadShapeError
+from vseam.interventions.hooks import HeadShapeError
 from vseam.utils.io import BadFileError, save_figure, save_safetensors, write_json
 
 SCHEMA = "vseam.head_scores/1"
@@ -51,8 +54,11 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "model_id": model_id, "arch": arch, "num_layers": num_layers, "num_heads": num_heads,
         # which weights: a file of another checkpoint is refused where it is used (vseam.models.identity)
         "model_path": scores.meta.get("model_path"), "weights_sha256": scores.meta.get("weights_sha256"),
+        # whose heads (language model | vision tower) and the prompt the samples were run with
+        "tower": scores.meta.get("tower", "language"), "prompt_template": scores.meta.get("prompt_template"),
         "method": method, "ablation": ablation, "dataset_id": dataset_id, "dataset": dataset,
         "n": n, "n_total": n_total, "n_skipped": len(skipped), "skipped": skipped,
+        "sample_keys": scores.meta.get("sample_keys"),  # vseam.data.sample.sample_key of each scored sample
         "baseline": {"accuracy": float(correct.float().mean()) if n else None,
                      "mean_prob": float(prob.float().mean()) if n else None},
         **score_block(scores, k),
@@ -60,12 +66,12 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "rescore_top_k": scores.meta.get("rescore_top_k"),
         "config": config,
         **{group: {name: {**sc.meta, "n": sc.n, **score_block(sc, k)} for name, sc in getattr(scores, group).items()}
-           for group in GROUPS},
+           for group in GROUPINGS},
     }
     if exact_heads:  # every block, the whole data's and each category's and level's, says which cell is which
         mask = exact_cells(scores, exact_heads)
         mark_exact_and_estimate(result, mask, scores.meta.get("estimate"), k)
-        for group in GROUPS:
+        for group in GROUPINGS:
             for name, block in result[group].items():
                 mark_exact_and_estimate(block, mask, getattr(scores, group)[name].meta.get("estimate"), k)
     return result
@@ -91,7 +97,7 @@ def cell_method(mask: torch.Tensor) -> list[list[str]]:
     return [["exact" if e else "estimate" for e in row] for row in mask.tolist()]
 
 
-GROUPS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
+GROUPINGS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
 
 
 def score_block(scores: HeadScores, k: int) -> dict:
@@ -110,13 +116,13 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     files: dict[str, str] = {}
     tensors = {name: m for name, m in scores.matrices().items() if m is not None}
     tensors.update({"prob": prob.float(), "correct": correct.to(torch.uint8), "ablated": ablated.float()})
-    for group, prefix in zip(GROUPS, ("category", "level")):
+    for group, prefix in zip(GROUPINGS, ("category", "level")):
         for gname, sc in getattr(scores, group).items():
             tensors.update({f"{prefix}/{gname}/{m}": t for m, t in sc.matrices().items() if t is not None})
     mask = exact_cells(scores)
     if mask is not None:  # atp+exact_topk: which cells are exact, and the pure estimates beside the mixed matrices
         tensors["exact_cells"] = mask.to(torch.uint8)
-        for prefix, sc in [("", scores)] + [(f"{p}/{g}/", s) for grp, p in zip(GROUPS, ("category", "level"))
+        for prefix, sc in [("", scores)] + [(f"{p}/{g}/", s) for grp, p in zip(GROUPINGS, ("category", "level"))
                                              for g, s in getattr(scores, grp).items()]:
             tensors.update({f"{prefix}estimate/{m}": torch.tensor(t, dtype=torch.float32)
                             for m, t in (sc.meta.get("estimate") or {}).items() if t is not None})
@@ -125,6 +131,10 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
             "dataset_id": str(result["dataset_id"]),
             "answer_definition": str(result.get("answer_definition", "project")),
             "ids": json.dumps(ids), "undefined": json.dumps(sorted(result["undefined"]))}
+    per_sample = scores.per_sample
+    if per_sample is not None and per_sample.categories is not None and list(per_sample.ids) == list(ids):
+        # each sample's category and level: the study regroups the per-sample values by them (load_per_sample)
+        meta.update(categories=json.dumps(per_sample.categories), levels=json.dumps(per_sample.levels))
     files["safetensors"] = str(save_safetensors(out / "head_scores.safetensors", tensors, metadata=meta))
     if heatmaps:
         for name, m in scores.matrices().items():
@@ -138,6 +148,43 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     result["files"] = files
     write_json(out / "head_scores.json", result)
     return files
+
+
+def load_per_sample(path: str | Path):
+    """The per-sample values of a head-attribution result (``head_scores.safetensors`` beside
+    ``head_scores.json``): a ``ChunkResult`` with ``ids``, ``prob`` [N], ``correct`` [N], ``ablated`` [N, L, H]
+    and each sample's ``categories`` / ``levels``. A file without them (written before they were stored),
+    or one that does not match its JSON, is a ``BadFileError`` naming it."""
+    from vseam.attribution.sweep import ChunkResult
+    from vseam.utils.io import read_safetensors
+
+    path = Path(path)
+    js = path / "head_scores.json" if path.is_dir() else path
+    st = js.with_suffix(".safetensors")
+    again = "run `python analyze.py heads` again to write it"
+    if not st.exists():
+        raise FileNotFoundError(f"{st} does not exist: the per-sample values of {js} are needed; {again}")
+    t, meta = read_safetensors(st, "head scores")
+    try:
+        ids = json.loads(meta["ids"])
+        cats, levels = json.loads(meta["categories"]), json.loads(meta["levels"])
+    except KeyError as e:
+        raise BadFileError(f"{st} lacks {e} in its metadata (written before each sample's category and level "
+                           f"were stored); {again}") from None
+    missing = [k for k in ("prob", "correct", "ablated") if k not in t]
+    if missing:
+        raise BadFileError(f"{st} lacks the tensors {missing}; {again}")
+    n = len(ids)
+    if t["prob"].shape != (n,) or t["correct"].shape != (n,) or t["ablated"].dim() != 3 or \
+            t["ablated"].shape[0] != n or len(cats) != n or len(levels) != n:
+        raise BadFileError(f"{st} is inconsistent: {n} ids, {len(cats)} categories, {len(levels)} levels, prob "
+                           f"{tuple(t['prob'].shape)}, ablated {tuple(t['ablated'].shape)}")
+    if js.exists():
+        d = json.loads(js.read_text())
+        if d.get("n") != n or str(d.get("model_id")) != meta.get("model_id"):
+            raise BadFileError(f"{st} ({n} samples, model {meta.get('model_id')!r}) does not belong to {js} "
+                               f"({d.get('n')} samples, model {d.get('model_id')!r}); {again}")
+    return ChunkResult(-1, ids, t["prob"].float(), t["correct"].bool(), t["ablated"].float(), [], cats, levels)
 
 
 def heatmap_figure(matrix: torch.Tensor, name: str, result: dict):
@@ -184,7 +231,7 @@ def mark_exact_cells(ax, heads, size: float = 30) -> None:
 
 
 CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads", "n_correct", "n_incorrect", *MATRICES,
-             *GROUPS)
+             *GROUPINGS)
 
 
 def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
@@ -210,7 +257,7 @@ def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
     model, method = str(d.get("model_id", d.get("model", "")) or ""), str(d.get("method", "") or "")
     groups = {group: {name: scores_from_dict({"num_layers": L, "num_heads": H, "model_id": model, "method": method,
                                               **block}, where=f"{where}: {group}[{name!r}]")
-                      for name, block in (d.get(group) or {}).items()} for group in GROUPS}
+                      for name, block in (d.get(group) or {}).items()} for group in GROUPINGS}
     return HeadScores(parsed["positive"], parsed["negative"], parsed["signed"], int(d.get("n_correct") or 0),
                       int(d.get("n_incorrect") or 0), L, H, model=model, method=method,
                       meta={k: v for k, v in d.items() if k not in CORE_KEYS}, **groups)
@@ -245,7 +292,7 @@ def scores_to_dict(scores: HeadScores) -> dict:
             **{k: mat(m) for k, m in scores.matrices().items()}, **scores.meta,
             **({} if mask is None else {"cell_method": cell_method(mask)}),
             **{group: {name: scores_to_dict(sc) for name, sc in getattr(scores, group).items()}
-               for group in GROUPS if getattr(scores, group)}}
+               for group in GROUPINGS if getattr(scores, group)}}
 
 
 def load_head_scores(path: str | Path) -> HeadScores:

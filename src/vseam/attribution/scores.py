@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from vseam.interventions.heads import HeadShapeError
+from vseam.interventions.hooks import HeadShapeError
 
 
 MATRICES = ("positive", "negative", "signed")
@@ -64,6 +64,12 @@ class HeadScores:
         return {"positive": self.positive, "negative": self.negative, "signed": self.signed}
 
     def check_shape(self, num_layers: int, num_heads: int, where: str = "head scores") -> None:
+        """Refuse scores of a model of another shape, or of the vision tower's heads (``attribution.tower``):
+        every user of head lists (modulation, the study) works on the language model's."""
+        tower = self.meta.get("tower", "language")
+        if tower != "language":
+            raise HeadShapeError(f"{where} score the {tower} tower's heads (attribution.tower={tower}); this needs the "
+                                 f"language model's (attribution.tower=language)")
         if (num_layers, num_heads) != self.shape:
             raise HeadShapeError(
                 f"{where} were made for a model with {self.num_layers} layers x {self.num_heads} heads "
@@ -157,39 +163,6 @@ def top_k_overlap(a: torch.Tensor | None, b: torch.Tensor | None, k: int) -> int
     if a is None or b is None:
         return None
     return len(top_k_set(a, k) & top_k_set(b, k))
-
-
-def spearman(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
-    """Spearman rank correlation of two matrices over their entries (average ranks for ties).
-
-    None when either is undefined; NaN when either is constant (no ranking to compare).
-    """
-    if a is None or b is None:
-        return None
-    x, y = a.detach().double().reshape(-1).cpu(), b.detach().double().reshape(-1).cpu()
-    if x.shape != y.shape:
-        raise ValueError(f"spearman: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
-    keep = ~(x.isnan() | y.isnan())
-    x, y = _ranks(x[keep]), _ranks(y[keep])
-    x, y = x - x.mean(), y - y.mean()
-    den = (x.square().sum() * y.square().sum()).sqrt()
-    return float((x * y).sum() / den) if den > 0 else float("nan")
-
-
-def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata 'average')."""
-    order = torch.argsort(v, stable=True)
-    sorted_v = v[order]
-    ranks = torch.empty_like(v)
-    n = len(v)
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 def grouped_head_scores(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor,

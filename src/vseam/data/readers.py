@@ -4,7 +4,13 @@ One entry, ``read_benchmark(format, annotations, image_dir, ...)``, plus one fun
 paths are built from a per-benchmark file-name pattern (``str.format`` over the record's fields), so
 the same reader serves the real GQA images (``{imageId}.jpg``) and the organism's (``{imageId}.png``).
 Images are not opened here; ``load_image`` raises ``MissingImageError`` later, which callers count.
-A malformed record raises ``AnnotationError`` naming the file and the record (key, index or line).
+A malformed record, or an empty file, raises ``AnnotationError`` naming the file and the record (key,
+index or line).
+
+Sample ids: GQA's question ids are global; POPE and COCO-QA number the questions of each file (POPE's
+three split files all count from 1), so their samples are named ``<split>/<question_id>`` and
+``<type>/<index>`` when the file's split / question type is known, which keeps the ids of a run's files
+apart (``vseam.data.load`` refuses ids that still repeat).
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
+from vseam.config import DataFormat, PopeSplit
 from vseam.data.sample import LEVELS, Sample
+from vseam.utils.errors import UserError
 
-FORMATS = ("gqa", "pope", "cocoqa")
+FORMATS = tuple(f for f in get_args(DataFormat) if f != "organism")  # the benchmark formats read here
+POPE_SPLITS = get_args(PopeSplit)
 
 DEFAULT_PATTERNS = {
     "gqa": "{imageId}.jpg",
@@ -43,7 +52,7 @@ _GQA_SEMANTIC_TYPE_LEVELS = {"obj": "object", "attr": "attribute", "rel": "relat
 _YES_NO = {"yes": "Yes", "no": "No"}
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A malformed annotation file or record; the message names the file and the record."""
 
 
@@ -104,6 +113,8 @@ def read_gqa(annotations: str | Path, image_dir: str | Path | None = None, image
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
     except json.JSONDecodeError as e:
+        if not path.read_text().strip():
+            raise AnnotationError(f"{path}: the annotation file is empty") from None
         raise AnnotationError(f"{path}: not valid JSON ({e})") from None
     if isinstance(data, dict):
         items = [(str(k), v, f"{path}: key {k!r}") for k, v in data.items()]
@@ -119,6 +130,8 @@ def read_gqa(annotations: str | Path, image_dir: str | Path | None = None, image
             items.append((str(qid), rec, f"{where} (id {qid!r})"))
     else:
         raise AnnotationError(f"{path}: expected a JSON list or dict of records, got {type(data).__name__}")
+    if not items:
+        raise AnnotationError(f"{path}: the annotation file holds no record")
 
     file_category = category_from_filename(path)
     out: list[Sample] = []
@@ -163,17 +176,25 @@ def _check_positions(positions: Any, where: str) -> None:
 # -------------------------------------------------------------------------------------------- POPE
 
 def read_pope(annotations: str | Path, image_dir: str | Path | None = None, image_pattern: str | None = None,
-              category: str | None = None, limit: int | None = None) -> list[Sample]:
+              category: str | None = None, limit: int | None = None, split: str | None = None) -> list[Sample]:
     """Read POPE JSON lines (``question_id``, ``image``, ``text``, ``label`` yes/no).
 
-    Category: the argument, else the split from the file name (random / popular / adversarial).
+    Category (the POPE split): the ``category`` argument, else the split the file name names (random /
+    popular / adversarial), else ``split`` (``data.pope_split``; one that contradicts the file name is an
+    error), else the records' own (a ``split`` field, or the ``negative`` kind of the organism's files,
+    when all agree); else None, which ``pope_split_of`` tells the run about. Sample ids are
+    ``<split>/<question_id>`` when the split is known (POPE numbers each split's file from 1).
     """
     path = Path(annotations)
     pattern = image_pattern or DEFAULT_PATTERNS["pope"]
-    cat = category or category_from_filename(path)
-    out: list[Sample] = []
+    named = category_from_filename(path)
+    named = named if named in POPE_SPLITS else None
+    if split is not None and named is not None and split != named and category is None:
+        raise AnnotationError(f"{path}: the file name says POPE split {named!r} but data.pope_split={split!r}; "
+                              f"unset data.pope_split (it is for files whose name says no split) or rename the file")
+    records: list[tuple[str, dict]] = []
     for lineno, line in _lines(path):
-        if limit is not None and len(out) >= limit:
+        if limit is not None and len(records) >= limit:
             break
         where = f"{path}: line {lineno}"
         try:
@@ -185,16 +206,33 @@ def read_pope(annotations: str | Path, image_dir: str | Path | None = None, imag
         missing = [k for k in ("question_id", "image", "text", "label") if k not in rec]
         if missing:
             raise AnnotationError(f"{where}: missing field(s) {missing}")
-        label = str(rec["label"]).strip().lower()
-        if label not in _YES_NO:
+        if str(rec["label"]).strip().lower() not in _YES_NO:
             raise AnnotationError(f"{where}: label must be yes or no, got {rec['label']!r}")
+        records.append((where, rec))
+    if not records:
+        raise AnnotationError(f"{path}: the annotation file holds no record")
+    cat = category or named or split or _split_of_records([r for _, r in records])
+    out: list[Sample] = []
+    for where, rec in records:
         meta = {k: v for k, v in rec.items() if k not in ("question_id", "text", "label")}
+        qid = str(rec["question_id"])
         out.append(Sample(
-            id=str(rec["question_id"]), question=str(rec["text"]), answer=_YES_NO[label],
+            id=f"{cat}/{qid}" if cat else qid, question=str(rec["text"]),
+            answer=_YES_NO[str(rec["label"]).strip().lower()],
             image_path=image_path_for(image_dir, pattern, rec, where), benchmark="pope",
-            category=cat, level=None, meta={**meta, "source": where},
+            category=cat, level=None, meta={**meta, "source": where, "question_id": rec["question_id"]},
         ))
     return out
+
+
+def _split_of_records(records: list[dict]) -> str | None:
+    """The POPE split the records name, when they all name the same one: a ``split`` field, or the
+    ``negative`` kind of the negatives (the organism's files; positives carry none)."""
+    for key in ("split", "negative"):
+        named = {str(r[key]) for r in records if r.get(key) is not None}
+        if len(named) == 1 and next(iter(named)) in POPE_SPLITS:
+            return next(iter(named))
+    return None
 
 
 # ----------------------------------------------------------------------------------------- COCO-QA
@@ -241,6 +279,11 @@ def read_cocoqa(annotations: str | Path, image_dir: str | Path | None = None, im
             image_path=image_path_for(image_dir, pattern, fields, where), benchmark="cocoqa",
             category=cat, level=None, meta={"image_id": int(image_id), "source": where},
         ))
+    if not out and limit != 0:
+        raise AnnotationError(f"{path}: the annotation file holds no record")
+    if cat:  # each question type's file numbers its rows from 0: the type keeps the files' ids apart
+        for smp in out:
+            smp.id = f"{cat}/{smp.id}"
     return out
 
 
@@ -269,11 +312,11 @@ READERS: dict[str, Callable[..., list[Sample]]] = {"gqa": read_gqa, "pope": read
 
 def read_benchmark(format: str, annotations: str | Path, image_dir: str | Path | None = None,
                    image_pattern: str | None = None, category: str | None = None,
-                   limit: int | None = None) -> list[Sample]:
+                   limit: int | None = None, pope_split: str | None = None) -> list[Sample]:
     """Read one annotation file of ``format`` (gqa | pope | cocoqa) into samples.
 
     ``image_pattern`` defaults per format (``DEFAULT_PATTERNS``); ``category`` overrides the inferred
-    one; ``limit`` keeps the first N records.
+    one; ``limit`` keeps the first N records; ``pope_split``: the split of a POPE file whose name says none.
     """
     fmt = format.lower().replace("-", "").replace("_", "")
     if fmt == "organism":  # the organism writes GQA-style JSON (images {imageId}.png)
@@ -281,5 +324,6 @@ def read_benchmark(format: str, annotations: str | Path, image_dir: str | Path |
                         category=category, limit=limit, benchmark="organism")
     if fmt not in READERS:
         raise ValueError(f"unknown benchmark format {format!r}; expected one of {FORMATS + ('organism',)}")
+    extra = {"split": pope_split} if fmt == "pope" else {}
     return READERS[fmt](annotations, image_dir=image_dir, image_pattern=image_pattern, category=category,
-                        limit=limit)
+                        limit=limit, **extra)

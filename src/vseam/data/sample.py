@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vseam.utils.errors import UserError
+
 LEVELS = ("object", "attribute", "relation")
 
 
-class MissingImageError(FileNotFoundError):
+class MissingImageError(UserError, FileNotFoundError):
     """An image file is missing or unreadable; callers count it as a skip with this reason."""
 
 

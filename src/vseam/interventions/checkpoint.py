@@ -1,5 +1,7 @@
 """Save and load a learned modulation on its own: the per-head parameters, the head list and the model id
-and shape, as one small safetensors file (a few KB), never the VLM.
+and shape, as one small safetensors file (a few KB), never the VLM; and, in the same way, what another method
+of ``train.py`` made (``save_method``: the field's methods, ``vseam.modulation.field``): its name,
+hyperparameters and whatever it estimated (tensors), for ``analyze.py eval eval.method=<name>``.
 
 Any run (evaluation, analysis) applies a saved modulation with ``load_modulation(path, adapter)`` and
 ``intervene(adapter, modulation)``. Loading onto a model of another shape fails with a clear message;
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vseam.interventions.heads import HeadModulation, HeadShapeError, check_heads
+from vseam.interventions.hooks import HeadModulation, HeadShapeError, check_heads
 from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
 
 FORMAT = "vseam.modulation/1"
@@ -100,3 +102,64 @@ def load_modulation(path: str | Path, adapter=None, *, trainable: bool = False,
         mod = mod.to(adapter.device)
     mod.requires_grad_(trainable)
     return mod
+
+
+METHOD_FORMAT = "vseam.method/1"
+
+
+def save_method(path: str | Path, method: str, *, hyperparameters: dict[str, Any], tensors: dict[str, torch.Tensor],
+                model: str, num_layers: int, num_heads: int, head_dim: int, identity: dict[str, str] | None = None,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Write what ``method`` made for one model: its hyperparameters (JSON), its tensors (heads it chose, values
+    it estimated; may be none), the model's id, shape and weights hash (``adapter.identity``) and ``extra`` (e.g.
+    the samples it was estimated on, ``seen``)."""
+    meta = {"format": METHOD_FORMAT, "method": str(method), "hyperparameters": json.dumps(hyperparameters),
+            "model": str(model), "model_path": str((identity or {}).get("path", "")),
+            "weights_sha256": str((identity or {}).get("weights_sha256", "")), "num_layers": str(num_layers),
+            "num_heads": str(num_heads), "head_dim": str(head_dim), "heads": json.dumps([]),
+            "extra": json.dumps(extra or {})}
+    return save_safetensors(path, {k: v.detach().cpu() for k, v in tensors.items()}, metadata=meta)
+
+
+def read_method(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the facts (method, hyperparameters, model, shape, extra) of a ``save_method`` file."""
+    path = Path(path)
+    tensors, meta = read_safetensors(path, "method file")
+    if meta.get("format") != METHOD_FORMAT:
+        what = "a learned modulation (apply it with eval.method=none)" if meta.get("format") == FORMAT else \
+            f"format {meta.get('format')!r}"
+        raise BadFileError(f"{path}: not a vseam method file ({what}; expected {METHOD_FORMAT!r})")
+    try:
+        info = {"method": meta["method"], "hyperparameters": json.loads(meta["hyperparameters"]),
+                "model": meta["model"], "model_path": meta.get("model_path", ""),
+                "weights_sha256": meta.get("weights_sha256", ""), "num_layers": int(meta["num_layers"]),
+                "num_heads": int(meta["num_heads"]), "head_dim": int(meta["head_dim"]), "heads": [],
+                "extra": json.loads(meta.get("extra", "{}"))}
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadFileError(f"method file {path} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return tensors, info
+
+
+def load_method(path: str | Path, adapter, method: str, *, allow_other_model: bool = False
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A ``save_method`` file of ``method``, checked to be made for this model's shape and weights (else refused,
+    the weights unless ``allow_other_model``)."""
+    from vseam.models.identity import check_same_model
+
+    tensors, info = read_method(path)
+    if info["method"] != method:
+        raise BadFileError(f"{path} was saved by method {info['method']!r}, not {method!r} (eval.method={method})")
+    check_fits(info, adapter.num_layers, adapter.num_heads, adapter.head_dim, f"{method} file {path}")
+    check_same_model({"id": info["model"], "path": info["model_path"], "weights_sha256": info["weights_sha256"]},
+                     adapter, f"{method} file {path}", allow=allow_other_model)
+    return tensors, info
+
+
+def seen_samples(path: str | Path) -> dict[str, list[str]] | None:
+    """The content keys of the samples a saved modulation or method file was trained, selected or estimated on
+    (``extra.seen``: split -> keys), None when it records none."""
+    _, meta = read_safetensors(path, "saved file")
+    try:
+        return json.loads(meta.get("extra", "{}")).get("seen")
+    except ValueError:
+        raise BadFileError(f"saved file {path}: its metadata 'extra' is not JSON") from None

@@ -1,10 +1,15 @@
-"""One adapter interface over LLaVA and InstructBLIP: prompts, batched inputs, answer tokens, scoring,
-and the language-model structure (decoder layers, ``o_proj``, heads) that interventions reach.
+"""One adapter interface over every supported VLM: prompts, batched inputs, answer tokens, scoring, and
+the structure (the language model's and the vision tower's stacks of layers, their attention output
+projections and heads, the final norm, the projector) that interventions reach (``vseam.models.structure``).
 
 A VLM is split in two: ``embed`` (vision tower, projector / Q-Former, merged into the token
 embeddings; run once per image) and ``lm_logits`` (the language model on those embeddings,
-logits at the last position only). Every analysis intervenes in the second part only, so images are
-encoded once and reused across all ablations.
+logits at the last position only). The language-model analyses intervene in the second part only, so
+images are encoded once and reused across all ablations. ``Embedded`` carries what the language model
+needs besides the embeddings, captured from the HF model's own call of its decoder: the padding mask,
+the position ids (``[B, T]``, or ``[B, 3, T]`` for Qwen2-VL's M-RoPE), and per-token extras of an
+architecture (``Embedded.extra``). An architecture's adapter says how these become the decoder's
+keyword arguments (``VLMAdapter.lm_kwargs``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 from torch import nn
 
 from vseam.data.sample import Sample, load_image
+from vseam.models.structure import find_decoder, language_stack, vision_stack  # noqa: F401 (find_decoder re-exported)
 
 YES_NO = {"yes", "no"}
 
@@ -83,19 +89,32 @@ def answer_mask(answer_ids: Sequence[Sequence[int]], vocab_size: int, device=Non
 
 @dataclass
 class Embedded:
-    """Inputs of the language model: merged embeddings, attention mask, position ids."""
+    """Inputs of the language model: merged embeddings, attention mask, position ids, per-token extras.
+
+    Every tensor is batch-first with the token axis last (``inputs_embeds`` excepted: [B, T, d]), so one
+    rule selects rows (``index``), repeats them (``repeat``), keeps the last positions (``crop``) and
+    left-pads cached rows (``models.cache``) for every architecture.
+    """
 
     inputs_embeds: torch.Tensor  # [B, T, d]
     attention_mask: torch.Tensor  # [B, T]
-    position_ids: torch.Tensor  # [B, T]
+    position_ids: torch.Tensor  # [B, T], or [B, k, T] (Qwen2-VL's M-RoPE: k = 3, time / height / width)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # per token [B, ..., T] (an architecture's own)
 
     def repeat(self, n: int) -> "Embedded":
         """Each sample repeated ``n`` times in a row (sample-major): rows b*n ... b*n+n-1 are sample b."""
         return Embedded(self.inputs_embeds.repeat_interleave(n, 0), self.attention_mask.repeat_interleave(n, 0),
-                        self.position_ids.repeat_interleave(n, 0))
+                        self.position_ids.repeat_interleave(n, 0),
+                        {k: v.repeat_interleave(n, 0) for k, v in self.extra.items()})
 
     def index(self, idx) -> "Embedded":
-        return Embedded(self.inputs_embeds[idx], self.attention_mask[idx], self.position_ids[idx])
+        return Embedded(self.inputs_embeds[idx], self.attention_mask[idx], self.position_ids[idx],
+                        {k: v[idx] for k, v in self.extra.items()})
+
+    def crop(self, width: int) -> "Embedded":
+        """The last ``width`` positions of every row (left padding dropped)."""
+        return Embedded(self.inputs_embeds[:, -width:], self.attention_mask[:, -width:],
+                        self.position_ids[..., -width:], {k: v[..., -width:] for k, v in self.extra.items()})
 
 
 @dataclass
@@ -105,7 +124,7 @@ class ScoreResult:
     prob: torch.Tensor  # [N] summed probability of the answer token ids at the last position
     correct: torch.Tensor  # [N] bool: arg-max token is one of the answer ids
     pred_token_id: torch.Tensor  # [N]
-    pred_token: list[str]
+    pred_token: list[str]  # the arg-max token as text (``token_text``)
     ids: list[str]
     logit: torch.Tensor | None = None  # [N] mean logit of the answer token ids
 
@@ -132,10 +151,18 @@ def answer_stats(logits: torch.Tensor, answer_mask: torch.Tensor, correct_mask: 
 
 
 class VLMAdapter:
-    """A frozen VLM seen through the interface every analysis uses. Subclasses set the architecture."""
+    """A frozen VLM seen through the interface every analysis uses. Subclasses name the architecture
+    (``arch``, the HF class, the checkpoint ``model_type`` values they serve) and, where the architecture
+    needs it, how the language model's inputs are formed (``positions``, ``lm_kwargs``)."""
 
     arch: str = "base"
-    default_template: str = "{question}"
+    hf_class: str = ""  # the transformers class the checkpoint loads as (loading.py)
+    model_types: tuple[str, ...] = ()  # config.model_type values of checkpoints this adapter serves
+    # the prompt; None = the model's own chat template with the one-word instruction (chat_template_prompt)
+    default_template: str | None = None
+    # no position of the language model attends to a later one (False: Gemma 3's image tokens, PaliGemma's prefix);
+    # the attention-pattern reads check it (interventions.hooks)
+    causal: bool = True
 
     def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None,
                  answer_definition: str = "project"):
@@ -144,23 +171,28 @@ class VLMAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # the answer is read at the last position of every row
-        self.template = template or self.default_template
+        # where the prompt comes from: model.prompt_template, the adapter's SPEC prompt, or the chat template
+        if template:
+            self.template, self.template_source = template, "model.prompt_template"
+        elif self.default_template is not None:
+            self.template, self.template_source = self.default_template, "adapter"
+        else:
+            self.template, self.template_source = chat_template_prompt(processor), "chat_template"
         self.name = name or getattr(model.config, "_name_or_path", "") or self.arch
         # id, path and weights hash (vseam.models.identity); load_adapter fills in the hash
         self.identity: dict[str, str] = {"id": self.name, "path": str(getattr(model.config, "_name_or_path", ""))}
-        self.decoder = find_decoder(model)
-        self.layers: nn.ModuleList = self.decoder.layers
+        self.lm = language_stack(model)  # the decoder, its layers, attention output projections, final norm
+        self.lm.causal = self.causal
+        self.decoder: nn.Module = self.lm.decoder
+        self.layers: nn.ModuleList = self.lm.layers
+        self.norm: nn.Module = self.lm.norm
         self.lm_head: nn.Module = model.get_output_embeddings()
+        self.num_layers, self.num_heads, self.head_dim = self.lm.shape
         text_config = model.config.get_text_config()
-        self.num_layers = len(self.layers)
-        self.num_heads = int(text_config.num_attention_heads)
-        in_features = self.o_proj(0).in_features
-        if in_features % self.num_heads:
-            raise ValueError(f"o_proj input width {in_features} is not a multiple of {self.num_heads} heads")
-        self.head_dim = in_features // self.num_heads
         self.num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or self.num_heads)
         self.vocab_size = self.lm_head.out_features
         self._answer_cache: dict[tuple[str, str], tuple[list[int], int, list[int]]] = {}
+        self._vision = None
 
     # ----------------------------------------------------------------- structure
     @property
@@ -172,10 +204,26 @@ class VLMAdapter:
         return self.lm_head.weight.dtype
 
     def attention(self, layer: int) -> nn.Module:
-        return self.layers[layer].self_attn
+        return self.lm.attention(layer)
 
     def o_proj(self, layer: int) -> nn.Linear:
-        return self.attention(layer).o_proj
+        return self.lm.o_proj(layer)
+
+    @property
+    def vision(self):
+        """The vision tower as a ``Stack`` (its layers' attention heads and residual streams, and the
+        projector / connector as site ``proj_out``): ``intervene(adapter.vision, Ablate(...))``."""
+        if self._vision is None:
+            self._vision = vision_stack(self.model)
+        return self._vision
+
+    def stack(self, tower: str):
+        """The ``Stack`` of ``tower`` (``attribution.tower``): language | vision."""
+        if tower == "language":
+            return self.lm
+        if tower == "vision":
+            return self.vision
+        raise ValueError(f"attribution.tower={tower!r}: expected language or vision")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -183,7 +231,8 @@ class VLMAdapter:
         return self.num_layers, self.num_heads, self.head_dim
 
     def visual_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Bool [B, T]: where the image tokens (LLaVA) or query tokens (InstructBLIP) sit."""
+        """Bool [B, T]: where the processor put the image tokens (every image's, tiles and newline tokens
+        included) or InstructBLIP's query tokens."""
         return input_ids == self.image_token_id
 
     @property
@@ -194,9 +243,32 @@ class VLMAdapter:
             tid = getattr(cfg, "image_token_index", None)
         return int(tid)
 
+    @property
+    def placeholder_token_id(self) -> int:
+        """The token of the prompt that the processor replaces by the image's tokens: the image token itself,
+        unless the processor expands another one (Gemma 3's ``<start_of_image>``)."""
+        return self.image_token_id
+
+    @property
+    def prompt_info(self) -> dict[str, str]:
+        """The prompt template and where it came from, for result files."""
+        return {"template": self.template, "source": self.template_source}
+
     # ----------------------------------------------------------------- text
     def prompt(self, question: str) -> str:
         return self.template.format(question=question.strip())
+
+    def model_text(self, prompt: str) -> str:
+        """The text the processor tokenizes for ``prompt``, its image placeholder not yet expanded: the prompt
+        itself, unless the processor completes it (PaliGemma's puts BOS after the image and a newline at the end)."""
+        return prompt
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether the tokenizer adds its special tokens (BOS) to a prompt: not when the prompt starts with the BOS
+        itself (Gemma 3's chat template writes it), as ``processor.apply_chat_template`` decides."""
+        bos = self.tokenizer.bos_token
+        return not (bos and self.template.startswith(str(bos)))
 
     def answer_token_ids(self, answer: str) -> tuple[list[int], int]:
         """Token ids whose probabilities make the answer probability, and the gold first token.
@@ -237,9 +309,12 @@ class VLMAdapter:
         return self._answer_cache[key]
 
     def _continuation_tokens(self, answer: str) -> list[int]:
-        base = self.prompt("x").replace("<image>", "")
+        base = self.model_text(self.prompt("x")).replace(str(getattr(self.processor, "image_token", None) or "<image>"),
+                                                        "")
+        # after "ASSISTANT:" the answer follows a space ("▁Yes"); after a chat template's "assistant\n" none
+        sep = "" if base[-1:].isspace() else " "
         ids_p = self.tokenizer(base, add_special_tokens=False)["input_ids"]
-        ids_pa = self.tokenizer(base + " " + answer, add_special_tokens=False)["input_ids"]
+        ids_pa = self.tokenizer(base + sep + answer, add_special_tokens=False)["input_ids"]
         i = 0
         while i < min(len(ids_p), len(ids_pa)) and ids_p[i] == ids_pa[i]:
             i += 1
@@ -253,18 +328,57 @@ class VLMAdapter:
             raise ValueError(f"answer {answer!r} starts with an unknown token")
         return cont[0]
 
+    # ----------------------------------------------------------------- limits of the inputs
+    @property
+    def patch_size(self) -> int | None:
+        """Side in pixels of the vision tower's patch (an image smaller than it carries no patch), or None."""
+        vision = getattr(self.model.config, "vision_config", None)
+        size = getattr(vision, "patch_size", None)
+        return int(size) if isinstance(size, int) else None
+
+    def position_limits(self, question: str) -> list[tuple[str, int, int]]:
+        """``(part, positions the prompt of `question` takes, positions the part has)`` for each part of the
+        model with a position limit: the language model (text tokens plus the image's tokens)."""
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if not limit:
+            return []
+        text = len(self.tokenizer(self.prompt(question))["input_ids"])
+        return [("language model", text + self._image_positions(), int(limit))]
+
+    def _image_positions(self) -> int:
+        """How many positions an image adds to the tokenized prompt (measured once with the processor:
+        LLaVA's image token becomes its patches, InstructBLIP's query tokens are put in front)."""
+        if not hasattr(self, "_image_overhead"):
+            from PIL import Image
+
+            prompt = self.prompt("x")
+            with_image = self.processor(images=self.processor_images([Image.new("RGB", (32, 32))]), text=[prompt],
+                                        return_tensors="pt", **self.processor_kwargs())["input_ids"].shape[-1]
+            self._image_overhead = int(with_image) - len(self.tokenizer(prompt)["input_ids"])
+        return self._image_overhead
+
+    def token_text(self, ids: Sequence[int]) -> list[str]:
+        """Each token id as the text it stands for (``red``, not the SentencePiece piece ``▁red``)."""
+        return [self.tokenizer.decode([int(i)]).strip() for i in ids]
+
     # ----------------------------------------------------------------- inputs
+    def processor_images(self, images: list) -> list:
+        """The processor's ``images`` for a batch of one image per prompt (Gemma 3's and SmolVLM's processors want a
+        list per prompt: a flat list is one prompt's images to them)."""
+        return images
+
     def processor_kwargs(self) -> dict:
-        return {}
+        """Keyword arguments of every processor call (no second BOS after a template's own: ``add_special_tokens``)."""
+        return {} if self.add_special_tokens else {"add_special_tokens": False}
 
     def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
         """Preprocess a batch: prompts, images, left padding, answer ids. Raises MissingImageError."""
         if images is None:
             images = [load_image(s) for s in samples]
         prompts = [self.prompt(s.question) for s in samples]
-        inputs = self.processor(images=list(images), text=prompts, return_tensors="pt", padding=True,
-                                **self.processor_kwargs())
-        inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        inputs = self.processor(images=self.processor_images(list(images)), text=prompts, return_tensors="pt",
+                                padding=True, **self.processor_kwargs())
+        inputs = left_align({k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)})
         answer_ids, target, correct_ids = [], [], []
         for s in samples:
             if s.answer is None:  # a free-form prompt (vseam.prompt): a prediction, nothing to score
@@ -288,11 +402,12 @@ class VLMAdapter:
         return inputs
 
     def embed(self, enc: Encoded) -> Embedded:
-        """Run the vision side once; return the language model's inputs (merged token embeddings)."""
+        """Run the vision side once; return the language model's inputs (merged token embeddings, the
+        padding mask, and the position ids the HF model hands its decoder; ``positions``)."""
         captured = {}
 
         def grab(module, args, kwargs):
-            captured["inputs_embeds"] = kwargs["inputs_embeds"]
+            captured.update(kwargs)
             raise _StopForward
 
         handle = self.decoder.register_forward_pre_hook(grab, with_kwargs=True)
@@ -305,17 +420,34 @@ class VLMAdapter:
         if "inputs_embeds" not in captured:
             raise RuntimeError(f"{type(self.model).__name__}: the language model was never called")
         mask = enc.inputs["attention_mask"].to(self.device)
-        return Embedded(captured["inputs_embeds"], mask, position_ids_from_mask(mask))
+        return Embedded(captured["inputs_embeds"], mask, self.positions(mask, captured), self.extras(enc, captured))
+
+    def positions(self, mask: torch.Tensor, decoder_kwargs: dict) -> torch.Tensor:
+        """Position ids [B, T] (or [B, k, T]) of a left-padded batch; ``decoder_kwargs``: what the HF model
+        passed its decoder. Default: counted over real tokens only, so left padding does not shift them."""
+        return position_ids_from_mask(mask)
+
+    def extras(self, enc: Encoded, decoder_kwargs: dict) -> dict[str, torch.Tensor]:
+        """Per-token tensors [B, ..., T] the decoder needs besides embeddings, mask and positions (none here)."""
+        return {}
+
+    def lm_kwargs(self, emb: Embedded) -> dict:
+        """The decoder's keyword arguments (besides ``inputs_embeds``) for ``emb``."""
+        return {"attention_mask": emb.attention_mask, "position_ids": emb.position_ids}
 
     def lm_hidden(self, emb: Embedded) -> torch.Tensor:
         """Final (normed) hidden state at the last position, [B, d]."""
-        out = self.decoder(inputs_embeds=emb.inputs_embeds, attention_mask=emb.attention_mask,
-                           position_ids=emb.position_ids, use_cache=False)
+        out = self.decoder(inputs_embeds=emb.inputs_embeds, **self.lm_kwargs(emb), use_cache=False)
         return out.last_hidden_state[:, -1]
 
     def lm_logits(self, emb: Embedded) -> torch.Tensor:
         """Logits at the last position only, [B, V]."""
-        return self.lm_head(self.lm_hidden(emb))
+        return self.unembed(self.lm_hidden(emb))
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from final-normed hidden states [..., d]: the LM head (an architecture that post-processes its
+        logits, e.g. a soft cap, does it here, and every analysis reads logits through it)."""
+        return self.lm_head(hidden)
 
     def last_logits(self, enc: Encoded) -> torch.Tensor:
         return self.lm_logits(self.embed(enc))
@@ -339,30 +471,59 @@ class VLMAdapter:
             empty = torch.zeros(0)
             return ScoreResult(empty, empty.bool(), empty.long(), [], [], empty)
         pred = torch.cat(preds)
-        return ScoreResult(torch.cat(probs), torch.cat(corrects), pred,
-                           self.tokenizer.convert_ids_to_tokens(pred.tolist()), ids, torch.cat(logits_))
+        return ScoreResult(torch.cat(probs), torch.cat(corrects), pred, self.token_text(pred.tolist()), ids,
+                           torch.cat(logits_))
+
+
+# The one-word-answer instruction of a chat-template prompt (SPEC section 0: LLaVA-1.5's words)
+ONE_WORD = "Please answer with a single word."
+
+
+def chat_template_prompt(processor: Any, instruction: str = ONE_WORD) -> str:
+    """The prompt template (``{question}`` marks the question) that the processor's own chat template makes
+    of one user turn holding the image and ``{question} {instruction}``, with the assistant's turn opened.
+
+    The chat template is rendered once around a marker that becomes ``{question}`` (any brace of the
+    template's own text doubled), and checked to render another question the same way, so
+    ``template.format(question=q)`` is exactly what ``processor.apply_chat_template`` gives for ``q``.
+    """
+    if not getattr(processor, "chat_template", None):
+        raise ValueError(f"{type(processor).__name__} has no chat template: set model.prompt_template (with "
+                         f"{{question}}) for this model")
+
+    def render(question: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"},
+                                                     {"type": "text", "text": f"{question} {instruction}"}]}]
+        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    marker = "QUESTIONMARKER7F3A"
+    text = render(marker)
+    if text.count(marker) != 1:
+        raise ValueError(f"{type(processor).__name__}'s chat template does not put the question once in the prompt")
+    template = text.replace("{", "{{").replace("}", "}}").replace(marker, "{question}")
+    probe = "Is the {red} cube left of 2 balls?"
+    if render(probe) != template.format(question=probe):
+        raise ValueError(f"{type(processor).__name__}'s chat template renders the question differently from one "
+                         f"question to the next; set model.prompt_template")
+    return template
+
+
+def left_align(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The processor's outputs with every row's real tokens moved to the end (left padding), whatever side
+    the tokenizer padded: the per-token tensors (``input_ids``, ``attention_mask``, token-type ids) are
+    rolled row by row; a left-padded batch is returned as it is."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2 or bool(mask[:, -1].all()):
+        return inputs
+    keys = [k for k, v in inputs.items() if v.shape == mask.shape and (k in ("input_ids", "attention_mask")
+                                                                      or k.endswith("type_ids"))]
+    shift = mask.shape[1] - (mask.long().cumsum(1) * mask.long()).argmax(1) - 1  # positions after the last real token
+    out = dict(inputs)
+    for k in keys:
+        out[k] = torch.stack([torch.roll(row, int(n)) for row, n in zip(inputs[k], shift)])
+    return out
 
 
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so left padding does not shift them."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def find_decoder(model: nn.Module) -> nn.Module:
-    """The language model's decoder stack: the module whose ``layers`` hold ``self_attn.o_proj``.
-
-    Found by structure, not by name, so it works for LLaVA (``model.language_model``), InstructBLIP
-    (``language_model.model``) and other layouts. Vision towers use ``out_proj`` and are skipped.
-    """
-    found = []
-    for name, module in model.named_modules():
-        layers = getattr(module, "layers", None)
-        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
-            attn = getattr(layers[0], "self_attn", None)
-            if attn is not None and isinstance(getattr(attn, "o_proj", None), nn.Linear):
-                found.append((name, module))
-    if not found:
-        raise ValueError(f"{type(model).__name__}: no decoder with layers[i].self_attn.o_proj found")
-    if len(found) > 1:
-        raise ValueError(f"{type(model).__name__}: several decoders found: {[n for n, _ in found]}")
-    return found[0][1]

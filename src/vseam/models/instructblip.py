@@ -13,8 +13,20 @@ from vseam.models.base import Encoded, VLMAdapter
 
 class InstructBlipAdapter(VLMAdapter):
     arch = "instructblip"
+    hf_class = "InstructBlipForConditionalGeneration"
+    model_types = ("instructblip",)
     # SPEC section 0
     default_template = "Question: {question} Answer using a single word."
+
+    def position_limits(self, question: str) -> list[tuple[str, int, int]]:
+        """The language model's limit and the Q-Former's: it reads the prompt's text too."""
+        limits = super().position_limits(question)
+        qformer = getattr(self.model.config, "qformer_config", None)
+        limit = getattr(qformer, "max_position_embeddings", None)
+        if limit:
+            n = len(self.processor.qformer_tokenizer(self.prompt(question))["input_ids"])
+            limits.append(("Q-Former", n, int(limit)))
+        return limits
 
     def encode(self, samples: Sequence[Sample], images: Sequence[Any] | None = None) -> Encoded:
         enc = super().encode(samples, images)

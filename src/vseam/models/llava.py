@@ -5,5 +5,7 @@ from vseam.models.base import VLMAdapter
 
 class LlavaAdapter(VLMAdapter):
     arch = "llava"
+    hf_class = "LlavaForConditionalGeneration"
+    model_types = ("llava",)
     # SPEC section 0
     default_template = "USER: <image>\n{question} Please answer with a single word.\nASSISTANT:"

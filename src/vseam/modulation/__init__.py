@@ -1,5 +1,7 @@
 """Learned per-head modulation of a frozen VLM (SPEC section 3): key-head selection, the LightningModule
-and DataModule of ``python train.py``, and the baselines it is compared with. Saved modulations are
+and DataModule of ``python train.py``, and the controls and baselines it is compared with (the random-head
+draws trained together, ``draws``; the bias-only baseline and peft adapters, ``baselines``), the job
+(``run``, ``job``, ``methods``) and what it writes (``outputs``: rows, statistics, tables). Saved modulations are
 read and written by ``vseam.interventions`` (next to ``HeadModulation``); head scores are
 ``vseam.attribution.HeadScores``."""
 

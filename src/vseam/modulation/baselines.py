@@ -1,5 +1,6 @@
-"""Parameter-efficient baselines from ``peft`` on the language model only (LoRA, IA3), for comparison with
-the learned head modulation on the same data and split.
+"""Baselines of the learned head modulation on the same data and split: parameter-efficient adapters from
+``peft`` on the language model only (LoRA, IA3), and the bias-only baseline (``logit_bias_for``: learned
+biases on the answer logits, no head at all).
 
 The adapter goes onto a deep copy of the VLM, so the frozen model that the other methods share stays
 untouched (for a 7B model on one GPU that copy doubles memory: leave lora / ia3 out of
@@ -13,6 +14,9 @@ import copy
 from typing import Sequence
 
 from torch import nn
+
+from vseam.evaluation.score import yes_no_forms
+from vseam.interventions import LogitBias
 
 
 def decoder_module_names(adapter, suffixes: Sequence[str]) -> list[str]:
@@ -50,6 +54,24 @@ def peft_copy(adapter, kind: str, *, r: int = 4, alpha: int = 8, dropout: float 
         p.requires_grad_(any(tag in name for tag in ("lora_", "ia3_")))
     new = type(adapter)(model, adapter.processor, template=adapter.template, name=adapter.name)
     return new
+
+
+def logit_bias_for(adapter, samples: Sequence) -> LogitBias:
+    """The bias-only baseline's edit for the answers of ``samples`` (the train split), ``LogitBias``: one
+    scalar on the yes-vs-no margin (the yes and no tokens: the probability ids of the gold yes / no answers
+    under the model's answer definition, e.g. ``▁Yes ▁yes ▁YES``) and one scalar per other answer word (its
+    gold first token), all zero at the start."""
+    yes, no, words = set(), set(), set()
+    for a in sorted({str(s.answer) for s in samples if s.answer is not None}):
+        forms = yes_no_forms(a)
+        if forms is None:
+            words.add(adapter.answer_tokens(a)[1])
+        else:
+            (yes if a.lower() == "yes" else no).update(adapter.answer_tokens(a)[0])
+    if not (yes and no):  # a lone yes or no answer has no margin to move: a word like the others
+        words |= yes | no
+        yes, no = set(), set()
+    return LogitBias(sorted(yes), sorted(no), sorted(words - yes - no))
 
 
 def count_trainable(module: nn.Module) -> int:

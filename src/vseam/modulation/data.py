@@ -109,7 +109,7 @@ class ModulationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world, rank = self._world()
         if self.batch_size % world:
-            raise ValueError(f"modulation.batch_size={self.batch_size} (global) is not divisible by {world} processes")
+            raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by {world} processes")
         n = len(self.splits["train"])
         if n % world and rank == 0:
             # measured (README, learned modulation): LoRA's validation loss 0.015539 on 1 process, 0.015090 on 2

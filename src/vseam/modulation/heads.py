@@ -1,12 +1,14 @@
 """Which heads to modulate: pick the key heads (top-K positive and negative) of a head-attribution
-result (``vseam.attribution.HeadScores``), draw random heads for the control, and turn signed scores
-into heuristic scales.
+result (``vseam.attribution.HeadScores``), draw random heads and random head sets for the controls, and
+turn signed scores into heuristic scales.
 
 Pure functions over [L, H] matrices, so they are tested without a model.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Sequence
 
 import torch
@@ -52,6 +54,26 @@ def random_heads(num_layers: int, num_heads: int, k: int, seed: int,
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(pool), generator=g)[:k].tolist()
     return sorted(pool[i] for i in idx)
+
+
+def random_head_sets(num_layers: int, num_heads: int, k: int, n: int, seed: int,
+                     key: Sequence[tuple[int, int]] = ()) -> tuple[list[list[tuple[int, int]]], bool]:
+    """The null distribution of "a set of ``k`` heads": ``n`` independent draws, each ``k`` distinct heads
+    uniform over all heads (seeded; draw i depends only on ``seed`` and i, so the first draws of a longer
+    run are those of a shorter one). A draw may share heads with the ``key`` set, or be it: the key heads'
+    rank among the draws is then a valid Monte Carlo p (``vseam.stats.monte_carlo_p``).
+
+    When the model has at most ``n + 1`` sets of ``k`` heads, every set except ``key`` is returned instead
+    (the exact null by enumeration) and the flag is True. Returns ``(sets, exact)``; each set sorted."""
+    total = num_layers * num_heads
+    if not 0 < k <= total:
+        raise ValueError(f"cannot draw sets of {k} heads from a model with {total} heads")
+    heads = [(l, h) for l in range(num_layers) for h in range(num_heads)]
+    if math.comb(total, k) <= n + 1:
+        skip = sorted(map(tuple, key))
+        return [list(c) for c in itertools.combinations(heads, k) if sorted(c) != skip], True
+    g = torch.Generator().manual_seed(int(seed))
+    return [sorted(heads[i] for i in torch.randperm(total, generator=g)[:k].tolist()) for _ in range(n)], False
 
 
 def heuristic_scales(signed: torch.Tensor, lam: float = 1.0) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The LightningModule of the training job: a frozen VLM plus a few trainable parameters (the per-head
-modulation, or a LoRA / IA3 adapter for the baselines). It only wires steps, metrics and optimizers;
-the modulation itself is ``vseam.interventions.HeadModulation`` applied with ``intervene``.
+modulation, the bias-only baseline's logit bias, or a LoRA / IA3 adapter for the baselines). It only
+wires steps, metrics and optimizers; the edit itself is one of ``vseam.interventions`` (``HeadModulation``,
+``LogitBias``) applied with ``intervene``. The random-head draws train in ``modulation.draws``.
 
 Loss: cross-entropy of the gold answer's first token at the last position (SPEC section 0), plus an
 optional L1 penalty on ``scale - 1`` so that training itself can rank heads (as LoFiT does).
@@ -10,16 +11,18 @@ Checkpoints hold only the trainable parameters and the modulation's head list (a
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from typing import Any, Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vseam.data.sample import Sample
 from vseam.interventions import HeadModulation, intervene
+from vseam.models.base import Embedded
 from vseam.models.cache import Batch, EmbeddingCache
 
 
@@ -28,9 +31,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class FrozenVLMModule(L.LightningModule):
-    """Trains ``modulation`` (or the parameters that ``adapter.model`` marks trainable, for peft baselines)."""
+    """Trains ``modulation`` (an edit of ``vseam.interventions`` with parameters: ``HeadModulation``,
+    ``LogitBias``), or the parameters that ``adapter.model`` marks trainable (peft baselines)."""
 
-    def __init__(self, adapter, modulation: HeadModulation | None = None, *, lr: float = 1e-2,
+    def __init__(self, adapter, modulation: nn.Module | None = None, *, lr: float = 1e-2,
                  weight_decay: float = 0.0, l1: float = 0.0, scheduler: str = "constant", warmup_steps: int = 0,
                  cache: EmbeddingCache | None = None, gradient_checkpointing: bool = False, method: str = "learned",
                  norm_every: int = 10):
@@ -80,20 +84,30 @@ class FrozenVLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def logits(self, batch: Batch, keep_hooks: bool = False) -> torch.Tensor:
-        """Last-position logits with the modulation applied.
+        """Last-position logits of ``batch`` with the modulation applied (``forward_logits``)."""
+        return self.forward_logits(batch.emb, keep_hooks)
+
+    def forward_logits(self, emb: Embedded, keep_hooks: bool = False) -> torch.Tensor:
+        """Last-position logits of the language-model inputs ``emb`` with the modulation applied.
 
         ``keep_hooks``: leave the modulation hooks on until ``release_hooks()`` (called after backward),
         because gradient checkpointing re-runs the layers, hooks included, during the backward pass.
         """
         if self.modulation is None:
-            return self.adapter.lm_logits(batch.emb).float()
+            return self.adapter.lm_logits(emb).float()
         if not keep_hooks:
-            with intervene(self.adapter, self.modulation):
-                return self.adapter.lm_logits(batch.emb).float()
+            with self.forward_context(), intervene(self.adapter, self.modulation):
+                return self.adapter.lm_logits(emb).float()
         self.release_hooks()
         self._hooks = ExitStack()
+        self._hooks.enter_context(self.forward_context())
         self._hooks.enter_context(intervene(self.adapter, self.modulation))
-        return self.adapter.lm_logits(batch.emb).float()
+        return self.adapter.lm_logits(emb).float()
+
+    def forward_context(self):
+        """A context the modulated forward runs in (with the hooks): none here; the random draws run the
+        last-position forward (``modulation.draws``)."""
+        return nullcontext()
 
     def release_hooks(self) -> None:
         stack, self._hooks = getattr(self, "_hooks", None), None
@@ -105,7 +119,8 @@ class FrozenVLMModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.release_hooks()  # also when no backward ran (e.g. a skipped step)
-        if self.modulation is None or self.norm_every <= 0 or self.global_step % self.norm_every:
+        if not isinstance(self.modulation, HeadModulation) or self.norm_every <= 0 or \
+                self.global_step % self.norm_every:
             return
         self.log_dict({f"{self.method}/{k}": v for k, v in head_norms(self.modulation).items()}, on_step=True,
                       on_epoch=False, batch_size=len(batch))
@@ -114,7 +129,7 @@ class FrozenVLMModule(L.LightningModule):
         self.release_hooks()  # never leave hooks on the shared model, also after an exception
 
     def l1_penalty(self) -> torch.Tensor:
-        if self.l1 <= 0 or self.modulation is None or self.modulation.scale is None:
+        if self.l1 <= 0 or getattr(self.modulation, "scale", None) is None:
             return torch.zeros((), device=self.device)
         return self.l1 * (self.modulation.scale - 1).abs().sum()
 
@@ -185,7 +200,7 @@ class FrozenVLMModule(L.LightningModule):
         keep = set(self.trainable_keys)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         info = {"method": self.method, "model": self.adapter.name, "shape": list(self.adapter.shape)}
-        if self.modulation is not None:
+        if isinstance(self.modulation, HeadModulation):
             info.update(heads=self.modulation.heads, scale=self.modulation.scale_kind,
                         offset=self.modulation.offset is not None)
         checkpoint["vseam"] = info
@@ -199,8 +214,8 @@ class FrozenVLMModule(L.LightningModule):
         if list(info.get("shape", self.adapter.shape)) != list(self.adapter.shape):
             raise ValueError(f"checkpoint {path} was made for a model of shape {info['shape']} (layers, heads, "
                              f"head_dim); this model is {list(self.adapter.shape)}")
-        if self.modulation is not None and [tuple(h) for h in info.get("heads", self.modulation.heads)] != \
-                self.modulation.heads:
+        if isinstance(self.modulation, HeadModulation) and \
+                [tuple(h) for h in info.get("heads", self.modulation.heads)] != self.modulation.heads:
             raise ValueError(f"checkpoint {path} modulates other heads than this module")
         state = ckpt["state_dict"]
         missing = sorted(set(self.trainable_keys) - set(state))

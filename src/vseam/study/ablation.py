@@ -3,19 +3,23 @@ top-K negative heads, and K random heads (seeded trials), all at once, and repor
 semantic level the accuracy and the mean drop of the answer probability, with the spread over the
 random trials, for each K of a list.
 
-Every condition of a batch runs in one forward: the batch is repeated once per condition and each row
-carries its own head mask per layer, through the one intervention mechanism (``vseam.interventions.
-Ablate``). Per-sample results are saved per chunk (resumable, as the attribution sweep). Outputs
+The conditions of a batch run as rows of the same forwards: each (sample, condition) row carries its own
+head mask per layer, through the one intervention mechanism (``vseam.interventions.Ablate``), and starts
+from the clean pass's record of its first ablated layer (``vseam.interventions.replay``, as the attribution
+engine does). Per-sample results are saved per chunk, resumed and sharded over the ranks (``vseam.runtime``:
+``trainer.devices`` x ``trainer.num_nodes``) as the attribution sweep's; rank 0 writes the outputs. Outputs
 (``ablation.json``, schema ``vseam.ablation/1``): ``conditions`` (name, k, trial, heads), ``groups``
 (``all``, ``category/<name>``, ``level/<name>``; each: ``n``, ``baseline`` and per condition
 ``accuracy``, ``mean_prob``, ``prob_drop`` = mean(p - p_ablated), ``accuracy_drop``, and for a top-K
-set ``vs_random``: how many of the random trials of the same K end at an accuracy as low or lower,
-with the permutation p-value (1 + that) / (1 + trials); random conditions also aggregated over
-trials as ``mean`` / ``std`` / ``min`` / ``max``), ``skipped``.
+set ``vs_random`` (``vs_random()``): how many of the random sets of the same K end at an accuracy as low
+or lower, its rank among them and the one-sided p with its floor, by accuracy and by probability drop
+(exact where every K-head set was run); random conditions also aggregated over trials as ``mean`` /
+``std`` / ``min`` / ``max``, with ``exhaustive``), ``skipped``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -27,11 +31,13 @@ from typing import Any, Callable, Sequence
 import torch
 
 from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, rescored_per_matrix, top_k
-from vseam.attribution.sweep import chunk_bounds, fingerprint, load_progress
+from vseam.config import AttributionConfig, StudyConfig
 from vseam.data.sample import MissingImageError, Sample, load_image
-from vseam.interventions import Ablate, intervene
+from vseam.interventions import Ablate
+from vseam.interventions.replay import clean_run, length_batches, run_from_layer
 from vseam.models.base import VLMAdapter, answer_stats
 from vseam.modulation.heads import random_heads
+from vseam.runtime import Chunks, Progress, RowBatches, read_chunk
 from vseam.utils.io import save_safetensors
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ class Condition:
     k: int
     trial: int | None
     heads: tuple  # ((category | None, ((layer, head), ...)), ...)
+    exhaustive: bool = False  # random: one of every K-head set (there are no more of them than the trials)
 
     @property
     def name(self) -> str:
@@ -63,18 +70,20 @@ class Condition:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "k": self.k, "trial": self.trial,
-                "heads": {("all" if c is None else c): [list(h) for h in hs] for c, hs in self.heads}}
+                "heads": {("all" if c is None else c): [list(h) for h in hs] for c, hs in self.heads},
+                **({"exhaustive": True} if self.exhaustive else {})}
 
 
 def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | None, trials: int, seed: int,
-               heads_from: str = "all") -> tuple[list[Condition], list[dict]]:
+               heads_from: str = StudyConfig.heads_from) -> tuple[list[Condition], list[dict]]:
     """The conditions of the study from head scores (``load_head_scores``), and the ones that cannot
     run (``[{"name", "reason"}]``: an undefined matrix).
 
     Top-K lists are the strictly positive ones (``top_k(..., positive_only=True)``): a head that never
     moved the answer is not added to fill K, so such a condition runs with fewer heads (its ``heads``
     say which). ``k_random`` (default: ``ks``) are the sizes of the random sets, drawn uniformly from
-    all heads with a seed of (``seed``, K, trial), the same sets for every category.
+    all heads with a seed of (``seed``, K, trial), the same sets for every category; where there are no
+    more K-head sets than ``trials`` (K=1: L x H), every one of them once instead (the exact null).
 
     Scores of ``atp+exact_topk`` (exact at the re-scored heads, estimates elsewhere) are ranked among the
     exact heads only, as ``train.py``'s key heads are; a K above the number of re-scored heads cannot
@@ -111,10 +120,25 @@ def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | 
         if int(k) > L * H:
             skipped.append({"name": f"random@{k}", "reason": f"K={k} is more than the model's {L * H} heads"})
             continue
+        if math.comb(L * H, int(k)) <= int(trials):  # the exact null: every K-head set once
+            every = itertools.combinations([(l, h) for l in range(L) for h in range(H)], int(k))
+            out += [Condition("random", int(k), t, ((None, hs),), exhaustive=True) for t, hs in enumerate(every)]
+            continue
         for t in range(int(trials)):
             hs = random_heads(L, H, int(k), seed=_trial_seed(seed, int(k), t))
             out.append(Condition("random", int(k), t, ((None, tuple(hs)),)))
     return out, skipped
+
+
+def language_heads(scores: HeadScores, where: str) -> HeadScores:
+    """``scores`` when they are of the language model's heads (the ones the study removes and compares);
+    scores of the vision tower (``attribution.tower=vision``) are refused, naming the file."""
+    tower = scores.meta.get("tower") or "language"
+    if tower != "language":
+        raise ValueError(f"{where} holds scores of the {tower} tower's heads (attribution.tower={tower}); the study "
+                         f"removes and compares the language model's heads: give it head scores of "
+                         f"attribution.tower=language")
+    return scores
 
 
 def _trial_seed(seed: int, k: int, trial: int) -> int:
@@ -136,83 +160,109 @@ def layer_masks(conds: Sequence[Condition], categories: Sequence[str | None], nu
 
 @torch.no_grad()
 def ablated_answer_stats(adapter: VLMAdapter, emb, answer_mask: torch.Tensor, conds: Sequence[Condition],
-                         categories: Sequence[str | None], mode: str = "mean",
-                         rows_per_forward: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Answer probability and correctness [B, C] of each sample under each condition, every condition of
-    a sample in the same forward (``rows_per_forward`` rows at most; whole samples per forward)."""
+                         categories: Sequence[str | None], mode: str = StudyConfig.ablation,
+                         rows_per_forward: int | RowBatches = AttributionConfig.rows_per_forward,
+                         correct_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer probability and correctness [B, C] of each sample under each condition.
+
+    As the attribution engine does (``vseam.attribution.exact``): one clean pass per group of samples of
+    similar length records every layer's input; a (sample, condition) row whose first ablated head is in
+    layer ``l`` starts from that record and runs only layers ``l..L-1``, many rows per forward
+    (``rows_per_forward``, or the ``RowBatches`` of a whole run, halved on out-of-memory; each row its own
+    per-layer head mask of the one ``Ablate`` intervention); a row with no head removed is the clean pass
+    itself. ``correct_mask`` [B, V]: the ids an arg-max counts as correct at (default ``answer_mask``;
+    ``model.answer_definition=reference`` differs)."""
+    batches = rows_per_forward if isinstance(rows_per_forward, RowBatches) else \
+        RowBatches(rows_per_forward, "attribution.rows_per_forward")
     L, H = adapter.num_layers, adapter.num_heads
     B, C = len(categories), len(conds)
-    masks = layer_masks(conds, categories, L, H)
-    prob = torch.empty(B * C)
-    ok = torch.empty(B * C, dtype=torch.bool)
-    per = max(1, int(rows_per_forward) // C)  # samples per forward
-    for s0 in range(0, B, per):
-        s1 = min(B, s0 + per)
-        rows = slice(s0 * C, s1 * C)
-        sub = emb.index(slice(s0, s1)).repeat(C)
-        m = masks[:, rows].to(adapter.device)
-        edits = [Ablate(l, m[l], mode=mode) for l in range(L) if m[l].any()]
-        with intervene(adapter, *edits):
-            logits = adapter.lm_logits(sub)
-        p, c, _ = answer_stats(logits, answer_mask[s0:s1].repeat_interleave(C, 0))
-        prob[rows], ok[rows] = p.float().cpu(), c.bool().cpu()
-    return prob.view(B, C), ok.view(B, C)
+    masks = layer_masks(conds, categories, L, H).view(L, B, C, H)
+    any_l = masks.any(-1)  # [L, B, C]
+    first = torch.where(any_l.any(0), any_l.float().argmax(0), torch.full((B, C), L))  # [B, C]; L = no head
+    correct_mask = answer_mask if correct_mask is None else correct_mask
+    prob = torch.empty(B, C)
+    ok = torch.empty(B, C, dtype=torch.bool)
+
+    def stats(logits, samples):
+        rows = samples.to(answer_mask.device)
+        p, c, _ = answer_stats(logits, answer_mask.index_select(0, rows), correct_mask.index_select(0, rows))
+        return p.float().cpu(), c.bool().cpu()
+
+    for group, sub in length_batches(emb, max(1, batches.size // max(1, C))):
+        clean = clean_run(adapter, sub)
+        p0, c0 = stats(clean.logits, group)
+        for j, b in enumerate(group.tolist()):
+            none = first[b] == L
+            prob[b, none], ok[b, none] = p0[j], c0[j]
+        for l in range(L):
+            local, cond = (first[group] == l).nonzero(as_tuple=True)  # rows: (sample within group, condition)
+
+            def forward(start: int, stop: int, l=l, local=local, cond=cond, clean=clean, group=group) -> None:
+                lj, cj = local[start:stop], cond[start:stop]
+                bj = group[lj]
+                m = masks[:, bj, cj].to(adapter.device)  # [L, rows, H]
+                edits = [Ablate(j, m[j], mode=mode) for j in range(l, L) if m[j].any()]
+                logits = run_from_layer(adapter, clean, l, lj, *edits)
+                prob[bj, cj], ok[bj, cj] = stats(logits, bj)
+
+            batches.run(len(local), forward)
+    return prob, ok
 
 
-def run_chunks(adapter: VLMAdapter, samples: Sequence[Sample], conds: Sequence[Condition], *, mode: str,
-               batch_size: int, chunk_size: int, rows_per_forward: int, progress_dir: Path | None,
-               fingerprint_parts: dict, on_chunk: Callable[[int], None] | None = None,
-               on_progress: Callable[[int], None] | None = None) -> dict:
-    """Per-sample results over all samples, chunk by chunk, loading chunks saved by an earlier run with
-    the same fingerprint. Returns ``ids``, ``prob`` [N, C], ``correct`` [N, C], ``skipped``."""
-    fp = fingerprint(mode=mode, batch_size=batch_size, chunk_size=chunk_size,
-                     conditions=[c.to_dict() for c in conds], ids=[s.id for s in samples], **fingerprint_parts)
-    ids, probs, oks, skipped = [], [], [], []
-    for ci, (lo, hi) in enumerate(chunk_bounds(len(samples), chunk_size)):
-        path = None if progress_dir is None else progress_dir / f"ablate-chunk{ci:05d}.safetensors"
-        if path is not None and path.exists():
-            t, meta = load_progress(path, fp, "study.resume")
-            p, c = t["prob"], t["correct"].bool()
-            ids += json.loads(meta["ids"])
-            skipped += json.loads(meta["skipped"])
-            probs.append(p)
-            oks.append(c)
-            if on_progress:
-                on_progress(hi - lo)
-            continue
-        c_ids, c_p, c_ok, c_skip = [], [], [], []
-        valid, images = [], []
-        for s in samples[lo:hi]:
-            try:
-                images.append(load_image(s))
-                valid.append(s)
-            except MissingImageError as e:
-                c_skip.append({"id": s.id, "reason": str(e)})
-        for b0 in range(0, len(valid), batch_size):
-            batch, imgs = valid[b0:b0 + batch_size], images[b0:b0 + batch_size]
-            enc = adapter.encode(batch, imgs).to(adapter.device)
-            emb = adapter.embed(enc)
-            p, ok = ablated_answer_stats(adapter, emb, enc.answer_mask(adapter.vocab_size), conds,
-                                         [s.category for s in batch], mode=mode, rows_per_forward=rows_per_forward)
-            c_ids += [s.id for s in batch]
-            c_p.append(p)
-            c_ok.append(ok)
-        p = torch.cat(c_p) if c_p else torch.zeros(0, len(conds))
-        ok = torch.cat(c_ok) if c_ok else torch.zeros(0, len(conds), dtype=torch.bool)
-        if path is not None:
-            save_safetensors(path, {"prob": p, "correct": ok.to(torch.uint8)},
-                             metadata={"fingerprint": fp, "ids": json.dumps(c_ids), "skipped": json.dumps(c_skip)})
-        ids += c_ids
-        skipped += c_skip
+@dataclass
+class AblationChunk:
+    """Per-sample results of one chunk: answer probability and correctness under every condition."""
+
+    index: int
+    ids: list[str]
+    prob: torch.Tensor  # [n, C]
+    correct: torch.Tensor  # [n, C] bool
+    skipped: list[dict]  # [{"id", "reason"}]
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        save_safetensors(path, {"prob": self.prob, "correct": self.correct.to(torch.uint8)},
+                         metadata={"fingerprint": fingerprint, "index": str(self.index), "ids": json.dumps(self.ids),
+                                   "skipped": json.dumps(self.skipped)})
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> "AblationChunk":
+        t, meta = read_chunk(path, fingerprint, "study.resume")
+        index = int(meta.get("index") or path.stem.rsplit("chunk", 1)[1])  # chunks saved before "index" was kept
+        return cls(index, json.loads(meta["ids"]), t["prob"], t["correct"].bool(), json.loads(meta["skipped"]))
+
+
+def compute_chunk(adapter: VLMAdapter, samples: Sequence[Sample], conds: Sequence[Condition], index: int, *,
+                  mode: str, batch_size: int, rows: RowBatches) -> AblationChunk:
+    """The conditions' per-sample results over ``samples`` (one chunk), in batches of ``batch_size``;
+    a missing image is a counted skip."""
+    ids, probs, oks, skipped, valid, images = [], [], [], [], [], []
+    for s in samples:
+        try:
+            images.append(load_image(s))
+            valid.append(s)
+        except MissingImageError as e:
+            skipped.append({"id": s.id, "reason": str(e)})
+    for b0 in range(0, len(valid), batch_size):
+        batch, imgs = valid[b0:b0 + batch_size], images[b0:b0 + batch_size]
+        enc = adapter.encode(batch, imgs).to(adapter.device)
+        emb = adapter.embed(enc)
+        p, ok = ablated_answer_stats(adapter, emb, enc.answer_mask(adapter.vocab_size), conds,
+                                     [s.category for s in batch], mode=mode, rows_per_forward=rows,
+                                     correct_mask=enc.correct_mask(adapter.vocab_size))
+        ids += [s.id for s in batch]
         probs.append(p)
         oks.append(ok)
-        if on_progress:
-            on_progress(hi - lo)
-        if on_chunk:
-            on_chunk(ci)
-    return {"ids": ids, "prob": torch.cat(probs) if probs else torch.zeros(0, len(conds)),
-            "correct": torch.cat(oks) if oks else torch.zeros(0, len(conds), dtype=torch.bool),
-            "skipped": skipped}
+    return AblationChunk(index, ids, torch.cat(probs) if probs else torch.zeros(0, len(conds)),
+                         torch.cat(oks) if oks else torch.zeros(0, len(conds), dtype=torch.bool), skipped)
+
+
+def merge(chunks: Sequence[AblationChunk], n_conditions: int) -> dict:
+    """Every chunk's per-sample results (in chunk order) as one: ``ids``, ``prob`` [N, C], ``correct`` [N, C],
+    ``skipped``."""
+    return {"ids": [i for c in chunks for i in c.ids],
+            "prob": torch.cat([c.prob for c in chunks]) if chunks else torch.zeros(0, n_conditions),
+            "correct": torch.cat([c.correct for c in chunks]) if chunks else torch.zeros(0, n_conditions, dtype=torch.bool),
+            "skipped": [s for c in chunks for s in c.skipped]}
 
 
 # ------------------------------------------------------------------------------------- summary
@@ -240,14 +290,35 @@ def summarize(prob: torch.Tensor, correct: torch.Tensor, conds: Sequence[Conditi
                           "prob_drop_se": float((p[:, 0] - p[:, j]).std(unbiased=True) / math.sqrt(n)) if n > 1 else None}
     random = {}
     for k in sorted({cd.k for cd in conds if cd.kind == "random"}):
-        trials = [per[cd.name] for cd in conds if cd.kind == "random" and cd.k == k]
-        random[str(k)] = {m: _spread([t[m] for t in trials]) for m in ("accuracy", "prob_drop", "accuracy_drop")}
-        for c in per.values():
-            if c["kind"] != "random" and c["k"] == k:
-                # how often K random heads cost as much accuracy or more: (1 + #) / (1 + trials), one-sided
-                worse = sum(t["accuracy"] <= c["accuracy"] for t in trials)
-                c["vs_random"] = {"n_trials": len(trials), "n_random_as_bad": worse, "p": (1 + worse) / (1 + len(trials))}
+        rconds = [cd for cd in conds if cd.kind == "random" and cd.k == k]
+        trials = [per[cd.name] for cd in rconds]
+        exhaustive = all(cd.exhaustive for cd in rconds)
+        random[str(k)] = {**{m: _spread([t[m] for t in trials]) for m in ("accuracy", "prob_drop", "accuracy_drop")},
+                          "exhaustive": exhaustive}
+        sets = {frozenset(cd.heads_for(None)) for cd in rconds}
+        for cd in conds[1:]:
+            if cd.kind != "random" and cd.k == k:
+                # a top-K set among every K-head set (heads of all samples, K of them): the exact null
+                member = exhaustive and None in dict(cd.heads) and frozenset(cd.heads_for(None)) in sets
+                per[cd.name]["vs_random"] = vs_random(per[cd.name], trials, member)
     return {"n": n, "baseline": {"accuracy": base_acc, "mean_prob": base_p}, "conditions": per, "random": random}
+
+
+def vs_random(cond: dict, trials: list[dict], exact: bool) -> dict:
+    """A top-K condition against the random sets of the same K: how many random sets end at an accuracy as
+    low or lower, the condition's rank among them (1 = lower than every one) and the one-sided p, by
+    accuracy and by mean probability drop. ``exact``: the random sets are every K-head set, the condition's
+    own among them (p = the share at least as extreme, ``vseam.stats.enumeration_p``); else the Monte
+    Carlo p ``(1 + #) / (1 + trials)`` with its floor (``vseam.stats.monte_carlo_p``)."""
+    from vseam.stats import enumeration_p, monte_carlo_p
+
+    test = enumeration_p if exact else monte_carlo_p
+    acc = test(cond["accuracy"], [t["accuracy"] for t in trials], "less")
+    drop = test(cond["prob_drop"], [t["prob_drop"] for t in trials], "greater")
+    return {"n_trials": len(trials), "exact": bool(exact),
+            "n_random_as_bad": sum(t["accuracy"] <= cond["accuracy"] for t in trials),
+            "p": acc["p"], "floor": acc["floor"], "rank": acc["rank"],
+            "prob_drop": {"p": drop["p"], "floor": drop["floor"], "rank": drop["rank"]}}
 
 
 def group_summaries(result: dict, samples_by_id: dict[str, Sample], conds: Sequence[Condition]) -> dict:
@@ -334,54 +405,85 @@ def _curves(axes, summary: dict, colors: dict) -> None:
 # ------------------------------------------------------------------------------------- entry
 def run_ablate(cfg: Any, on_chunk: Callable[[int], None] | None = None) -> dict:
     """``python analyze.py ablate``: the ablation study for ``cfg`` (head scores from ``study.head_scores``,
-    computed into ``<out_dir>/heads`` when null). Returns the ``ablation.json`` dict."""
+    computed into ``<out_dir>/heads`` when null), its chunks sharded over the ranks of ``trainer.*``.
+    Returns the ``ablation.json`` dict on rank 0 ({} on the other ranks); ``on_chunk(index)`` is called
+    after each newly computed and saved chunk (tests use it to simulate a kill)."""
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
     validate(cfg, "ablate")  # before the folder is taken and before any model loads
-    with run_folder(cfg, "ablate") as out:
-        return _ablate(cfg, Path(out), on_chunk)
+    with run_folder(cfg, "ablate") as out:  # refused when it holds another run's results; DDP children inherit it
+        from vseam.runtime import launch
+
+        return _ablate(cfg, Path(out), launch(cfg), on_chunk)
 
 
-def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
+def _ablate(cfg: Any, out: Path, fabric: Any, on_chunk) -> dict:
     from omegaconf import OmegaConf
 
     from vseam.attribution.outputs import load_head_scores
-    from vseam.attribution.run import fresh_progress, model_fingerprint
     from vseam.data.load import load_samples
-    from vseam.data.skips import answer_skips, check_skips, missing_images
+    from vseam.data.skips import check_skips, missing_images, model_skips
     from vseam.models import load_adapter
-    from vseam.utils.devices import torch_device
+    from vseam.runtime import Ranks, Runtime, fresh_progress, model_cfg, model_fingerprint
     from vseam.utils.io import save_figure, write_json
     from vseam.world.write import ensure_world
 
     scfg = cfg.study
+    ranks = Ranks.of(fabric)
     started = time.time()
     heads_path = scfg.head_scores
     if heads_path is None:
         heads_path = out / "heads"
+        ranks.barrier()  # every rank sees the same folder: all of them run the sweep, or none
         if not (heads_path / "head_scores.json").exists():
             from vseam.attribution.run import run_heads
 
             run_heads(OmegaConf.merge(cfg, {"out_dir": str(heads_path)}))
-    scores = load_head_scores(heads_path)
+    scores = language_heads(load_head_scores(heads_path), f"study.head_scores={heads_path}")
     ensure_world(cfg.data)
     all_samples = load_samples(cfg.data)
     max_skip = float(cfg.data.max_skip_fraction)
     check_skips(len(all_samples), missing_images(all_samples), max_skip, "ablation study")  # before the model loads
-    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    adapter = load_adapter(mcfg, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
+    mcfg = model_cfg(cfg, fabric)
+    adapter = load_adapter(mcfg)
     scores.check_shape(adapter.num_layers, adapter.num_heads, where=f"study.head_scores={heads_path}")
     conds, skipped_conds = conditions(scores, list(scfg.k), None if scfg.k_random is None else list(scfg.k_random),
                                       int(scfg.random_trials), int(cfg.seed), str(scfg.heads_from))
     progress_dir = out / "progress"
-    fresh_progress(progress_dir, scfg)
-    samples, answer_skipped = answer_skips(adapter, all_samples)
-    res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
-                     chunk_size=int(cfg.attribution.chunk_size), rows_per_forward=int(cfg.attribution.rows_per_forward),
-                     progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg, adapter), on_chunk=on_chunk)
+    if ranks.zero:
+        fresh_progress(progress_dir, bool(scfg.resume))
+    ranks.barrier()
+    screen = model_skips(adapter, all_samples)
+    samples, answer_skipped = screen.kept, screen.skipped
+    if ranks.zero:
+        screen.say("ablation study")
+    mode, batch_size = str(scfg.ablation), int(cfg.data.batch_size)
+    chunks: Chunks = Runtime(progress_dir, model_fingerprint(mcfg, adapter), ranks).chunks(
+        len(samples), int(cfg.attribution.chunk_size), "ablate", mode=mode, batch_size=batch_size,
+        chunk_size=int(cfg.attribution.chunk_size), conditions=[c.to_dict() for c in conds],
+        ids=[s.id for s in samples])
+    rows = RowBatches(int(cfg.attribution.rows_per_forward), "attribution.rows_per_forward")
+    bar = Progress(ranks.zero and bool(cfg.attribution.progress), sum(chunks.size(c) for c in chunks.mine()),
+                   f"ablate ({len(conds)} conditions)", unit="sample")
+
+    def compute(c: int) -> AblationChunk:
+        lo, hi = chunks.bounds[c]
+        res = compute_chunk(adapter, samples[lo:hi], conds, c, mode=mode, batch_size=batch_size, rows=rows)
+        bar.update(hi - lo)
+        return res
+
+    try:
+        mine = chunks.run(compute, AblationChunk.load, units=chunks.size, on_progress=bar.update,
+                          on_chunk=None if on_chunk is None else lambda res: on_chunk(res.index))
+    finally:
+        bar.close()
+    res = merge(chunks.gather(mine), len(conds))
     res["skipped"] = answer_skipped + res["skipped"]
     check_skips(len(all_samples), res["skipped"], max_skip, "ablation study")
+    if not ranks.zero:
+        ranks.barrier()  # rank 0 writes the outputs
+        return {}
     summary = {
         "schema": SCHEMA, "model_id": adapter.name, "arch": adapter.arch, "num_layers": adapter.num_layers,
         "num_heads": adapter.num_heads, "ablation": str(scfg.ablation), "heads_from": str(scfg.heads_from),
@@ -391,6 +493,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
         "random_trials": int(scfg.random_trials), "seed": int(cfg.seed),
         "conditions": [c.to_dict() for c in conds], "skipped_conditions": skipped_conds,
         "n": len(res["ids"]), "n_total": len(all_samples), "skipped": res["skipped"], "n_skipped": len(res["skipped"]),
+        **screen.report(),
         "groups": group_summaries(res, {s.id: s for s in samples}, conds),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -398,7 +501,8 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
                      metadata={"schema": SCHEMA, "ids": json.dumps(res["ids"]),
                                "conditions": json.dumps([c.name for c in conds])})
     fig = ablation_figure(summary, f"{adapter.name}: {scfg.ablation} ablation on {cfg.data.name}, "
-                                   f"N={summary['n']}, random = {scfg.random_trials} trials")
+                                   f"N={summary['n']}, random = {scfg.random_trials} sets per K (every K-head set "
+                                   f"where there are no more)")
     save_figure(Path(out) / "ablation.png", fig)
     import matplotlib.pyplot as plt
 
@@ -408,8 +512,40 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
                         "figure": str(Path(out) / "ablation.png")}
     write_json(Path(out) / "ablation.json", summary)
     _log(cfg, out, summary)
-    log.info("ablation study written to %s", Path(out) / "ablation.json")
+    print(result_lines(summary), flush=True)
+    ranks.barrier()
     return summary
+
+
+def result_lines(summary: dict) -> str:
+    """What the ablation study found over all samples, per K, and where it is written: the job's last lines."""
+    g = summary["groups"].get("all", {})
+    lines = [f"ablation study ({summary['ablation']} ablation, heads from {summary['head_scores']}): "
+             f"{summary['n']} samples scored, {summary['n_skipped']} skipped; baseline accuracy "
+             f"{_fmt((g.get('baseline') or {}).get('accuracy'))}"]
+    conds, random = g.get("conditions") or {}, g.get("random") or {}
+    for k in summary["ks"]:
+        parts = [f"{kind} {_fmt(conds[f'{kind}@{k}']['accuracy'])}" + _vs(conds[f"{kind}@{k}"].get("vs_random"))
+                 for kind in ("positive", "negative") if f"{kind}@{k}" in conds]
+        if str(k) in random:
+            r = random[str(k)]["accuracy"]
+            parts.append(f"random {_fmt(r['mean'])} +- {_fmt(r['std'])} ({r['n_trials']} "
+                         f"{'sets: all of them' if random[str(k)].get('exhaustive') else 'trials'})")
+        if parts:
+            lines.append(f"  accuracy with K={k} heads ablated: " + ", ".join(parts))
+    lines.append(f"written: {summary['files']['json']} ({summary['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def _vs(vs: dict | None) -> str:
+    """`` (rank r, p=.. floor ..)`` of a top-K set among the random sets of its K; empty without them."""
+    if not vs:
+        return ""
+    return f" (rank {vs['rank']}, p={vs['p']:.2g}, floor {vs['floor']:.2g}{', exact' if vs['exact'] else ''})"
+
+
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else "-"
 
 
 def _log(cfg: Any, out, summary: dict) -> None:

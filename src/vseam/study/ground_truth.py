@@ -10,7 +10,8 @@ from typing import Sequence
 import torch
 
 from vseam.interventions import HeadModulation
-from vseam.organism.mechanism import attention_mass, plant_defect, spearman
+from vseam.organism.mechanism import attention_mass, plant_defect
+from vseam.stats import spearman
 
 
 def mass_score_correlation(adapter, items: Sequence, batch_size: int = 16) -> dict[str, dict]:
@@ -28,7 +29,7 @@ def mass_score_correlation(adapter, items: Sequence, batch_size: int = 16) -> di
     out = {}
     for cat, its in sorted(by_cat.items()):
         mass, keep = attention_mass(adapter, its)
-        scores = score_heads(adapter, [it.sample() for it in its], batch_size=batch_size)
+        scores = score_heads(adapter, [it.sample() for it in its], {"progress": False}, batch_size=batch_size)
         entry = {"n": len(its), "n_with_object_tokens": len(keep), "n_correct": scores.n_correct}
         if not keep or scores.positive is None:
             out[cat] = {**entry, "spearman": None}
@@ -66,7 +67,7 @@ def defect_experiment(adapter, train_samples: Sequence, test_samples: Sequence, 
     clean = acc()
     with intervene(adapter, defect):
         broken = float(adapter.score(list(test_samples), batch_size=64).correct.float().mean())
-        scores = score_heads(adapter, list(score_samples or train_samples), batch_size=batch_size)
+        scores = score_heads(adapter, list(score_samples or train_samples), {"progress": False}, batch_size=batch_size)
     neg = scores.negative.float().flatten() if scores.negative is not None else None
     planted = layer * adapter.num_heads + head
     rank = int((neg > neg[planted]).sum()) + 1 if neg is not None else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vseam.attribution.scores import MATRICES
 from vseam.study import ablation
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ SECTIONS = {
     "modulation": ("Learned modulation", "python train.py"),
     "configs": ("Configurations", "any of the above (each writes config.yaml)"),
 }
-MATRICES = ("positive", "negative", "signed")
 
 
 @dataclass
@@ -195,7 +195,7 @@ def overlap_figure(ov: dict):
     import numpy as np
 
     plt = _plt()
-    kinds = list(ov["kinds"])
+    kinds = [kind for kind, block in ov["kinds"].items() if block["per_k"]]  # kinds with at least 2 categories
     ks = ov["ks"]
     fig, axes = plt.subplots(len(kinds), len(ks), figsize=(3.3 * len(ks), 3.1 * len(kinds)), squeeze=False)
     for r, kind in enumerate(kinds):
@@ -278,23 +278,39 @@ def heads_sections(paths: list[Path], root: Path) -> tuple[Section, Section]:
 
 
 def _overlap_part(sec: Section, p: Path, ov: dict, where: str) -> None:
-    sec.body.append(f"<h3>{html.escape(where)}</h3>")
+    sec.body.append(f"<h3>{html.escape(where)}: {html.escape(str(ov.get('model_id')))}</h3>")
     sec.body.append("<ul class='claims'>" + "".join(
         f"<li class='verdict-{html.escape(c['verdict'].replace(' ', '-'))}'><b>{html.escape(c['verdict'])}</b>: "
         f"{html.escape(c['sentence'])}</li>" for c in ov["claims"]) + "</ul>")
     if ov.get("power_note"):
         sec.body.append(f"<p>{html.escape(ov['power_note'])}</p>")
+    if ov.get("schema") != "vseam.overlap/2":  # an overlap.json of the earlier tests: its sentences only
+        sec.body.append(f"<p>{html.escape(str(p))} was written by an earlier version (schema "
+                        f"{html.escape(str(ov.get('schema')))}) whose tests did not answer the claims; "
+                        f"run <code>python analyze.py overlap</code> again.</p>")
+        return
+    rows = [[c["key"], d["k"], d["effect"], "" if d["ci"] is None else f"[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]",
+             d.get("null_mean"), d["p"], d.get("floor"), d.get("p_sample"), d.get("p_regrouping"), d["verdict"]]
+            for c in ov["claims"] for d in c["per_k"]]
+    if rows:
+        sec.body.append(_table(["claim", "K", "effect", "95% CI (bootstrap)", "null mean", "p", "floor",
+                                "p sample-level null", "p regrouping", "verdict"], rows))
+    kinds = ov["kinds"]
+    cats = list(next(iter(kinds.values()))["counts"]) if kinds else []
+    sec.body.append(_table(["category"] + [f"{kind}: {b['stratum']} samples (enters?)" for kind, b in kinds.items()],
+                           [[c] + [f"{b['counts'][c]} ({'yes' if c in b['categories'] else 'no'})"
+                                   for b in kinds.values()] for c in cats]))
     rows = []
-    for kind, block in ov["kinds"].items():
+    for kind, block in kinds.items():
         for e in block["per_k"]:
-            r, lab = e["random_sets"], e["label_permutation"]
-            rows.append([kind, e["k"], r["within"], r["null_within"], r["p_within"], r["across"],
-                         r["null_across"], r["p_across"], lab["difference"], lab["p"], lab["min_p"]])
-    sec.body.append(_table(["kind", "K", "within", "within (random)", "p", "across", "across (random)", "p",
-                            "within - across", "label-perm. p", "smallest p"], rows))
-    excl = {k: v for k, v in (ov.get("excluded") or {}).items() if v}
-    if excl:
-        sec.body.append(f"<p>Left out (undefined matrix): {html.escape(json.dumps(excl))}</p>")
+            r = e["beyond_random"]
+            halves = [v for v in e["split_half"].values() if v is not None]
+            rows.append([kind, e["k"], e["within"], e["across"],
+                         ", ".join(f"{c} {v:.2f}" for c, v in e["split_half"].items() if v is not None),
+                         min(halves) if halves else None, r["p_within"], r["p_across"]])
+    if rows:
+        sec.body.append(_table(["kind", "K", "within", "across", "split-half Jaccard per category", "lowest",
+                                "top heads not random: p within", "p across"], rows))
     sec.figures.append(Figure(f"overlap_{where.replace('/', '_')}", f"{where}: Jaccard matrices",
                               _png(overlap_figure(ov))))
 
@@ -303,7 +319,7 @@ def _ablation_part(sec: Section, p: Path, ab: dict, where: str) -> None:
     sec.body.append(f"<h3>{html.escape(where)}: {html.escape(str(ab['model_id']))}, {ab['ablation']} ablation, "
                     f"heads from {ab['heads_from']}, N={ab['n']}, {ab['random_trials']} random trials</h3>")
     header = ["group", "heads removed", "K", "N", "accuracy", "accuracy drop", "mean prob", "prob drop",
-              "random trials as bad (p)"]
+              "vs random sets of K heads"]
     main = {g: s for g, s in ab["groups"].items() if not g.startswith("category/")}
     cats = {g: s for g, s in ab["groups"].items() if g.startswith("category/")}
     sec.body.append(_table(header, _ablation_rows(main)))
@@ -327,14 +343,22 @@ def _ablation_rows(groups: dict) -> list[list]:
             if c["kind"] != "random":
                 vs = c.get("vs_random")
                 rows.append([g, c["kind"], c["k"], s["n"], c["accuracy"], c["accuracy_drop"], c["mean_prob"],
-                             c["prob_drop"], "" if not vs else
-                             f"{vs['n_random_as_bad']}/{vs['n_trials']} (p={vs['p']:.2f})"])
+                             c["prob_drop"], "" if not vs else _vs_random(vs)])
         for k, sp in s["random"].items():
             rows.append([g, f"random x {sp['accuracy']['n_trials']}", int(k), s["n"],
                          f"{sp['accuracy']['mean']:.3f} ± {sp['accuracy']['std']:.3f}",
                          f"{sp['accuracy_drop']['mean']:.3f} ± {sp['accuracy_drop']['std']:.3f}", "",
                          f"{sp['prob_drop']['mean']:.3f} ± {sp['prob_drop']['std']:.3f}", ""])
     return rows
+
+
+def _vs_random(vs: dict) -> str:
+    """A top-K condition against its random sets: rank, p and floor by accuracy, and p by probability drop."""
+    if "rank" not in vs:  # an ablation.json of before ranks and floors
+        return f"{vs['n_random_as_bad']}/{vs['n_trials']} as bad (p={vs['p']:.2g})"
+    kind = "every set (exact)" if vs.get("exact") else f"{vs['n_trials']} random sets"
+    return (f"rank {vs['rank']} among {kind}: p={vs['p']:.2g} (floor {vs['floor']:.2g}); "
+            f"by prob. drop p={vs['prob_drop']['p']:.2g}")
 
 
 def _tracing_part(sec: Section, p: Path, d: dict, where: str) -> None:
@@ -382,7 +406,8 @@ STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
 th{background:#f2f2f2}img{max-width:100%;display:block}figure{margin:1em 0}figcaption{font-size:12px;color:#555}
 pre{background:#f7f7f7;padding:.5em;font-size:11px;overflow-x:auto}.verdict-holds b{color:#1e8449}
-.verdict-does-not-hold b{color:#c0392b}.verdict-undecided b{color:#b9770e}nav a{margin-right:1em}"""
+.verdict-contradicted b{color:#c0392b}.verdict-undecided b{color:#b9770e}.verdict-insufficient-data b{color:#7f8c8d}
+nav a{margin-right:1em}"""
 
 
 def build_report(results_dir: str | Path, title: str | None = None) -> tuple[str, list[Section], list[dict]]:
@@ -441,13 +466,16 @@ def _fmt(x) -> str:
 
 def run_report(cfg: Any) -> dict:
     """``python analyze.py report results_dir=DIR``: write ``report.html`` (and its figures as PNG) into
-    ``out_dir``; the same figures go to W&B. Returns {"html", "sections", "missing", "figures"}."""
+    ``out_dir``, by default beside the results (``<results_dir>/report``); the same figures go to W&B.
+    Returns {"html", "sections", "missing", "figures"}."""
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
     validate(cfg, "report")
     if cfg.results_dir and not Path(cfg.results_dir).is_dir():  # before a folder is taken for nothing
         raise FileNotFoundError(f"results_dir={cfg.results_dir}: no such folder")
+    if cfg.results_dir and not cfg.out_dir:  # the report of a results folder sits beside its results
+        cfg.out_dir = str(Path(cfg.results_dir) / "report")
     with run_folder(cfg, "report") as out:
         return _report(cfg, Path(out))
 

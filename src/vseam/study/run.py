@@ -1,11 +1,13 @@
 """``python analyze.py overlap`` and ``python analyze.py study``.
 
-``overlap``: the cross-level overlap analysis (``vseam.study.overlap``) of one head-attribution result's
-per-category matrices, written as ``overlap.json`` + ``overlap.png``. ``study``: for each model of
+``overlap``: the cross-level overlap analysis and its claims (``vseam.study.overlap``) from one
+head-attribution result's per-sample values (``head_scores.safetensors``), written as ``overlap.json`` +
+``overlap.png``. ``study``: for each model of
 ``study.models`` (both organism architectures by default) head attribution with per-category scores,
 the ablation study and the overlap analysis (and with ``study.trace=true`` causal tracing), into
 ``<out_dir>/<model>/{heads,ablate,overlap,trace}``, then
-one report of the whole folder (``<out_dir>/report.html``) and ``study.json``, the verdicts in one file.
+one report of the whole folder (``<out_dir>/report.html``) and ``study.json``, the verdicts in one file,
+printed as a summary at the end.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vseam.attribution.scores import HeadScores
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "vseam.overlap/1"
+SCHEMA = "vseam.overlap/2"
 
 
 def find_head_scores(cfg: Any) -> Path | None:
@@ -45,38 +46,39 @@ def find_head_scores(cfg: Any) -> Path | None:
 
 
 def power_note(analysis: dict) -> str:
-    """What the sample size allows, in one sentence (the tests' floors)."""
+    """What the sample size allows, in one sentence: which categories enter each kind, and the tests' floors."""
     parts = []
     for kind, block in analysis["kinds"].items():
-        e = block["per_k"][0]
-        lab = e["label_permutation"]
-        groupings = (f"{round(1 / lab['min_p'])} distinct groupings of the categories into levels" if lab["exact"]
-                     else f"{lab['n_arrangements']} sampled arrangements")
-        parts.append(f"{kind}: {len(e['categories'])} categories over {len(set(e['levels']))} levels, "
-                     f"{block['num_heads']} heads; the label-permutation test has {groupings}, so its smallest "
-                     f"possible p-value is {lab['min_p']:.3g}")
-    note = "; ".join(parts) + "."
-    n_heads = min(b["num_heads"] for b in analysis["kinds"].values())
-    k_max = max(analysis["ks"])
-    if k_max / n_heads > 0.25:
-        note += (f" A top-{k_max} set is {k_max / n_heads:.0%} of the {n_heads} heads, so random sets overlap a lot "
-                 f"by chance and the random-set test has little power at that K.")
-    return note
+        cats = block["categories"]
+        part = (f"{kind}: {len(cats)} of {len(block['counts'])} categories over {len(set(block['levels']))} levels "
+                f"have >= {analysis['min_samples']} {block['stratum']} samples")
+        if block["per_k"]:
+            part += f"; the sample-level null's smallest p is {1 / (1 + analysis['n_permutations']):.2g}"
+            reg = block["per_k"][0].get("regrouping")
+            if reg:
+                groupings = (f"{round(1 / reg['min_p'])} distinct groupings of these categories into levels"
+                             if reg["exact"] else f"{reg['n_arrangements']} sampled groupings")
+                part += f", the regrouping test has {groupings} (smallest p {reg['min_p']:.2g})"
+        parts.append(part)
+    return "; ".join(parts) + "."
 
 
-def overlap_from_scores(scores: HeadScores, ks, n_perm: int, alpha: float, seed: int) -> dict:
-    """The overlap analysis of the per-category blocks of ``scores``."""
+def overlap_from_per_sample(values: Any, ks, *, min_samples: int, n_perm: int, n_boot: int, alpha: float,
+                            seed: int) -> dict:
+    """The overlap analysis of a sweep's per-sample values (``load_per_sample``: ids, prob, correct, ablated,
+    each sample's category and level)."""
     from vseam.study.overlap import overlap_analysis
 
-    cats = scores.by_category
-    if len(cats) < 2:
-        raise ValueError(f"the head scores have {len(cats)} per-category blocks; the overlap analysis needs at "
-                         f"least 2 categories (head_scores.json from before per-category scores? run heads again)")
-    levels = {c: b.meta.get("level") or "?" for c, b in cats.items()}
-    mats = {kind: {c: (None if b.matrices()[kind] is None else b.matrices()[kind].numpy()) for c, b in cats.items()}
-            for kind in ("positive", "negative")}
-    res = overlap_analysis(mats, levels, list(ks), n_perm=n_perm, alpha=alpha, seed=seed)
-    res["power_note"] = power_note(res) if res["kinds"] else ""
+    level_of: dict[str, str] = {}
+    for c, lv in zip(values.categories, values.levels):
+        if c is not None and (c not in level_of or level_of[c] == "?"):
+            level_of[c] = lv or "?"
+    if len(level_of) < 2:
+        raise ValueError(f"the head scores' samples come from {len(level_of)} categories; the overlap analysis needs "
+                         f"at least 2")
+    res = overlap_analysis(values.prob, values.correct, values.ablated, values.categories, level_of, list(ks),
+                           min_samples=min_samples, n_perm=n_perm, n_boot=n_boot, alpha=alpha, seed=seed)
+    res["power_note"] = power_note(res)
     return res
 
 
@@ -92,31 +94,42 @@ def run_overlap(cfg: Any) -> dict:
 
 
 def _overlap(cfg: Any, out: Path) -> dict:
-    from vseam.attribution.outputs import load_head_scores
+    from vseam.attribution.outputs import load_head_scores, load_per_sample
     from vseam.study.report import _png, overlap_figure
     from vseam.utils.io import write_bytes, write_json
 
     path = find_head_scores(cfg)
     if path is None:
         path = _heads(cfg, out / "heads")
-    scores = load_head_scores(path)
+    from vseam.study.ablation import language_heads
+
+    scores = language_heads(load_head_scores(path), str(path))
     s = cfg.study
-    res = overlap_from_scores(scores, s.overlap_k, int(s.n_permutations), float(s.alpha), int(cfg.seed))
+    res = overlap_from_per_sample(load_per_sample(path), s.overlap_k, min_samples=int(s.min_samples),
+                                  n_perm=int(s.n_permutations), n_boot=int(s.n_bootstrap), alpha=float(s.alpha),
+                                  seed=int(cfg.seed))
     res.update({"schema": SCHEMA, "head_scores": str(path), "model_id": scores.model,
                 "dataset_id": scores.meta.get("dataset_id"), "method": scores.method})
     files = {"json": str(out / "overlap.json")}
-    if res["kinds"]:
+    if any(b["per_k"] for b in res["kinds"].values()):
         files["figure"] = str(write_bytes(out / "overlap.png", _png(overlap_figure(res))))
     res["files"] = files
     write_json(out / "overlap.json", res)
+    print(f"claims on {scores.model} ({scores.method} scores):", flush=True)
     for c in res["claims"]:
-        print(c["sentence"], flush=True)
+        print(f"- {c['sentence']}", flush=True)
+    print(res["power_note"], flush=True)
+    print(f"overlap of {len(scores.by_category)} categories' top-K head sets (K = {', '.join(map(str, res.get('ks', s.overlap_k)))}) "
+          f"of {path}\nwritten: {files['json']}" + (f" and {files['figure']}" if "figure" in files else ""), flush=True)
     metrics = {}
     for kind, block in res["kinds"].items():
         for e in block["per_k"]:
-            for key in ("within", "across", "p_within", "p_across"):
-                metrics[f"overlap/{kind}/k{e['k']}/{key}"] = e["random_sets"][key]
-            metrics[f"overlap/{kind}/k{e['k']}/label_p"] = e["label_permutation"]["p"]
+            metrics[f"overlap/{kind}/k{e['k']}/within"] = e["within"]
+            metrics[f"overlap/{kind}/k{e['k']}/across"] = e["across"]
+    for c in res["claims"]:
+        for d in c["per_k"]:
+            metrics[f"overlap/{c['key']}/k{d['k']}/effect"] = d["effect"]
+            metrics[f"overlap/{c['key']}/k{d['k']}/p"] = d["p"]
     from vseam.utils.tracking import log_analysis
 
     log_analysis(cfg, out, "overlap", metrics, {k: v for k, v in files.items() if k == "figure"})
@@ -155,7 +168,7 @@ def _study(cfg: Any, out: Path) -> dict:
     from vseam.utils.io import write_json
 
     started = time.time()
-    summary = {"schema": "vseam.study/1", "models": {}, "command": "python analyze.py study"}
+    summary = {"schema": "vseam.study/2", "models": {}, "command": "python analyze.py study"}
     for name in cfg.study.models:
         mcfg = OmegaConf.merge(cfg, {"model": OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")})
         base = out / name
@@ -172,7 +185,7 @@ def _study(cfg: Any, out: Path) -> dict:
         summary["models"][name] = {
             "head_scores": str(heads), "ablation": str(base / "ablate" / "ablation.json"),
             "overlap": str(base / "overlap" / "overlap.json"),
-            "claims": [{k: c[k] for k in ("key", "verdict", "sentence")} for c in overlap["claims"]],
+            "claims": [{k: c[k] for k in ("key", "verdict", "sentence", "per_k", "n")} for c in overlap["claims"]],
             "power_note": overlap.get("power_note"),
             "ablation_all": ablation["groups"]["all"], "seconds": round(time.time() - t0, 1)}
     rep = run_report(OmegaConf.merge(cfg, {"results_dir": str(out), "out_dir": str(out)}))
@@ -180,5 +193,34 @@ def _study(cfg: Any, out: Path) -> dict:
     summary["missing_sections"] = [m["id"] for m in rep["missing"]]
     summary["seconds"] = round(time.time() - started, 1)
     write_json(out / "study.json", summary)
+    print("\n".join(summary_lines(summary, float(cfg.study.alpha))), flush=True)
     print(f"study written to {out} ({summary['seconds']} s); report: {rep['html']}", flush=True)
     return summary
+
+
+def summary_lines(summary: dict, alpha: float) -> list[str]:
+    """The study's printed summary: per model the top-K sets against the random sets of the same K (all
+    samples) and each claim's verdict with effect, CI, p (floor) at every K and the counts it rests on."""
+    from vseam.study.overlap import _f, _p
+
+    lines = [f"study summary (alpha {alpha}; every number in study.json and the report):"]
+    for name, m in summary["models"].items():
+        lines.append(f"{name}:")
+        a = m["ablation_all"]
+        for c in (a.get("conditions") or {}).values():
+            vs = c.get("vs_random")
+            if c["kind"] == "random" or not vs:
+                continue
+            rnd = a["random"][str(c["k"])]["accuracy"]
+            lines.append(f"  remove top-{c['k']} {c['kind']}: accuracy {c['accuracy']:.3f} (baseline "
+                         f"{a['baseline']['accuracy']:.3f}) vs {'all' if vs['exact'] else 'random'} {vs['n_trials']} "
+                         f"{c['k']}-head sets {rnd['mean']:.3f} ± {rnd['std']:.3f}: rank {vs['rank']}, p={_p(vs['p'])} "
+                         f"(floor {_p(vs['floor'])}{', exact' if vs['exact'] else ''})")
+        for c in m["claims"]:
+            per_k = "; ".join(f"K={d['k']} {_f(d['effect'])} [{_f((d['ci'] or [None, None])[0])}, "
+                              f"{_f((d['ci'] or [None, None])[1])}] p={_p(d['p'])} (floor {_p(d['floor'])})"
+                              for d in c["per_k"])
+            lines.append(f"  {c['key']}: {c['verdict']}" + (f" (effect [95% CI] p: {per_k})" if per_k else "")
+                         + "; n " + "; ".join(f"{kd}: " + ", ".join(f"{cat} {v}" for cat, v in cs.items())
+                                              for kd, cs in c["n"].items()))
+    return lines

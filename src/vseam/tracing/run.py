@@ -2,10 +2,10 @@
 
 Reads an edit manifest (``trace.manifest``; by default the organism's exact edits of ``data``),
 loads the model, cuts the pairs into chunks of ``trace.chunk_size`` that are saved under
-``<out_dir>/progress`` (a killed run resumes; same fingerprinted loop as the head sweep) and sharded
-over the Lightning Fabric ranks (``trainer.devices``), gathers them and on rank 0 writes:
+``<out_dir>/progress`` (a killed run resumes) and sharded over the Lightning Fabric ranks
+(``trainer.devices`` x ``trainer.num_nodes``; ``vseam.runtime``), gathers them and on rank 0 writes:
 
-- ``trace.json``: ``model``, ``model_identity`` ({id, path, weights_sha256}), ``arch``, ``num_layers``,
+- ``trace.json``: ``model``, ``model_identity`` ({id, path, weights_sha256}), ``arch``, ``prompt_template``, ``num_layers``,
   ``blocks`` (attn | mlp | resid), ``groups`` (image | question | last), ``direction`` (denoise |
   noise), ``metrics`` (prob_norm, prob_raw, logit_norm, logit_raw), ``n_manifest``, ``n_pairs``
   (traced), ``skipped`` ([{id, reason}]: missing images, untokenizable answers, not-effective edits),
@@ -41,12 +41,11 @@ from typing import Any, Callable
 
 import torch
 
-from vseam.attribution.run import fresh_progress, gather_chunks, launch_fabric, model_cfg, model_fingerprint
-from vseam.attribution.sweep import Progress, chunk_bounds, fingerprint, load_progress, rank_chunks, run_chunks
 from vseam.data.sample import MissingImageError, load_image
-from vseam.data.skips import answer_skips, check_skips, missing_images
+from vseam.data.skips import check_skips, missing_images, model_skips
 from vseam.editing.filter import edited_probe
 from vseam.editing.run import organism_records, read_manifest
+from vseam.runtime import Progress, Ranks, Runtime, fresh_progress, launch, model_cfg, model_fingerprint, read_chunk
 from vseam.tracing.engine import PairTrace, TraceEngine
 from vseam.tracing.outputs import aggregate, format_table, lens_table, write_figures
 from vseam.utils.io import save_safetensors, write_json, write_text
@@ -80,7 +79,7 @@ class TraceChunk:
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> "TraceChunk":
-        t, meta = load_progress(path, fingerprint, resume_key="trace.resume")
+        t, meta = read_chunk(path, fingerprint, resume_key="trace.resume")
         pairs = [PairTrace(**d, **{k: t.get(f"{i}.{k}") for k in _ARRAYS})
                  for i, d in enumerate(json.loads(meta["pairs"]))]
         return cls(int(meta["index"]), pairs, json.loads(meta["skipped"]))
@@ -154,7 +153,7 @@ def run_trace(cfg: Any, on_chunk: Callable[[TraceChunk], None] | None = None) ->
 
     validate(cfg, "trace")  # before the folder is taken and before any model loads
     with run_folder(cfg, "trace"):  # refused when it holds another run's results; DDP children inherit it
-        return _run(cfg, launch_fabric(cfg), on_chunk)
+        return _run(cfg, launch(cfg), on_chunk)
 
 
 def _run(cfg: Any, fabric, on_chunk) -> dict:
@@ -162,7 +161,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
 
     from vseam.models import load_adapter
 
-    tcfg, rank0 = cfg.trace, fabric.global_rank == 0
+    tcfg, ranks = cfg.trace, Ranks.of(fabric)
+    rank0 = ranks.zero
     out = Path(cfg.out_dir)
     progress_dir = out / "progress"
     torch.manual_seed(int(cfg.seed))
@@ -172,66 +172,57 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
                missing_images([r.clean_sample() for r in records] + [edited_probe(r) for r in records])}
     check_skips(len(records), list(missing.values()), max_skip, "trace")
     if rank0:
-        fresh_progress(progress_dir, tcfg)
-    fabric.barrier()
+        fresh_progress(progress_dir, bool(tcfg.resume))
+    ranks.barrier()
 
     mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
-    _, bad_answers = answer_skips(adapter, [r.clean_sample() for r in records])
+    # the one screen of every job (answer, prompt length, image size); missing images are counted above
+    bad_answers = model_skips(adapter, [r.clean_sample() for r in records if r.id not in missing]).skipped
     bad = {s["id"] for s in bad_answers}
     records = [r for r in records if r.id not in bad]  # counted skips, in trace.json
     check_skips(len(records) + len(bad), bad_answers + list(missing.values()), max_skip, "trace")
-    engine = TraceEngine(adapter, blocks=list(tcfg.blocks), groups=list(tcfg.groups), direction=tcfg.direction,
-                         tokenwise=bool(tcfg.tokenwise), rows_per_forward=int(tcfg.rows_per_forward),
-                         lens_top_k=int(tcfg.lens_top_k))
+    engine = TraceEngine(adapter, tcfg)
     L = adapter.num_layers
     started = time.time()
-    bounds = chunk_bounds(len(records), int(tcfg.chunk_size))
-    fp = fingerprint(
+    chunks = Runtime(progress_dir, model_fingerprint(mcfg, adapter), ranks).chunks(
+        len(records), int(tcfg.chunk_size), "trace",
         blocks=list(tcfg.blocks), groups=list(tcfg.groups), direction=tcfg.direction, tokenwise=bool(tcfg.tokenwise),
         effective_only=bool(tcfg.effective_only), lens_top_k=int(tcfg.lens_top_k), batch_size=int(cfg.data.batch_size),
-        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records],
-        **model_fingerprint(mcfg, adapter))  # with the weights' hash: a replaced checkpoint's progress is not reused
-    mine = rank_chunks(len(bounds), fabric.global_rank, fabric.world_size)
+        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records])
     per_pair = engine.units(_prompt_tokens(adapter, records[0]))
-    bar = Progress(rank0 and bool(tcfg.progress), sum((bounds[c][1] - bounds[c][0]) * per_pair for c in mine),
-                      "trace", unit="row x layer")
+    bar = Progress(rank0 and bool(tcfg.progress), sum(chunks.size(c) * per_pair for c in chunks.mine()),
+                   "trace", unit="row x layer")
     tracker = Tracker(cfg, out, "trace") if rank0 else None
     done = [0]
 
-    def path_of(c: int) -> Path:
-        return progress_dir / f"trace-chunk{c:05d}.safetensors"
-
-    def load(c: int):
-        return TraceChunk.load(path_of(c), fp) if path_of(c).exists() else None
-
     def compute(c: int) -> TraceChunk:
-        lo, hi = bounds[c]
+        lo, hi = chunks.bounds[c]
         return compute_chunk(engine, records, lo, hi, c, int(cfg.data.batch_size), bool(tcfg.effective_only),
                              bar.update)
 
     def chunk_done(res: TraceChunk) -> None:
         done[0] += 1
         if tracker is not None:
-            tracker.log({"progress/chunks_done": done[0], "progress/fraction": done[0] / max(1, len(mine)),
+            tracker.log({"progress/chunks_done": done[0], "progress/fraction": done[0] / max(1, len(chunks.mine())),
                          "progress/seconds": time.time() - started})
         if on_chunk is not None:
             on_chunk(res)
 
     try:
-        chunks = run_chunks(mine, load=load, compute=compute, save=lambda c, res: res.save(path_of(c), fp),
-                            units=lambda c: (bounds[c][1] - bounds[c][0]) * per_pair, on_progress=bar.update,
-                            on_chunk=chunk_done)
+        mine = chunks.run(compute, TraceChunk.load, units=lambda c: chunks.size(c) * per_pair,
+                          on_progress=bar.update, on_chunk=chunk_done)
     finally:
         bar.close()
-    chunks = sorted(gather_chunks(fabric, chunks), key=lambda ch: ch.index)
+    chunks = chunks.gather(mine)
     result: dict = {}
     if rank0:
         pairs = [p for ch in chunks for p in ch.pairs]
         skipped = bad_answers + [s for ch in chunks for s in ch.skipped]
         summary, arrays = aggregate(pairs, L)
         files: dict[str, str] = {}
-        result = {"model": adapter.name, "model_identity": dict(adapter.identity), "arch": adapter.arch, "num_layers": L, "num_heads": adapter.num_heads,
+        result = {"model": adapter.name, "model_identity": dict(adapter.identity), "arch": adapter.arch,
+                  "prompt_template": adapter.template, "num_layers": L, "num_heads": adapter.num_heads,
                   "blocks": list(tcfg.blocks), "groups": list(tcfg.groups), "direction": tcfg.direction,
                   "tokenwise": bool(tcfg.tokenwise), "metrics": ["prob_norm", "prob_raw", "logit_norm", "logit_raw"],
                   "manifest": source, "effective_only": bool(tcfg.effective_only), "n_manifest": len(records) + len(bad),
@@ -250,7 +241,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         result["files"] = files
         result["config"] = OmegaConf.to_container(cfg, resolve=True)
         result["seconds"] = round(time.time() - started, 3)
-        result["world_size"] = fabric.world_size
+        result["world_size"] = ranks.world_size
         write_json(out / "trace.json", result)
         metrics = {"data/n_pairs": len(pairs), "data/n_skipped": len(skipped), "time/seconds": result["seconds"]}
         for m in ("prob_norm", "logit_norm"):
@@ -264,7 +255,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         tracker.finish()
         print(f"trace ({tcfg.direction}): {len(pairs)} of {result['n_manifest']} pairs traced, {len(skipped)} "
               f"skipped ({result['seconds']:.0f} s); results in {out / 'trace.json'}")
-    fabric.barrier()
+    ranks.barrier()
     return result
 
 

@@ -9,23 +9,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from vseam.utils.errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto ``path`` when the body succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         # mkstemp makes 0600 (and some writers recreate the file): give it the usual mode, 0644 under umask 022
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise named(e, path, tmp_path) from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def named(e: OSError, path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> OSError:
+    """``e`` naming ``path`` when it names no file or only the temporary file written in its place (a full
+    disk, a read-only folder), so the message says which result could not be written."""
+    if e.errno is None or (e.filename is not None and (tmp is None or str(e.filename) != str(tmp))):
+        return e
+    return type(e)(e.errno, e.strerror, str(path))
 
 
 def _umask() -> int:
@@ -54,11 +67,14 @@ def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     """Append records to a JSON-lines file (each line is written whole and flushed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        for rec in records:
-            f.write(json.dumps(rec, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            for rec in records:
+                f.write(json.dumps(rec, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise named(e, path) from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -80,7 +96,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-class BadFileError(ValueError):
+class BadFileError(UserError, ValueError):
     """A file that exists but cannot be used (truncated, corrupt, of the wrong kind); the message names it."""
 
 

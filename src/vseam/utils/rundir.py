@@ -3,14 +3,19 @@
 A run without ``out_dir`` gets a new folder ``runs/<command>/<date-time>-<pid>-<random>``, created
 exclusively, so runs started in the same second (parallel sweep agents) get folders of their own.
 DDP launchers re-run the command line in child processes; the launching process names its folder in
-the environment (``VSEAM_OUT_DIR``) and the children (ranks > 0) write into it.
+the environment (``VSEAM_OUT_DIR``) and the children (ranks > 0) write into it. Processes a cluster
+launcher starts (torchrun, SLURM's srun: several nodes) share no environment: they need an explicit
+``out_dir`` that every node reaches.
 
-An explicit ``out_dir`` that already holds files is accepted only when its ``config.yaml`` equals
+An explicit ``out_dir`` that already holds results is accepted only when its ``config.yaml`` equals
 this run's config (except the keys in ``IGNORED``, which do not change any number): the run then
 resumes there. Another config, or files without a ``config.yaml``, are refused with the differing
-keys named. While a run holds its folder, ``.lock`` is locked (``flock``: the lock ends with the
-process, so a killed run leaves no stale lock) and a second run on it is refused.
-``config.yaml`` is written only once the folder is accepted.
+keys named. A folder holds results when it holds any file besides its run's bookkeeping
+(``BOOKKEEPING``: ``config.yaml``, the lock, the logger's files and its W&B run id): a run that stopped
+on an error before it wrote anything leaves a folder that takes a corrected configuration (said).
+While a run holds its folder, ``.lock`` is locked (``flock``: the lock ends with the process, so a
+killed run leaves no stale lock) and a second run on it is refused; the run removes ``.lock`` when it
+ends, also on an error. ``config.yaml`` is written only once the folder is accepted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from vseam.utils.errors import UserError
 
 OUT_DIR_ENV = "VSEAM_OUT_DIR"
 LOCK = ".lock"
@@ -33,9 +40,13 @@ IGNORED = ("out_dir", "run_name", "logger", "attribution.progress", "attribution
            "trace.rows_per_forward")
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """``out_dir`` holds another run's results, or another run is using it."""
 
+
+# a run's own files, not results: its config, its lock, the logger's files (logs/) and W&B run ids
+WANDB_IDS = "wandb_run_ids.json"  # vseam.utils.tracking: job -> W&B run id, so a resumed run resumes its W&B run
+BOOKKEEPING = (CONFIG, LOCK, "logs", WANDB_IDS)
 
 _HELD: dict[str, int] = {}  # resolved folder -> file descriptor of its locked .lock (this process)
 
@@ -86,17 +97,50 @@ def config_diff(saved_yaml: str, cfg: Any) -> list[str]:
 def _lock(out: Path) -> int:
     import fcntl
 
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+    path = out / LOCK
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunFolderError(f"out_dir {out} is not writable ({e.strerror}): choose a folder you can write "
+                                 f"(out_dir=...)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunFolderError(f"out_dir {out} is in use by another run (pid {holder}); wait for it or choose "
+                                 f"another out_dir") from None
+        try:  # the lock file may have been removed by the run that just ended: lock the one that is there
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         os.close(fd)
-        raise RunFolderError(f"out_dir {out} is in use by another run (pid {holder}); wait for it or choose "
-                             f"another out_dir") from None
+    else:  # pragma: no cover
+        raise RunFolderError(f"out_dir {out}: could not lock {path}")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def holds_results(out: str | Path) -> bool:
+    """Whether ``out`` holds any file besides a run's bookkeeping (``BOOKKEEPING``): results, or the progress
+    of a run that was stopped (an empty folder, such as a progress folder never written to, is none)."""
+    out = Path(out)
+    return any(p.is_file() or p.is_symlink() for top in out.iterdir() if top.name not in BOOKKEEPING
+               for p in ([top] if not top.is_dir() or top.is_symlink() else top.rglob("*")))
+
+
+def launched_processes() -> int:
+    """How many processes a cluster launcher started for this run (torchrun: ``WORLD_SIZE``; SLURM's ``srun``:
+    ``SLURM_STEP_NUM_TASKS``); 1 otherwise (Lightning's own launcher passes its folder on, ``OUT_DIR_ENV``)."""
+    for var in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    return 1
 
 
 def claim(cfg: Any, command: str) -> tuple[Path, bool]:
@@ -105,6 +149,10 @@ def claim(cfg: Any, command: str) -> tuple[Path, bool]:
     inherited = os.environ.get(OUT_DIR_ENV)
     from vseam.utils.ranks import is_rank_zero
 
+    if not cfg.out_dir and not inherited and launched_processes() > 1:
+        raise RunFolderError(f"this is one of {launched_processes()} processes started by torchrun or srun, and each "
+                             f"would make a fresh folder of its own: give them one, out_dir=<a folder every node "
+                             f"reaches>")
     if not is_rank_zero():
         if inherited and not cfg.out_dir:
             cfg.out_dir = inherited
@@ -117,7 +165,14 @@ def claim(cfg: Any, command: str) -> tuple[Path, bool]:
     key = str(out.resolve())
     if key in _HELD:
         return out, False
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"out_dir {out} is a file, not a folder: choose another out_dir (or leave it unset "
+                             f"for a fresh folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"out_dir {out} cannot be created ({e.strerror}{': ' + str(e.filename) if e.filename else ''}): "
+                             f"choose a folder you can write (out_dir=...)") from None
     fd = _lock(out)
     try:
         present = sorted(p.name for p in out.iterdir() if p.name != LOCK)
@@ -127,28 +182,42 @@ def claim(cfg: Any, command: str) -> tuple[Path, bool]:
                                  f"they are not this run's; choose another out_dir (or leave it unset)")
         if saved.exists():
             diff = config_diff(saved.read_text(), cfg)
-            if diff:
+            if diff and holds_results(out):
                 raise RunFolderError(
                     f"out_dir {out} holds the results of a run with another configuration ({'; '.join(diff[:6])}"
                     f"{'; ...' if len(diff) > 6 else ''}); results are never merged: choose another out_dir "
                     f"(or leave it unset for a fresh folder)")
-            print(f"out_dir {out}: same configuration as the run found there; resuming it", flush=True)
+            if diff:  # a run that stopped before writing anything: its folder takes the corrected configuration
+                print(f"out_dir {out}: the run found there wrote no results; taking it for this configuration "
+                      f"({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''})", flush=True)
+                (out / WANDB_IDS).unlink(missing_ok=True)  # that run's W&B run is not this one's
+            else:
+                print(f"out_dir {out}: same configuration as the run found there; resuming it", flush=True)
         from vseam.utils.io import write_text
 
         write_text(saved, config_yaml(cfg))
     except BaseException:
-        os.close(fd)
+        _unlock(out, fd)
         raise
     _HELD[key] = fd
     os.environ[OUT_DIR_ENV] = str(out)
     return out, True
 
 
+def _unlock(out: Path, fd: int) -> None:
+    """Remove ``.lock`` (still holding it, so no other run holds that file) and close it."""
+    try:
+        (Path(out) / LOCK).unlink(missing_ok=True)
+    except OSError:  # a folder made read-only meanwhile: the lock still ends with the descriptor
+        pass
+    os.close(fd)
+
+
 def release(out: str | Path) -> None:
-    """Unlock a folder this process claimed (the lock file stays; it is ignored)."""
+    """Unlock a folder this process claimed and remove its ``.lock``."""
     fd = _HELD.pop(str(Path(out).resolve()), None)
     if fd is not None:
-        os.close(fd)
+        _unlock(Path(out), fd)
     if os.environ.get(OUT_DIR_ENV) == str(out):
         os.environ.pop(OUT_DIR_ENV, None)
 

@@ -38,6 +38,7 @@ class Tracker:
         self.online = self.kind == "wandb" and mode == "online"
         self._summary: dict[str, Any] = {}
         self.lightning = None
+        self.run_id: str | None = None  # the W&B run's id (kept in the run folder: a resumed run resumes it)
         if self.kind == "csv":
             from lightning.pytorch.loggers import CSVLogger
 
@@ -48,11 +49,14 @@ class Tracker:
             if is_rank_zero():
                 self.save_dir.mkdir(parents=True, exist_ok=True)
             os.environ.setdefault("WANDB_SILENT", "true")
+            self.run_id = wandb_run_id(out_dir, job)
             self.lightning = WandbLogger(
                 project=_field(lc, "project", "vseam"), entity=_field(lc, "entity"),
                 name=_field(cfg, "run_name") or run_name(job, out_dir), save_dir=str(self.save_dir),
                 mode=mode, tags=[*list(_field(lc, "tags") or []), job], job_type=job, log_model=False,
-                config=_plain(cfg))
+                config=_plain(cfg), id=self.run_id, resume="allow")
+            # Lightning passes wandb.init anonymous=None, which wandb >= 0.22 warns about on every run
+            getattr(self.lightning, "_wandb_init", {}).pop("anonymous", None)
 
     @property
     def _wandb_run(self):
@@ -131,6 +135,31 @@ def log_analysis(cfg: Any, out_dir: str | Path, job: str, metrics: dict[str, Any
     tracker.images({f"figure/{k}": v for k, v in (images or {}).items()})
     tracker.summary(metrics)
     tracker.finish()
+
+
+def wandb_run_id(out_dir: str | Path, job: str) -> str:
+    """The W&B run id of ``job`` in the run folder ``out_dir`` (``wandb_run_ids.json``): the one stored by an
+    earlier start of the same run, so that a resumed run continues its W&B run instead of starting a
+    second one; a new id (stored, on rank zero) otherwise."""
+    import json
+
+    from vseam.utils.io import write_json
+    from vseam.utils.rundir import WANDB_IDS
+
+    path = Path(out_dir) / WANDB_IDS
+    try:
+        ids = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        ids = {}  # a damaged bookkeeping file: start a new W&B run (the results are not affected)
+    if not isinstance(ids, dict):
+        ids = {}
+    if job not in ids:
+        import secrets
+
+        ids[job] = secrets.token_hex(4)  # W&B run ids: 8 lowercase letters and digits, as wandb.util.generate_id
+        if is_rank_zero():
+            write_json(path, ids)
+    return str(ids[job])
 
 
 def run_name(job: str, out_dir: str | Path) -> str:

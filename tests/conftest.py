@@ -142,3 +142,18 @@ def pytest_collection_modifyitems(config, items):
         tier = _tier(item)
         if tier not in {m.name for m in item.iter_markers()}:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def chromium() -> str | None:
+    """The headless browser the rendering tests use (Debian's ``chromium``; ``.ci/run`` installs it), or None."""
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def chromium_flags(browser: str, profile) -> list[str]:
+    """Chromium headless, with nothing that reaches for the network (this machine has none), in its own
+    empty profile folder ``profile``."""
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--virtual-time-budget=10000", f"--user-data-dir={profile}"]

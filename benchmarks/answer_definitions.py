@@ -1,5 +1,5 @@
 """How far apart the head-score matrices of the two answer definitions are (``model.answer_definition``,
-SPEC section 0): the project's (p sums the single-token yes/no case variants; correct when the arg-max is
+docs/method.md#answer-tokens): the project's (p sums the single-token yes/no case variants; correct when the arg-max is
 one of them) and the paper's released code's (p of the answer's first sub-token as written; correct when
 the arg-max is any sub-token of the answer).
 

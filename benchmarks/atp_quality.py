@@ -1,4 +1,4 @@
-"""Attribution patching's quality against the exact scores on a trained model (issue 17, section 6): the
+"""Attribution patching's quality against the exact scores on a trained model (docs/benchmarks.md#estimate-quality): the
 signed Spearman and top-10 overlap of the estimate for each choice of where its gradient is taken
 (``attribution.atp_alpha`` and ``attribution.atp_path``: the clean run; the midpoint of the path that
 ablates every head together, a layer's heads together, or head g of every layer together), each with its

@@ -1,4 +1,4 @@
-"""Head attribution at LLaVA-1.5-7B's real widths (issue 17, section 1): which method gets the exact
+"""Head attribution at LLaVA-1.5-7B's real widths (docs/benchmarks.md#at-the-real-models-shape): which method gets the exact
 top-10 heads first, and what the exact engine can gain over the reference loop at this shape.
 
 The model is a random ``LlavaForConditionalGeneration`` of the real widths (language model hidden 4096,

@@ -1,4 +1,4 @@
-"""Head-attribution speed and agreement benchmark (issue 4, section 4).
+"""Head-attribution speed and agreement benchmark (docs/benchmarks.md#attribution-speed).
 
 One run, side by side, on the same samples:
 

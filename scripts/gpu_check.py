@@ -1,4 +1,4 @@
-"""The GPU check of issue 17 (section 5) in one command, on a CUDA machine:
+"""The GPU check (docs/benchmarks.md#gpu-check) in one command, on a CUDA machine:
 
 1. ``benchmarks/attribution_scale.py`` at a larger size (LLaVA-1.5-7B widths, ``--lm-layers`` language
    layers, ``--samples`` samples) in float32 and in bfloat16: speed of every method, the counted-work
@@ -102,7 +102,7 @@ def main(argv=None):
     except OSError:
         report["git"] = None
 
-    # 1-2: section 1 at a larger size, float32 and bfloat16
+    # 1-2: attribution_scale.py's comparison at a larger size, float32 and bfloat16
     size = (["--tiny", "--lm-layers", "2", "--samples", "2", "--ref-heads", "4"] if a.dry_run else
             ["--lm-layers", str(a.lm_layers), "--samples", str(a.samples), "--ref-heads", "16"])
     scale = {}

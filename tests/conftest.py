@@ -194,3 +194,18 @@ def trained(tmp_path_factory):
     with contextlib.redirect_stdout(printed):
         run_train(load_config(train_args(root, out, "modulation.methods=[learned]", "trainer.max_steps=1")))
     return root, out / "modulation.safetensors", printed.getvalue()
+
+
+def chromium() -> str | None:
+    """The headless browser the rendering tests use (Debian's ``chromium``; ``.ci/run`` installs it), or None."""
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def chromium_flags(browser: str, profile) -> list[str]:
+    """Chromium headless, with nothing that reaches for the network (this machine has none), in its own
+    empty profile folder ``profile``."""
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--virtual-time-budget=10000", f"--user-data-dir={profile}"]

@@ -57,7 +57,7 @@ class Output:
 
     ids: list[str]
     pred_token: list[str]  # the arg-max token at the last position, as text (``red``, not the piece ``▁red``)
-    prob: list[float | None]  # probability of the answer's tokens (SPEC section 0)
+    prob: list[float | None]  # probability of the answer's tokens (docs/method.md#answer-tokens)
     correct: list[bool | None]  # the arg-max token is one of the answer's tokens
     logits: Any  # [N, V] last-position logits (float32, CPU)
 

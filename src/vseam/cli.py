@@ -56,7 +56,7 @@ def train_main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(_help("train.py", "python train.py [group=choice ...] [key=value ...]",
-                    "Learns per-head scales and offsets of the key heads of a frozen VLM (SPEC section 3).\n"
+                    "Learns per-head scales and offsets of the key heads of a frozen VLM (docs/method.md#learned-modulation).\n"
                     f"train.py's own defaults (configs/{TRAIN_TOP}): {top_defaults(TRAIN_TOP)}\n\n"))
         raise SystemExit(0)
     return _run("train", "vseam.modulation.run", "run_train", argv, TRAIN_TOP)

@@ -50,7 +50,7 @@ AtpPath = Literal["all", "index", "layer"]  # vseam.attribution.patching: the he
 Tower = Literal["language", "vision"]  # whose heads are scored (VLMAdapter.stack)
 FieldMethod = Literal["pai", "vaf", "vhr", "ict", "vti", "adhh", "spin", "vcd"]  # vseam.modulation.field.METHODS
 ModulationMethod = Literal["none", "heuristic", "learned", "random", "bias", "lora", "ia3",
-                           FieldMethod]  # one runner each in vseam.modulation.methods.METHODS
+                           FieldMethod]  # one runner each in vseam.modulation.methods.RUNNERS
 EvalMethod = Literal["none", FieldMethod]  # eval.method: the field methods eval applies
 IctType = Literal["image", "object", "both"]  # vseam.modulation.field.activation: the levels of ICT
 Scale = Literal["scalar", "vector", "none"]

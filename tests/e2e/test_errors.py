@@ -249,3 +249,53 @@ def test_analyze_py_prints_one_line_for_a_missing_file(tmp_path):
                        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert p.returncode == 1
     _one_line(p.stderr, f"{tmp_path / 'gone.json'} does not exist")
+
+
+# ----------------------------------------------------------------------------- a full disk, whoever writes
+def test_a_full_disk_under_safetensors_names_the_file(capsys, tmp_path, monkeypatch):
+    """safetensors says a full disk in its own error type (no errno): the line still names the file."""
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from vseam import cli
+    from vseam.utils.io import save_safetensors
+
+    def full(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    target = tmp_path / "head_scores.safetensors"
+    with pytest.raises(SystemExit) as e:
+        cli.script(lambda argv: save_safetensors(target, {"x": torch.zeros(2)}), [])
+    assert e.value.code == 1
+    _one_line(capsys.readouterr().err, f"{target}: no space left on the device", "another disk")
+    assert not target.exists() and not list(tmp_path.iterdir())  # the atomic write left nothing behind
+
+
+def test_a_full_disk_under_a_lightning_checkpoint_names_the_run_folder(capsys, tmp_path, monkeypatch):
+    """torch.save (Lightning's checkpoints) says only "file write failed": with the run folder's disk full that is
+    one line naming the folder; with space left it is not a full disk and keeps its traceback (a bug to see)."""
+    import shutil
+    from collections import namedtuple
+
+    from vseam import cli
+    from vseam.utils import errors
+
+    monkeypatch.setattr(errors, "LAST_RUN_FOLDER", tmp_path / "run")
+    usage = namedtuple("usage", "total used free")
+
+    def save(argv):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 0))
+    with pytest.raises(SystemExit) as e:
+        cli.script(save, [])
+    assert e.value.code == 1
+    _one_line(capsys.readouterr().err, f"writing under the run folder {tmp_path / 'run'}: no space left on the device",
+              "PytorchStreamWriter")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 1 << 30, 9 << 30))
+    with pytest.raises(RuntimeError, match="file write failed"):
+        cli.script(save, [])

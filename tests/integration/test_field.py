@@ -22,12 +22,12 @@ from vseam.validate import EVAL_METHODS, FIELD_METHODS, MODULATION_METHODS, NEED
 
 # ------------------------------------------------------------------------------------------ one registry
 def test_one_registry_for_train_eval_and_the_configs_choices():
-    from vseam.modulation.methods import METHODS
+    from vseam.modulation.methods import RUNNERS
 
     assert list(field.METHODS) == list(FIELD_METHODS)
     assert set(NEED_A_FILE) == {n for n, m in field.METHODS.items() if m.needs_file} == {"ict", "vti", "adhh"}
     assert set(FIELD_METHODS) <= set(MODULATION_METHODS) and set(FIELD_METHODS) <= set(EVAL_METHODS)
-    assert all(METHODS[n] is field.run_method for n in field.METHODS)
+    assert all(RUNNERS[n] is field.run_method for n in field.METHODS)
     with pytest.raises(ValueError, match="exactly one"):  # a method is configured from keys or estimated: not both
         field.Method(build=lambda *a: None, configure=lambda *a: {}, estimate=lambda *a: None)
 

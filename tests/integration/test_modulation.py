@@ -329,10 +329,10 @@ def test_every_configurable_method_has_one_runner():
     from typing import get_args
 
     from vseam.config import ModulationMethod
-    from vseam.modulation.methods import METHODS
+    from vseam.modulation.methods import RUNNERS
 
-    assert list(METHODS) == list(get_args(ModulationMethod))
-    assert all(callable(f) for f in METHODS.values())
+    assert list(RUNNERS) == list(get_args(ModulationMethod))
+    assert all(callable(f) for f in RUNNERS.values())
 
 
 def test_a_train_split_not_divisible_by_the_processes_is_said(samples, capsys):

@@ -284,12 +284,6 @@ def test_report_builds_from_a_tiny_folder_and_names_missing_sections(tiny_report
         run_report(load_config(["logger=none", f"results_dir={tmp_path / 'nope'}", f"out_dir={tmp_path}"]))
 
 
-def _chromium() -> str | None:
-    import shutil
-
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-
-
 CHECK_SCRIPT = """<script>window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   var out = {images: imgs.length,
@@ -307,17 +301,16 @@ def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
     import re
     import subprocess
 
-    browser = _chromium()
+    from conftest import chromium, chromium_flags
+
+    browser = chromium()
     if browser is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
     rep, _ = tiny_report
     page = Path(rep["html"]).read_text()
     checked = tmp_path / "checked.html"
     checked.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--virtual-time-budget=10000"]
-    dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", checked.as_uri()],
+    dom = subprocess.run(chromium_flags(browser, tmp_path / "profile-dom") + ["--dump-dom", checked.as_uri()],
                          capture_output=True, text=True, timeout=180)
     m = re.search(r"<pre id=\"browser-check\">(.*?)</pre>", dom.stdout)
     assert m, f"the check did not run in the browser (rc {dom.returncode}): {dom.stderr[-2000:]}"
@@ -329,8 +322,8 @@ def test_report_renders_in_headless_chromium(tiny_report, tmp_path):
     art = Path(os.environ.get("VSEAM_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     art.mkdir(parents=True, exist_ok=True)
     shot = art / "report.png"
-    subprocess.run(flags + [f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}",
-                            "--window-size=1280,4000", Path(rep["html"]).as_uri()],
+    subprocess.run(chromium_flags(browser, tmp_path / "profile-shot") + [f"--screenshot={shot}", "--window-size=1280,4000",
+                                                                         Path(rep["html"]).as_uri()],
                    capture_output=True, text=True, timeout=180)
     assert shot.exists() and shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"
 

@@ -252,7 +252,8 @@ def test_logit_lens_last_layer_is_the_model_output(organism, organism_world):
             torch.testing.assert_close(t.lens_prob[k, -1], (probs[row] * amask[row]).sum(), rtol=0, atol=1e-5)
             gold = int(enc.target[row])
             assert int(t.lens_rank[k, -1]) == int((probs[row] > probs[row, gold]).sum())
-            assert t.lens_top[k][-1][0][0] == a.tokenizer.convert_ids_to_tokens(int(probs[row].argmax()))
+            assert t.lens_top[k][-1][0][0] == a.token_text([int(probs[row].argmax())])[0]
+            assert not any("\u2581" in text for layer in t.lens_top[k] for text, _ in layer)  # text, not pieces
     from vseam.tracing import logit_lens
 
     with torch.no_grad():

@@ -123,7 +123,7 @@ def test_each_choice_is_declared_once_and_the_tables_that_act_on_it_agree():
     from vseam.models import ADAPTERS
     from vseam.models.base import ANSWER_DEFINITIONS
     from vseam.models.loading import DTYPES
-    from vseam.modulation.methods import METHODS
+    from vseam.modulation.methods import RUNNERS
     from vseam.tracing.engine import BLOCK_SITES
     from vseam.tracing.positions import POSITION_GROUPS
     from vseam.utils.devices import ACCELERATORS
@@ -131,7 +131,7 @@ def test_each_choice_is_declared_once_and_the_tables_that_act_on_it_agree():
     assert set(get_args(c.Arch)) == set(ADAPTERS)
     assert set(get_args(c.AnswerDefinition)) == set(ANSWER_DEFINITIONS)
     assert set(get_args(c.DType)) == set(DTYPES) and set(get_args(c.EditDType)) == {"auto", *DTYPES}
-    assert list(get_args(c.ModulationMethod)) == list(METHODS)
+    assert list(get_args(c.ModulationMethod)) == list(RUNNERS)
     assert get_args(c.TraceBlock) == tuple(BLOCK_SITES) and get_args(c.PositionGroup) == POSITION_GROUPS
     assert set(get_args(c.DataFormat)) == {"organism", *FORMATS} and get_args(c.PopeSplit) == POPE_SPLITS
     assert get_args(c.Accelerator) == ACCELERATORS

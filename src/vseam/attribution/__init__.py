@@ -1,4 +1,4 @@
-"""Head attribution (SPEC section 2): exact mean-substitution scores (fast engine and the reference
+"""Head attribution (docs/method.md#head-scores): exact mean-substitution scores (fast engine and the reference
 loop), attribution patching, the score math, and the resumable, sharded sweep behind
 ``python analyze.py heads``."""
 

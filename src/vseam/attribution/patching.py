@@ -15,19 +15,13 @@ taken at the point where the heads of its group have strength ``alpha`` (``attri
   step) along a path on which a group of heads is ablated together (``path``):
 
   - ``"all"``: every head together, one backward pass (plus one clean forward without gradients).
-    Half-ablating every head moves a deep model (32 x 32 heads) far from where single ablations land.
   - ``"layer"``: a layer's heads together, the other layers clean (L forward + backward passes): a
     head is estimated where only its own layer is half-ablated.
   - ``"index"``: head g of every layer together, one pass per head index g (H passes): no two heads
     of one layer move together (a mean ablation replaces a head by the mean of its layer's others).
-  Which grouping ranks better depends on the model (README, "Estimate quality": the layer path on the
-  shipped 48-head organism, head index on an earlier build).
 
-  Where a single head's ablation is a large, non-linear change (a small model whose few heads each
-  carry much: the organism) the gradient at the clean point misses it: on the 48-head organism a
-  layer-0 head's ablation with every later attention pattern frozen at the clean run's still moves the
-  answer 16x as much as the gradient with the patterns detached says, so recomputing softmaxes (AtP*)
-  would not close the gap; a point on the path finds it. ``benchmarks/atp_quality.py`` measures every choice.
+  Which grouping, and whether the clean gradient or a point on a path, ranks the heads better depends on the
+  model: measured in docs/benchmarks.md#estimate-quality (``benchmarks/atp_quality.py`` measures every choice).
 
 At ``alpha = 0`` every path's point is the clean run: one pass, whatever ``path`` says.
 

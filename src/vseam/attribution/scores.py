@@ -1,4 +1,4 @@
-"""Pure score math of head attribution (SPEC section 2): positive / negative / signed matrices, top-K
+"""Pure score math of head attribution (docs/method.md#head-scores): positive / negative / signed matrices, top-K
 lists, and the agreement measures (Spearman, top-K overlap) between two score matrices.
 
 Everything here works on tensors of per-sample probabilities, so it is tested without a model. A
@@ -21,7 +21,7 @@ MATRICES = ("positive", "negative", "signed")
 
 @dataclass
 class HeadScores:
-    """Per-head attribution scores of one model (SPEC section 2): the three L x H matrices, the counts
+    """Per-head attribution scores of one model (docs/method.md#head-scores): the three L x H matrices, the counts
     they were averaged over, and where they came from. A matrix is None when undefined.
 
     This is the one score type of the project: the sweep (``score_heads``), ``head_scores.json``

@@ -204,7 +204,7 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], settings: Any = 
                 batch_size: int = DataConfig.batch_size, max_skip_fraction: float = DataConfig.max_skip_fraction,
                 runtime: Runtime | None = None, cache: EmbeddingCache | None = None,
                 on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None) -> HeadScores:
-    """Head scores of every head of ``adapter`` over ``samples`` (SPEC section 2).
+    """Head scores of every head of ``adapter`` over ``samples`` (docs/method.md#head-scores).
 
     ``settings``: the ``attribution`` group (``AttributionConfig``; a config node, a mapping of some keys or
     None: the defaults). ``method``: exact (mean- or zero-ablation of each head, the fast engine) | atp

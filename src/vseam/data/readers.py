@@ -36,7 +36,7 @@ DEFAULT_PATTERNS = {
     "cocoqa": "COCO_train2014_{image_id:012d}.jpg",
 }
 
-# GQA semantic-subset category -> semantic level (SPEC section 1).
+# GQA semantic-subset category -> semantic level (docs/method.md#semantic-levels).
 CATEGORY_LEVELS = {
     "animal": "object",
     "indoor": "object",

@@ -1,5 +1,5 @@
 """The effective-edit filter: keep a (clean, edited) pair only when the model answers the clean image
-correctly and the edited image not (SPEC section 1, step 4).
+correctly and the edited image not (docs/method.md#effective-edit-filter).
 
 "Not correct on the edited image" is judged against the *clean* gold answer: the pair is kept when the
 edit moved the model off the answer that causal tracing later restores (its corrupt run must score

@@ -26,7 +26,7 @@ from vseam.models.structure import find_decoder, language_stack, vision_stack  #
 
 YES_NO = {"yes", "no"}
 
-# How the answer probability and correctness are read off the last position (SPEC section 0);
+# How the answer probability and correctness are read off the last position (docs/method.md#answer-tokens);
 # ``model.answer_definition`` picks one, "project" is the default.
 ANSWER_DEFINITIONS = {
     # p = summed probability of the gold first token and its single-token yes/no case variants; correct
@@ -172,7 +172,7 @@ class VLMAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # the answer is read at the last position of every row
-        # where the prompt comes from: model.prompt_template, the adapter's SPEC prompt, or the chat template
+        # where the prompt comes from: model.prompt_template, the adapter's paper prompt, or the chat template
         if template:
             self.template, self.template_source = template, "model.prompt_template"
         elif self.default_template is not None:
@@ -479,7 +479,7 @@ class VLMAdapter:
                            torch.cat(logits_))
 
 
-# The one-word-answer instruction of a chat-template prompt (SPEC section 0: LLaVA-1.5's words)
+# The one-word-answer instruction of a chat-template prompt (docs/method.md#prompts: LLaVA-1.5's words)
 ONE_WORD = "Please answer with a single word."
 
 

@@ -16,7 +16,7 @@ class InstructBlipAdapter(VLMAdapter):
     arch = "instructblip"
     hf_class = "InstructBlipForConditionalGeneration"
     model_types = ("instructblip",)
-    # SPEC section 0
+    # docs/method.md#prompts
     default_template = "Question: {question} Answer using a single word."
 
     def position_limits(self, question: str) -> list[tuple[str, int, int]]:

@@ -143,7 +143,7 @@ def _bias(job: Job, method: str) -> Outcome:
     bias = logit_bias_for(job.adapter, job.splits["train"]).to(job.adapter.device)
     module, info = job.fit(method, bias, float(job.cfg.modulation.lr))
     trained = module.modulation
-    tok = job.adapter.tokenizer.convert_ids_to_tokens
+    tok = job.adapter.token_text
     learned = {"margin": None if trained.margin is None else float(trained.margin),
                "yes_tokens": tok(trained.yes_index.tolist()), "no_tokens": tok(trained.no_index.tolist()),
                "words": dict(zip(tok(trained.class_index.tolist()),
@@ -164,7 +164,7 @@ def _peft(job: Job, method: str) -> Outcome:
     return Outcome(*job.evaluate(adapter=peft_adapter, cache=pcache), trainable, info)
 
 
-METHODS: dict[str, Callable[[Job, str], Outcome | None]] = {
+RUNNERS: dict[str, Callable[[Job, str], Outcome | None]] = {  # train.py's rows: method name -> its runner
     "none": _none, "heuristic": _heuristic, "learned": _learned, "random": _random, "bias": _bias,
     "lora": _peft, "ia3": _peft,
 }
@@ -194,4 +194,4 @@ def describe(method: str, outcome: Outcome) -> None:
     outcome.extra.setdefault("changes", changes)
     outcome.extra.setdefault("cost", dict(cost))
 
-METHODS.update({name: field.run_method for name in field.METHODS})  # the field's methods (issue 27)
+RUNNERS.update({name: field.run_method for name in field.METHODS})  # the field's methods (issue 27)

@@ -28,7 +28,7 @@ from vseam.modulation.data import ModulationDataModule, readable, split_samples
 from vseam.modulation.field import check_applicable
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
-from vseam.modulation.methods import METHODS, beside, describe
+from vseam.modulation.methods import RUNNERS, beside, describe
 from vseam.modulation.outputs import (
     _fmt,
     comparison_stats,
@@ -256,7 +256,7 @@ def run_methods(job: Job) -> dict[str, Outcome]:
         if outcome is None:
             # each method from the same seed: its row does not depend on which methods ran before it
             L.seed_everything(int(job.cfg.seed), workers=True, verbose=False)
-            outcome = METHODS[method](job, method)
+            outcome = RUNNERS[method](job, method)
             if outcome is None:
                 continue
             save_outcome(job, method, outcome)

@@ -1,4 +1,4 @@
-"""The head ablation study (SPEC section 2, "Head ablation study"): remove the top-K positive heads, the
+"""The head ablation study (docs/method.md#ablation-study): remove the top-K positive heads, the
 top-K negative heads, and K random heads (seeded trials), all at once, and report per category and
 semantic level the accuracy and the mean drop of the answer probability, with the spread over the
 random trials, for each K of a list.

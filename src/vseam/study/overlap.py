@@ -1,4 +1,4 @@
-"""Cross-level overlap of head sets (SPEC section 2, "Cross-level overlap") and the paper's two claims
+"""Cross-level overlap of head sets (docs/method.md#cross-level-overlap) and the paper's two claims
 about them, each decided by a test that can fail.
 
 Sets: for each category the top-K positive heads (mean over its baseline-correct samples of

@@ -178,7 +178,7 @@ class TraceEngine:
         prob, correct, mlogit = answer_stats(run.logits, amask)
         pred = run.logits.argmax(-1)
         stats = [{"prob": float(prob[i]), "logit": float(mlogit[i]), "correct": bool(correct[i]),
-                  "pred": a.tokenizer.convert_ids_to_tokens(int(pred[i]))} for i in range(B)]
+                  "pred": a.token_text([int(pred[i])])[0]} for i in range(B)]
         kept = [p for p in range(P) if keep is None or keep(stats[p], stats[P + p])]
         dropped = [(p, stats[p], stats[P + p]) for p in range(P) if p not in kept]
         if on_progress is not None and dropped:
@@ -227,8 +227,8 @@ class TraceEngine:
         out = []
         for p in kept:
             real = lay[p].real()
-            top = [[[[a.tokenizer.convert_ids_to_tokens(int(ti[l, i, k])), round(float(tv[l, i, k]), 6)]
-                     for k in range(ti.shape[-1])] for l in range(L)] for i in (p, P + p)]
+            top = [[[[text, round(float(tv[l, i, k]), 6)] for k, text in enumerate(a.token_text(ti[l, i].tolist()))]
+                    for l in range(L)] for i in (p, P + p)]
             out.append(PairTrace(
                 id=enc.ids[p], tokens=[lay[p].tokens[t] for t in real], roles=[lay[p].roles[t] for t in real],
                 clean=stats[p], corrupt=stats[P + p], blocks=list(self.blocks), groups=list(self.groups),

@@ -13,7 +13,7 @@ loads the model, cuts the pairs into chunks of ``trace.chunk_size`` that are sav
   {prob, logit, correct, pred}, corrupt: {...}, logit_lens: {clean|edited: per layer {prob, rank,
   top: [[token, prob], ...]}}}]), ``average`` ({``groups``: {metric: {block: {group: {mean, se, n}}}}
   over layers; ``tokenwise``: {labels, roles, n_pairs, n_left_out, question, metrics: {metric:
-  {block: {mean, se}}} as [L][slots]}; ``tokenwise_by_category``: {category: the same};
+  {block: {mean, se}}} as ``[L][slots]``}; ``tokenwise_by_category``: {category: the same};
   ``logit_lens``: {clean|edited: {prob_mean, prob_se, rank_mean, rank_se, rank_median, top1}}}),
   ``files``, ``config``, ``seconds``, ``world_size``.
 - ``trace.safetensors``: ``average.groups.<metric>`` [blocks, L, groups] (+ ``.se``),

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vseam.utils import errors
 from vseam.utils.errors import UserError
 
 OUT_DIR_ENV = "VSEAM_OUT_DIR"
@@ -202,6 +203,7 @@ def claim(cfg: Any, command: str) -> tuple[Path, bool]:
         raise
     _HELD[key] = fd
     os.environ[OUT_DIR_ENV] = str(out)
+    errors.LAST_RUN_FOLDER = out  # named by a disk-full error whose writer did not name its file
     return out, True
 
 

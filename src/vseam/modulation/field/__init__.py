@@ -1,4 +1,4 @@
-"""The field's hallucination methods (issue 27) as one system: PAI, VAF, VHR, ICT, VTI, AD-HH, SPIN and VCD, each
+"""The field's hallucination methods (docs/guides/train.md#the-fields-hallucination-methods) as one system: PAI, VAF, VHR, ICT, VTI, AD-HH, SPIN and VCD, each
 a row of ``train.py`` (``modulation.methods``) and an option of ``analyze.py eval`` (``eval.method``).
 
 Every method is registered once, in ``METHODS`` (name -> ``core.Method``: how it is built from its

@@ -115,6 +115,17 @@ def world(tmp_path_factory):
     return small_world(tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def pope(tmp_path_factory):
+    """The organism's POPE analog, 4 questions per split, in POPE's own format (images included), drawn afresh
+    for each test module."""
+    from vseam.world.pope import write_pope
+
+    root = tmp_path_factory.mktemp("pope")
+    write_pope(root, n_per_split=4, seed=0)
+    return root
+
+
 def heads_cfg(world, out, *extra):
     """A ``analyze.py heads`` config on the tiny LLaVA over ``world``: one sample per category, small
     batches and chunks (``out=None``: no ``out_dir`` set)."""

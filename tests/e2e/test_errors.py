@@ -18,15 +18,6 @@ from vseam.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def pope(tmp_path_factory):
-    from vseam.world.pope import write_pope
-
-    root = tmp_path_factory.mktemp("pope")
-    write_pope(root, n_per_split=4, seed=0)
-    return root
-
-
 def _run(capsys, main: str, argv: list[str]) -> str:
     """``script(<main>, argv)`` as train.py / analyze.py run it: returns stderr; the exit status must be 1."""
     from vseam import cli

@@ -18,15 +18,6 @@ from vseam.utils.rundir import LOCK, RunFolderError, claim, release, run_folder
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def pope(tmp_path_factory):
-    from vseam.world.pope import write_pope
-
-    root = tmp_path_factory.mktemp("pope")
-    write_pope(root, n_per_split=4, seed=0)
-    return root
-
-
 def test_a_failed_runs_folder_takes_the_corrected_rerun(pope, tmp_path, capsys):
     from vseam.data.readers import AnnotationError
     from vseam.evaluation.run import run_eval

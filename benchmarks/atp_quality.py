@@ -31,11 +31,11 @@ from attribution_speed import bench_adapter, embedded_batches, exact_grid, world
 
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
-from vseam.stats import spearman  # noqa: E402
 from vseam.config import AttributionConfig  # noqa: E402
 from vseam.interventions import Ablate, intervene  # noqa: E402
 from vseam.models import load_adapter  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 # (name, atp_path, atp_alpha)
 POINTS = [("clean run (alpha 0)", "all", 0.0), ("midpoint, all heads together", "all", 0.5),

@@ -47,9 +47,9 @@ from vseam.attribution.exact import ExactEngine  # noqa: E402
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.reference import reference_ablated_probs  # noqa: E402
 from vseam.attribution.scores import head_scores, top_k_set  # noqa: E402
-from vseam.stats import spearman  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
 from vseam.models.llava import LlavaAdapter  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 K = 10
 
@@ -171,8 +171,8 @@ def activation_memory(adapter, emb, mask, rows_list=(1, 8)) -> dict:
     """Peak memory above the resting state of one exact-engine forward of R ablated copies from layer 0 (every
     layer), for each R of ``rows_list``, and the slope per copy: what ``attribution.rows_per_forward`` costs.
     CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS (VmHWM reset before each)."""
-    from vseam.interventions.replay import clean_run, run_from_layer
     from vseam.interventions import Ablate
+    from vseam.interventions.replay import clean_run, run_from_layer
 
     clean = clean_run(adapter, emb.index(torch.arange(1)))
     cuda = adapter.device.type == "cuda"

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_scale import encoder_layer_macs, layer_macs  # noqa: E402
@@ -106,7 +106,7 @@ class Tower:
     cls: int = 0
     window_layers: int = 0
 
-    def macs(self, image: "Image") -> float:
+    def macs(self, image: Image) -> float:
         total = 0.0
         for n in image.views:
             n += self.cls
@@ -172,7 +172,8 @@ def anyres(onevision: bool) -> Callable[[int, int], Image]:
 
     if onevision:
         from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-            LlavaOnevisionImageProcessorPil as IP)
+            LlavaOnevisionImageProcessorPil as IP,
+        )
 
         proc, side, per_view = object.__new__(LlavaOnevisionProcessor), 384, 729
         proc.image_processor = IP()  # its defaults are the checkpoints' pinpoints, 384 .. 2304

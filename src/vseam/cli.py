@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vseam.config import ANALYZE_TOP, TRAIN_TOP, ConfigError, describe_groups, env_defaults, load_config, top_defaults
 

@@ -13,7 +13,7 @@ result file stores them as they are; tests compare them with scipy on fixed inpu
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -9,11 +9,12 @@ is said by the run once the model is loaded (``say_k_fits``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, get_args
+from collections.abc import Callable, Iterable
+from typing import Any, get_args
 
 from vseam.config import ConfigError, EvalMethod, FieldMethod, ModulationMethod, check_values
 
-FIELD_METHODS = get_args(FieldMethod)  # vseam.modulation.field.METHODS (tests/test_field.py keeps them equal)
+FIELD_METHODS = get_args(FieldMethod)  # vseam.modulation.field.METHODS (tests/integration/test_field.py keeps them equal)
 MODULATION_METHODS = get_args(ModulationMethod)
 EVAL_METHODS = get_args(EvalMethod)
 

@@ -13,7 +13,7 @@ left-padded batch pays little padding.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -70,7 +70,7 @@ class ExactEngine:
         per_sample = max(1, int(heads.sum(1).max()))  # rows one sample adds to a layer's forward
         for group, sub in length_batches(emb, max(1, self.rows_per_forward // per_sample)):
             p_abl, clean = self._ablated_group(sub, answer_mask.index_select(0, group.to(a.device)), heads,
-                                               (lambda l, n=len(group): on_layer(l, n)) if on_layer else None)
+                                               (lambda l, n=len(group): on_layer(l, n)) if on_layer else None)  # noqa: B008 (binds this group's size)
             out[group] = p_abl
             if logits is None:
                 logits = clean.logits.new_empty((B, clean.logits.shape[-1]))

@@ -8,13 +8,13 @@ for ``neg``) is *undefined*: it is returned as ``None``, never as zeros.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from vseam.interventions.hooks import HeadShapeError
-
 
 MATRICES = ("positive", "negative", "signed")
 
@@ -41,8 +41,8 @@ class HeadScores:
     method: str = ""  # exact | atp | atp+exact_topk
     meta: dict[str, Any] = field(default_factory=dict)  # everything else a result file says (ablation, dataset, ...)
     per_sample: Any = None  # the sweep's per-sample values these were averaged from (a ``ChunkResult``), if kept
-    by_category: dict[str, "HeadScores"] = field(default_factory=dict)  # the same scores of each category's samples
-    by_level: dict[str, "HeadScores"] = field(default_factory=dict)  # ... and of each semantic level's
+    by_category: dict[str, HeadScores] = field(default_factory=dict)  # the same scores of each category's samples
+    by_level: dict[str, HeadScores] = field(default_factory=dict)  # ... and of each semantic level's
 
     def __post_init__(self):
         first = next((m for m in self.matrices().values() if m is not None), None)

@@ -13,9 +13,10 @@ import dataclasses
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -52,7 +53,7 @@ class ChunkResult:
                                 "ablated": self.ablated}, metadata=meta)
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "ChunkResult":
+    def load(cls, path: Path, fingerprint: str) -> ChunkResult:
         fix = "delete it to recompute that chunk, or attribution.resume=false to discard all saved progress"
         t, meta = read_chunk(path, fingerprint, "attribution.resume")
         try:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, get_args
+from typing import Any, get_args
 
 from vseam.config import DataFormat, PopeSplit
 from vseam.data.sample import LEVELS, Sample

@@ -9,7 +9,8 @@ the clean answer low). Counts per category go to a report dict (and to W&B throu
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from vseam.data.sample import EditRecord, Sample
 

@@ -4,8 +4,22 @@ decoder layer, attention scores and patterns; ``hooks``), replaying a pass from 
 
 from vseam.interventions.checkpoint import load_modulation, read_modulation, save_modulation
 from vseam.interventions.hooks import (
-    ATTENTION_SITES, HIDDEN_SITES, SITES, Ablate, ActivationCache, AttentionEdit, GroupedHeadModulation,
-    HeadModulation, HeadShapeError, LogitBias, Patch, Read, Steer, block_modules, check_heads, intervene,
+    ATTENTION_SITES,
+    HIDDEN_SITES,
+    SITES,
+    Ablate,
+    ActivationCache,
+    AttentionEdit,
+    GroupedHeadModulation,
+    HeadModulation,
+    HeadShapeError,
+    LogitBias,
+    Patch,
+    Read,
+    Steer,
+    block_modules,
+    check_heads,
+    intervene,
 )
 from vseam.interventions.lean import check_last_position, last_position_only, lean_attention
 from vseam.interventions.replay import CleanRun, clean_run, length_batches, length_groups, run_from_layer

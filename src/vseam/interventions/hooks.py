@@ -48,9 +48,9 @@ positions by an optional bool mask [B, T]; all vectorised, no loop over heads or
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -126,7 +126,7 @@ class Ablate:
         if self.mode not in ("mean", "zero"):
             raise ValueError(f"ablation mode {self.mode!r}: expected 'mean' or 'zero'")
 
-    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
         B, T, H, D = z.shape
         if self.mode == "zero":
             repl = torch.zeros_like(z)
@@ -170,7 +170,7 @@ class Patch:
         if self.site != "z" and self.heads is not None:
             raise ValueError(f"Patch at site {self.site!r} (a hidden state) takes no heads")
 
-    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
         src = self.source.to(device=z.device, dtype=z.dtype)
         if src.dim() == z.dim() - 1:
             src = src.unsqueeze(0)
@@ -229,7 +229,7 @@ class Steer:
             raise ValueError(f"steering vector of shape {tuple(self.vector.shape)} at {self.site}: expected "
                              f"{'[H, D]' if self.site == 'z' else '[d] or [T, d]'}")
 
-    def apply(self, x: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+    def apply(self, x: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
         v = self.vector.to(device=x.device, dtype=torch.float32)
         if self.site == "z":
             if v.shape != x.shape[2:]:
@@ -350,7 +350,7 @@ class HeadModulation(nn.Module):
             self.offset = nn.Parameter(torch.zeros(K, head_dim), requires_grad=trainable)
 
     @classmethod
-    def from_scales(cls, scales: torch.Tensor, head_dim: int) -> "HeadModulation":
+    def from_scales(cls, scales: torch.Tensor, head_dim: int) -> HeadModulation:
         """Fixed per-head scalar scales for every head of an [L, H] matrix (heuristic rescaling)."""
         L, H = scales.shape
         mod = cls([(l, h) for l in range(L) for h in range(H)], head_dim, scale="scalar", offset=False,
@@ -362,7 +362,7 @@ class HeadModulation(nn.Module):
     def layers(self) -> list[int]:
         return sorted(set(self.layer_index.tolist()))
 
-    def edit(self, layer: int) -> "_ModulationAt":
+    def edit(self, layer: int) -> _ModulationAt:
         return _ModulationAt(self, layer)
 
     def apply_at(self, layer: int, z: torch.Tensor) -> torch.Tensor:
@@ -433,7 +433,7 @@ class GroupedHeadModulation(nn.Module):
     def layers(self) -> list[int]:
         return sorted(set(self.layer_index.reshape(-1).tolist()))
 
-    def edit(self, layer: int) -> "_ModulationAt":
+    def edit(self, layer: int) -> _ModulationAt:
         return _ModulationAt(self, layer)
 
     def apply_at(self, layer: int, z: torch.Tensor) -> torch.Tensor:
@@ -515,7 +515,7 @@ class AttentionEdit:
         if self.site not in ATTENTION_SITES:
             raise ValueError(f"AttentionEdit at site {self.site!r}: expected one of {ATTENTION_SITES}")
 
-    def apply(self, x: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+    def apply(self, x: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
         B, H, Q, K = x.shape
         where = torch.ones(B, H, 1, 1, dtype=torch.bool, device=x.device)
         if self.heads is not None:
@@ -584,7 +584,7 @@ class LogitBias(nn.Module):
             bias = bias.index_put((self.class_index.to(device),), self.class_bias.to(device=device, dtype=dtype))
         return bias
 
-    def apply(self, logits: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+    def apply(self, logits: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
         return logits + self.vector(logits.shape[-1], logits.dtype, logits.device)
 
     def extra_repr(self) -> str:
@@ -594,10 +594,10 @@ class LogitBias(nn.Module):
 
 @dataclass
 class _ModulationAt:
-    module: "HeadModulation | GroupedHeadModulation"
+    module: HeadModulation | GroupedHeadModulation
     layer: int
 
-    def apply(self, z: torch.Tensor, cache: "ActivationCache") -> torch.Tensor:
+    def apply(self, z: torch.Tensor, cache: ActivationCache) -> torch.Tensor:
         return self.module.apply_at(self.layer, z)
 
 

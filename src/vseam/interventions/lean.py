@@ -24,8 +24,8 @@ caller that gets ``False`` runs the plain forward instead (``modulation.draws`` 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
 
 import torch
 from transformers import AttentionInterface

@@ -5,7 +5,8 @@ The Q-Former's query outputs stand at the start of the sequence as ``num_query_t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from vseam.data.sample import Sample
 from vseam.models.base import Encoded, VLMAdapter

@@ -25,9 +25,9 @@ import torch
 
 from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
+from vseam.modulation import field
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
 from vseam.modulation.draws import start_draws, train_draws
-from vseam.modulation import field
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.module import head_norms

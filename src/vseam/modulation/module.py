@@ -11,8 +11,9 @@ Checkpoints hold only the trainable parameters and the modulation's head list (a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch

@@ -24,15 +24,22 @@ from vseam.data.skips import check_skips, model_skips
 from vseam.interventions import check_heads
 from vseam.models import load_adapter
 from vseam.models.cache import EmbeddingCache
-from vseam.runtime import launch_ranks
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
+from vseam.modulation.field import check_applicable
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
-from vseam.modulation.field import check_applicable
 from vseam.modulation.methods import RUNNERS, beside, describe
 from vseam.modulation.outputs import (
-    _fmt, comparison_stats, load_outcome, log_key_heads, method_row, ranked_on, save_outcome, write_results,
+    _fmt,
+    comparison_stats,
+    load_outcome,
+    log_key_heads,
+    method_row,
+    ranked_on,
+    save_outcome,
+    write_results,
 )
+from vseam.runtime import launch_ranks
 from vseam.utils.devices import torch_device
 from vseam.utils.ranks import is_rank_zero
 from vseam.utils.rundir import run_folder

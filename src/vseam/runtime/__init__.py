@@ -5,7 +5,14 @@ progress bar, and row batches that halve themselves on out-of-memory. Jobs (``at
 
 from vseam.runtime.batching import RowBatches, is_oom
 from vseam.runtime.chunks import (
-    Chunks, ProgressMismatchError, Runtime, chunk_bounds, fingerprint, fresh_progress, model_fingerprint, rank_chunks,
+    Chunks,
+    ProgressMismatchError,
+    Runtime,
+    chunk_bounds,
+    fingerprint,
+    fresh_progress,
+    model_fingerprint,
+    rank_chunks,
     read_chunk,
 )
 from vseam.runtime.launch import Ranks, fabric_of, launch, launch_ranks, model_cfg

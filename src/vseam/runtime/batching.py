@@ -5,7 +5,8 @@ size, so a value too large for the device costs time, not the run."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from vseam.runtime.launch import Ranks
 from vseam.utils.io import BadFileError, read_safetensors

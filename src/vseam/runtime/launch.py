@@ -23,7 +23,7 @@ class Ranks:
     fabric: Any = None
 
     @classmethod
-    def of(cls, fabric: Any) -> "Ranks":
+    def of(cls, fabric: Any) -> Ranks:
         return cls() if fabric is None else cls(int(fabric.global_rank), int(fabric.world_size), fabric)
 
     @property

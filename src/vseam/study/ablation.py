@@ -24,9 +24,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -225,7 +226,7 @@ class AblationChunk:
                                    "skipped": json.dumps(self.skipped)})
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "AblationChunk":
+    def load(cls, path: Path, fingerprint: str) -> AblationChunk:
         t, meta = read_chunk(path, fingerprint, "study.resume")
         index = int(meta.get("index") or path.stem.rsplit("chunk", 1)[1])  # chunks saved before "index" was kept
         return cls(index, json.loads(meta["ids"]), t["prob"], t["correct"].bool(), json.loads(meta["skipped"]))

@@ -16,8 +16,9 @@ probability and mean logit, raw ``m(patched) - m(base)`` and normalised by ``m(s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, get_args
+from typing import Any, get_args
 
 import torch
 
@@ -26,7 +27,7 @@ from vseam.interventions import Patch, Read, intervene
 from vseam.interventions.replay import clean_run, run_from_layer
 from vseam.models.base import Encoded, VLMAdapter, answer_stats
 from vseam.runtime import RowBatches
-from vseam.tracing.positions import Layout, layouts
+from vseam.tracing.positions import layouts
 
 BLOCK_SITES = {"attn": "attn_out", "mlp": "mlp_out", "resid": "resid_post"}  # block (trace.blocks) -> hook point
 assert tuple(BLOCK_SITES) == get_args(TraceBlock)

@@ -123,7 +123,7 @@ def _align(adapter, row: torch.Tensor, real: torch.Tensor, visual: torch.Tensor,
     if len(holders) == 1:
         k = holders[0]
         before, after = list(prompt_ids[:k]), list(prompt_ids[k + 1:])
-        n_before, n_after = len(before), len(after)
+        n_after = len(after)
         p = _common_prefix(ids, before)
         s = min(_common_prefix(ids[::-1], after[::-1]), max(0, len(ids) - p - 1))
         merged = list(offsets[p:k]) + list(offsets[k + 1:k + 1 + n_after - s])  # prompt tokens now in the band

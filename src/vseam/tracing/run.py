@@ -35,9 +35,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -78,7 +79,7 @@ class TraceChunk:
                                                   "pairs": json.dumps(info), "skipped": json.dumps(self.skipped)})
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "TraceChunk":
+    def load(cls, path: Path, fingerprint: str) -> TraceChunk:
         t, meta = read_chunk(path, fingerprint, resume_key="trace.resume")
         pairs = [PairTrace(**d, **{k: t.get(f"{i}.{k}") for k in _ARRAYS})
                  for i, d in enumerate(json.loads(meta["pairs"]))]

@@ -6,9 +6,10 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from vseam.utils.errors import UserError
 
@@ -90,10 +91,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON")
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from e
     return out
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from vseam.utils import errors
 from vseam.utils.errors import UserError

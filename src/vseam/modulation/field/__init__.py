@@ -31,7 +31,14 @@ from vseam.interventions.checkpoint import load_method
 from vseam.modulation.field.activation import ICT, VHR, VTI
 from vseam.modulation.field.attention import ADHH, PAI, SPIN, VAF, VCD
 from vseam.modulation.field.core import (
-    Applied, Estimate, Method, NotApplicableError, image_free, model_heads, model_layers, token_roles,
+    Applied,
+    Estimate,
+    Method,
+    NotApplicableError,
+    image_free,
+    model_heads,
+    model_layers,
+    token_roles,
 )
 
 METHODS: dict[str, Method] = {"pai": PAI, "vaf": VAF, "vhr": VHR, "ict": ICT, "vti": VTI, "adhh": ADHH, "spin": SPIN,

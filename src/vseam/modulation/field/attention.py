@@ -52,8 +52,8 @@ file holds (``field``: the paths from a config, a file and ``train.py``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -63,7 +63,14 @@ from vseam.interventions import AttentionEdit, Read, check_heads
 from vseam.models.base import Embedded, Encoded
 from vseam.models.cache import Batch, EmbeddingCache
 from vseam.modulation.field.core import (
-    Applied, Estimate, Method, NotApplicableError, image_free, model_layers, span, token_roles,
+    Applied,
+    Estimate,
+    Method,
+    NotApplicableError,
+    image_free,
+    model_layers,
+    span,
+    token_roles,
 )
 
 

@@ -1,4 +1,4 @@
-"""The two answer definitions (``model.answer_definition``, SPEC section 0), each against a hand-written
+"""The two answer definitions (``model.answer_definition``, docs/method.md#answer-tokens), each against a hand-written
 loop over the raw Hugging Face model: the project's (p sums the single-token yes/no case variants; correct
 when the arg-max is one of them) and the paper's released code's (p of the answer's first sub-token as
 written; correct when the arg-max is any of the answer's sub-tokens)."""

@@ -279,7 +279,7 @@ def test_a_folder_loads_without_arch(tmp_path):
 def test_prompt_is_the_chat_template_and_recorded(arch_adapter, arch_samples):
     a = arch_adapter
     q = arch_samples[1].question
-    if a.arch in ("llava", "instructblip"):  # SPEC section 0's prompts, kept
+    if a.arch in ("llava", "instructblip"):  # the paper's prompts (docs/method.md#prompts), kept
         assert a.template_source == "adapter" and "single word" in a.template
         return
     if a.arch == "paligemma":  # no chat template: the mix checkpoints' VQA prefix, completed by the processor

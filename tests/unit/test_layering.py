@@ -1,4 +1,4 @@
-"""The import layering of ``src/vseam`` (README, Architecture), checked from the source's own imports:
+"""The import layering of ``src/vseam`` (docs/architecture.md, Import layering), checked from the source's own imports:
 a package imports only packages of lower layers, never one of its own layer or above."""
 
 from __future__ import annotations

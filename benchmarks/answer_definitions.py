@@ -1,5 +1,5 @@
 """How far apart the head-score matrices of the two answer definitions are (``model.answer_definition``,
-SPEC section 0): the project's (p sums the single-token yes/no case variants; correct when the arg-max is
+docs/method.md#answer-tokens): the project's (p sums the single-token yes/no case variants; correct when the arg-max is
 one of them) and the paper's released code's (p of the answer's first sub-token as written; correct when
 the arg-max is any sub-token of the answer).
 
@@ -25,11 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_speed import world_samples  # noqa: E402
 
-from vseam.attribution.exact import clean_run, run_from_layer  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_overlap  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
 from vseam.interventions import Ablate  # noqa: E402
+from vseam.interventions.replay import clean_run, run_from_layer  # noqa: E402
 from vseam.models import load_adapter  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 DEFINITIONS = ("project", "reference")
 
@@ -60,7 +61,9 @@ def both_definitions(adapters: dict, samples, batch_size: int = 8, rows: int = 6
                     p_abl[d][r, l, head_of_row[s0:s0 + rows]] = answer_stats(logits, pm.index_select(0, r.to(a.device)))[0].float().cpu()
         for d, (pm, cm) in masks.items():
             p, c, _ = answer_stats(clean.logits, pm, cm)
-            out[d][0].append(p.float().cpu()); out[d][1].append(c.cpu()); out[d][2].append(p_abl[d])
+            out[d][0].append(p.float().cpu())
+            out[d][1].append(c.cpu())
+            out[d][2].append(p_abl[d])
     return {d: tuple(torch.cat(x) for x in v) for d, v in out.items()}
 
 

@@ -1,4 +1,4 @@
-"""Attribution patching's quality against the exact scores on a trained model (issue 17, section 6): the
+"""Attribution patching's quality against the exact scores on a trained model (docs/benchmarks.md#estimate-quality): the
 signed Spearman and top-10 overlap of the estimate for each choice of where its gradient is taken
 (``attribution.atp_alpha`` and ``attribution.atp_path``: the clean run; the midpoint of the path that
 ablates every head together, a layer's heads together, or head g of every layer together), each with its
@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_speed import bench_adapter, embedded_batches, exact_grid, world_samples  # noqa: E402
 
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_overlap  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
 from vseam.config import AttributionConfig  # noqa: E402
 from vseam.interventions import Ablate, intervene  # noqa: E402
 from vseam.models import load_adapter  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 # (name, atp_path, atp_alpha)
 POINTS = [("clean run (alpha 0)", "all", 0.0), ("midpoint, all heads together", "all", 0.5),

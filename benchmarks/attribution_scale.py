@@ -1,4 +1,4 @@
-"""Head attribution at LLaVA-1.5-7B's real widths (issue 17, section 1): which method gets the exact
+"""Head attribution at LLaVA-1.5-7B's real widths (docs/benchmarks.md#at-the-real-models-shape): which method gets the exact
 top-10 heads first, and what the exact engine can gain over the reference loop at this shape.
 
 The model is a random ``LlavaForConditionalGeneration`` of the real widths (language model hidden 4096,
@@ -46,9 +46,10 @@ from attribution_speed import spread_heads, sync, timed, world_samples  # noqa: 
 from vseam.attribution.exact import ExactEngine  # noqa: E402
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.reference import reference_ablated_probs  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_set  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_set  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
 from vseam.models.llava import LlavaAdapter  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 K = 10
 
@@ -170,8 +171,8 @@ def activation_memory(adapter, emb, mask, rows_list=(1, 8)) -> dict:
     """Peak memory above the resting state of one exact-engine forward of R ablated copies from layer 0 (every
     layer), for each R of ``rows_list``, and the slope per copy: what ``attribution.rows_per_forward`` costs.
     CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS (VmHWM reset before each)."""
-    from vseam.attribution.exact import clean_run, run_from_layer
     from vseam.interventions import Ablate
+    from vseam.interventions.replay import clean_run, run_from_layer
 
     clean = clean_run(adapter, emb.index(torch.arange(1)))
     cuda = adapter.device.type == "cuda"
@@ -267,7 +268,7 @@ def main(argv=None):
 
     def run_atp():
         mask, cmask, emb = embedded(adapter, samples)
-        return estimated_ablated_probs(adapter, emb, mask, alpha=a.atp_alpha, correct_mask=cmask)[0].cpu()
+        return estimated_ablated_probs(adapter, emb, mask, alpha=a.atp_alpha, correct_mask=cmask, path="all")[0].cpu()
 
     est, t_atp, c_atp = timed(run_atp)
     print(f"attribution patching (alpha {a.atp_alpha}): {t_atp:.1f} s wall ({c_atp:.1f} s CPU)", flush=True)

@@ -1,4 +1,4 @@
-"""Head-attribution speed and agreement benchmark (issue 4, section 4).
+"""Head-attribution speed and agreement benchmark (docs/benchmarks.md#attribution-speed).
 
 One run, side by side, on the same samples:
 
@@ -53,18 +53,20 @@ import torch  # noqa: E402
 from vseam.attribution.exact import ExactEngine  # noqa: E402
 from vseam.attribution.patching import estimated_ablated_probs  # noqa: E402
 from vseam.attribution.reference import reference_ablated_probs  # noqa: E402
-from vseam.attribution.scores import head_scores, spearman, top_k_overlap  # noqa: E402
+from vseam.attribution.scores import head_scores, top_k_overlap  # noqa: E402
 from vseam.models.base import answer_stats  # noqa: E402
 from vseam.models.llava import LlavaAdapter  # noqa: E402
+from vseam.stats import spearman  # noqa: E402
 
 ORGANISM = Path("checkpoints/organism/llava")
 
 
 def world_samples(root: Path, n: int, seed: int = 0):
     """``n`` organism-world samples written to disk (the reference reads each image file every time)."""
+    from omegaconf import OmegaConf
+
     from vseam.data.load import load_samples
     from vseam.world.write import ensure_world
-    from omegaconf import OmegaConf
 
     per_cat = max(1, -(-n // 6))
     cfg = OmegaConf.create({"format": "organism", "root": str(root), "annotations": [], "image_dir": None,
@@ -112,12 +114,14 @@ def exact_grid(adapter, samples, batch_size, rows):
     for mask, emb in embedded_batches(adapter, samples, batch_size):
         p_abl, logits = engine.ablated_probs(emb, mask)
         p, c, _ = answer_stats(logits, mask)
-        outs.append(p_abl); probs.append(p.cpu()); corrects.append(c.cpu())
+        outs.append(p_abl)
+        probs.append(p.cpu())
+        corrects.append(c.cpu())
     return torch.cat(outs), torch.cat(probs), torch.cat(corrects)
 
 
 def atp_grid(adapter, samples, batch_size, space="logodds", alpha=0.0):
-    return torch.cat([estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha)[0].cpu()
+    return torch.cat([estimated_ablated_probs(adapter, emb, mask, space=space, alpha=alpha, path="all")[0].cpu()
                       for mask, emb in embedded_batches(adapter, samples, batch_size)])
 
 
@@ -293,13 +297,18 @@ def speed(a, adapter, speed_samples) -> dict:
 
     for i in range(0, len(speed_samples), a.batch_size):
         batch = speed_samples[i:i + a.batch_size]
-        r, dt, dc = timed(lambda: reference_ablated_probs(adapter, batch, heads=heads))
-        refs.append(r); add("ref", dt, dc)
-        (e, p, c), dt, dc = timed(lambda: exact_grid(adapter, batch, a.batch_size, a.rows))
-        exacts.append(e); probs.append(p); corrects.append(c); add("exact", dt, dc)
+        r, dt, dc = timed(lambda batch=batch: reference_ablated_probs(adapter, batch, heads=heads))
+        refs.append(r)
+        add("ref", dt, dc)
+        (e, p, c), dt, dc = timed(lambda batch=batch: exact_grid(adapter, batch, a.batch_size, a.rows))
+        exacts.append(e)
+        probs.append(p)
+        corrects.append(c)
+        add("exact", dt, dc)
         for alpha in ALPHAS:
-            est, dt, dc = timed(lambda: atp_grid(adapter, batch, a.batch_size, a.atp_space, alpha))
-            ests[alpha].append(est); add(alpha, dt, dc)
+            est, dt, dc = timed(lambda batch=batch, alpha=alpha: atp_grid(adapter, batch, a.batch_size, a.atp_space, alpha))
+            ests[alpha].append(est)
+            add(alpha, dt, dc)
     ref, exact, prob, correct = torch.cat(refs), torch.cat(exacts), torch.cat(probs), torch.cat(corrects)
     scale = (L * H) / len(heads)
     t["ref"] = [t["ref"][0] * scale, t["ref"][1] * scale]

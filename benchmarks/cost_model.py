@@ -1,4 +1,4 @@
-"""Cost model of head attribution for the real job (issues 17 and 23), on paper: the multiply-adds each method
+"""Cost model of head attribution for the real job (docs/models-and-data.md#cost), on paper: the multiply-adds each method
 must do for a real checkpoint of every supported architecture (LLaVA-1.5-7B and InstructBLIP-Vicuna-7B, the
 paper's two, and LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, Idefics3, SmolVLM2,
 PaliGemma 2, InternVL3), counted from the checkpoints' widths (``ARCHS``: each entry names its source) at a
@@ -31,7 +31,7 @@ so it is a lower bound.
 Assumptions (command line): ``--tflops`` peak dense bf16 of the GPU (H100 SXM 80 GB: 989; A100 80 GB: 312;
 H200: 989), ``--mfu`` the fraction of it sustained (0.5: large GEMMs), ``--image`` the image size.
 
-    python benchmarks/cost_model.py                    # the README's tables (H100 80 GB, 50% of peak, 640 x 480)
+    python benchmarks/cost_model.py                    # the tables of docs/models-and-data.md#cost (H100 80 GB, 50% of peak, 640 x 480)
     python benchmarks/cost_model.py --tflops 312       # A100 80 GB
     python benchmarks/cost_model.py --image 1024x768 --archs llava-next,qwen2-vl   # another image, two models
 """
@@ -40,15 +40,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_scale import encoder_layer_macs, layer_macs  # noqa: E402
 
 GQA_SUBSETS = {"Animal": 1000, "Indoor": 1000, "Vehicle": 1000, "Color": 1456, "Material": 1115, "Action": 1000,
-               "Spatial": 1000}  # SPEC section 4: seed subsets of 1000 each, Color 1456, Material 1115
+               "Spatial": 1000}  # docs/method.md#benchmarks: seed subsets of 1000 each, Color 1456, Material 1115
 
 
 # ------------------------------------------------------------------------------------------- the models' widths
@@ -106,7 +106,7 @@ class Tower:
     cls: int = 0
     window_layers: int = 0
 
-    def macs(self, image: "Image") -> float:
+    def macs(self, image: Image) -> float:
         total = 0.0
         for n in image.views:
             n += self.cls
@@ -172,7 +172,8 @@ def anyres(onevision: bool) -> Callable[[int, int], Image]:
 
     if onevision:
         from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-            LlavaOnevisionImageProcessorPil as IP)
+            LlavaOnevisionImageProcessorPil as IP,
+        )
 
         proc, side, per_view = object.__new__(LlavaOnevisionProcessor), 384, 729
         proc.image_processor = IP()  # its defaults are the checkpoints' pinpoints, 384 .. 2304

@@ -102,8 +102,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # train.py: trainer.torch_threads=1
 
-    from vseam.cli import TRAIN_DEFAULTS
-    from vseam.config import load_config
+    from vseam.config import TRAIN_TOP, load_config
     from vseam.data.load import load_samples
     from vseam.evaluation.score import evaluate
     from vseam.interventions import HeadModulation
@@ -118,7 +117,7 @@ def main(argv=None) -> dict:
 
     def config(*extra):
         return load_config(["logger=none", "trainer.accelerator=cpu", f"trainer.max_epochs={args.epochs}",
-                            "trainer.enable_progress_bar=false", *args.overrides, *extra], default_choices=TRAIN_DEFAULTS)
+                            "trainer.enable_progress_bar=false", *args.overrides, *extra], top=TRAIN_TOP)
 
     cfg = config()
     mc = cfg.modulation

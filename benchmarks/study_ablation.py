@@ -1,4 +1,4 @@
-"""The ablation study's cost per condition (issue 21: 99 random sets per K): the study's rows, each started
+"""The ablation study's cost per condition (99 random sets per K; docs/benchmarks.md#study-ablation): the study's rows, each started
 from the clean pass's record of its first ablated layer (``vseam.study.ablation.ablated_answer_stats``),
 against the plain way (the batch repeated once per condition, every row through the whole language model),
 side by side on the same samples and conditions of an organism model, with the largest difference.

@@ -17,7 +17,14 @@ import json
 import sys
 from pathlib import Path
 
-from vseam.organism.build import ARCH_DEFAULTS, build_organism, build_planted, plot_learning_curves, rescore, train_config
+from vseam.organism.build import (
+    ARCH_DEFAULTS,
+    build_organism,
+    build_planted,
+    plot_learning_curves,
+    rescore,
+    train_config,
+)
 from vseam.utils.io import write_json
 
 

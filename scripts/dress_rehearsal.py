@@ -1,4 +1,4 @@
-"""Full-width dress rehearsal (issue 17, section 3): the real entry points end to end on random models of
+"""Full-width dress rehearsal (docs/benchmarks.md#dress-rehearsal-at-full-width): the real entry points end to end on random models of
 LLaVA-1.5-7B's and InstructBLIP-Vicuna-7B's real widths with few layers (``configs/model/*-7b-width.yaml``):
 576 image tokens through the real LLaVA-1.5 processor configuration (CLIP image processor at 336, the
 ``<image>`` token expanded by the processor), 32 query tokens through InstructBLIP's real Q-Former widths.

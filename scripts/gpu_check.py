@@ -1,4 +1,4 @@
-"""The GPU check of issue 17 (section 5) in one command, on a CUDA machine:
+"""The GPU check (docs/benchmarks.md#gpu-check) in one command, on a CUDA machine:
 
 1. ``benchmarks/attribution_scale.py`` at a larger size (LLaVA-1.5-7B widths, ``--lm-layers`` language
    layers, ``--samples`` samples) in float32 and in bfloat16: speed of every method, the counted-work
@@ -45,7 +45,8 @@ def compare(a_path: Path, b_path: Path) -> dict:
     """bfloat16 (b) against float32 (a): the exact ablated probabilities and the signed scores."""
     from safetensors.torch import load_file
 
-    from vseam.attribution.scores import head_scores, spearman, top_k_overlap
+    from vseam.attribution.scores import head_scores, top_k_overlap
+    from vseam.stats import spearman
 
     a, b = load_file(str(a_path)), load_file(str(b_path))
     sa = head_scores(a["prob"], a["correct"].bool(), a["exact"])
@@ -60,7 +61,8 @@ def compare(a_path: Path, b_path: Path) -> dict:
 
 def matrices_distance(a_dir: Path, b_dir: Path) -> dict:
     from vseam.attribution.outputs import load_head_scores
-    from vseam.attribution.scores import spearman, top_k_overlap
+    from vseam.attribution.scores import top_k_overlap
+    from vseam.stats import spearman
 
     a, b = load_head_scores(a_dir), load_head_scores(b_dir)
     out = {}
@@ -100,7 +102,7 @@ def main(argv=None):
     except OSError:
         report["git"] = None
 
-    # 1-2: section 1 at a larger size, float32 and bfloat16
+    # 1-2: attribution_scale.py's comparison at a larger size, float32 and bfloat16
     size = (["--tiny", "--lm-layers", "2", "--samples", "2", "--ref-heads", "4"] if a.dry_run else
             ["--lm-layers", str(a.lm_layers), "--samples", str(a.samples), "--ref-heads", "16"])
     scale = {}

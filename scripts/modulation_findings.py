@@ -1,6 +1,6 @@
 """The findings of a ``train.py`` run (and of the ``analyze.py eval`` run of its modulation), each claim with
 the statistic the code computed, read from the files the runs wrote (``summary.json``, ``table.txt``,
-``eval_results.json``): what the README's Quick start and "Learned modulation" sections quote.
+``eval_results.json``): what docs/results.md#learned-modulation and the README's Quick start quote.
 
     python scripts/modulation_findings.py runs/train/<x> [runs/eval/<y>]
 

@@ -1,4 +1,4 @@
-"""Causal tracing of the shipped organism (both architectures): the README's "Causal tracing" figures and numbers.
+"""Causal tracing of the shipped organism (both architectures): the figures and numbers of docs/results.md#causal-tracing.
 
     python scripts/trace_organism.py                 # 20 pairs per category (120), both architectures
     python scripts/trace_organism.py --limit 50 --arch llava

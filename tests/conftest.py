@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
+from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,7 +67,6 @@ def wandb_run_data(root, keys: list[str], timeout: float = 120.0) -> bytes:
     waits for it, and a short poll covers a slow machine. Returns the bytes; fails naming the missing keys.
     """
     import time
-    from pathlib import Path
 
     import wandb
 
@@ -87,14 +85,19 @@ def wandb_run_data(root, keys: list[str], timeout: float = 120.0) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------- test tiers
-# unit: no model; integration: tiny or organism models in-process; e2e: CLI / scripts in subprocesses;
-# slow: minutes (not in the default run). `pytest -m unit` takes seconds; `pytest -m "not e2e"` skips the
-# subprocess runs; `pytest -m slow` is the slow tier. A test's tier is its explicit marker, else read from
-# what its body does.
-_MODEL_USE = re.compile(r"load_adapter|tiny_llava|tiny_instructblip|tiny_adapter|tiny_pipe|run_train|run_heads|"
-                        r"run_eval|run_edit|run_study|run_trace|train_main|analyze_main|vseam\.load\(|_adapter\(|"
-                        r"score_heads|build_tiny|organism_adapter|FrozenVLMModule")
-TIERS = ("unit", "integration", "e2e", "slow")
+# A test's tier is the folder it lives in (declared, never read from its code):
+#   unit/         no model (neither a tiny random VLM nor the organism is built or loaded), no child process;
+#                 functions, configs, readers, statistics, drawn worlds; well under a second each.
+#   integration/  in-process runs on tiny random models of the real HF classes or the shipped organism,
+#                 and the jobs' run_* functions (a helper child process such as a lock holder is allowed); seconds.
+#   e2e/          an entry point run whole as a user runs it: train.py, analyze.py, a benchmarks/ or scripts/
+#                 file, torchrun, pip install; in a child process, or through its main(argv) where the test
+#                 checks what the user gets (printed lines, one-line errors, exit status).
+# `slow` is apart from the tier: a test of more than ~20 s carries @pytest.mark.slow in any folder and is
+# left out of the default run (`pytest -m slow` runs them). `pytest -m unit` takes seconds; `-m "not e2e"`
+# leaves out the entry-point runs. A test file outside the three folders is an error, not a guess.
+TIERS = ("unit", "integration", "e2e")
+_HERE = Path(__file__).resolve().parent
 
 
 def small_world(tmp_path_factory, n_per_category: int = 2):
@@ -112,6 +115,17 @@ def world(tmp_path_factory):
     return small_world(tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def pope(tmp_path_factory):
+    """The organism's POPE analog, 4 questions per split, in POPE's own format (images included), drawn afresh
+    for each test module."""
+    from vseam.world.pope import write_pope
+
+    root = tmp_path_factory.mktemp("pope")
+    write_pope(root, n_per_split=4, seed=0)
+    return root
+
+
 def heads_cfg(world, out, *extra):
     """A ``analyze.py heads`` config on the tiny LLaVA over ``world``: one sample per category, small
     batches and chunks (``out=None``: no ``out_dir`` set)."""
@@ -123,22 +137,86 @@ def heads_cfg(world, out, *extra):
 
 
 def _tier(item) -> str:
-    marks = {m.name for m in item.iter_markers()}
-    for tier in ("slow", "e2e", "integration", "unit"):
-        if tier in marks:
-            return tier
-    try:
-        source = inspect.getsource(item.function)
-    except (OSError, TypeError):
-        return "integration"
-    if "subprocess" in source:
-        return "e2e"
-    fixtures = " ".join(getattr(item, "fixturenames", ()))
-    return "integration" if _MODEL_USE.search(source) or _MODEL_USE.search(fixtures) else "unit"
+    """The tier folder ``item``'s file lives in; a UsageError naming the file when it is in none."""
+    path = Path(str(item.path)).resolve()
+    parts = path.relative_to(_HERE).parts if path.is_relative_to(_HERE) else ()
+    if len(parts) < 2 or parts[0] not in TIERS:
+        raise pytest.UsageError(f"{path}: a test file lives in one of tests/{{{','.join(TIERS)}}}/ (its tier; "
+                                "see tests/conftest.py), not here")
+    return parts[0]
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         tier = _tier(item)
-        if tier not in {m.name for m in item.iter_markers()}:
-            item.add_marker(getattr(pytest.mark, tier))
+        other = {m.name for m in item.iter_markers()} & set(TIERS) - {tier}
+        if other:
+            raise pytest.UsageError(f"{item.nodeid}: marked {sorted(other)} in tests/{tier}/; the folder is the tier")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory) -> str:
+    """The world of the random-draw tests (8 questions per category, seed 5), drawn afresh for each module."""
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n_per_category=8, seed=5)
+    return str(root)
+
+
+def draws_args(world_root: str, out, *extra: str) -> list[str]:
+    """``train.py`` arguments on the tiny LLaVA over ``world_root`` (K = 2 + 2 heads, 16 samples scored)."""
+    return ["model=tiny-llava", f"data.root={world_root}", "data.world_seed=5", f"out_dir={out}", "logger=none",
+            "trainer.accelerator=cpu", "data.batch_size=8", "modulation.k_pos=2", "modulation.k_neg=2",
+            "modulation.attribution_limit=16", *extra]
+
+
+def trace_cfg(out, *args):
+    """An ``analyze.py trace`` config on the organism: one pair of two categories, chunks of one, CSV logger."""
+    from vseam.config import load_config
+
+    return load_config([f"out_dir={out}", "logger=csv", "trace.limit=1", "trace.chunk_size=1",
+                        "data.categories=[Shape,Color]",
+                        "trace.progress=false", "trace.plot_pairs=1", "data.batch_size=2", *args])
+
+
+def train_args(world, out, *extra):
+    """``train.py`` arguments on the tiny LLaVA over the world of ``trained`` (K = 1 + 1 heads, 12 samples scored)."""
+    return ["model=tiny-llava", "logger=none", f"data.root={world}", "data.world_seed=3", "modulation.k_pos=1",
+            "modulation.k_neg=1", "modulation.attribution_limit=12", f"out_dir={out}", *extra]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny learned modulation (one step) and the world it was trained on: (world root, modulation file,
+    what training printed). Shared by the leak-free evaluation, resume and exact-vs-estimate tests."""
+    import contextlib
+    import io
+
+    from vseam.config import load_config
+    from vseam.modulation.run import run_train
+    from vseam.world.write import write_world
+
+    root = tmp_path_factory.mktemp("world14")
+    write_world(root, n_per_category=6, seed=3)  # runs on it say data.world_seed=3 (ensure_world checks)
+    out = root / "train"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_train(load_config(train_args(root, out, "modulation.methods=[learned]", "trainer.max_steps=1")))
+    return root, out / "modulation.safetensors", printed.getvalue()
+
+
+def chromium() -> str | None:
+    """The headless browser the rendering tests use (Debian's ``chromium``; ``.ci/run`` installs it), or None."""
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def chromium_flags(browser: str, profile) -> list[str]:
+    """Chromium headless, with nothing that reaches for the network (this machine has none), in its own
+    empty profile folder ``profile``."""
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", "--virtual-time-budget=10000", f"--user-data-dir={profile}"]

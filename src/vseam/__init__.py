@@ -17,13 +17,14 @@ Imports are lazy, so ``import vseam`` stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from vseam.attribution.scores import HeadScores
     from vseam.data.sample import Sample
-    from vseam.interventions.heads import HeadCache
+    from vseam.interventions.hooks import ActivationCache
     from vseam.models.base import VLMAdapter
 
 __version__ = "0.1.0"
@@ -33,8 +34,8 @@ __all__ = ["load", "Model", "Output", "sample", "prompt", "load_samples", "read_
            "intervene", "HeadScores"]
 
 _LAZY = {  # name -> module it lives in (the one home; re-exported here for notebooks)
-    "Ablate": "vseam.interventions.heads", "Patch": "vseam.interventions.heads", "Read": "vseam.interventions.heads",
-    "HeadModulation": "vseam.interventions.heads", "intervene": "vseam.interventions.heads",
+    "Ablate": "vseam.interventions.hooks", "Patch": "vseam.interventions.hooks", "Read": "vseam.interventions.hooks",
+    "HeadModulation": "vseam.interventions.hooks", "intervene": "vseam.interventions.hooks",
     "HeadScores": "vseam.attribution.scores", "top_k": "vseam.attribution.scores",
     "load_head_scores": "vseam.attribution.outputs", "load_config": "vseam.config",
     "read_benchmark": "vseam.data.readers",
@@ -56,7 +57,7 @@ class Output:
 
     ids: list[str]
     pred_token: list[str]  # the arg-max token at the last position, as text (``red``, not the piece ``▁red``)
-    prob: list[float | None]  # probability of the answer's tokens (SPEC section 0)
+    prob: list[float | None]  # probability of the answer's tokens (docs/method.md#answer-tokens)
     correct: list[bool | None]  # the arg-max token is one of the answer's tokens
     logits: Any  # [N, V] last-position logits (float32, CPU)
 
@@ -72,7 +73,7 @@ class Model:
     ``model.adapter`` is the ``VLMAdapter`` every job uses (prompt template, answer tokens, structure).
     """
 
-    def __init__(self, adapter: "VLMAdapter"):
+    def __init__(self, adapter: VLMAdapter):
         self.adapter = adapter
 
     def __repr__(self) -> str:
@@ -89,44 +90,46 @@ class Model:
 
     def intervene(self, *edits):
         """A context manager applying ``edits`` (``Ablate``, ``Patch``, ``Read``, ``HeadModulation``)."""
-        from vseam.interventions.heads import intervene
+        from vseam.interventions.hooks import intervene
 
         return intervene(self.adapter, *edits)
 
-    def run(self, samples: "Sample | Sequence[Sample]", *edits, batch_size: int = 8) -> Output:
+    def run(self, samples: Sample | Sequence[Sample], *edits, batch_size: int = 8) -> Output:
         """Last-position predictions for ``samples`` (with ``edits`` applied while it runs)."""
         return self._run(_as_list(samples), edits, batch_size)[0]
 
-    def run_with_cache(self, samples: "Sample | Sequence[Sample]", *edits,
-                       layers: Sequence[int] | None = None) -> tuple[Output, "HeadCache"]:
+    def run_with_cache(self, samples: Sample | Sequence[Sample], *edits,
+                       layers: Sequence[int] | None = None) -> tuple[Output, ActivationCache]:
         """``run`` in one batch, also returning the per-head ``o_proj`` inputs (``cache[l]``: [B, T, H, D],
         left-padded as the batch was) of ``layers`` (all when None), after ``edits``."""
-        from vseam.interventions.heads import Read
+        from vseam.interventions.hooks import Read
 
         samples = _as_list(samples)
         return self._run(samples, (*edits, Read(layers=layers)), max(1, len(samples)))
 
-    def score_heads(self, samples: "Sequence[Sample]", method: str = "exact", **kwargs) -> "HeadScores":
+    def score_heads(self, samples: Sequence[Sample], method: str = "exact", **kwargs) -> HeadScores:
         return score_heads(self, samples, method=method, **kwargs)
 
     def _run(self, samples: list, edits: tuple, batch_size: int):
         import torch
 
-        from vseam.interventions.heads import intervene
+        from vseam.interventions.hooks import intervene
         from vseam.models.base import answer_stats
 
         a = self.adapter
-        ids, tokens, probs, corrects, logits_all, cache = [], [], [], [], [], None
+        ids, tokens, probs, corrects, logits_all = [], [], [], [], []
+        cache = None  # no sample, no cache
         for start in range(0, len(samples), batch_size):
             chunk = samples[start:start + batch_size]
             enc = a.encode(chunk).to(a.device)
-            with torch.no_grad(), intervene(a, *edits) as cache:
+            with torch.no_grad(), intervene(a, *edits) as batch_cache:
                 logits = a.last_logits(enc).float()
+            cache = batch_cache  # the last batch's (run_with_cache runs one)
             prob, correct, _ = answer_stats(logits, enc.answer_mask(logits.shape[-1]))
             pred = logits.argmax(-1).tolist()
             ids += enc.ids
             tokens += a.token_text(pred)
-            for i, s in enumerate(chunk):
+            for i in range(len(chunk)):
                 has_answer = bool(enc.answer_ids[i])
                 probs.append(float(prob[i]) if has_answer else None)
                 corrects.append(bool(correct[i]) if has_answer else None)
@@ -153,7 +156,7 @@ def load(model: str = "organism-llava", *overrides: str, device: str = "auto", *
 
 
 def sample(image: Any, question: str, answer: str | None = None, *, id: str | None = None,
-           category: str | None = None, level: str | None = None) -> "Sample":
+           category: str | None = None, level: str | None = None) -> Sample:
     """A sample from an image (a PIL image or a file path), a question and its answer (None: a free-form
     prompt, run for its prediction only)."""
     from pathlib import Path
@@ -170,7 +173,7 @@ def sample(image: Any, question: str, answer: str | None = None, *, id: str | No
 _made: list[str] = []  # samples made here, for their default ids
 
 
-def prompt(image: Any, text: str, **kwargs: Any) -> "Sample":
+def prompt(image: Any, text: str, **kwargs: Any) -> Sample:
     """A free-form prompt about an image (no gold answer): ``model.run`` gives its prediction."""
     return sample(image, text, None, **kwargs)
 
@@ -179,10 +182,9 @@ def load_samples(data: str = "organism", *overrides: str, **keys: Any) -> list:
     """The samples of a data config (``configs/data/<name>.yaml``; the organism world is built on first
     use) with ``data.key=value`` overrides or keyword keys (``n_per_category=4``, ``root="w"``)."""
     from vseam.config import load_config
+    from vseam.data.load import DUPLICATE
     from vseam.data.load import load_samples as _load
     from vseam.world.write import ensure_world
-
-    from vseam.data.load import DUPLICATE
 
     cfg = load_config([f"data={data}", *overrides, *(f"data.{k}={_cli(v)}" for k, v in keys.items())])
     ensure_world(cfg.data)
@@ -194,14 +196,24 @@ def load_samples(data: str = "organism", *overrides: str, **keys: Any) -> list:
     return kept
 
 
-def score_heads(model: "Model | VLMAdapter", samples: "Sequence[Sample]", method: str = "exact",
-                **kwargs: Any) -> "HeadScores":
-    """Head attribution over ``samples`` (``vseam.attribution.score_heads``: method exact | atp, ablation,
-    progress_dir to save and resume, ...)."""
-    from vseam.attribution.sweep import score_heads as _score
+def score_heads(model: Model | VLMAdapter, samples: Sequence[Sample], method: str = "exact",
+                **kwargs: Any) -> HeadScores:
+    """Head attribution over ``samples`` (``vseam.attribution.score_heads``). Keys of the ``attribution``
+    config group (``method`` exact | atp, ``ablation``, ``chunk_size``, ``atp_alpha``, ``progress``, ...) are
+    its settings, the others their defaults; ``progress_dir`` saves every chunk there and resumes; further
+    keywords (``batch_size``, ``max_skip_fraction``, ``cache``, ``on_chunk``) go to the sweep."""
+    from dataclasses import fields
 
+    from vseam.attribution.sweep import score_heads as _score
+    from vseam.config import AttributionConfig
+    from vseam.runtime import Runtime
+
+    keys = {f.name for f in fields(AttributionConfig)}
+    settings = {"method": method, **{k: kwargs.pop(k) for k in list(kwargs) if k in keys}}
+    if "progress_dir" in kwargs:
+        kwargs["runtime"] = Runtime(kwargs.pop("progress_dir"))
     adapter = model.adapter if isinstance(model, Model) else model
-    return _score(adapter, list(samples), method=method, **kwargs)
+    return _score(adapter, list(samples), settings, **kwargs)
 
 
 def _as_list(samples) -> list:

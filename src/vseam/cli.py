@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from vseam.config import ConfigError, describe_groups, env_defaults, load_config
+from vseam.config import ANALYZE_TOP, TRAIN_TOP, ConfigError, describe_groups, env_defaults, load_config, top_defaults
 
 # name -> (module, function, one-line description). Each function takes the resolved config.
 ANALYSES: dict[str, tuple[str, str, str]] = {
@@ -21,14 +22,8 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
     "trace": ("vseam.tracing.run", "run_trace", "causal tracing (attn / mlp / resid x layer x token) and logit lens of edit pairs"),
 }
 
-
-# eval scores a fresh organism world with its POPE analog by default, disjoint from the pool train.py
-# trains and selects on (data=organism-pope, world seed 0).
-ANALYSIS_DEFAULTS = {"eval": {"data": "organism-pope-heldout"}}
-
-# train.py's default: the organism LLaVA, which hallucinates the usual partner on POPE-adversarial, on a
-# small balanced pool of the world's six categories and the three POPE splits.
-TRAIN_DEFAULTS = {"model": "organism-llava", "data": "organism-pope"}
+# Each entry point's defaults are its top-level file: configs/analyze.yaml (its ``analyses:`` block: eval
+# scores a fresh organism world by default) and configs/train.yaml.
 
 
 def _resolve(module: str, func: str) -> Callable:
@@ -54,25 +49,25 @@ def analyze_main(argv: list[str] | None = None) -> dict:
     name, rest = argv[0], argv[1:]
     if name not in ANALYSES:
         raise SystemExit(f"unknown analysis {name!r}; choices: {', '.join(ANALYSES)}")
-    return _run(name, *ANALYSES[name][:2], rest, ANALYSIS_DEFAULTS.get(name))
+    return _run(name, *ANALYSES[name][:2], rest, ANALYZE_TOP, name)
 
 
 def train_main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(_help("train.py", "python train.py [group=choice ...] [key=value ...]",
-                    "Learns per-head scales and offsets of the key heads of a frozen VLM (SPEC section 3).\n"
-                    f"train.py's own defaults: {TRAIN_DEFAULTS}\n\n"))
+                    "Learns per-head scales and offsets of the key heads of a frozen VLM (docs/method.md#learned-modulation).\n"
+                    f"train.py's own defaults (configs/{TRAIN_TOP}): {top_defaults(TRAIN_TOP)}\n\n"))
         raise SystemExit(0)
-    return _run("train", "vseam.modulation.run", "run_train", argv, TRAIN_DEFAULTS)
+    return _run("train", "vseam.modulation.run", "run_train", argv, TRAIN_TOP)
 
 
-def _run(command: str, module: str, func: str, argv: list[str], default_choices: dict | None = None) -> dict:
+def _run(command: str, module: str, func: str, argv: list[str], top: str, analysis: str | None = None) -> dict:
     env_defaults()
     from vseam.validate import validate
 
     try:
-        cfg = load_config(argv, default_choices=default_choices)
+        cfg = load_config(argv, top=top, analysis=analysis)
         validate(cfg, command)  # every value that can be checked without the model, before it loads
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None

@@ -4,8 +4,8 @@ One home for: the exact McNemar test of two methods scored on the same questions
 intervals (of a mean, of a paired difference, of any statistic of resampled samples; stratified resamples
 and permutations that keep each group's size), the Monte Carlo p-value of an observed statistic against a
 null distribution (a random-draw control, a permutation test) with its floor, the exact p of a complete
-enumeration, the threshold-free AUROC of a score against binary labels, and the accuracy of one
-threshold on a score (balanced at a yes-ratio of 0.5, or the best any threshold reaches).
+enumeration, the threshold-free AUROC of a score against binary labels, the accuracy of one threshold on a
+score (balanced at a yes-ratio of 0.5, or the best any threshold reaches), and Spearman's rank correlation.
 
 Everything takes array-likes (lists, numpy arrays, tensors) and returns plain floats / dicts, so a
 result file stores them as they are; tests compare them with scipy on fixed inputs.
@@ -13,7 +13,7 @@ result file stores them as they are; tests compare them with scipy on fixed inpu
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -237,3 +237,23 @@ def best_threshold_accuracy(score, positive) -> dict:
     else:
         t = float((s_sorted[i - 1] + s_sorted[i]) / 2)
     return {"accuracy": float(correct[i] / s.size), "threshold": t}
+
+
+# ------------------------------------------------------------------------------- correlation
+def spearman(a, b) -> float | None:
+    """Spearman rank correlation of two equally shaped arrays (matrices: over their entries), with tied
+    values given their average rank and entries where either is NaN left out (as ``scipy.stats.spearmanr``
+    with ``nan_policy="omit"`` on the pairs). None when either is None (an undefined score matrix); NaN when
+    either is constant (no ranking to compare)."""
+    from scipy.stats import rankdata
+
+    if a is None or b is None:
+        return None
+    x, y = _array(a), _array(b)
+    if x.shape != y.shape:
+        raise ValueError(f"spearman: {x.size} values against {y.size}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = rankdata(x[keep]), rankdata(y[keep])
+    x, y = x - x.mean(), y - y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else float("nan")

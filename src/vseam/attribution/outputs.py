@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from vseam.attribution.scores import MATRICES, HeadScores, exact_cells, only_exact, top_k
-from vseam.interventions.heads import HeadShapeError
+from vseam.interventions.hooks import HeadShapeError
 from vseam.utils.io import BadFileError, save_figure, save_safetensors, write_json
 
 SCHEMA = "vseam.head_scores/1"
@@ -66,12 +66,12 @@ def build_result(scores: HeadScores, *, model_id: str, arch: str, num_layers: in
         "rescore_top_k": scores.meta.get("rescore_top_k"),
         "config": config,
         **{group: {name: {**sc.meta, "n": sc.n, **score_block(sc, k)} for name, sc in getattr(scores, group).items()}
-           for group in GROUPS},
+           for group in GROUPINGS},
     }
     if exact_heads:  # every block, the whole data's and each category's and level's, says which cell is which
         mask = exact_cells(scores, exact_heads)
         mark_exact_and_estimate(result, mask, scores.meta.get("estimate"), k)
-        for group in GROUPS:
+        for group in GROUPINGS:
             for name, block in result[group].items():
                 mark_exact_and_estimate(block, mask, getattr(scores, group)[name].meta.get("estimate"), k)
     return result
@@ -97,7 +97,7 @@ def cell_method(mask: torch.Tensor) -> list[list[str]]:
     return [["exact" if e else "estimate" for e in row] for row in mask.tolist()]
 
 
-GROUPS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
+GROUPINGS = ("by_category", "by_level")  # HeadScores fields (and head_scores.json keys) of per-group blocks
 
 
 def score_block(scores: HeadScores, k: int) -> dict:
@@ -116,13 +116,13 @@ def write_results(out_dir: str | Path, result: dict, scores: HeadScores, prob: t
     files: dict[str, str] = {}
     tensors = {name: m for name, m in scores.matrices().items() if m is not None}
     tensors.update({"prob": prob.float(), "correct": correct.to(torch.uint8), "ablated": ablated.float()})
-    for group, prefix in zip(GROUPS, ("category", "level")):
+    for group, prefix in zip(GROUPINGS, ("category", "level")):
         for gname, sc in getattr(scores, group).items():
             tensors.update({f"{prefix}/{gname}/{m}": t for m, t in sc.matrices().items() if t is not None})
     mask = exact_cells(scores)
     if mask is not None:  # atp+exact_topk: which cells are exact, and the pure estimates beside the mixed matrices
         tensors["exact_cells"] = mask.to(torch.uint8)
-        for prefix, sc in [("", scores)] + [(f"{p}/{g}/", s) for grp, p in zip(GROUPS, ("category", "level"))
+        for prefix, sc in [("", scores)] + [(f"{p}/{g}/", s) for grp, p in zip(GROUPINGS, ("category", "level"))
                                              for g, s in getattr(scores, grp).items()]:
             tensors.update({f"{prefix}estimate/{m}": torch.tensor(t, dtype=torch.float32)
                             for m, t in (sc.meta.get("estimate") or {}).items() if t is not None})
@@ -231,7 +231,7 @@ def mark_exact_cells(ax, heads, size: float = 30) -> None:
 
 
 CORE_KEYS = ("schema", "model_id", "model", "method", "num_layers", "num_heads", "n_correct", "n_incorrect", *MATRICES,
-             *GROUPS)
+             *GROUPINGS)
 
 
 def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
@@ -257,7 +257,7 @@ def scores_from_dict(d: dict, where: str = "head scores") -> HeadScores:
     model, method = str(d.get("model_id", d.get("model", "")) or ""), str(d.get("method", "") or "")
     groups = {group: {name: scores_from_dict({"num_layers": L, "num_heads": H, "model_id": model, "method": method,
                                               **block}, where=f"{where}: {group}[{name!r}]")
-                      for name, block in (d.get(group) or {}).items()} for group in GROUPS}
+                      for name, block in (d.get(group) or {}).items()} for group in GROUPINGS}
     return HeadScores(parsed["positive"], parsed["negative"], parsed["signed"], int(d.get("n_correct") or 0),
                       int(d.get("n_incorrect") or 0), L, H, model=model, method=method,
                       meta={k: v for k, v in d.items() if k not in CORE_KEYS}, **groups)
@@ -292,7 +292,7 @@ def scores_to_dict(scores: HeadScores) -> dict:
             **{k: mat(m) for k, m in scores.matrices().items()}, **scores.meta,
             **({} if mask is None else {"cell_method": cell_method(mask)}),
             **{group: {name: scores_to_dict(sc) for name, sc in getattr(scores, group).items()}
-               for group in GROUPS if getattr(scores, group)}}
+               for group in GROUPINGS if getattr(scores, group)}}
 
 
 def load_head_scores(path: str | Path) -> HeadScores:

@@ -15,19 +15,13 @@ taken at the point where the heads of its group have strength ``alpha`` (``attri
   step) along a path on which a group of heads is ablated together (``path``):
 
   - ``"all"``: every head together, one backward pass (plus one clean forward without gradients).
-    Half-ablating every head moves a deep model (32 x 32 heads) far from where single ablations land.
   - ``"layer"``: a layer's heads together, the other layers clean (L forward + backward passes): a
     head is estimated where only its own layer is half-ablated.
   - ``"index"``: head g of every layer together, one pass per head index g (H passes): no two heads
     of one layer move together (a mean ablation replaces a head by the mean of its layer's others).
-  Which grouping ranks better depends on the model (README, "Estimate quality": the layer path on the
-  shipped 48-head organism, head index on an earlier build).
 
-  Where a single head's ablation is a large, non-linear change (a small model whose few heads each
-  carry much: the organism) the gradient at the clean point misses it: on the 48-head organism a
-  layer-0 head's ablation with every later attention pattern frozen at the clean run's still moves the
-  answer 16x as much as the gradient with the patterns detached says, so recomputing softmaxes (AtP*)
-  would not close the gap; a point on the path finds it. ``benchmarks/atp_quality.py`` measures every choice.
+  Which grouping, and whether the clean gradient or a point on a path, ranks the heads better depends on the
+  model: measured in docs/benchmarks.md#estimate-quality (``benchmarks/atp_quality.py`` measures every choice).
 
 At ``alpha = 0`` every path's point is the clean run: one pass, whatever ``path`` says.
 
@@ -44,14 +38,13 @@ The estimated ``p_abl`` feeds the same score math as the exact engine.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
+from vseam.config import AtpPath, AtpSpace, AttributionConfig
 from vseam.interventions import Ablate, intervene
 from vseam.models.base import Embedded, VLMAdapter, answer_stats
-from vseam.validate import ATP_PATHS, ATP_SPACES
-
-SPACES = ATP_SPACES  # the choices of attribution.atp_space (vseam.validate holds every key's choices)
-PATHS = ATP_PATHS  # the choices of attribution.atp_path
 
 
 def answer_log_odds(logits: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
@@ -88,12 +81,13 @@ def path_groups(path: str, num_layers: int, num_heads: int) -> list[torch.Tensor
         return [eye(H)[g].expand(L, H) for g in range(H)]
     if path == "layer":
         return [eye(L)[l][:, None].expand(L, H) for l in range(L)]
-    raise ValueError(f"attribution.atp_path={path!r}: expected one of {PATHS}")
+    raise ValueError(f"attribution.atp_path={path!r}: expected one of {list(get_args(AtpPath))}")
 
 
-def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, mode: str = "mean",
-                space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None,
-                path: str = "all") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor,
+                mode: str = AttributionConfig.ablation, space: str = AttributionConfig.atp_space,
+                alpha: float = AttributionConfig.atp_alpha, correct_mask: torch.Tensor | None = None,
+                path: str = AttributionConfig.atp_path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(clean metric [B], estimated metric change per head [B, L, H], clean prob [B], clean correct [B])
     on the CPU: the derivative of the metric w.r.t. each head's ablation strength, taken where the heads
     of its group on ``path`` (``path_groups``) have strength ``alpha`` and all others 0 (0 = the clean run).
@@ -102,8 +96,8 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
     so each sample's gradient is its own. ``correct_mask`` (default ``answer_mask``) decides the clean
     correctness (``model.answer_definition``).
     """
-    if space not in SPACES:
-        raise ValueError(f"attribution space {space!r}: expected one of {SPACES}")
+    if space not in get_args(AtpSpace):
+        raise ValueError(f"attribution.atp_space={space!r}: expected one of {list(get_args(AtpSpace))}")
     alpha = check_alpha(alpha)
     L, H = adapter.num_layers, adapter.num_heads
     groups = path_groups(path, L, H)
@@ -132,9 +126,10 @@ def first_order(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, m
     return (clean_metric.detach().float().cpu(), est, prob.detach().float().cpu(), correct.cpu())
 
 
-def estimated_ablated_probs(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor, mode: str = "mean",
-                            space: str = "logodds", alpha: float = 0.0, correct_mask: torch.Tensor | None = None,
-                            path: str = "all") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def estimated_ablated_probs(adapter: VLMAdapter, emb: Embedded, answer_mask: torch.Tensor,
+                            mode: str = AttributionConfig.ablation, space: str = AttributionConfig.atp_space,
+                            alpha: float = AttributionConfig.atp_alpha, correct_mask: torch.Tensor | None = None,
+                            path: str = AttributionConfig.atp_path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Estimated ``p_abl`` [B, L, H] (float32), clean prob [B] and clean correctness [B]."""
     metric, delta, prob, correct = first_order(adapter, emb, answer_mask, mode, space, alpha, correct_mask, path)
     if space == "prob":

@@ -8,7 +8,7 @@ engine and the baseline of ``benchmarks/attribution_speed.py``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -1,9 +1,9 @@
 """``python analyze.py heads ...``: head attribution of a VLM on a dataset, end to end.
 
 Loads the samples and the model, shards the sample chunks over the Lightning Fabric ranks
-(``trainer.devices`` / ``trainer.strategy``; one process by default), runs the exact engine or
-attribution patching (optionally re-scoring the estimate's top-K heads exactly), gathers every
-rank's per-sample values to all ranks, and on rank 0 computes the scores and writes
+(``trainer.devices`` x ``trainer.num_nodes``, ``trainer.strategy``; one process by default; ``vseam.runtime``),
+runs the exact engine or attribution patching (optionally re-scoring the estimate's top-K heads exactly),
+gathers every rank's per-sample values to all ranks, and on rank 0 computes the scores and writes
 ``head_scores.json`` / ``.safetensors``, heatmaps and the W&B run. Progress is saved per chunk under
 ``<out_dir>/progress``, so a killed run resumes where it stopped.
 """
@@ -11,19 +11,19 @@ rank's per-sample values to all ranks, and on rank 0 computes the scores and wri
 from __future__ import annotations
 
 import logging
-import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from vseam.attribution.outputs import build_result, write_results
 from vseam.attribution.scores import HeadScores
 from vseam.attribution.sweep import ChunkResult, score_heads
+from vseam.runtime import Ranks, Runtime, fresh_progress, launch, model_cfg, model_fingerprint
 
 log = logging.getLogger(__name__)
-
 
 
 def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -> dict:
@@ -37,79 +37,7 @@ def run_heads(cfg: Any, on_chunk: Callable[[ChunkResult], None] | None = None) -
 
     validate(cfg, "heads")  # before the folder is taken and before any model loads
     with run_folder(cfg, "heads"):  # refused when it holds another run's results; DDP children inherit it
-        return _run(cfg, launch_fabric(cfg), on_chunk)
-
-
-def fabric_of(cfg: Any):
-    """The Lightning Fabric of ``cfg.trainer``, not launched yet (one process by default; DDP over
-    ``trainer.devices``)."""
-    from lightning.fabric import Fabric
-
-    tcfg = cfg.trainer
-    threads = int(getattr(tcfg, "torch_threads", 0) or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return Fabric(accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
-                  num_nodes=int(getattr(tcfg, "num_nodes", 1) or 1))
-
-
-def launch_fabric(cfg: Any):
-    """The launched Lightning Fabric of ``cfg.trainer``: its ranks exist from here on."""
-    fabric = fabric_of(cfg)
-    fabric.launch()
-    return fabric
-
-
-def gather_chunks(fabric, chunks: list) -> list:
-    """Every rank's chunk results on every rank (per-sample values, so no floating-point reduction
-    order enters: the matrices are then summed in sample order, identically for any world size)."""
-    if fabric.world_size == 1:
-        return chunks
-    import torch.distributed as dist
-
-    everything: list = [None] * fabric.world_size
-    dist.all_gather_object(everything, chunks)
-    return [c for part in everything for c in part]
-
-
-def model_cfg(cfg: Any, fabric) -> dict:
-    from omegaconf import OmegaConf
-
-    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    mcfg["device"] = str(fabric.device)  # trainer.accelerator, resolved by Fabric (one GPU per rank)
-    return mcfg
-
-
-def sweep_settings(acfg: Any) -> dict:
-    """``score_heads`` keyword arguments from the ``attribution`` config group (validated)."""
-    from vseam.validate import check_attribution
-
-    check_attribution(acfg)
-    return dict(method=str(acfg.method), ablation=str(acfg.ablation), chunk_size=int(acfg.chunk_size),
-                rows_per_forward=int(acfg.rows_per_forward), atp_space=str(acfg.atp_space),
-                atp_alpha=float(acfg.atp_alpha), atp_path=str(acfg.atp_path), rescore_top_k=int(acfg.rescore_top_k),
-                tower=str(acfg.tower))
-
-
-def model_fingerprint(mcfg: Any, adapter: Any) -> dict:
-    """What the per-sample numbers depend on besides the sweep's own settings and the sample ids: the
-    model settings and the weights themselves (``vseam.models.identity.weights_sha256``), so progress saved
-    with another checkpoint in the same folder, even one of the same path and shape, is not reused."""
-    from vseam.models.identity import weights_sha256
-
-    fp = {"model": {k: mcfg.get(k) for k in ("arch", "path", "dtype", "seed", "attn_implementation",
-                                             "prompt_template")},
-          "weights_sha256": weights_sha256(adapter)}
-    definition = mcfg.get("answer_definition") or "project"
-    if definition != "project":  # named only when not the default: progress saved before the key still matches
-        fp["answer_definition"] = definition
-    return fp
-
-
-def fresh_progress(progress_dir: Path, acfg: Any) -> None:
-    """With ``resume=false`` in ``acfg`` (``attribution`` or ``trace``), discard saved chunks (a fresh start was asked for)."""
-    if not acfg.resume and progress_dir.exists():
-        shutil.rmtree(progress_dir)
+        return _run(cfg, launch(cfg), on_chunk)
 
 
 def _fmt(x) -> str:
@@ -147,12 +75,13 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     acfg = cfg.attribution
     out = Path(cfg.out_dir)
     progress_dir = out / "progress"
-    rank0 = fabric.global_rank == 0
+    ranks = Ranks.of(fabric)
+    rank0 = ranks.zero
     torch.manual_seed(int(cfg.seed))
 
     if rank0:
-        fresh_progress(progress_dir, acfg)
-    fabric.barrier()
+        fresh_progress(progress_dir, bool(acfg.resume))
+    ranks.barrier()
 
     ensure_world(cfg.data)
     samples = load_samples(cfg.data)
@@ -178,11 +107,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         if on_chunk is not None:
             on_chunk(res)
 
-    scores = score_heads(adapter, samples, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size),
-                         progress_dir=progress_dir, fingerprint_parts=model_fingerprint(mcfg, adapter),
-                         rank=fabric.global_rank,
-                         world_size=fabric.world_size, gather=lambda mine: gather_chunks(fabric, mine),
-                         progress=rank0 and bool(acfg.progress), on_chunk=chunk_done, max_skip_fraction=max_skip)
+    scores = score_heads(adapter, samples, acfg, batch_size=int(cfg.data.batch_size), max_skip_fraction=max_skip,
+                         runtime=Runtime(progress_dir, model_fingerprint(mcfg, adapter), ranks), on_chunk=chunk_done)
     values = scores.per_sample
 
     result: dict = {}
@@ -198,7 +124,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         result["atp_alpha"] = float(acfg.atp_alpha) if acfg.method == "atp" else None
         result["atp_path"] = str(acfg.atp_path) if acfg.method == "atp" else None
         result["seconds"] = round(time.time() - started, 3)
-        result["world_size"] = fabric.world_size
+        result["world_size"] = ranks.world_size
         result["images_converted_to_rgb"] = scores.meta.get("images_converted_to_rgb", {})
         write_results(out, result, scores, values.prob, values.correct, values.ablated, values.ids,
                       heatmaps=acfg.heatmaps)
@@ -208,5 +134,5 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         print(f"head scores ({result['method']}, {result['ablation']} ablation{whose}): {result['n']} samples scored, "
               f"{result['n_skipped']} skipped; baseline accuracy {_fmt(result['baseline']['accuracy'])}; top positive "
               f"{top}\nwritten: {out / 'head_scores.json'} ({result['seconds']} s)", flush=True)
-    fabric.barrier()
+    ranks.barrier()
     return result

@@ -1,4 +1,4 @@
-"""Pure score math of head attribution (SPEC section 2): positive / negative / signed matrices, top-K
+"""Pure score math of head attribution (docs/method.md#head-scores): positive / negative / signed matrices, top-K
 lists, and the agreement measures (Spearman, top-K overlap) between two score matrices.
 
 Everything here works on tensors of per-sample probabilities, so it is tested without a model. A
@@ -8,20 +8,20 @@ for ``neg``) is *undefined*: it is returned as ``None``, never as zeros.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from vseam.interventions.heads import HeadShapeError
-
+from vseam.interventions.hooks import HeadShapeError
 
 MATRICES = ("positive", "negative", "signed")
 
 
 @dataclass
 class HeadScores:
-    """Per-head attribution scores of one model (SPEC section 2): the three L x H matrices, the counts
+    """Per-head attribution scores of one model (docs/method.md#head-scores): the three L x H matrices, the counts
     they were averaged over, and where they came from. A matrix is None when undefined.
 
     This is the one score type of the project: the sweep (``score_heads``), ``head_scores.json``
@@ -41,8 +41,8 @@ class HeadScores:
     method: str = ""  # exact | atp | atp+exact_topk
     meta: dict[str, Any] = field(default_factory=dict)  # everything else a result file says (ablation, dataset, ...)
     per_sample: Any = None  # the sweep's per-sample values these were averaged from (a ``ChunkResult``), if kept
-    by_category: dict[str, "HeadScores"] = field(default_factory=dict)  # the same scores of each category's samples
-    by_level: dict[str, "HeadScores"] = field(default_factory=dict)  # ... and of each semantic level's
+    by_category: dict[str, HeadScores] = field(default_factory=dict)  # the same scores of each category's samples
+    by_level: dict[str, HeadScores] = field(default_factory=dict)  # ... and of each semantic level's
 
     def __post_init__(self):
         first = next((m for m in self.matrices().values() if m is not None), None)
@@ -163,39 +163,6 @@ def top_k_overlap(a: torch.Tensor | None, b: torch.Tensor | None, k: int) -> int
     if a is None or b is None:
         return None
     return len(top_k_set(a, k) & top_k_set(b, k))
-
-
-def spearman(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
-    """Spearman rank correlation of two matrices over their entries (average ranks for ties).
-
-    None when either is undefined; NaN when either is constant (no ranking to compare).
-    """
-    if a is None or b is None:
-        return None
-    x, y = a.detach().double().reshape(-1).cpu(), b.detach().double().reshape(-1).cpu()
-    if x.shape != y.shape:
-        raise ValueError(f"spearman: shapes differ {tuple(a.shape)} vs {tuple(b.shape)}")
-    keep = ~(x.isnan() | y.isnan())
-    x, y = _ranks(x[keep]), _ranks(y[keep])
-    x, y = x - x.mean(), y - y.mean()
-    den = (x.square().sum() * y.square().sum()).sqrt()
-    return float((x * y).sum() / den) if den > 0 else float("nan")
-
-
-def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata 'average')."""
-    order = torch.argsort(v, stable=True)
-    sorted_v = v[order]
-    ranks = torch.empty_like(v)
-    n = len(v)
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 def grouped_head_scores(prob: torch.Tensor, correct: torch.Tensor, ablated: torch.Tensor,

@@ -1,41 +1,36 @@
-"""The resumable, shardable sweep over samples (per-sample baseline and ablated probabilities) and
-``score_heads``, the one driver of head attribution (``analyze.py heads``, ``train.py``, the notebook API).
+"""The sweep over samples (per-sample baseline and ablated probabilities) and ``score_heads``, the one
+driver of head attribution (``analyze.py heads``, ``train.py``, the notebook API).
 
-Samples are cut into fixed chunks of ``chunk_size`` (in dataset order). Chunk ``c`` belongs to rank
-``c % world_size``; each finished chunk is saved atomically under ``progress_dir`` with a fingerprint
-of everything that shapes its numbers. A restarted run with the same config loads finished chunks
-and computes only the rest, so it ends bit-identical to an uninterrupted run; and because a chunk
-is computed the same way whatever rank holds it, any number of ranks gives the same numbers as one.
+The samples are chunked, saved, resumed and sharded over ranks by the runtime (``vseam.runtime.Chunks``):
+a restarted run with the same config computes only the chunks it lacks and ends bit-identical to an
+uninterrupted one, and any number of ranks gives the numbers of one. The settings are the
+``attribution`` config group (``AttributionConfig``), taken whole: no default here can differ from it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from vseam.attribution.exact import ExactEngine
 from vseam.attribution.patching import estimated_ablated_probs
 from vseam.attribution.scores import HeadScores, grouped_head_scores, head_scores, top_k_set
+from vseam.config import AttributionConfig, DataConfig, settings_of
 from vseam.data.sample import MissingImageError, Sample, load_image
 from vseam.models.base import VLMAdapter, answer_stats
 from vseam.models.cache import EmbeddingCache
-from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
-from vseam.validate import ATTRIBUTION_METHODS
+from vseam.runtime import Progress, Runtime, read_chunk
+from vseam.utils.io import BadFileError, save_safetensors
 
 log = logging.getLogger(__name__)
-
-METHODS = ATTRIBUTION_METHODS  # the choices of attribution.method (vseam.validate holds every key's choices)
-
-
-class ProgressMismatchError(RuntimeError):
-    """Saved progress was made with a different configuration than this run's."""
 
 
 @dataclass
@@ -58,9 +53,9 @@ class ChunkResult:
                                 "ablated": self.ablated}, metadata=meta)
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "ChunkResult":
+    def load(cls, path: Path, fingerprint: str) -> ChunkResult:
         fix = "delete it to recompute that chunk, or attribution.resume=false to discard all saved progress"
-        t, meta = load_progress(path, fingerprint, "attribution.resume")
+        t, meta = read_chunk(path, fingerprint, "attribution.resume")
         try:
             ids, skipped = json.loads(meta["ids"]), json.loads(meta["skipped"])
             res = cls(int(meta["index"]), ids, t["prob"], t["correct"].bool(), t["ablated"], skipped)
@@ -73,109 +68,47 @@ class ChunkResult:
         return res
 
 
-def load_progress(path: Path, fingerprint: str, resume_key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a saved progress chunk: ``BadFileError`` naming it when it is damaged,
-    ``ProgressMismatchError`` when another configuration wrote it (``resume_key`` is the config key
-    that discards saved progress)."""
-    try:
-        t, meta = read_safetensors(path, "progress chunk")
-    except BadFileError as e:
-        raise BadFileError(f"{e}; delete it to recompute that chunk, or {resume_key}=false to discard all "
-                           f"saved progress") from None
-    if meta.get("fingerprint") != fingerprint:
-        raise ProgressMismatchError(
-            f"{path} was written by a run with a different configuration, sample set or model weights; use a fresh "
-            f"out_dir, or {resume_key}=false to discard the saved progress")
-    return t, meta
-
-
-def rank_chunks(n_chunks: int, rank: int, world_size: int) -> list[int]:
-    """The chunks rank ``rank`` of ``world_size`` owns: chunk c belongs to rank c % world_size."""
-    return [c for c in range(n_chunks) if c % world_size == rank]
-
-
-def run_chunks(chunks: Sequence[int], *, load: Callable[[int], Any], compute: Callable[[int], Any],
-               save: Callable[[int, Any], None], units: Callable[[int], int],
-               on_progress: Callable[[int], None] | None = None,
-               on_chunk: Callable[[Any], None] | None = None) -> list:
-    """The resumable loop over one rank's chunks, in order: ``load(c)`` (None when not saved yet) or
-    ``compute(c)`` then ``save(c, result)``; ``on_progress(units(c))`` for a loaded chunk (a computed one
-    reports its own progress), ``on_chunk(result)`` after each newly computed chunk is saved."""
-    results = []
-    for c in chunks:
-        done = load(c)
-        if done is not None:
-            results.append(done)
-            if on_progress:
-                on_progress(units(c))
-            continue
-        res = compute(c)
-        save(c, res)
-        results.append(res)
-        if on_chunk:
-            on_chunk(res)
-    return results
-
-
-def fingerprint(**parts) -> str:
-    """A short hash of the JSON of ``parts`` (config values, sample ids): what a chunk's numbers depend on."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
-    return [(i, min(n, i + chunk_size)) for i in range(0, n, chunk_size)]
-
-
 class Sweep:
-    """Runs ``method`` (exact | atp) over the chunks of one rank, saving and reusing progress."""
+    """Runs ``settings.method`` (exact | atp) over this rank's chunks, saving and reusing progress.
 
-    def __init__(self, adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact",
-                 mode: str = "mean", batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64,
-                 heads: torch.Tensor | None = None, space: str = "logodds", alpha: float = 0.0, path: str = "all",
-                 progress_dir: str | Path | None = None, tag: str | None = None,
-                 fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
-                 cache: EmbeddingCache | None = None, tower: str = "language"):
-        if method not in METHODS:
-            raise ValueError(f"attribution.method={method!r}: expected one of {METHODS}")
+    ``settings`` is the ``attribution`` group (``AttributionConfig``, a config node, a mapping of some of its
+    keys, or None: the defaults); ``batch_size`` is ``data.batch_size``; ``heads`` [L, H] limits the exact
+    engine to some heads (the re-scoring of an estimate's top heads); ``runtime`` says where chunks are
+    saved, what else they depend on and which ranks share them (default: one process, nothing saved).
+    """
+
+    def __init__(self, adapter: VLMAdapter, samples: Sequence[Sample], settings: Any = None, *,
+                 batch_size: int = DataConfig.batch_size, heads: torch.Tensor | None = None, tag: str | None = None,
+                 runtime: Runtime | None = None, cache: EmbeddingCache | None = None):
+        st = self.settings = settings_of(settings, AttributionConfig)
+        method, tower = st.method, st.tower
         if tower != "language" and method != "exact":
             raise ValueError(f"attribution.tower={tower}: scored by the exact engine only (got method {method!r})")
         if method == "atp" and heads is not None:
             raise ValueError("attribution patching scores all heads at once; a head subset is for the exact engine")
-        self.adapter, self.samples, self.method, self.mode, self.space = adapter, list(samples), method, mode, space
-        self.alpha, self.path = float(alpha), str(path)
-        self.tower = tower
+        self.adapter, self.samples, self.method, self.mode = adapter, list(samples), method, st.ablation
+        self.space, self.alpha, self.path, self.tower = st.atp_space, float(st.atp_alpha), str(st.atp_path), tower
         self.num_layers, self.num_heads = adapter.stack(tower).shape[:2]
-        self.batch_size, self.chunk_size = max(1, int(batch_size)), max(1, int(chunk_size))
+        self.batch_size = max(1, int(batch_size))
         self.heads = None if heads is None else heads.bool().cpu()
-        self.engine = ExactEngine(adapter, mode=mode, rows_per_forward=rows_per_forward)
-        self.progress_dir = Path(progress_dir) if progress_dir else None
-        self.tag = tag or method
-        self.rank, self.world_size = rank, world_size
+        self.engine = ExactEngine(adapter, mode=st.ablation, rows_per_forward=st.rows_per_forward)
         self.cache = cache  # language-model inputs already computed (train.py), reused and filled here
-        self.bounds = chunk_bounds(len(self.samples), self.chunk_size)
-        self.fingerprint = fingerprint(
-            method=method, mode=mode, batch_size=self.batch_size, chunk_size=self.chunk_size,
+        runtime = runtime or Runtime()
+        alpha, path = self.alpha, self.path
+        self.chunks = runtime.chunks(
+            len(self.samples), st.chunk_size, tag or method,
+            method=method, mode=st.ablation, batch_size=self.batch_size, chunk_size=max(1, int(st.chunk_size)),
             heads=None if self.heads is None else self.heads.int().flatten().tolist(),
-            space=space if method == "atp" else None, ids=[s.id for s in self.samples],
+            space=st.atp_space if method == "atp" else None, ids=[s.id for s in self.samples],
             # named only when it is not the classic 0, so progress saved before the option existed still matches
-            **({"alpha": self.alpha} if method == "atp" and self.alpha != 0 else {}),
-            **({"path": self.path} if method == "atp" and self.alpha != 0 and self.path != "all" else {}),
-            **({"tower": tower} if tower != "language" else {}),  # named only when not the default, as alpha
-            **(fingerprint_parts or {}))
+            **({"alpha": alpha} if method == "atp" and alpha != 0 else {}),
+            **({"path": path} if method == "atp" and alpha != 0 and path != "all" else {}),
+            **({"tower": tower} if tower != "language" else {}))  # named only when not the default, as alpha
+        self.bounds = self.chunks.bounds
 
     # ------------------------------------------------------------------ chunks
     def my_chunks(self) -> list[int]:
-        return rank_chunks(len(self.bounds), self.rank, self.world_size)
-
-    def chunk_path(self, c: int) -> Path | None:
-        return None if self.progress_dir is None else self.progress_dir / f"{self.tag}-chunk{c:05d}.safetensors"
-
-    def load_done(self, c: int) -> ChunkResult | None:
-        path = self.chunk_path(c)
-        if path is None or not path.exists():
-            return None
-        return ChunkResult.load(path, self.fingerprint)
+        return self.chunks.mine()
 
     def work_units(self, c: int) -> int:
         """Progress-bar units of a chunk, proportional to its cost so the ETA holds: for exact, an
@@ -193,13 +126,8 @@ class Sweep:
         ``on_progress(units)`` advances a progress bar; ``on_chunk(result)`` is called after each newly
         computed chunk is saved (W&B progress; tests raise there to simulate a kill).
         """
-        def save(c: int, res: ChunkResult) -> None:
-            path = self.chunk_path(c)
-            if path is not None:
-                res.save(path, self.fingerprint)
-
-        return run_chunks(self.my_chunks(), load=self.load_done, compute=lambda c: self.compute_chunk(c, on_progress),
-                          save=save, units=self.work_units, on_progress=on_progress, on_chunk=on_chunk)
+        return self.chunks.run(lambda c: self.compute_chunk(c, on_progress), ChunkResult.load,
+                               units=self.work_units, on_progress=on_progress, on_chunk=on_chunk)
 
     def compute_chunk(self, c: int, on_progress: Callable[[int], None] | None = None) -> ChunkResult:
         lo, hi = self.bounds[c]
@@ -262,11 +190,7 @@ class Sweep:
 
 
 def merge_chunks(chunks: Sequence[ChunkResult], num_layers: int, num_heads: int) -> ChunkResult:
-    """All chunks in chunk order, concatenated into one (index -1)."""
-    chunks = sorted(chunks, key=lambda r: r.index)
-    idx = [r.index for r in chunks]
-    if len(set(idx)) != len(idx):
-        raise RuntimeError(f"chunks computed twice: {idx}")
+    """All chunks (in chunk order: ``Chunks.gather``), concatenated into one (index -1)."""
     ids = [i for r in chunks for i in r.ids]
     skipped = [s for r in chunks for s in r.skipped]
     if not chunks:
@@ -276,61 +200,39 @@ def merge_chunks(chunks: Sequence[ChunkResult], num_layers: int, num_heads: int)
                        torch.cat([r.ablated for r in chunks]), skipped)
 
 
-class Progress:
-    """tqdm bar with ETA when enabled (rank 0); a no-op elsewhere."""
+def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], settings: Any = None, *,
+                batch_size: int = DataConfig.batch_size, max_skip_fraction: float = DataConfig.max_skip_fraction,
+                runtime: Runtime | None = None, cache: EmbeddingCache | None = None,
+                on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None) -> HeadScores:
+    """Head scores of every head of ``adapter`` over ``samples`` (docs/method.md#head-scores).
 
-    def __init__(self, enabled: bool, total: int, desc: str, unit: str | None = None):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            unit = unit or ("layer pass" if "exact" in desc else "sample")
-            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str = "exact", ablation: str = "mean",
-                batch_size: int = 8, chunk_size: int = 16, rows_per_forward: int = 64, atp_space: str = "logodds",
-                atp_alpha: float = 0.5, atp_path: str = "layer", rescore_top_k: int = 0,
-                progress_dir: str | Path | None = None,
-                fingerprint_parts: dict | None = None, rank: int = 0, world_size: int = 1,
-                gather: Callable[[list[ChunkResult]], list[ChunkResult]] | None = None,
-                cache: EmbeddingCache | None = None, progress: bool = False,
-                on_chunk: Callable[[str, int, int, ChunkResult], None] | None = None,
-                max_skip_fraction: float = 1.0, tower: str = "language") -> HeadScores:
-    """Head scores of every head of ``adapter`` over ``samples`` (SPEC section 2).
-
-    ``method``: exact (mean- or zero-ablation of each head, the fast engine) | atp (attribution
-    patching, optionally re-scoring its top-``rescore_top_k`` heads exactly). With ``progress_dir``
-    every finished chunk is saved and a restarted call resumes; with ``rank`` / ``world_size`` this
-    process computes only its chunks and ``gather`` (e.g. an all-gather) brings every rank's chunks
-    together. Missing images are counted skips (``meta["skipped"]``). ``on_chunk(phase, done, total,
-    result)`` is called after each newly computed chunk. The per-sample values are kept in
-    ``per_sample`` (a ``ChunkResult``); the result file is ``outputs.build_result``. An answer the model
-    cannot tokenize is a skip naming its file and record; no usable sample, or a skipped share above
-    ``max_skip_fraction``, raises ``NothingToScoreError`` with the first reasons. ``tower="vision"``
-    scores the vision tower's heads instead of the language model's (exact only; ``meta["tower"]``).
+    ``settings``: the ``attribution`` group (``AttributionConfig``; a config node, a mapping of some keys or
+    None: the defaults). ``method``: exact (mean- or zero-ablation of each head, the fast engine) | atp
+    (attribution patching, optionally re-scoring its top-``rescore_top_k`` heads exactly); ``progress``: a
+    bar on rank 0. ``batch_size`` and ``max_skip_fraction`` are the ``data`` group's keys. With a
+    ``runtime`` (``vseam.runtime.Runtime``) every finished chunk is saved under its progress folder and a
+    restarted call resumes; its ranks each compute their chunks and gather every rank's. Missing images are
+    counted skips (``meta["skipped"]``). ``on_chunk(phase, done, total, result)`` is called after each newly
+    computed chunk. The per-sample values are kept in ``per_sample`` (a ``ChunkResult``); the result file is
+    ``outputs.build_result``. An answer the model cannot tokenize is a skip naming its file and record; no
+    usable sample, or a skipped share above ``max_skip_fraction``, raises ``NothingToScoreError`` with the
+    first reasons. ``tower="vision"`` scores the vision tower's heads instead of the language model's (exact
+    only; ``meta["tower"]``).
     """
     from vseam.data.sample import sample_key
     from vseam.data.skips import check_skips, model_skips
 
+    st = settings_of(settings, AttributionConfig)
+    method, tower, k = st.method, st.tower, int(st.rescore_top_k)
+    runtime = runtime or Runtime()
+    progress = bool(st.progress) and runtime.ranks.zero
     all_samples = samples
     screen = model_skips(adapter, all_samples)
     samples, answer_skipped = screen.kept, screen.skipped
     if progress:
         screen.say("head scores")
     L, H = adapter.stack(tower).shape[:2]
-    gather = gather or (lambda chunks: chunks)
-    common = dict(mode=ablation, batch_size=batch_size, chunk_size=chunk_size, rows_per_forward=rows_per_forward,
-                  progress_dir=progress_dir, fingerprint_parts=fingerprint_parts, rank=rank, world_size=world_size,
-                  cache=cache, tower=tower)
+    common = dict(batch_size=batch_size, runtime=runtime, cache=cache)
 
     def sweep_all(sweep: Sweep, desc: str) -> ChunkResult:
         bar = Progress(progress, sum(sweep.work_units(c) for c in sweep.my_chunks()), desc)
@@ -345,21 +247,18 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
             mine = sweep.run(on_progress=bar.update, on_chunk=chunk_done)
         finally:
             bar.close()
-        return merge_chunks(gather(mine), L, H)
+        return merge_chunks(sweep.chunks.gather(mine), L, H)
 
-    first = sweep_all(Sweep(adapter, samples, method=method, space=atp_space, alpha=float(atp_alpha), path=atp_path,
-                            **common),
-                      f"heads {method}")
+    first = sweep_all(Sweep(adapter, samples, st, **common), f"heads {method}")
     ablated, exact_heads, name, estimate = first.ablated, None, method, None
-    if method == "atp" and int(rescore_top_k) > 0:
+    if method == "atp" and k > 0:
         est = head_scores(first.prob, first.correct, first.ablated)
-        k = int(rescore_top_k)
         chosen = top_k_set(est.positive, k) | top_k_set(est.negative, k) | top_k_set(est.signed, k)
         mask = torch.zeros(L, H, dtype=torch.bool)
         for l, h in chosen:
             mask[l, h] = True
-        exact = sweep_all(Sweep(adapter, samples, method="exact", heads=mask, tag="exact_topk", **common),
-                          "heads exact re-score")
+        exact = sweep_all(Sweep(adapter, samples, dataclasses.replace(st, method="exact"), heads=mask,
+                                tag="exact_topk", **common), "heads exact re-score")
         if exact.ids != first.ids:
             raise RuntimeError("re-scoring saw a different sample set than the estimate")
         ablated = first.ablated.clone()
@@ -386,22 +285,22 @@ def score_heads(adapter: VLMAdapter, samples: Sequence[Sample], *, method: str =
         for group, labels in (("by_category", cats), ("by_level", levels)):
             for g, est_g in grouped_head_scores(first.prob, first.correct, first.ablated, labels).items():
                 getattr(scores, group)[g].meta.update(
-                    exact_heads=exact_heads, rescore_top_k=int(rescore_top_k),
+                    exact_heads=exact_heads, rescore_top_k=k,
                     estimate={m: None if t is None else t.tolist() for m, t in est_g.matrices().items()})
     n = int(first.prob.numel())
     scored = set(first.ids)
     ident = getattr(adapter, "identity", {}) or {}
     scores.meta = {"model_path": ident.get("path"), "weights_sha256": ident.get("weights_sha256"),
                    "prompt_template": adapter.template, "tower": tower,
-                   "ablation": ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
+                   "ablation": st.ablation, "n": n, "n_total": len(all_samples), "n_skipped": len(skipped),
                    "categories": dict(sorted(Counter(str(s.category) for s in samples if s.id in scored).items())),
                    "baseline_accuracy": float(first.correct.float().mean()) if n else None,
                    **screen.report(),
                    # content keys of the scored samples: a run that picks heads from this file can tell whether
                    # they were computed on its own evaluation samples (vseam.modulation.run.scores_provenance)
                    "sample_keys": [sample_key(by_id[i]) for i in first.ids],
-                   **({"atp_space": atp_space, "atp_alpha": float(atp_alpha), "atp_path": str(atp_path)}
+                   **({"atp_space": st.atp_space, "atp_alpha": float(st.atp_alpha), "atp_path": str(st.atp_path)}
                       if method == "atp" else {}),
-                   **({"exact_heads": exact_heads, "rescore_top_k": int(rescore_top_k), "estimate": estimate}
+                   **({"exact_heads": exact_heads, "rescore_top_k": k, "estimate": estimate}
                       if exact_heads is not None else {})}
     return scores

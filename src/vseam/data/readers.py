@@ -18,14 +18,16 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, get_args
 
+from vseam.config import DataFormat, PopeSplit
 from vseam.data.sample import LEVELS, Sample
 from vseam.utils.errors import UserError
 
-FORMATS = ("gqa", "pope", "cocoqa")
-POPE_SPLITS = ("random", "popular", "adversarial")
+FORMATS = tuple(f for f in get_args(DataFormat) if f != "organism")  # the benchmark formats read here
+POPE_SPLITS = get_args(PopeSplit)
 
 DEFAULT_PATTERNS = {
     "gqa": "{imageId}.jpg",
@@ -34,7 +36,7 @@ DEFAULT_PATTERNS = {
     "cocoqa": "COCO_train2014_{image_id:012d}.jpg",
 }
 
-# GQA semantic-subset category -> semantic level (SPEC section 1).
+# GQA semantic-subset category -> semantic level (docs/method.md#semantic-levels).
 CATEGORY_LEVELS = {
     "animal": "object",
     "indoor": "object",

@@ -38,7 +38,7 @@ class Sample:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Sample":
+    def from_dict(cls, d: dict) -> Sample:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "image"})
 
 
@@ -52,7 +52,7 @@ def sample_key(s: Sample) -> str:
     return hashlib.sha1(f"{image}\n{s.question}\n{s.answer}".encode()).hexdigest()[:16]
 
 
-def load_image(sample_or_path: "Sample | str | Path"):
+def load_image(sample_or_path: Sample | str | Path):
     """Open an image as RGB PIL; raise ``MissingImageError`` naming the file when absent/unreadable."""
     from PIL import Image, UnidentifiedImageError
 
@@ -94,7 +94,7 @@ class EditRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EditRecord":
+    def from_dict(cls, d: dict) -> EditRecord:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"edit record {d.get('id')!r}: unknown keys {sorted(unknown)}")

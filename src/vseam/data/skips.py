@@ -11,8 +11,9 @@ palette, CMYK, RGBA), which the jobs report in their result files."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from vseam.data.sample import Sample
 from vseam.utils.errors import UserError

@@ -1,4 +1,4 @@
-"""Visual semantic editing of real images (SPEC section 1): rule-based edit prompts, box (+ SAM) masks,
+"""Visual semantic editing of real images (docs/method.md#visual-semantic-editing): rule-based edit prompts, box (+ SAM) masks,
 diffusion inpainting, and the effective-edit filter. Heavy libraries (diffusers, SAM) load lazily."""
 
 from vseam.editing.masks import BoxOutsideImageError, box_mask, dilate_box, paste_unmasked, scale_box

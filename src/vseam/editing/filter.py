@@ -1,5 +1,5 @@
 """The effective-edit filter: keep a (clean, edited) pair only when the model answers the clean image
-correctly and the edited image not (SPEC section 1, step 4).
+correctly and the edited image not (docs/method.md#effective-edit-filter).
 
 "Not correct on the edited image" is judged against the *clean* gold answer: the pair is kept when the
 edit moved the model off the answer that causal tracing later restores (its corrupt run must score
@@ -9,7 +9,8 @@ the clean answer low). Counts per category go to a report dict (and to W&B throu
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from vseam.data.sample import EditRecord, Sample
 

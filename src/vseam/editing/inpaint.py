@@ -8,8 +8,9 @@ and the unmasked pixels are pasted back from the original: only the masked regio
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

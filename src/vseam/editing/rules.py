@@ -70,7 +70,7 @@ TEMPLATES: dict[str, str] = {
     "relation": "a {subject} {to} the {object}",
 }
 
-FEW_SHOT_EXAMPLES = [  # the format of the original GPT-4o few-shot prompt (SPEC section 1)
+FEW_SHOT_EXAMPLES = [  # the format of the original GPT-4o few-shot prompt (docs/method.md#visual-semantic-editing)
     {"question": "Is there a dog in this picture?", "answer": "Yes", "level": "object",
      "edit": {"target": "dog", "from": "dog", "to": "cat", "edit_prompt": "a cat",
               "edited_answer": "No", "cf_question": "Is there a cat in this picture?", "cf_answer": "Yes"}},

@@ -26,7 +26,7 @@ class SamRefiner:
 
     @classmethod
     def from_pretrained(cls, model_id: str = DEFAULT_SAM, device: str = "auto", local_files_only: bool = False,
-                        **kwargs) -> "SamRefiner":
+                        **kwargs) -> SamRefiner:
         from transformers import SamModel, SamProcessor
 
         from vseam.utils.devices import torch_device

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from vseam.data.sample import Sample
 from vseam.editing.rules import FEW_SHOT_EXAMPLES, EditPlan, NotCovered, boxes_for, fix_articles, plan_edit
@@ -93,7 +94,7 @@ class LLMWriter:
             return self.fallback(sample)
 
     @classmethod
-    def from_pretrained(cls, model_id: str, max_new_tokens: int = 128, **kwargs) -> "LLMWriter":
+    def from_pretrained(cls, model_id: str, max_new_tokens: int = 128, **kwargs) -> LLMWriter:
         """A local/hub causal LM through the transformers text-generation pipeline (greedy)."""
         from transformers import pipeline
 

@@ -8,7 +8,7 @@ the intervals and paired tests of two runs on the same questions, overall and pe
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torchmetrics.functional.classification import binary_accuracy, binary_f1_score, binary_precision, binary_recall

@@ -11,8 +11,8 @@ data.image_dir=/data/coco/val2014 eval.checkpoint=runs/train/x/modulation.safete
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vseam.data.load import load_samples
 from vseam.data.skips import check_skips, missing_images, model_skips

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vseam.interventions.heads import HeadModulation, HeadShapeError, check_heads
+from vseam.interventions.hooks import HeadModulation, HeadShapeError, check_heads
 from vseam.utils.io import BadFileError, read_safetensors, save_safetensors
 
 FORMAT = "vseam.modulation/1"

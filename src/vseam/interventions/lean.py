@@ -24,15 +24,15 @@ caller that gets ``False`` runs the plain forward instead (``modulation.draws`` 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
 
 import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from vseam.interventions.heads import block_modules, intervene
+from vseam.interventions.hooks import block_modules, intervene
 
 _PREFIX = "vseam_last_position|"  # registered attention names: the prefix + the wrapped implementation
 _FLAG = "_vseam_last_query"  # set on the last layer's attention module while the context is active

@@ -4,20 +4,20 @@ Qwen2.5-VL, Qwen3-VL, Gemma 3, PaliGemma, LLaVA-OneVision, Idefics3, SmolVLM, In
 
 from vseam.models.base import Embedded, Encoded, ScoreResult, VLMAdapter, answer_stats, find_decoder
 from vseam.models.cache import Batch, EmbeddingCache
+from vseam.models.gemma3 import Gemma3Adapter
+from vseam.models.idefics3 import Idefics3Adapter
 from vseam.models.instructblip import InstructBlipAdapter
+from vseam.models.internvl import InternVLAdapter
 from vseam.models.llava import LlavaAdapter
 from vseam.models.llava_next import LlavaNextAdapter
-from vseam.models.loading import ADAPTERS, ModelNotFoundError, arch_for_model_type, load_adapter
-from vseam.models.qwen2_vl import Qwen2VLAdapter
-from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
-from vseam.models.qwen3_vl import Qwen3VLAdapter
-from vseam.models.structure import Stack
-from vseam.models.gemma3 import Gemma3Adapter
-from vseam.models.paligemma import PaliGemmaAdapter
 from vseam.models.llava_onevision import LlavaOnevisionAdapter
-from vseam.models.idefics3 import Idefics3Adapter
+from vseam.models.loading import ADAPTERS, ModelNotFoundError, arch_for_model_type, load_adapter
+from vseam.models.paligemma import PaliGemmaAdapter
+from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from vseam.models.qwen2_vl import Qwen2VLAdapter
+from vseam.models.qwen3_vl import Qwen3VLAdapter
 from vseam.models.smolvlm import SmolVLMAdapter
-from vseam.models.internvl import InternVLAdapter
+from vseam.models.structure import Stack
 
 __all__ = [
     "VLMAdapter", "LlavaAdapter", "InstructBlipAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Encoded", "Embedded",

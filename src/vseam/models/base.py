@@ -14,8 +14,9 @@ keyword arguments (``VLMAdapter.lm_kwargs``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from vseam.models.structure import find_decoder, language_stack, vision_stack  #
 
 YES_NO = {"yes", "no"}
 
-# How the answer probability and correctness are read off the last position (SPEC section 0);
+# How the answer probability and correctness are read off the last position (docs/method.md#answer-tokens);
 # ``model.answer_definition`` picks one, "project" is the default.
 ANSWER_DEFINITIONS = {
     # p = summed probability of the gold first token and its single-token yes/no case variants; correct
@@ -61,7 +62,7 @@ class Encoded:
     # per sample: token ids an arg-max counts as correct at; None = answer_ids (the project's definition)
     correct_ids: list[list[int]] | None = None
 
-    def to(self, device) -> "Encoded":
+    def to(self, device) -> Encoded:
         return Encoded({k: v.to(device) for k, v in self.inputs.items()}, self.answer_ids,
                        self.target.to(device), self.ids, self.correct_ids)
 
@@ -101,17 +102,17 @@ class Embedded:
     position_ids: torch.Tensor  # [B, T], or [B, k, T] (Qwen2-VL's M-RoPE: k = 3, time / height / width)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # per token [B, ..., T] (an architecture's own)
 
-    def repeat(self, n: int) -> "Embedded":
+    def repeat(self, n: int) -> Embedded:
         """Each sample repeated ``n`` times in a row (sample-major): rows b*n ... b*n+n-1 are sample b."""
         return Embedded(self.inputs_embeds.repeat_interleave(n, 0), self.attention_mask.repeat_interleave(n, 0),
                         self.position_ids.repeat_interleave(n, 0),
                         {k: v.repeat_interleave(n, 0) for k, v in self.extra.items()})
 
-    def index(self, idx) -> "Embedded":
+    def index(self, idx) -> Embedded:
         return Embedded(self.inputs_embeds[idx], self.attention_mask[idx], self.position_ids[idx],
                         {k: v[idx] for k, v in self.extra.items()})
 
-    def crop(self, width: int) -> "Embedded":
+    def crop(self, width: int) -> Embedded:
         """The last ``width`` positions of every row (left padding dropped)."""
         return Embedded(self.inputs_embeds[:, -width:], self.attention_mask[:, -width:],
                         self.position_ids[..., -width:], {k: v[..., -width:] for k, v in self.extra.items()})
@@ -161,7 +162,7 @@ class VLMAdapter:
     # the prompt; None = the model's own chat template with the one-word instruction (chat_template_prompt)
     default_template: str | None = None
     # no position of the language model attends to a later one (False: Gemma 3's image tokens, PaliGemma's prefix);
-    # the attention-pattern reads check it (interventions.heads)
+    # the attention-pattern reads check it (interventions.hooks)
     causal: bool = True
 
     def __init__(self, model: nn.Module, processor: Any, *, template: str | None = None, name: str | None = None,
@@ -171,7 +172,7 @@ class VLMAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # the answer is read at the last position of every row
-        # where the prompt comes from: model.prompt_template, the adapter's SPEC prompt, or the chat template
+        # where the prompt comes from: model.prompt_template, the adapter's paper prompt, or the chat template
         if template:
             self.template, self.template_source = template, "model.prompt_template"
         elif self.default_template is not None:
@@ -465,8 +466,11 @@ class VLMAdapter:
             enc = self.encode(samples[start:start + batch_size]).to(self.device)
             logits = self.last_logits(enc)
             p, c, ml = answer_stats(logits, enc.answer_mask(logits.shape[-1]), enc.correct_mask(logits.shape[-1]))
-            probs.append(p.cpu()); corrects.append(c.cpu()); logits_.append(ml.cpu())
-            preds.append(logits.argmax(-1).cpu()); ids += enc.ids
+            probs.append(p.cpu())
+            corrects.append(c.cpu())
+            logits_.append(ml.cpu())
+            preds.append(logits.argmax(-1).cpu())
+            ids += enc.ids
         if not probs:
             empty = torch.zeros(0)
             return ScoreResult(empty, empty.bool(), empty.long(), [], [], empty)
@@ -475,7 +479,7 @@ class VLMAdapter:
                            torch.cat(logits_))
 
 
-# The one-word-answer instruction of a chat-template prompt (SPEC section 0: LLaVA-1.5's words)
+# The one-word-answer instruction of a chat-template prompt (docs/method.md#prompts: LLaVA-1.5's words)
 ONE_WORD = "Please answer with a single word."
 
 

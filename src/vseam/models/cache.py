@@ -8,8 +8,8 @@ Q-Former runs once per sample, not once per epoch and method.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 

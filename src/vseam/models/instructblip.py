@@ -5,7 +5,8 @@ The Q-Former's query outputs stand at the start of the sequence as ``num_query_t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from vseam.data.sample import Sample
 from vseam.models.base import Encoded, VLMAdapter
@@ -15,7 +16,7 @@ class InstructBlipAdapter(VLMAdapter):
     arch = "instructblip"
     hf_class = "InstructBlipForConditionalGeneration"
     model_types = ("instructblip",)
-    # SPEC section 0
+    # docs/method.md#prompts
     default_template = "Question: {question} Answer using a single word."
 
     def position_limits(self, question: str) -> list[tuple[str, int, int]]:

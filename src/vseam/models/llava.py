@@ -7,5 +7,5 @@ class LlavaAdapter(VLMAdapter):
     arch = "llava"
     hf_class = "LlavaForConditionalGeneration"
     model_types = ("llava",)
-    # SPEC section 0
+    # docs/method.md#prompts
     default_template = "USER: <image>\n{question} Please answer with a single word.\nASSISTANT:"

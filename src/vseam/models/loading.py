@@ -14,17 +14,17 @@ import torch
 
 from vseam.models.base import VLMAdapter, check_answer_definition
 from vseam.models.gemma3 import Gemma3Adapter
+from vseam.models.idefics3 import Idefics3Adapter
 from vseam.models.instructblip import InstructBlipAdapter
+from vseam.models.internvl import InternVLAdapter
 from vseam.models.llava import LlavaAdapter
 from vseam.models.llava_next import LlavaNextAdapter
-from vseam.models.paligemma import PaliGemmaAdapter
-from vseam.models.qwen2_vl import Qwen2VLAdapter
-from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
-from vseam.models.qwen3_vl import Qwen3VLAdapter
 from vseam.models.llava_onevision import LlavaOnevisionAdapter
-from vseam.models.idefics3 import Idefics3Adapter
+from vseam.models.paligemma import PaliGemmaAdapter
+from vseam.models.qwen2_5_vl import Qwen2_5_VLAdapter
+from vseam.models.qwen2_vl import Qwen2VLAdapter
+from vseam.models.qwen3_vl import Qwen3VLAdapter
 from vseam.models.smolvlm import SmolVLMAdapter
-from vseam.models.internvl import InternVLAdapter
 from vseam.utils.devices import torch_device
 from vseam.utils.paths import PACKAGE_DIR, is_shipped_name, shipped
 

@@ -217,8 +217,13 @@ def build_tiny_llava_next(tokenizer=None, *, grid_pinpoints=((32, 64), (64, 32),
     ``TinySizes``. ``grid_pinpoints`` are the anyres resolutions (LLaVA-NeXT's, scaled from 336 to
     ``image_size``): an image's token count depends on its size and aspect (tiles, unpadding, one newline
     token per row of patches)."""
-    from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextProcessor, MistralConfig)
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     sz = TinySizes(**sizes)
@@ -426,8 +431,13 @@ def build_tiny_paligemma(tokenizer=None, *, sliding_window: int = 8, attn_logit_
     with full and sliding-window layers alternating, attention and final soft caps) and its ``PaliGemmaProcessor``
     (no chat template; it adds its 1,152 location / segmentation tokens to the tokenizer); ``sizes``: the fields
     of ``TinySizes`` (``patch_size`` defaults to 8: 16 image tokens at 32 px)."""
-    from transformers import Gemma2Config, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
-    from transformers import SiglipVisionConfig
+    from transformers import (
+        Gemma2Config,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipVisionConfig,
+    )
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     sizes.setdefault("patch_size", 8)
@@ -499,10 +509,14 @@ def build_tiny_llava_onevision(tokenizer=None, *, max_grid: int = 3, vision_aspe
     of 384). ``vision_aspect_ratio``: anyres-max's budget in base views (the checkpoints' ``anyres_max_9``); at 1
     the tile features of a two-tile image are already shrunk by the HF model's interpolation, so the tiny build
     runs that path too. Image-only processor (no torchvision)."""
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
-                              Qwen2Config, SiglipVisionConfig)
-    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-        LlavaOnevisionImageProcessorPil)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
     sz = TinySizes(**sizes)
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(

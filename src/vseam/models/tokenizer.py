@@ -8,7 +8,7 @@ tokenized (the alphabet is seeded with it), frequent words of the corpus become 
 from __future__ import annotations
 
 import string
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 

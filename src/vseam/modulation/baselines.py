@@ -11,7 +11,7 @@ cached vision-side embeddings stay valid.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -112,7 +112,7 @@ class ModulationDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={self.batch_size} (global) is not divisible by {world} processes")
         n = len(self.splits["train"])
         if n % world and rank == 0:
-            # measured (README, learned modulation): LoRA's validation loss 0.015539 on 1 process, 0.015090 on 2
+            # what it changes, measured: docs/guides/train.md#determinism-ddp-and-resuming
             print(f"note: {n} training samples over {world} processes: the DistributedSampler pads them to "
                   f"{n + world - n % world}, so the last batch of every epoch repeats {world - n % world} sample(s) "
                   f"and training is not bit-identical to one process (a train split divisible by {world} is)",

@@ -7,7 +7,7 @@ The draws train together: one ``GroupedHeadModulation`` holds every draw's heads
 dimension), each batch of samples is repeated once per draw through the one intervention mechanism, and
 the loss is the sum of the draws' own mean losses. Every update of AdamW (and the L1 penalty) is per
 element, so each draw gets the gradients, optimizer state and parameters it would get alone
-(``tests/test_modulation_draws.py``: equal within 1e-5 to training each draw by itself), and gradient
+(``tests/integration/test_modulation_draws.py``: equal within 1e-5 to training each draw by itself), and gradient
 clipping is per draw. ``modulation.draws_together`` bounds how many draws share one batch (memory); each
 group is seeded, trained and saved on its own (a resumed run reuses the finished groups).
 
@@ -369,7 +369,7 @@ def start_draws(job, method: str, sets: list, lr: float) -> DrawPool | None:
 def train_draws(job, method: str, sets: list, lr: float) -> list[dict]:
     """Every draw of ``sets``, ``modulation.draws_together`` to a group (``train_draw_group``): on worker
     processes (``start_draws``) or one group after another here. A group's result does not depend on where
-    it was trained (``tests/test_modulation_draws.py``). Returns the draws' results in the order of ``sets``."""
+    it was trained (``tests/integration/test_modulation_draws.py``). Returns the draws' results in the order of ``sets``."""
     pool = start_draws(job, method, sets, lr)
     if pool is not None:
         return pool.results()

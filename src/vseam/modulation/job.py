@@ -86,7 +86,8 @@ def build_trainer(cfg, method: str, out: Path, logger, monitor: bool = True) -> 
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
-        accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy, precision=tc.precision,
+        accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy, num_nodes=tc.num_nodes,
+        precision=tc.precision,
         max_epochs=tc.max_epochs, max_steps=tc.max_steps, limit_train_batches=tc.limit_train_batches,
         limit_val_batches=tc.limit_val_batches, log_every_n_steps=tc.log_every_n_steps,
         gradient_clip_val=tc.gradient_clip_val, accumulate_grad_batches=tc.accumulate_grad_batches,

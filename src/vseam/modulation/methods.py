@@ -25,9 +25,9 @@ import torch
 
 from vseam.interventions import HeadModulation
 from vseam.models.cache import EmbeddingCache
+from vseam.modulation import field
 from vseam.modulation.baselines import count_trainable, logit_bias_for, peft_copy
 from vseam.modulation.draws import start_draws, train_draws
-from vseam.modulation import field
 from vseam.modulation.heads import heuristic_scales, random_head_sets
 from vseam.modulation.job import Job, Outcome, say
 from vseam.modulation.module import head_norms
@@ -143,7 +143,7 @@ def _bias(job: Job, method: str) -> Outcome:
     bias = logit_bias_for(job.adapter, job.splits["train"]).to(job.adapter.device)
     module, info = job.fit(method, bias, float(job.cfg.modulation.lr))
     trained = module.modulation
-    tok = job.adapter.tokenizer.convert_ids_to_tokens
+    tok = job.adapter.token_text
     learned = {"margin": None if trained.margin is None else float(trained.margin),
                "yes_tokens": tok(trained.yes_index.tolist()), "no_tokens": tok(trained.no_index.tolist()),
                "words": dict(zip(tok(trained.class_index.tolist()),
@@ -164,7 +164,7 @@ def _peft(job: Job, method: str) -> Outcome:
     return Outcome(*job.evaluate(adapter=peft_adapter, cache=pcache), trainable, info)
 
 
-METHODS: dict[str, Callable[[Job, str], Outcome | None]] = {
+RUNNERS: dict[str, Callable[[Job, str], Outcome | None]] = {  # train.py's rows: method name -> its runner
     "none": _none, "heuristic": _heuristic, "learned": _learned, "random": _random, "bias": _bias,
     "lora": _peft, "ia3": _peft,
 }
@@ -194,4 +194,4 @@ def describe(method: str, outcome: Outcome) -> None:
     outcome.extra.setdefault("changes", changes)
     outcome.extra.setdefault("cost", dict(cost))
 
-METHODS.update({name: field.run_method for name in field.METHODS})  # the field's methods (issue 27)
+RUNNERS.update({name: field.run_method for name in field.METHODS})  # the field's methods (issue 27)

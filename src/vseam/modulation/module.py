@@ -3,7 +3,7 @@ modulation, the bias-only baseline's logit bias, or a LoRA / IA3 adapter for the
 wires steps, metrics and optimizers; the edit itself is one of ``vseam.interventions`` (``HeadModulation``,
 ``LogitBias``) applied with ``intervene``. The random-head draws train in ``modulation.draws``.
 
-Loss: cross-entropy of the gold answer's first token at the last position (SPEC section 0), plus an
+Loss: cross-entropy of the gold answer's first token at the last position (docs/method.md#answer-tokens), plus an
 optional L1 penalty on ``scale - 1`` so that training itself can rank heads (as LoFiT does).
 Checkpoints hold only the trainable parameters and the modulation's head list (a few KB).
 """
@@ -11,8 +11,9 @@ Checkpoints hold only the trainable parameters and the modulation's head list (a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch

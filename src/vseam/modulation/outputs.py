@@ -168,8 +168,8 @@ def _vs_none_lines(methods: dict[str, dict], stats: dict) -> list[str]:
         verdict = ("better" if c["a_only"] > c["b_only"] else "worse") if c["p"] < ALPHA else "no sig. difference"
         lines.append(f"{name:<10} {c['a_only']:>6} {c['b_only']:>6}  {diff:<26} {_p(c['p']):>9}  {verdict:<20} "
                      f"{_group_cells(c, levels, splits)}")
-    lines.append(f"fixed / broken: questions the method gets right / wrong that the frozen model gets wrong / right; "
-                 f"per level and POPE split: diff (exact McNemar p)")
+    lines.append("fixed / broken: questions the method gets right / wrong that the frozen model gets wrong / right; "
+                 "per level and POPE split: diff (exact McNemar p)")
     return lines
 
 
@@ -219,7 +219,7 @@ def _pope_lines(methods: dict[str, dict], pope: list[str]) -> list[str]:
     lines = ["", head, "-" * len(head)]
     for name, m in methods.items():
         p = m["test"].get("pope", {})
-        get = lambda s, k: p.get(s, {}).get(k)  # noqa: E731
+        get = lambda s, k, p=p: p.get(s, {}).get(k)  # noqa: E731
         lines.append(f"{name:<10} " + " ".join(f"{_fmt(get(s, 'f1')):>7}" for s in have) + " " +
                      " ".join(f"{_fmt(get(s, 'auroc')):>8}" for s in have) + " " +
                      " ".join(f"{_fmt(get(s, 'acc_at_balanced')):>7}" for s in have) + " " +

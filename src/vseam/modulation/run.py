@@ -25,13 +25,21 @@ from vseam.interventions import check_heads
 from vseam.models import load_adapter
 from vseam.models.cache import EmbeddingCache
 from vseam.modulation.data import ModulationDataModule, readable, split_samples
+from vseam.modulation.field import check_applicable
 from vseam.modulation.heads import select_key_heads
 from vseam.modulation.job import Job, Outcome, say
-from vseam.modulation.field import check_applicable
-from vseam.modulation.methods import METHODS, beside, describe
+from vseam.modulation.methods import RUNNERS, beside, describe
 from vseam.modulation.outputs import (
-    _fmt, comparison_stats, load_outcome, log_key_heads, method_row, ranked_on, save_outcome, write_results,
+    _fmt,
+    comparison_stats,
+    load_outcome,
+    log_key_heads,
+    method_row,
+    ranked_on,
+    save_outcome,
+    write_results,
 )
+from vseam.runtime import launch_ranks
 from vseam.utils.devices import torch_device
 from vseam.utils.ranks import is_rank_zero
 from vseam.utils.rundir import run_folder
@@ -100,22 +108,20 @@ def attribution_subset(train: list, limit, seed: int) -> list:
 
 
 def sweep_heads(cfg, acfg, adapter, subset: list, cache: EmbeddingCache, progress_dir: Path, fabric=None) -> HeadScores:
-    """Head attribution of ``subset`` through the sweep with the ``acfg`` settings, its chunks saved under
-    ``progress_dir`` (resumed) and sharded over the ranks of ``fabric`` (``launch_ranks``) as in ``analyze.py heads``."""
-    from vseam.attribution.run import fresh_progress, gather_chunks, model_fingerprint, sweep_settings
-    from vseam.attribution.sweep import score_heads
+    """Head attribution of ``subset`` through the sweep with the ``acfg`` settings (the ``attribution`` group),
+    its chunks saved under ``progress_dir`` (resumed) and sharded over the ranks of ``fabric``
+    (``vseam.runtime.launch_ranks``; or ``Ranks``) as in ``analyze.py heads``."""
+    from vseam.attribution import score_heads
+    from vseam.runtime import Ranks, Runtime, fresh_progress, model_fingerprint
 
+    ranks = fabric if isinstance(fabric, Ranks) else Ranks.of(fabric)
     if is_rank_zero():
-        fresh_progress(progress_dir, acfg)
-    ranks = {}
-    if fabric is not None:
-        fabric.barrier()  # no rank reads the progress folder before rank 0 has emptied it (resume=false)
-        ranks = dict(rank=fabric.global_rank, world_size=fabric.world_size,
-                     gather=lambda mine: gather_chunks(fabric, mine))
-    scores = score_heads(adapter, subset, **sweep_settings(acfg), batch_size=int(cfg.data.batch_size), cache=cache,
-                         progress_dir=progress_dir, fingerprint_parts=model_fingerprint(cfg.model, adapter),
-                         progress=is_rank_zero() and bool(acfg.progress), **ranks)
-    scores.meta["world_size"] = 1 if fabric is None else fabric.world_size  # ranks the sweep was sharded over
+        fresh_progress(progress_dir, bool(acfg.resume))
+    ranks.barrier()  # no rank reads the progress folder before rank 0 has emptied it (resume=false)
+    scores = score_heads(adapter, subset, acfg, batch_size=int(cfg.data.batch_size),
+                         max_skip_fraction=float(cfg.data.max_skip_fraction), cache=cache,
+                         runtime=Runtime(progress_dir, model_fingerprint(cfg.model, adapter), ranks))
+    scores.meta["world_size"] = ranks.world_size  # ranks the sweep was sharded over
     scores.meta["answer_definition"] = adapter.answer_definition
     return scores
 
@@ -123,7 +129,7 @@ def sweep_heads(cfg, acfg, adapter, subset: list, cache: EmbeddingCache, progres
 def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Path, fabric=None) -> HeadScores:
     """The configured ``head_scores.json``, or head attribution on the train split through the sweep
     (``attribution.*`` settings: method, ablation, chunks saved under ``<out_dir>/progress`` and resumed),
-    its chunks sharded over the ranks of ``fabric`` (``launch_ranks``) as in ``analyze.py heads``."""
+    its chunks sharded over the ranks of ``fabric`` (``vseam.runtime.launch_ranks``) as in ``analyze.py heads``."""
     mc = cfg.modulation
     if mc.head_scores:
         return scores_file(cfg, adapter)
@@ -132,23 +138,6 @@ def obtain_head_scores(cfg, adapter, train: list, cache: EmbeddingCache, out: Pa
     scores = sweep_heads(cfg, cfg.attribution, adapter, subset, cache, out / "progress", fabric)
     scores.meta["dataset"] = f"{cfg.data.name}:train"
     return scores
-
-
-def launch_ranks(cfg):
-    """The launched Fabric of ``cfg.trainer`` when it runs several processes that start by running the
-    script again (DDP, Lightning's default for several devices), else None. train.py's ranks then exist
-    before anything is computed, so the head-score sweep shards over them as ``analyze.py heads`` does;
-    the Trainer later finds them (``LOCAL_RANK`` is set) and starts no others. Strategies that spawn
-    (``ddp_spawn``) are left to the Trainer: there rank 0 computes the head scores alone."""
-    from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
-    from vseam.attribution.run import fabric_of
-
-    fabric = fabric_of(cfg)
-    if fabric.world_size == 1 or not isinstance(fabric.strategy.launcher, _SubprocessScriptLauncher):
-        return None
-    fabric.launch()
-    return fabric
 
 
 # ----------------------------------------------------------------------------------------- the job
@@ -267,7 +256,7 @@ def run_methods(job: Job) -> dict[str, Outcome]:
         if outcome is None:
             # each method from the same seed: its row does not depend on which methods ran before it
             L.seed_everything(int(job.cfg.seed), workers=True, verbose=False)
-            outcome = METHODS[method](job, method)
+            outcome = RUNNERS[method](job, method)
             if outcome is None:
                 continue
             save_outcome(job, method, outcome)

@@ -107,9 +107,8 @@ class OrganismTrainConfig:
 
 def world_texts(n: int = 40) -> list[str]:
     """Questions and answers of every category and kind, to train the tokenizer on."""
-    from vseam.world.questions import answer_vocabulary, generate
-
     from vseam.organism.data import AXIS_WORDS, TRAINING_CATEGORIES
+    from vseam.world.questions import answer_vocabulary, generate
 
     texts = [it.question for c in TRAINING_CATEGORIES for it in generate(c, n, seed=12345, split="tok")]
     # every answer and dense-supervision target must be one token

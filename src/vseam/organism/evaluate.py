@@ -65,11 +65,11 @@ def pope_report(adapter, n_per_split: int = 300, seed: int = 0, batch_size: int 
     questions above the "no" ones: its AUROC and accuracy at a yes-ratio of 0.5 (``pope_metrics``), and the
     best accuracy any single threshold on it reaches (``best_threshold_accuracy``: what shifting a bias
     alone could do)."""
-    from vseam.evaluation.metrics import is_yes, pope_metrics
-    from vseam.evaluation.score import yes_no_margin
     import numpy as np
 
-    from vseam.stats import auroc, bootstrap_ci, bootstrap_statistic, best_threshold_accuracy
+    from vseam.evaluation.metrics import is_yes, pope_metrics
+    from vseam.evaluation.score import yes_no_margin
+    from vseam.stats import auroc, best_threshold_accuracy, bootstrap_ci, bootstrap_statistic
     from vseam.world.pope import pope_items
 
     out = {}
@@ -88,9 +88,11 @@ def pope_report(adapter, n_per_split: int = 300, seed: int = 0, batch_size: int 
         pred_yes = [is_yes(t) for t in pred]
         m, g = np.asarray(margin, dtype=float), np.asarray(gold, dtype=bool)
         # 95% bootstrap intervals over questions (the margin's AUROC: questions resampled with their labels)
+        def resampled_auroc(idx, m=m, g=g) -> float:
+            return auroc(m[idx], g[idx]) if 0 < g[idx].sum() < len(idx) else float("nan")
+
         ci = {"accuracy": bootstrap_ci([p == y for p, y in zip(pred_yes, gold)])["ci"],
-              "auroc": bootstrap_statistic(lambda idx: auroc(m[idx], g[idx]) if 0 < g[idx].sum() < len(idx)
-                                           else float("nan"), len(g))["ci"]}
+              "auroc": bootstrap_statistic(resampled_auroc, len(g))["ci"]}
         out[split] = {**pope_metrics(pred_yes, gold, margin),
                       "best_threshold_accuracy": best["accuracy"], "best_threshold": best["threshold"], "ci": ci}
     return out

@@ -21,9 +21,9 @@ not exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -162,24 +162,6 @@ def attention_mass(adapter, items: Sequence, batch_size: int = 32) -> tuple[torc
     return (torch.stack(rows) if rows else torch.zeros(0, adapter.num_layers, adapter.num_heads)), keep
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two equally long vectors (average ranks for ties)."""
-    def ranks(x):
-        x = x.flatten().double()
-        order = x.argsort()
-        r = torch.empty_like(x)
-        r[order] = torch.arange(len(x), dtype=torch.double)
-        for v in x.unique():  # ties share their mean rank
-            m = x == v
-            if m.sum() > 1:
-                r[m] = r[m].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = (ra.norm() * rb.norm()).item()
-    return float((ra @ rb).item() / den) if den > 0 else float("nan")
-
-
 # ------------------------------------------------------------------------------------- planted defect
 def yes_direction(adapter, layer: int, head: int) -> torch.Tensor:
     """[D]: the direction in head (layer, head)'s slice of the ``o_proj`` input whose direct path to
@@ -229,7 +211,7 @@ class PlantedHeads:
         return {"heads": [list(h) for h in self.heads], "factor": self.factor}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PlantedHeads":
+    def from_dict(cls, d: dict) -> PlantedHeads:
         return cls(tuple(tuple(int(v) for v in h) for h in d["heads"]), float(d["factor"]))
 
 

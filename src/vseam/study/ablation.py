@@ -1,11 +1,13 @@
-"""The head ablation study (SPEC section 2, "Head ablation study"): remove the top-K positive heads, the
+"""The head ablation study (docs/method.md#ablation-study): remove the top-K positive heads, the
 top-K negative heads, and K random heads (seeded trials), all at once, and report per category and
 semantic level the accuracy and the mean drop of the answer probability, with the spread over the
 random trials, for each K of a list.
 
 The conditions of a batch run as rows of the same forwards: each (sample, condition) row carries its own
 head mask per layer, through the one intervention mechanism (``vseam.interventions.Ablate``), and starts
-from the clean pass's record of its first ablated layer (as the attribution engine does). Per-sample results are saved per chunk (resumable, as the attribution sweep). Outputs
+from the clean pass's record of its first ablated layer (``vseam.interventions.replay``, as the attribution
+engine does). Per-sample results are saved per chunk, resumed and sharded over the ranks (``vseam.runtime``:
+``trainer.devices`` x ``trainer.num_nodes``) as the attribution sweep's; rank 0 writes the outputs. Outputs
 (``ablation.json``, schema ``vseam.ablation/1``): ``conditions`` (name, k, trial, heads), ``groups``
 (``all``, ``category/<name>``, ``level/<name>``; each: ``n``, ``baseline`` and per condition
 ``accuracy``, ``mean_prob``, ``prob_drop`` = mean(p - p_ablated), ``accuracy_drop``, and for a top-K
@@ -22,18 +24,21 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from vseam.attribution.scores import HeadScores, exact_cells, heads_of, only_exact, rescored_per_matrix, top_k
-from vseam.attribution.sweep import Progress, chunk_bounds, fingerprint, load_progress
+from vseam.config import AttributionConfig, StudyConfig
 from vseam.data.sample import MissingImageError, Sample, load_image
-from vseam.interventions import Ablate, intervene
+from vseam.interventions import Ablate
+from vseam.interventions.replay import clean_run, length_batches, run_from_layer
 from vseam.models.base import VLMAdapter, answer_stats
 from vseam.modulation.heads import random_heads
+from vseam.runtime import Chunks, Progress, RowBatches, read_chunk
 from vseam.utils.io import save_safetensors
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,7 @@ class Condition:
 
 
 def conditions(scores: HeadScores, ks: Sequence[int], k_random: Sequence[int] | None, trials: int, seed: int,
-               heads_from: str = "all") -> tuple[list[Condition], list[dict]]:
+               heads_from: str = StudyConfig.heads_from) -> tuple[list[Condition], list[dict]]:
     """The conditions of the study from head scores (``load_head_scores``), and the ones that cannot
     run (``[{"name", "reason"}]``: an undefined matrix).
 
@@ -156,18 +161,20 @@ def layer_masks(conds: Sequence[Condition], categories: Sequence[str | None], nu
 
 @torch.no_grad()
 def ablated_answer_stats(adapter: VLMAdapter, emb, answer_mask: torch.Tensor, conds: Sequence[Condition],
-                         categories: Sequence[str | None], mode: str = "mean", rows_per_forward: int = 64,
+                         categories: Sequence[str | None], mode: str = StudyConfig.ablation,
+                         rows_per_forward: int | RowBatches = AttributionConfig.rows_per_forward,
                          correct_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Answer probability and correctness [B, C] of each sample under each condition.
 
     As the attribution engine does (``vseam.attribution.exact``): one clean pass per group of samples of
     similar length records every layer's input; a (sample, condition) row whose first ablated head is in
     layer ``l`` starts from that record and runs only layers ``l..L-1``, many rows per forward
-    (``rows_per_forward``; each row its own per-layer head mask of the one ``Ablate`` intervention); a row
-    with no head removed is the clean pass itself. ``correct_mask`` [B, V]: the ids an arg-max counts as
-    correct at (default ``answer_mask``; ``model.answer_definition=reference`` differs)."""
-    from vseam.attribution.exact import clean_run, length_batches, run_from_layer
-
+    (``rows_per_forward``, or the ``RowBatches`` of a whole run, halved on out-of-memory; each row its own
+    per-layer head mask of the one ``Ablate`` intervention); a row with no head removed is the clean pass
+    itself. ``correct_mask`` [B, V]: the ids an arg-max counts as correct at (default ``answer_mask``;
+    ``model.answer_definition=reference`` differs)."""
+    batches = rows_per_forward if isinstance(rows_per_forward, RowBatches) else \
+        RowBatches(rows_per_forward, "attribution.rows_per_forward")
     L, H = adapter.num_layers, adapter.num_heads
     B, C = len(categories), len(conds)
     masks = layer_masks(conds, categories, L, H).view(L, B, C, H)
@@ -182,7 +189,7 @@ def ablated_answer_stats(adapter: VLMAdapter, emb, answer_mask: torch.Tensor, co
         p, c, _ = answer_stats(logits, answer_mask.index_select(0, rows), correct_mask.index_select(0, rows))
         return p.float().cpu(), c.bool().cpu()
 
-    for group, sub in length_batches(emb, max(1, int(rows_per_forward) // max(1, C))):
+    for group, sub in length_batches(emb, max(1, batches.size // max(1, C))):
         clean = clean_run(adapter, sub)
         p0, c0 = stats(clean.logits, group)
         for j, b in enumerate(group.tolist()):
@@ -190,71 +197,73 @@ def ablated_answer_stats(adapter: VLMAdapter, emb, answer_mask: torch.Tensor, co
             prob[b, none], ok[b, none] = p0[j], c0[j]
         for l in range(L):
             local, cond = (first[group] == l).nonzero(as_tuple=True)  # rows: (sample within group, condition)
-            for r0 in range(0, len(local), max(1, int(rows_per_forward))):
-                lj, cj = local[r0:r0 + int(rows_per_forward)], cond[r0:r0 + int(rows_per_forward)]
+
+            def forward(start: int, stop: int, l=l, local=local, cond=cond, clean=clean, group=group) -> None:
+                lj, cj = local[start:stop], cond[start:stop]
                 bj = group[lj]
                 m = masks[:, bj, cj].to(adapter.device)  # [L, rows, H]
                 edits = [Ablate(j, m[j], mode=mode) for j in range(l, L) if m[j].any()]
                 logits = run_from_layer(adapter, clean, l, lj, *edits)
                 prob[bj, cj], ok[bj, cj] = stats(logits, bj)
+
+            batches.run(len(local), forward)
     return prob, ok
 
 
-def run_chunks(adapter: VLMAdapter, samples: Sequence[Sample], conds: Sequence[Condition], *, mode: str,
-               batch_size: int, chunk_size: int, rows_per_forward: int, progress_dir: Path | None,
-               fingerprint_parts: dict, on_chunk: Callable[[int], None] | None = None,
-               on_progress: Callable[[int], None] | None = None) -> dict:
-    """Per-sample results over all samples, chunk by chunk, loading chunks saved by an earlier run with
-    the same fingerprint. Returns ``ids``, ``prob`` [N, C], ``correct`` [N, C], ``skipped``."""
-    fp = fingerprint(mode=mode, batch_size=batch_size, chunk_size=chunk_size,
-                     conditions=[c.to_dict() for c in conds], ids=[s.id for s in samples], **fingerprint_parts)
-    ids, probs, oks, skipped = [], [], [], []
-    for ci, (lo, hi) in enumerate(chunk_bounds(len(samples), chunk_size)):
-        path = None if progress_dir is None else progress_dir / f"ablate-chunk{ci:05d}.safetensors"
-        if path is not None and path.exists():
-            t, meta = load_progress(path, fp, "study.resume")
-            p, c = t["prob"], t["correct"].bool()
-            ids += json.loads(meta["ids"])
-            skipped += json.loads(meta["skipped"])
-            probs.append(p)
-            oks.append(c)
-            if on_progress:
-                on_progress(hi - lo)
-            continue
-        c_ids, c_p, c_ok, c_skip = [], [], [], []
-        valid, images = [], []
-        for s in samples[lo:hi]:
-            try:
-                images.append(load_image(s))
-                valid.append(s)
-            except MissingImageError as e:
-                c_skip.append({"id": s.id, "reason": str(e)})
-        for b0 in range(0, len(valid), batch_size):
-            batch, imgs = valid[b0:b0 + batch_size], images[b0:b0 + batch_size]
-            enc = adapter.encode(batch, imgs).to(adapter.device)
-            emb = adapter.embed(enc)
-            p, ok = ablated_answer_stats(adapter, emb, enc.answer_mask(adapter.vocab_size), conds,
-                                         [s.category for s in batch], mode=mode, rows_per_forward=rows_per_forward,
-                                         correct_mask=enc.correct_mask(adapter.vocab_size))
-            c_ids += [s.id for s in batch]
-            c_p.append(p)
-            c_ok.append(ok)
-        p = torch.cat(c_p) if c_p else torch.zeros(0, len(conds))
-        ok = torch.cat(c_ok) if c_ok else torch.zeros(0, len(conds), dtype=torch.bool)
-        if path is not None:
-            save_safetensors(path, {"prob": p, "correct": ok.to(torch.uint8)},
-                             metadata={"fingerprint": fp, "ids": json.dumps(c_ids), "skipped": json.dumps(c_skip)})
-        ids += c_ids
-        skipped += c_skip
+@dataclass
+class AblationChunk:
+    """Per-sample results of one chunk: answer probability and correctness under every condition."""
+
+    index: int
+    ids: list[str]
+    prob: torch.Tensor  # [n, C]
+    correct: torch.Tensor  # [n, C] bool
+    skipped: list[dict]  # [{"id", "reason"}]
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        save_safetensors(path, {"prob": self.prob, "correct": self.correct.to(torch.uint8)},
+                         metadata={"fingerprint": fingerprint, "index": str(self.index), "ids": json.dumps(self.ids),
+                                   "skipped": json.dumps(self.skipped)})
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> AblationChunk:
+        t, meta = read_chunk(path, fingerprint, "study.resume")
+        index = int(meta.get("index") or path.stem.rsplit("chunk", 1)[1])  # chunks saved before "index" was kept
+        return cls(index, json.loads(meta["ids"]), t["prob"], t["correct"].bool(), json.loads(meta["skipped"]))
+
+
+def compute_chunk(adapter: VLMAdapter, samples: Sequence[Sample], conds: Sequence[Condition], index: int, *,
+                  mode: str, batch_size: int, rows: RowBatches) -> AblationChunk:
+    """The conditions' per-sample results over ``samples`` (one chunk), in batches of ``batch_size``;
+    a missing image is a counted skip."""
+    ids, probs, oks, skipped, valid, images = [], [], [], [], [], []
+    for s in samples:
+        try:
+            images.append(load_image(s))
+            valid.append(s)
+        except MissingImageError as e:
+            skipped.append({"id": s.id, "reason": str(e)})
+    for b0 in range(0, len(valid), batch_size):
+        batch, imgs = valid[b0:b0 + batch_size], images[b0:b0 + batch_size]
+        enc = adapter.encode(batch, imgs).to(adapter.device)
+        emb = adapter.embed(enc)
+        p, ok = ablated_answer_stats(adapter, emb, enc.answer_mask(adapter.vocab_size), conds,
+                                     [s.category for s in batch], mode=mode, rows_per_forward=rows,
+                                     correct_mask=enc.correct_mask(adapter.vocab_size))
+        ids += [s.id for s in batch]
         probs.append(p)
         oks.append(ok)
-        if on_progress:
-            on_progress(hi - lo)
-        if on_chunk:
-            on_chunk(ci)
-    return {"ids": ids, "prob": torch.cat(probs) if probs else torch.zeros(0, len(conds)),
-            "correct": torch.cat(oks) if oks else torch.zeros(0, len(conds), dtype=torch.bool),
-            "skipped": skipped}
+    return AblationChunk(index, ids, torch.cat(probs) if probs else torch.zeros(0, len(conds)),
+                         torch.cat(oks) if oks else torch.zeros(0, len(conds), dtype=torch.bool), skipped)
+
+
+def merge(chunks: Sequence[AblationChunk], n_conditions: int) -> dict:
+    """Every chunk's per-sample results (in chunk order) as one: ``ids``, ``prob`` [N, C], ``correct`` [N, C],
+    ``skipped``."""
+    return {"ids": [i for c in chunks for i in c.ids],
+            "prob": torch.cat([c.prob for c in chunks]) if chunks else torch.zeros(0, n_conditions),
+            "correct": torch.cat([c.correct for c in chunks]) if chunks else torch.zeros(0, n_conditions, dtype=torch.bool),
+            "skipped": [s for c in chunks for s in c.skipped]}
 
 
 # ------------------------------------------------------------------------------------- summary
@@ -397,32 +406,37 @@ def _curves(axes, summary: dict, colors: dict) -> None:
 # ------------------------------------------------------------------------------------- entry
 def run_ablate(cfg: Any, on_chunk: Callable[[int], None] | None = None) -> dict:
     """``python analyze.py ablate``: the ablation study for ``cfg`` (head scores from ``study.head_scores``,
-    computed into ``<out_dir>/heads`` when null). Returns the ``ablation.json`` dict."""
+    computed into ``<out_dir>/heads`` when null), its chunks sharded over the ranks of ``trainer.*``.
+    Returns the ``ablation.json`` dict on rank 0 ({} on the other ranks); ``on_chunk(index)`` is called
+    after each newly computed and saved chunk (tests use it to simulate a kill)."""
     from vseam.utils.rundir import run_folder
     from vseam.validate import validate
 
     validate(cfg, "ablate")  # before the folder is taken and before any model loads
-    with run_folder(cfg, "ablate") as out:
-        return _ablate(cfg, Path(out), on_chunk)
+    with run_folder(cfg, "ablate") as out:  # refused when it holds another run's results; DDP children inherit it
+        from vseam.runtime import launch
+
+        return _ablate(cfg, Path(out), launch(cfg), on_chunk)
 
 
-def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
+def _ablate(cfg: Any, out: Path, fabric: Any, on_chunk) -> dict:
     from omegaconf import OmegaConf
 
     from vseam.attribution.outputs import load_head_scores
-    from vseam.attribution.run import fresh_progress, model_fingerprint
     from vseam.data.load import load_samples
     from vseam.data.skips import check_skips, missing_images, model_skips
     from vseam.models import load_adapter
-    from vseam.utils.devices import torch_device
+    from vseam.runtime import Ranks, Runtime, fresh_progress, model_cfg, model_fingerprint
     from vseam.utils.io import save_figure, write_json
     from vseam.world.write import ensure_world
 
     scfg = cfg.study
+    ranks = Ranks.of(fabric)
     started = time.time()
     heads_path = scfg.head_scores
     if heads_path is None:
         heads_path = out / "heads"
+        ranks.barrier()  # every rank sees the same folder: all of them run the sweep, or none
         if not (heads_path / "head_scores.json").exists():
             from vseam.attribution.run import run_heads
 
@@ -432,26 +446,45 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     all_samples = load_samples(cfg.data)
     max_skip = float(cfg.data.max_skip_fraction)
     check_skips(len(all_samples), missing_images(all_samples), max_skip, "ablation study")  # before the model loads
-    mcfg = OmegaConf.to_container(cfg.model, resolve=True)
-    adapter = load_adapter(mcfg, device=torch_device(cfg.trainer.accelerator, cfg.trainer.devices))
+    mcfg = model_cfg(cfg, fabric)
+    adapter = load_adapter(mcfg)
     scores.check_shape(adapter.num_layers, adapter.num_heads, where=f"study.head_scores={heads_path}")
     conds, skipped_conds = conditions(scores, list(scfg.k), None if scfg.k_random is None else list(scfg.k_random),
                                       int(scfg.random_trials), int(cfg.seed), str(scfg.heads_from))
     progress_dir = out / "progress"
-    fresh_progress(progress_dir, scfg)
+    if ranks.zero:
+        fresh_progress(progress_dir, bool(scfg.resume))
+    ranks.barrier()
     screen = model_skips(adapter, all_samples)
     samples, answer_skipped = screen.kept, screen.skipped
-    screen.say("ablation study")
-    bar = Progress(bool(cfg.attribution.progress), len(samples), f"ablate ({len(conds)} conditions)", unit="sample")
+    if ranks.zero:
+        screen.say("ablation study")
+    mode, batch_size = str(scfg.ablation), int(cfg.data.batch_size)
+    chunks: Chunks = Runtime(progress_dir, model_fingerprint(mcfg, adapter), ranks).chunks(
+        len(samples), int(cfg.attribution.chunk_size), "ablate", mode=mode, batch_size=batch_size,
+        chunk_size=int(cfg.attribution.chunk_size), conditions=[c.to_dict() for c in conds],
+        ids=[s.id for s in samples])
+    rows = RowBatches(int(cfg.attribution.rows_per_forward), "attribution.rows_per_forward")
+    bar = Progress(ranks.zero and bool(cfg.attribution.progress), sum(chunks.size(c) for c in chunks.mine()),
+                   f"ablate ({len(conds)} conditions)", unit="sample")
+
+    def compute(c: int) -> AblationChunk:
+        lo, hi = chunks.bounds[c]
+        res = compute_chunk(adapter, samples[lo:hi], conds, c, mode=mode, batch_size=batch_size, rows=rows)
+        bar.update(hi - lo)
+        return res
+
     try:
-        res = run_chunks(adapter, samples, conds, mode=str(scfg.ablation), batch_size=int(cfg.data.batch_size),
-                         chunk_size=int(cfg.attribution.chunk_size),
-                         rows_per_forward=int(cfg.attribution.rows_per_forward), progress_dir=progress_dir,
-                         fingerprint_parts=model_fingerprint(mcfg, adapter), on_chunk=on_chunk, on_progress=bar.update)
+        mine = chunks.run(compute, AblationChunk.load, units=chunks.size, on_progress=bar.update,
+                          on_chunk=None if on_chunk is None else lambda res: on_chunk(res.index))
     finally:
         bar.close()
+    res = merge(chunks.gather(mine), len(conds))
     res["skipped"] = answer_skipped + res["skipped"]
     check_skips(len(all_samples), res["skipped"], max_skip, "ablation study")
+    if not ranks.zero:
+        ranks.barrier()  # rank 0 writes the outputs
+        return {}
     summary = {
         "schema": SCHEMA, "model_id": adapter.name, "arch": adapter.arch, "num_layers": adapter.num_layers,
         "num_heads": adapter.num_heads, "ablation": str(scfg.ablation), "heads_from": str(scfg.heads_from),
@@ -481,6 +514,7 @@ def _ablate(cfg: Any, out: Path, on_chunk) -> dict:
     write_json(Path(out) / "ablation.json", summary)
     _log(cfg, out, summary)
     print(result_lines(summary), flush=True)
+    ranks.barrier()
     return summary
 
 

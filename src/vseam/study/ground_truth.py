@@ -5,12 +5,13 @@ attribution, undone by modulation)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from vseam.interventions import HeadModulation
-from vseam.organism.mechanism import attention_mass, plant_defect, spearman
+from vseam.organism.mechanism import attention_mass, plant_defect
+from vseam.stats import spearman
 
 
 def mass_score_correlation(adapter, items: Sequence, batch_size: int = 16) -> dict[str, dict]:
@@ -28,7 +29,7 @@ def mass_score_correlation(adapter, items: Sequence, batch_size: int = 16) -> di
     out = {}
     for cat, its in sorted(by_cat.items()):
         mass, keep = attention_mass(adapter, its)
-        scores = score_heads(adapter, [it.sample() for it in its], batch_size=batch_size)
+        scores = score_heads(adapter, [it.sample() for it in its], {"progress": False}, batch_size=batch_size)
         entry = {"n": len(its), "n_with_object_tokens": len(keep), "n_correct": scores.n_correct}
         if not keep or scores.positive is None:
             out[cat] = {**entry, "spearman": None}
@@ -87,7 +88,7 @@ def defect_experiment(adapter, train_samples: Sequence, test_samples: Sequence, 
     clean = _accuracy(adapter, test_samples)
     broken = _accuracy(adapter, test_samples, defect)
     with intervene(adapter, defect):
-        scores = score_heads(adapter, list(score_samples or train_samples), batch_size=batch_size)
+        scores = score_heads(adapter, list(score_samples or train_samples), {"progress": False}, batch_size=batch_size)
     neg = scores.negative.float().flatten() if scores.negative is not None else None
     planted = layer * adapter.num_heads + head
     rank = int((neg > neg[planted]).sum()) + 1 if neg is not None else None
@@ -121,7 +122,8 @@ def planted_heads_experiment(planted_adapter, clean_accuracy: float, heads: Sequ
     L_, H = planted_adapter.num_layers, planted_adapter.num_heads
     heads = [tuple(int(v) for v in h) for h in heads]
     broken = _accuracy(planted_adapter, test_samples)
-    scores = score_heads(planted_adapter, list(score_samples or train_samples), batch_size=batch_size)
+    scores = score_heads(planted_adapter, list(score_samples or train_samples), {"progress": False},
+                         batch_size=batch_size)
     neg = scores.negative.float().flatten() if scores.negative is not None else None
     ranks = {f"{l},{h}": int((neg > neg[l * H + h]).sum()) + 1 for l, h in heads} if neg is not None else None
     top_neg = [tuple(int(v) for v in divmod(int(i), H)) for i in neg.argsort(descending=True)[:k]] \

@@ -1,4 +1,4 @@
-"""Cross-level overlap of head sets (SPEC section 2, "Cross-level overlap") and the paper's two claims
+"""Cross-level overlap of head sets (docs/method.md#cross-level-overlap) and the paper's two claims
 about them, each decided by a test that can fail.
 
 Sets: for each category the top-K positive heads (mean over its baseline-correct samples of
@@ -54,8 +54,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -482,9 +482,9 @@ def overlap_analysis(prob, correct, ablated, categories: Sequence[str | None], l
         per_k = []
         for k in ks:
             if key == "positive_level_specific":
-                stat = lambda d: d["positive"][k][:, 0] - d["positive"][k][:, 1]  # noqa: E731
+                stat = lambda d, k=k: d["positive"][k][:, 0] - d["positive"][k][:, 1]  # noqa: E731
             else:
-                stat = lambda d: d["negative"][k][:, 1] - d["positive"][k][:, 1]  # noqa: E731
+                stat = lambda d, k=k: d["negative"][k][:, 1] - d["positive"][k][:, 1]  # noqa: E731
             per_k.append(_decide(float(stat(obs)[0]), stat(null), stat(boot), alpha, percentile_interval,
                                  out["kinds"]["positive"]["per_k"][ks.index(k)].get("regrouping")
                                  if key == "positive_level_specific" else None) | {"k": k})

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vseam.attribution.scores import MATRICES
 from vseam.study import ablation
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ SECTIONS = {
     "modulation": ("Learned modulation", "python train.py"),
     "configs": ("Configurations", "any of the above (each writes config.yaml)"),
 }
-MATRICES = ("positive", "negative", "signed")
 
 
 @dataclass
@@ -129,7 +129,7 @@ def heatmap_grid(d: dict, name: str):
     n = len(blocks)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    L, H = int(d["num_layers"]), int(d["num_heads"])
+    L = int(d["num_layers"])
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, (0.16 * L + 1.6) * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
@@ -252,7 +252,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def heads_sections(paths: list[Path], root: Path) -> tuple[Section, Section]:
     maps, bars = Section("head-scores", SECTIONS["head-scores"][0]), Section("head-bars", SECTIONS["head-bars"][0])
-    for p, d, where in _parts(paths, root):
+    for _, d, where in _parts(paths, root):
         tag = where.replace("/", "_").replace(".", "root")
         cats = d.get("by_category") or {}
         maps.body.append(f"<h3>{html.escape(where)}: {html.escape(str(d.get('model_id')))} on "

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 log = logging.getLogger(__name__)
 
 SCHEMA = "vseam.overlap/2"

@@ -1,11 +1,11 @@
 """Causal tracing of clean / edited pairs: patch one run's block outputs into the other, many patches per forward.
 
 For a batch of pairs, the clean and the edited (corrupt) inputs are encoded in one batch (each image
-once) and run once, recording every layer's input (``attribution.exact.clean_run``) and the outputs
+once) and run once, recording every layer's input (``vseam.interventions.replay.clean_run``) and the outputs
 of the attention block, the MLP block and the residual stream of every layer (``Read`` at the
 ``attn_out`` / ``mlp_out`` / ``resid_post`` hook points of the one intervention mechanism). A patch
 of layer ``l`` cannot change layers ``< l``, so each patched row starts from the recorded input of
-layer ``l`` (``attribution.exact.run_from_layer``). One row of a forward is one (pair, block, layer,
+layer ``l`` (``vseam.interventions.replay.run_from_layer``). One row of a forward is one (pair, block, layer,
 positions) patch: per row a position mask selects where ``Patch`` writes the other run's values, so
 any mix of blocks, positions and pairs shares a forward.
 
@@ -16,23 +16,21 @@ probability and mean logit, raw ``m(patched) - m(base)`` and normalised by ``m(s
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, get_args
 
 import torch
 
-from vseam.attribution.exact import _is_oom, clean_run, run_from_layer
+from vseam.config import TraceBlock, TraceConfig, settings_of
 from vseam.interventions import Patch, Read, intervene
+from vseam.interventions.replay import clean_run, run_from_layer
 from vseam.models.base import Encoded, VLMAdapter, answer_stats
-from vseam.tracing.positions import GROUPS, Layout, layouts
+from vseam.runtime import RowBatches
+from vseam.tracing.positions import layouts
 
-log = logging.getLogger(__name__)
-
-from vseam.validate import TRACE_BLOCKS as BLOCKS, TRACE_DIRECTIONS as DIRECTIONS
-
-BLOCK_SITES = {"attn": "attn_out", "mlp": "mlp_out", "resid": "resid_post"}  # block -> hook point
-assert tuple(BLOCK_SITES) == BLOCKS
+BLOCK_SITES = {"attn": "attn_out", "mlp": "mlp_out", "resid": "resid_post"}  # block (trace.blocks) -> hook point
+assert tuple(BLOCK_SITES) == get_args(TraceBlock)
 
 
 def effects(patched: torch.Tensor, base: float | torch.Tensor, source: float | torch.Tensor,
@@ -99,30 +97,26 @@ def logit_lens(adapter: VLMAdapter, resid_last: torch.Tensor, answer_mask: torch
 
 
 class TraceEngine:
-    """Token-wise and group tracing plus the logit lens of batches of pairs.
-
-    ``rows_per_forward`` is the number of patched rows in one forward pass (the memory knob; halves
-    itself on CUDA out-of-memory).
+    """Token-wise and group tracing plus the logit lens of batches of pairs, as the ``trace`` config group
+    (``TraceConfig``; a config node, a mapping of some of its keys, or None: the defaults) says: ``blocks``,
+    ``groups``, ``direction``, ``tokenwise``, ``lens_top_k`` and ``rows_per_forward``, the number of patched
+    rows in one forward pass (the memory knob; halves itself on out-of-memory: ``vseam.runtime.RowBatches``).
     """
 
-    def __init__(self, adapter: VLMAdapter, *, blocks: Sequence[str] = BLOCKS, groups: Sequence[str] = GROUPS,
-                 direction: str = "denoise", tokenwise: bool = True, rows_per_forward: int = 64,
-                 lens_top_k: int = 5):
-        for b in blocks:
-            if b not in BLOCK_SITES:
-                raise ValueError(f"trace block {b!r}: expected one of {BLOCKS}")
-        for g in groups:
-            if g not in GROUPS:
-                raise ValueError(f"trace group {g!r}: expected one of {GROUPS}")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"trace direction {direction!r}: expected one of {DIRECTIONS}")
-        if not blocks:
+    def __init__(self, adapter: VLMAdapter, settings: Any = None):
+        st = settings_of(settings, TraceConfig)
+        if not st.blocks:
             raise ValueError("no trace block chosen")
         self.adapter = adapter
-        self.blocks, self.groups = list(blocks), list(groups)
-        self.direction, self.tokenwise = direction, bool(tokenwise)
-        self.rows_per_forward = max(1, int(rows_per_forward))
-        self.lens_top_k = int(lens_top_k)
+        self.blocks, self.groups = list(st.blocks), list(st.groups)
+        self.direction, self.tokenwise = st.direction, bool(st.tokenwise)
+        self.batches = RowBatches(st.rows_per_forward, "trace.rows_per_forward")
+        self.lens_top_k = int(st.lens_top_k)
+
+    @property
+    def rows_per_forward(self) -> int:
+        """Patched rows per forward now (halved from the setting after an out-of-memory error)."""
+        return self.batches.size
 
     # ------------------------------------------------------------------ recording
     def record(self, enc: Encoded):
@@ -141,11 +135,8 @@ class TraceEngine:
         """(prob, mean logit) [R] of the base rows ``base_rows`` with the source rows' values of each row's
         block at layer ``layer`` written at ``positions`` (bool [R, T]), in forwards of ``rows_per_forward``."""
         a = self.adapter
-        R = len(base_rows)
-        probs, logits_ = [], []
-        start = 0
-        while start < R:
-            stop = min(R, start + self.rows_per_forward)
+
+        def forward(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             sl = slice(start, stop)
             edits = []
             for b in sorted(set(block_of_row[sl])):
@@ -153,23 +144,15 @@ class TraceEngine:
                 sel = torch.tensor([x == b for x in block_of_row[sl]])
                 src = cache[site, layer].index_select(0, source_rows[sl].to(cache[site, layer].device))
                 edits.append(Patch(layer, src, positions=positions[sl] & sel[:, None], site=site))
-            try:
-                with torch.no_grad():
-                    out = run_from_layer(a, run, layer, base_rows[sl].to(a.device), *edits)
-            except RuntimeError as e:
-                if not _is_oom(e) or self.rows_per_forward == 1:
-                    raise
-                self.rows_per_forward = max(1, self.rows_per_forward // 2)
-                log.warning("out of memory: trace rows_per_forward lowered to %d", self.rows_per_forward)
-                torch.cuda.empty_cache()
-                continue
+            with torch.no_grad():
+                out = run_from_layer(a, run, layer, base_rows[sl].to(a.device), *edits)
             p, _, ml = answer_stats(out, answer_mask[sl].to(out.device))
-            probs.append(p.cpu())
-            logits_.append(ml.cpu())
-            start = stop
-        if not probs:
+            return p.cpu(), ml.cpu()
+
+        parts = self.batches.run(len(base_rows), forward)
+        if not parts:
             return torch.zeros(0), torch.zeros(0)
-        return torch.cat(probs), torch.cat(logits_)
+        return torch.cat([p for p, _ in parts]), torch.cat([m for _, m in parts])
 
     # ------------------------------------------------------------------ pairs
     def trace_pairs(self, enc: Encoded, questions: Sequence[str], *, keep: Callable[[dict, dict], bool] | None = None,
@@ -195,7 +178,7 @@ class TraceEngine:
         prob, correct, mlogit = answer_stats(run.logits, amask)
         pred = run.logits.argmax(-1)
         stats = [{"prob": float(prob[i]), "logit": float(mlogit[i]), "correct": bool(correct[i]),
-                  "pred": a.tokenizer.convert_ids_to_tokens(int(pred[i]))} for i in range(B)]
+                  "pred": a.token_text([int(pred[i])])[0]} for i in range(B)]
         kept = [p for p in range(P) if keep is None or keep(stats[p], stats[P + p])]
         dropped = [(p, stats[p], stats[P + p]) for p in range(P) if p not in kept]
         if on_progress is not None and dropped:
@@ -244,8 +227,8 @@ class TraceEngine:
         out = []
         for p in kept:
             real = lay[p].real()
-            top = [[[[a.tokenizer.convert_ids_to_tokens(int(ti[l, i, k])), round(float(tv[l, i, k]), 6)]
-                     for k in range(ti.shape[-1])] for l in range(L)] for i in (p, P + p)]
+            top = [[[[text, round(float(tv[l, i, k]), 6)] for k, text in enumerate(a.token_text(ti[l, i].tolist()))]
+                    for l in range(L)] for i in (p, P + p)]
             out.append(PairTrace(
                 id=enc.ids[p], tokens=[lay[p].tokens[t] for t in real], roles=[lay[p].roles[t] for t in real],
                 clean=stats[p], corrupt=stats[P + p], blocks=list(self.blocks), groups=list(self.groups),

@@ -11,8 +11,8 @@ effect with nothing to restore, are left out and counted per cell).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -162,7 +162,10 @@ def lens_table(summary: dict, num_layers: int) -> tuple[list[str], list[list]]:
 
 def format_table(cols: list[str], rows: list[list]) -> str:
     w = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "  ".join(str(v).rjust(w[i]) for i, v in enumerate(r))
+
+    def line(r):
+        return "  ".join(str(v).rjust(w[i]) for i, v in enumerate(r))
+
     return "\n".join([line(cols), "-" * (sum(w) + 2 * (len(w) - 1)), *map(line, rows)]) + "\n"
 
 

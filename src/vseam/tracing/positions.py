@@ -16,10 +16,13 @@ Nothing is hard-coded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 
-from vseam.validate import TRACE_GROUPS as GROUPS
+from vseam.config import PositionGroup
+
+POSITION_GROUPS = get_args(PositionGroup)  # the groups of positions found here (trace.groups)
 
 ROLES = ("pad", "image", "question", "text")
 
@@ -49,7 +52,7 @@ class Layout:
         elif group in ("image", "question"):
             m[self.positions(group)] = True
         else:
-            raise ValueError(f"trace group {group!r}: expected one of {GROUPS}")
+            raise ValueError(f"trace group {group!r}: expected one of {POSITION_GROUPS}")
         return m
 
 
@@ -120,7 +123,7 @@ def _align(adapter, row: torch.Tensor, real: torch.Tensor, visual: torch.Tensor,
     if len(holders) == 1:
         k = holders[0]
         before, after = list(prompt_ids[:k]), list(prompt_ids[k + 1:])
-        n_before, n_after = len(before), len(after)
+        n_after = len(after)
         p = _common_prefix(ids, before)
         s = min(_common_prefix(ids[::-1], after[::-1]), max(0, len(ids) - p - 1))
         merged = list(offsets[p:k]) + list(offsets[k + 1:k + 1 + n_after - s])  # prompt tokens now in the band

@@ -2,8 +2,8 @@
 
 Reads an edit manifest (``trace.manifest``; by default the organism's exact edits of ``data``),
 loads the model, cuts the pairs into chunks of ``trace.chunk_size`` that are saved under
-``<out_dir>/progress`` (a killed run resumes; same fingerprinted loop as the head sweep) and sharded
-over the Lightning Fabric ranks (``trainer.devices``), gathers them and on rank 0 writes:
+``<out_dir>/progress`` (a killed run resumes) and sharded over the Lightning Fabric ranks
+(``trainer.devices`` x ``trainer.num_nodes``; ``vseam.runtime``), gathers them and on rank 0 writes:
 
 - ``trace.json``: ``model``, ``model_identity`` ({id, path, weights_sha256}), ``arch``, ``prompt_template``, ``num_layers``,
   ``blocks`` (attn | mlp | resid), ``groups`` (image | question | last), ``direction`` (denoise |
@@ -13,7 +13,7 @@ over the Lightning Fabric ranks (``trainer.devices``), gathers them and on rank 
   {prob, logit, correct, pred}, corrupt: {...}, logit_lens: {clean|edited: per layer {prob, rank,
   top: [[token, prob], ...]}}}]), ``average`` ({``groups``: {metric: {block: {group: {mean, se, n}}}}
   over layers; ``tokenwise``: {labels, roles, n_pairs, n_left_out, question, metrics: {metric:
-  {block: {mean, se}}} as [L][slots]}; ``tokenwise_by_category``: {category: the same};
+  {block: {mean, se}}} as ``[L][slots]``}; ``tokenwise_by_category``: {category: the same};
   ``logit_lens``: {clean|edited: {prob_mean, prob_se, rank_mean, rank_se, rank_median, top1}}}),
   ``files``, ``config``, ``seconds``, ``world_size``.
 - ``trace.safetensors``: ``average.groups.<metric>`` [blocks, L, groups] (+ ``.se``),
@@ -35,18 +35,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from vseam.attribution.run import fresh_progress, gather_chunks, launch_fabric, model_cfg, model_fingerprint
-from vseam.attribution.sweep import Progress, chunk_bounds, fingerprint, load_progress, rank_chunks, run_chunks
 from vseam.data.sample import MissingImageError, load_image
 from vseam.data.skips import check_skips, missing_images, model_skips
 from vseam.editing.filter import edited_probe
 from vseam.editing.run import organism_records, read_manifest
+from vseam.runtime import Progress, Ranks, Runtime, fresh_progress, launch, model_cfg, model_fingerprint, read_chunk
 from vseam.tracing.engine import PairTrace, TraceEngine
 from vseam.tracing.outputs import aggregate, format_table, lens_table, write_figures
 from vseam.utils.io import save_safetensors, write_json, write_text
@@ -79,8 +79,8 @@ class TraceChunk:
                                                   "pairs": json.dumps(info), "skipped": json.dumps(self.skipped)})
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "TraceChunk":
-        t, meta = load_progress(path, fingerprint, resume_key="trace.resume")
+    def load(cls, path: Path, fingerprint: str) -> TraceChunk:
+        t, meta = read_chunk(path, fingerprint, resume_key="trace.resume")
         pairs = [PairTrace(**d, **{k: t.get(f"{i}.{k}") for k in _ARRAYS})
                  for i, d in enumerate(json.loads(meta["pairs"]))]
         return cls(int(meta["index"]), pairs, json.loads(meta["skipped"]))
@@ -154,7 +154,7 @@ def run_trace(cfg: Any, on_chunk: Callable[[TraceChunk], None] | None = None) ->
 
     validate(cfg, "trace")  # before the folder is taken and before any model loads
     with run_folder(cfg, "trace"):  # refused when it holds another run's results; DDP children inherit it
-        return _run(cfg, launch_fabric(cfg), on_chunk)
+        return _run(cfg, launch(cfg), on_chunk)
 
 
 def _run(cfg: Any, fabric, on_chunk) -> dict:
@@ -162,7 +162,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
 
     from vseam.models import load_adapter
 
-    tcfg, rank0 = cfg.trace, fabric.global_rank == 0
+    tcfg, ranks = cfg.trace, Ranks.of(fabric)
+    rank0 = ranks.zero
     out = Path(cfg.out_dir)
     progress_dir = out / "progress"
     torch.manual_seed(int(cfg.seed))
@@ -172,8 +173,8 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
                missing_images([r.clean_sample() for r in records] + [edited_probe(r) for r in records])}
     check_skips(len(records), list(missing.values()), max_skip, "trace")
     if rank0:
-        fresh_progress(progress_dir, tcfg)
-    fabric.barrier()
+        fresh_progress(progress_dir, bool(tcfg.resume))
+    ranks.barrier()
 
     mcfg = model_cfg(cfg, fabric)
     adapter = load_adapter(mcfg)
@@ -182,50 +183,39 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
     bad = {s["id"] for s in bad_answers}
     records = [r for r in records if r.id not in bad]  # counted skips, in trace.json
     check_skips(len(records) + len(bad), bad_answers + list(missing.values()), max_skip, "trace")
-    engine = TraceEngine(adapter, blocks=list(tcfg.blocks), groups=list(tcfg.groups), direction=tcfg.direction,
-                         tokenwise=bool(tcfg.tokenwise), rows_per_forward=int(tcfg.rows_per_forward),
-                         lens_top_k=int(tcfg.lens_top_k))
+    engine = TraceEngine(adapter, tcfg)
     L = adapter.num_layers
     started = time.time()
-    bounds = chunk_bounds(len(records), int(tcfg.chunk_size))
-    fp = fingerprint(
+    chunks = Runtime(progress_dir, model_fingerprint(mcfg, adapter), ranks).chunks(
+        len(records), int(tcfg.chunk_size), "trace",
         blocks=list(tcfg.blocks), groups=list(tcfg.groups), direction=tcfg.direction, tokenwise=bool(tcfg.tokenwise),
         effective_only=bool(tcfg.effective_only), lens_top_k=int(tcfg.lens_top_k), batch_size=int(cfg.data.batch_size),
-        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records],
-        **model_fingerprint(mcfg, adapter))  # with the weights' hash: a replaced checkpoint's progress is not reused
-    mine = rank_chunks(len(bounds), fabric.global_rank, fabric.world_size)
+        chunk_size=int(tcfg.chunk_size), ids=[f"{r.category}/{r.id}" for r in records])
     per_pair = engine.units(_prompt_tokens(adapter, records[0]))
-    bar = Progress(rank0 and bool(tcfg.progress), sum((bounds[c][1] - bounds[c][0]) * per_pair for c in mine),
-                      "trace", unit="row x layer")
+    bar = Progress(rank0 and bool(tcfg.progress), sum(chunks.size(c) * per_pair for c in chunks.mine()),
+                   "trace", unit="row x layer")
     tracker = Tracker(cfg, out, "trace") if rank0 else None
     done = [0]
 
-    def path_of(c: int) -> Path:
-        return progress_dir / f"trace-chunk{c:05d}.safetensors"
-
-    def load(c: int):
-        return TraceChunk.load(path_of(c), fp) if path_of(c).exists() else None
-
     def compute(c: int) -> TraceChunk:
-        lo, hi = bounds[c]
+        lo, hi = chunks.bounds[c]
         return compute_chunk(engine, records, lo, hi, c, int(cfg.data.batch_size), bool(tcfg.effective_only),
                              bar.update)
 
     def chunk_done(res: TraceChunk) -> None:
         done[0] += 1
         if tracker is not None:
-            tracker.log({"progress/chunks_done": done[0], "progress/fraction": done[0] / max(1, len(mine)),
+            tracker.log({"progress/chunks_done": done[0], "progress/fraction": done[0] / max(1, len(chunks.mine())),
                          "progress/seconds": time.time() - started})
         if on_chunk is not None:
             on_chunk(res)
 
     try:
-        chunks = run_chunks(mine, load=load, compute=compute, save=lambda c, res: res.save(path_of(c), fp),
-                            units=lambda c: (bounds[c][1] - bounds[c][0]) * per_pair, on_progress=bar.update,
-                            on_chunk=chunk_done)
+        mine = chunks.run(compute, TraceChunk.load, units=lambda c: chunks.size(c) * per_pair,
+                          on_progress=bar.update, on_chunk=chunk_done)
     finally:
         bar.close()
-    chunks = sorted(gather_chunks(fabric, chunks), key=lambda ch: ch.index)
+    chunks = chunks.gather(mine)
     result: dict = {}
     if rank0:
         pairs = [p for ch in chunks for p in ch.pairs]
@@ -252,7 +242,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         result["files"] = files
         result["config"] = OmegaConf.to_container(cfg, resolve=True)
         result["seconds"] = round(time.time() - started, 3)
-        result["world_size"] = fabric.world_size
+        result["world_size"] = ranks.world_size
         write_json(out / "trace.json", result)
         metrics = {"data/n_pairs": len(pairs), "data/n_skipped": len(skipped), "time/seconds": result["seconds"]}
         for m in ("prob_norm", "logit_norm"):
@@ -266,7 +256,7 @@ def _run(cfg: Any, fabric, on_chunk) -> dict:
         tracker.finish()
         print(f"trace ({tcfg.direction}): {len(pairs)} of {result['n_manifest']} pairs traced, {len(skipped)} "
               f"skipped ({result['seconds']:.0f} s); results in {out / 'trace.json'}")
-    fabric.barrier()
+    ranks.barrier()
     return result
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]  # the type of trainer.accelerator (vseam.config)
+ACCELERATORS = get_args(Accelerator)
 
 
 def torch_device(accelerator: str = "auto", devices: Any = None) -> str:

@@ -14,10 +14,18 @@ from __future__ import annotations
 import errno
 import linecache
 import os
+import re
+import shutil
 from pathlib import Path
 
 TRACEBACK_ENV = "VSEAM_TRACEBACK"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../vseam
+LAST_RUN_FOLDER: Path | None = None  # the run folder this process claimed last (vseam.utils.rundir.claim)
+# how writers that do not raise an OSError say that the disk is full: safetensors (Rust's io error, "code: 28,
+# kind: StorageFull") and torch.save under Lightning's checkpoints ("PytorchStreamWriter failed writing file ...:
+# file write failed", no errno: then the run folder's free space decides)
+_FULL_TEXT = re.compile(r"No space left on device|StorageFull|Disk quota exceeded|QuotaExceeded")
+_WRITE_FAILED = re.compile(r"file write failed|failed writing file")
 
 
 class UserError(Exception):
@@ -48,6 +56,37 @@ def os_error_line(e: OSError) -> str:
     return f"{e}" if e.errno is None else f"{advice} ({e})"
 
 
+def disk_full_line(exc: BaseException) -> str | None:
+    """A full disk met by any writer, as one sentence naming the file (the OS error's) or else the run folder;
+    None when ``exc`` (or what caused it) is not a full disk."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if e.filename is not None:
+                return os_error_line(e)
+            return _folder_full(e.errno, e)
+        text = str(e)
+        if _FULL_TEXT.search(text):
+            return _folder_full(errno.EDQUOT if "uota" in text else errno.ENOSPC, e)
+        if _WRITE_FAILED.search(text) and LAST_RUN_FOLDER is not None:
+            try:
+                free = shutil.disk_usage(LAST_RUN_FOLDER).free
+            except OSError:
+                free = None
+            if free is not None and free < 1 << 20:  # under 1 MiB left where the run writes
+                return _folder_full(errno.ENOSPC, e)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _folder_full(code: int, e: BaseException) -> str:
+    where = f"writing under the run folder {LAST_RUN_FOLDER}" if LAST_RUN_FOLDER is not None else "writing a file"
+    first = next((x.strip() for x in str(e).splitlines() if x.strip()), type(e).__name__)
+    return f"{where}: {_OS_ADVICE[code]} ({type(e).__name__}: {first[:200]})"
+
+
 def _innermost(tb):
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -69,8 +108,11 @@ def raised_by_project(exc: BaseException) -> bool:
 
 
 def user_message(exc: BaseException) -> str | None:
-    """The one line to show for an error raised on purpose or an OS error of a file; None for a bug."""
-    if isinstance(exc, UserError) or (isinstance(exc, (ValueError, RuntimeError, LookupError))
+    """The one line to show for an error raised on purpose, an OS error of a file or a full disk; None for a bug."""
+    full = disk_full_line(exc)
+    if full is not None:
+        text = full
+    elif isinstance(exc, UserError) or (isinstance(exc, (ValueError, RuntimeError, LookupError))
                                       and not isinstance(exc, NotImplementedError) and raised_by_project(exc)):
         text = str(exc) or type(exc).__name__
     elif isinstance(exc, OSError):

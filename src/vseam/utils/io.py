@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from vseam.utils.errors import UserError
 
@@ -89,10 +91,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON")
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from e
     return out
 
 
@@ -140,9 +142,17 @@ def load_torch_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map
 def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     from safetensors.torch import save_file
 
+    from vseam.utils.errors import disk_full_line
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except Exception as e:  # safetensors says a full disk in its own error type: name the file as an OSError would
+            if disk_full_line(e) is None:
+                raise
+            code = errno.EDQUOT if "uota" in str(e) else errno.ENOSPC
+            raise OSError(code, os.strerror(code), str(path)) from e
     return Path(path)
 
 

@@ -3,7 +3,9 @@
 A run without ``out_dir`` gets a new folder ``runs/<command>/<date-time>-<pid>-<random>``, created
 exclusively, so runs started in the same second (parallel sweep agents) get folders of their own.
 DDP launchers re-run the command line in child processes; the launching process names its folder in
-the environment (``VSEAM_OUT_DIR``) and the children (ranks > 0) write into it.
+the environment (``VSEAM_OUT_DIR``) and the children (ranks > 0) write into it. Processes a cluster
+launcher starts (torchrun, SLURM's srun: several nodes) share no environment: they need an explicit
+``out_dir`` that every node reaches.
 
 An explicit ``out_dir`` that already holds results is accepted only when its ``config.yaml`` equals
 this run's config (except the keys in ``IGNORED``, which do not change any number): the run then
@@ -21,10 +23,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from vseam.utils import errors
 from vseam.utils.errors import UserError
 
 OUT_DIR_ENV = "VSEAM_OUT_DIR"
@@ -131,12 +135,26 @@ def holds_results(out: str | Path) -> bool:
                for p in ([top] if not top.is_dir() or top.is_symlink() else top.rglob("*")))
 
 
+def launched_processes() -> int:
+    """How many processes a cluster launcher started for this run (torchrun: ``WORLD_SIZE``; SLURM's ``srun``:
+    ``SLURM_STEP_NUM_TASKS``); 1 otherwise (Lightning's own launcher passes its folder on, ``OUT_DIR_ENV``)."""
+    for var in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    return 1
+
+
 def claim(cfg: Any, command: str) -> tuple[Path, bool]:
     """Accept ``cfg.out_dir`` for this run (or create a fresh one, set back into ``cfg``), lock it and write
     ``config.yaml``. Returns the folder and whether this call took it (False: held already, or rank > 0)."""
     inherited = os.environ.get(OUT_DIR_ENV)
     from vseam.utils.ranks import is_rank_zero
 
+    if not cfg.out_dir and not inherited and launched_processes() > 1:
+        raise RunFolderError(f"this is one of {launched_processes()} processes started by torchrun or srun, and each "
+                             f"would make a fresh folder of its own: give them one, out_dir=<a folder every node "
+                             f"reaches>")
     if not is_rank_zero():
         if inherited and not cfg.out_dir:
             cfg.out_dir = inherited
@@ -185,6 +203,7 @@ def claim(cfg: Any, command: str) -> tuple[Path, bool]:
         raise
     _HELD[key] = fd
     os.environ[OUT_DIR_ENV] = str(out)
+    errors.LAST_RUN_FOLDER = out  # named by a disk-full error whose writer did not name its file
     return out, True
 
 

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from vseam.utils.io import atomic_path, write_json, write_text
-from vseam.world.questions import (
-    EXISTENCE, EXISTENCE_STRENGTH, NEGATIVES, WorldItem, existence_draft, split_code,
-)
+from vseam.world.questions import EXISTENCE, EXISTENCE_STRENGTH, NEGATIVES, WorldItem, existence_draft, split_code
 from vseam.world.scene import ALL_SHAPES, BY_FREQUENCY, DIFFICULTY, Difficulty, Scene, random_scene, render_pil
 
 POPE_FILE = "organism_pope_{split}.json"
@@ -103,7 +101,7 @@ def pope_questions(scenes: Sequence[Scene], negative: str, seed: int = 0, object
         asked: list[str] = []
         questions = []
 
-        def free(o: str) -> bool:
+        def free(o: str, asked=asked, objs=objs) -> bool:
             return o not in asked and o not in objs
 
         for pos in objs[:SAMPLE_NUM]:

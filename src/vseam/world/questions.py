@@ -21,8 +21,20 @@ import numpy as np
 
 from vseam.data.sample import EditRecord, Sample
 from vseam.world.scene import (
-    ALL_SHAPES, BY_FREQUENCY, COLORS, DIFFICULTY, PARTNERS, SIZES, TEXTURES, VOCABULARIES, Difficulty, Obj, Scene,
-    draw_look, random_scene, render_pil,
+    ALL_SHAPES,
+    BY_FREQUENCY,
+    COLORS,
+    DIFFICULTY,
+    PARTNERS,
+    SIZES,
+    TEXTURES,
+    VOCABULARIES,
+    Difficulty,
+    Obj,
+    Scene,
+    draw_look,
+    random_scene,
+    render_pil,
 )
 
 CATEGORIES = {  # category -> semantic level: the nine GQA-style categories of the written world

@@ -10,7 +10,7 @@ are to read (faint objects, small ones, noise) is the ``Difficulty`` knob.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class Difficulty:
             raise ValueError(f"Difficulty.hard={self.hard!r}: expected three probabilities (object, attribute, relation)")
 
     @classmethod
-    def crisp(cls) -> "Difficulty":
+    def crisp(cls) -> Difficulty:
         return cls(faint=0.0, sizes=(0.0, 0.0, 1.0), noise=0.0, clutter=0.0, hard=(0.0, 0.0, 0.0))
 
     def to_dict(self) -> dict:
@@ -87,7 +87,7 @@ class Difficulty:
                 "clutter": self.clutter, "hard": list(self.hard)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Difficulty":
+    def from_dict(cls, d: dict) -> Difficulty:
         return cls(faint=float(d["faint"]), contrast=tuple(d["contrast"]), sizes=tuple(d["sizes"]),
                    noise=float(d["noise"]), clutter=float(d.get("clutter", 0.0)),
                    hard=tuple(float(h) for h in d.get("hard", (0.0, 0.0, 0.0))))
@@ -142,12 +142,12 @@ class Scene:
     def occupied(self) -> set[tuple[int, int]]:
         return {(o.row, o.col) for o in self.objects}
 
-    def with_object(self, index: int, **changes) -> "Scene":
+    def with_object(self, index: int, **changes) -> Scene:
         objs = list(self.objects)
         objs[index] = replace(objs[index], **changes)
         return replace(self, objects=tuple(objs))
 
-    def with_objects(self, objects) -> "Scene":
+    def with_objects(self, objects) -> Scene:
         return replace(self, objects=tuple(objects))
 
     def box(self, row: int, col: int) -> dict[str, int]:
@@ -170,14 +170,14 @@ class Scene:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scene":
+    def from_dict(cls, d: dict) -> Scene:
         return cls(objects=tuple(Obj(**o) for o in d["objects"]), background=tuple(d["background"]),
                    grid=d["grid"], cell=d["cell"], noise=float(d.get("noise", 0.0)),
                    noise_seed=int(d.get("noise_seed", 0)),
                    clutter=tuple((int(r), int(c), int(sd), float(k), str(col)) for r, c, sd, k, col in d.get("clutter", ())))
 
 
-@lru_cache(maxsize=None)
+@cache
 def shape_mask(shape: str, cell: int, size: str = "large") -> np.ndarray:
     """Boolean [cell, cell] silhouette of a shape at a size, leaving a 1-pixel margin to the cell border."""
     if size not in SIZES:
@@ -219,7 +219,7 @@ def shape_mask(shape: str, cell: int, size: str = "large") -> np.ndarray:
     return m
 
 
-@lru_cache(maxsize=None)
+@cache
 def texture_pattern(texture: str, cell: int) -> np.ndarray:
     """Integer [cell, cell] map: 0 = base colour, 1 = darker colour, 2 = white."""
     y, x = np.meshgrid(np.arange(cell), np.arange(cell), indexing="ij")

@@ -1,4 +1,4 @@
-"""The field's hallucination methods (issue 27) as one system: PAI, VAF, VHR, ICT, VTI, AD-HH, SPIN and VCD, each
+"""The field's hallucination methods (docs/guides/train.md#the-fields-hallucination-methods) as one system: PAI, VAF, VHR, ICT, VTI, AD-HH, SPIN and VCD, each
 a row of ``train.py`` (``modulation.methods``) and an option of ``analyze.py eval`` (``eval.method``).
 
 Every method is registered once, in ``METHODS`` (name -> ``core.Method``: how it is built from its
@@ -31,7 +31,14 @@ from vseam.interventions.checkpoint import load_method
 from vseam.modulation.field.activation import ICT, VHR, VTI
 from vseam.modulation.field.attention import ADHH, PAI, SPIN, VAF, VCD
 from vseam.modulation.field.core import (
-    Applied, Estimate, Method, NotApplicableError, image_free, model_heads, model_layers, token_roles,
+    Applied,
+    Estimate,
+    Method,
+    NotApplicableError,
+    image_free,
+    model_heads,
+    model_layers,
+    token_roles,
 )
 
 METHODS: dict[str, Method] = {"pai": PAI, "vaf": VAF, "vhr": VHR, "ict": ICT, "vti": VTI, "adhh": ADHH, "spin": SPIN,

@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -58,7 +58,14 @@ from vseam.interventions import HeadShapeError, Read, Steer, intervene
 from vseam.models.base import Embedded
 from vseam.models.cache import Batch
 from vseam.modulation.field.core import (
-    Applied, Estimate, Method, NotApplicableError, image_free, model_heads, model_layers, token_roles,
+    Applied,
+    Estimate,
+    Method,
+    NotApplicableError,
+    image_free,
+    model_heads,
+    model_layers,
+    token_roles,
 )
 from vseam.modulation.job import Job, say
 
@@ -456,7 +463,7 @@ def _vision_refusal(adapter, sample: Sample) -> str | None:
     """Why VTI's visual direction (masked patches of a [C, H, W] image, one direction per vision token) does not
     apply to ``adapter``; None when it does."""
     try:
-        adapter.vision
+        _ = adapter.vision  # raises for a model without a vision tower
     except ValueError as e:
         return f"no vision tower to steer ({e})"
     pixels = adapter.encode([sample]).inputs.get("pixel_values")

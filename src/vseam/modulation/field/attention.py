@@ -19,7 +19,7 @@ query, and contrastive decoding is a contrast of the next-token logits.
   ``visaug/inference/AttnAdapter.py``). In the middle layers [9, 15) the pre-softmax scores of the queries after the
   image to the image tokens are multiplied by 1.15 and those to the system prompt (every token before the image)
   by 0.95. Differences: the paper's system prompt is LLaVA's 35-token one; here it is whatever text the model's
-  prompt puts before the image (for LLaVA-1.5's SPEC prompt: ``<s> USER:``); on a model that puts none there
+  prompt puts before the image (for LLaVA-1.5's prompt, docs/method.md#prompts: ``<s> USER:``); on a model that puts none there
   (InstructBLIP's query tokens lead) VAF is refused.
 - ``spin``: SPIN, image-guided head suppression (Sarkar et al.; EMNLP 2025; github.com/YUECHE77/SPIN,
   ``attentionSPIN.py``). In layers [0, 32), per sample, the heads are ranked by the sum over the image tokens of
@@ -33,7 +33,7 @@ query, and contrastive decoding is a contrast of the next-token logits.
   right ones. At test time, for each such head, when the last query's attention to the text after the image
   sums to >= 0.4, those attention probabilities are set to zero (not renormalised, as in the paper's code).
   Differences: the paper's "hallucinated tokens" are CHAIR's hallucinated objects in captions; here they are the
-  train split's wrong answers. The project scores the gold answer's probability p (SPEC section 0), so the
+  train split's wrong answers. The project scores the gold answer's probability p (docs/method.md#answer-tokens), so the
   influence on a wrong answer is read as ``p_ablated - p`` (the paper's ``p(pred) - p_ablated(pred)``, equal
   when the two answers hold the probability mass, as yes / no do).
 - ``vcd``: Visual Contrastive Decoding (Leng et al.; CVPR 2024; github.com/DAMO-NLP-SG/VCD,
@@ -52,8 +52,8 @@ file holds (``field``: the paths from a config, a file and ``train.py``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -63,7 +63,14 @@ from vseam.interventions import AttentionEdit, Read, check_heads
 from vseam.models.base import Embedded, Encoded
 from vseam.models.cache import Batch, EmbeddingCache
 from vseam.modulation.field.core import (
-    Applied, Estimate, Method, NotApplicableError, image_free, model_layers, span, token_roles,
+    Applied,
+    Estimate,
+    Method,
+    NotApplicableError,
+    image_free,
+    model_layers,
+    span,
+    token_roles,
 )
 
 

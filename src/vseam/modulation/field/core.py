@@ -9,8 +9,9 @@ inputs of a steered vision tower (``SteeredCache``). The methods themselves: ``f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 

@@ -14,6 +14,7 @@ loads, with a message naming the key and the valid choices; ``check_values`` add
 from __future__ import annotations
 
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -350,7 +351,7 @@ def choices(tp: Any) -> tuple | None:
     """The choices a field's type declares (``Literal[...]``, also inside ``Optional`` or ``list``), or None."""
     if get_origin(tp) is Literal:
         return get_args(tp)
-    if get_origin(tp) in (Union, list):
+    if get_origin(tp) in (*_UNIONS, list):
         for arg in get_args(tp):
             found = choices(arg)
             if found is not None:
@@ -358,12 +359,15 @@ def choices(tp: Any) -> tuple | None:
     return None
 
 
+_UNIONS = (Union, types.UnionType)  # Optional[X] and X | None
+
+
 def _optional(tp: Any) -> bool:
-    return get_origin(tp) is Union and type(None) in get_args(tp)
+    return get_origin(tp) in _UNIONS and type(None) in get_args(tp)
 
 
 def _is_list(tp: Any) -> bool:
-    return get_origin(tp) is list or any(get_origin(a) is list for a in get_args(tp) if get_origin(tp) is Union)
+    return get_origin(tp) is list or any(get_origin(a) is list for a in get_args(tp) if get_origin(tp) in _UNIONS)
 
 
 def schema_field(key: str, schema: type = RootConfig) -> tuple[Any, dict] | None:

@@ -80,8 +80,9 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     assert used["num_layers"] == 2 and used["dataset"].endswith(":train")
     from vseam.world.questions import CATEGORIES
 
-    # a draw over every category, not a prefix of the split
-    assert len(summary["head_scores"]["categories"]) == len(CATEGORIES)
+    # a draw over the categories, not a prefix of the split (ordered by category, ~8 train samples each: a
+    # prefix of 24 would hold 3 or 4 of the nine; a random 24 of ~72 may miss one)
+    assert len(summary["head_scores"]["categories"]) >= len(CATEGORIES) - 1
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["methods"]["learned"]["test"] == m["learned"]["test"]
     mod, info = read_modulation(out / "modulation.safetensors")

@@ -42,7 +42,8 @@ def training_items(limit: int | None):
     for w in worlds:
         n = w["n_per_category"] if limit is None else min(limit, w["n_per_category"])
         items = draw_items(n, w["seed"], w["split"], tuple(w["kinds"]), w["categories"], w["grid"], w["cell"],
-                           w["cooccur"], w["existence_prior"], w["weak_recall"], Difficulty.from_dict(w["difficulty"]))
+                           w["cooccur"], w["existence_prior"], w["weak_recall"], Difficulty.from_dict(w["difficulty"]),
+                           w.get("existence_weight", 1))
         for it in items:
             for scene in (it.scene, it.edited_scene) if w["with_edits"] or w["split"] == "organism-val" else (it.scene,):
                 key = (_digest(render(scene)), it.question)
@@ -135,6 +136,7 @@ def test_the_check_can_fail(tmp_path):
 
     w = json.loads((CKPT / "llava" / "training.json").read_text())["training_worlds"][0]
     items = draw_items(3, w["seed"], w["split"], tuple(w["kinds"]), w["categories"], w["grid"], w["cell"],
-                       w["cooccur"], w["existence_prior"], w["weak_recall"], Difficulty.from_dict(w["difficulty"]))
+                       w["cooccur"], w["existence_prior"], w["weak_recall"], Difficulty.from_dict(w["difficulty"]),
+                       w.get("existence_weight", 1))
     train = set(training_items(3))
     assert {(_digest(render(it.scene)), it.question) for it in items} <= train

@@ -117,12 +117,12 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pope(tmp_path_factory):
-    """The organism's POPE analog, 4 questions per split, in POPE's own format (images included), drawn afresh
+    """The organism's POPE analog, 6 questions per split (one image: 3 present + 3 absent objects), in POPE's own format (images included), drawn afresh
     for each test module."""
     from vseam.world.pope import write_pope
 
     root = tmp_path_factory.mktemp("pope")
-    write_pope(root, n_per_split=4, seed=0)
+    write_pope(root, n_per_split=6, seed=0)
     return root
 
 

@@ -14,9 +14,10 @@ loads, with a message naming the key and the valid choices; ``check_values`` add
 from __future__ import annotations
 
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -87,13 +88,13 @@ def checked(default: Any, *, ge: float | None = None, gt: float | None = None, l
 @dataclass
 class ModelConfig:
     name: str = "organism-llava"  # a label for results and W&B (the group file's name)
-    arch: Optional[Arch] = None  # null: from the checkpoint's config.model_type | llava | instructblip | llava-next | qwen2-vl ...
+    arch: Arch | None = None  # null: from the checkpoint's config.model_type | llava | instructblip | llava-next | qwen2-vl ...
     path: str = "checkpoints/organism/llava"  # hub id, local folder, or tiny:<arch> (a tiny random build)
     dtype: DType = "float32"  # float32 | bfloat16 | float16
-    device_map: Optional[str] = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
+    device_map: str | None = None  # e.g. "auto" to shard a large model over GPUs (accelerate)
     local_files_only: bool = False  # never touch the network (HF_HUB_OFFLINE=1 does the same)
-    attn_implementation: Optional[str] = None  # eager | sdpa | flash_attention_2; None = transformers' default
-    prompt_template: Optional[str] = None  # override the model's template; "{question}" is replaced
+    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2; None = transformers' default
+    prompt_template: str | None = None  # override the model's template; "{question}" is replaced
     seed: int = 0  # weight seed of tiny:<arch> random builds
     answer_definition: AnswerDefinition = "project"  # project: p sums the yes/no case variants, correct = arg-max among them |
     # reference: the paper's code, p of the answer's first sub-token as written, correct = arg-max is any sub-token
@@ -103,21 +104,22 @@ class ModelConfig:
 class DataConfig:
     name: str = "organism"  # a label for results and W&B
     format: DataFormat = "organism"  # organism | gqa | pope | cocoqa
-    root: Optional[str] = "data/organism/test-s0"  # organism: folder the world is written to (built when absent)
+    root: str | None = "data/organism/test-s0"  # organism: folder the world is written to (built when absent)
     annotations: list[str] = field(default_factory=list)  # annotation files (gqa/pope/cocoqa); organism: by category
-    image_dir: Optional[str] = None  # folder of the images; organism: <root>/images
-    image_pattern: Optional[str] = None  # file name pattern; None = the format's default ({imageId}.jpg, ...)
+    image_dir: str | None = None  # folder of the images; organism: <root>/images
+    image_pattern: str | None = None  # file name pattern; None = the format's default ({imageId}.jpg, ...)
     categories: list[str] = field(default_factory=list)  # keep only these categories; empty = all
-    limit: Optional[int] = checked(None, ge=1)  # at most this many samples per annotation file; None = all
+    limit: int | None = checked(None, ge=1)  # at most this many samples per annotation file; None = all
     n_per_category: int = checked(200, ge=1)  # organism: questions written per category
     world_seed: int = 0  # organism: seed of the drawn world
-    world_split: WorldSplit = "test"  # organism: which split of the world to draw (train | val | test)
-    pope_per_split: int = 0  # organism: also the world's POPE analog (<root>/pope/, POPE's format), this many questions per split; 0 = none
+    world_split: WorldSplit = "test"  # organism: which split of the world to draw (train | val | test; part of each item's identity)
+    pope_per_split: int = 0  # organism: also the world's POPE analog (<root>/pope/, POPE's format), this many questions per split (a multiple of 6); 0 = none
+    pope_objects: list[str] = field(default_factory=list)  # organism: the POPE analog asks only about these objects (the transfer test); empty = all
     batch_size: int = checked(16, ge=1)  # samples per forward pass
     num_workers: int = checked(0, ge=0)  # DataLoader workers
     max_skip_fraction: float = checked(0.1, ge=0.0, le=1.0, what="a share")  # a run stops when more than this share of samples is skipped (missing image, bad answer)
     duplicate_ids: DuplicateIds = "error"  # a question id twice (in a file or across the run's files): error (names file, line, id) | drop (keep the first; the others counted skips)
-    pope_split: Optional[PopeSplit] = None  # POPE: the split (random | popular | adversarial) of files whose name says none; null = from the records
+    pope_split: PopeSplit | None = None  # POPE: the split (random | popular | adversarial) of files whose name says none; null = from the records
 
 
 @dataclass
@@ -151,8 +153,8 @@ class ModulationConfig:
     select: Select = "key"  # heads the learned method modulates: key (top-K from attribution) | all (rank by l1)
     scheduler: Scheduler = "constant"  # learning-rate schedule: constant | cosine (over all steps)
     warmup_steps: int = checked(0, ge=0)  # linear warm-up steps
-    head_scores: Optional[str] = None  # head_scores.json (or its folder) to pick heads from; None = compute on train
-    attribution_limit: Optional[int] = checked(240, ge=1)  # when computing scores: at most this many train samples; None = all
+    head_scores: str | None = None  # head_scores.json (or its folder) to pick heads from; None = compute on train
+    attribution_limit: int | None = checked(240, ge=1)  # when computing scores: at most this many train samples; None = all
     methods: list[ModulationMethod] = checked(lambda: ["none", "heuristic", "learned", "random", "bias", "lora", "ia3"],
                                               nonempty=True, distinct=True)
     # ^ what to run and compare: none | heuristic | learned | random | bias | lora | ia3, and the field's methods:
@@ -178,10 +180,10 @@ class ModulationConfig:
     vcd_alpha: float = checked(1.0, ge=0)  # VCD: contrast (1 + alpha) * l(x) - alpha * l(x with the distorted image)
     vcd_beta: float = checked(0.1, gt=0, le=1)  # VCD: plausibility cutoff (p < beta * max p ruled out)
     vcd_noise_step: int = checked(500, ge=0, le=999, what="a diffusion step")  # VCD: diffusion noise step (of 1000) of the distorted image
-    k_random: Optional[int] = checked(None, ge=1)  # heads of the random-heads control; None = as many as the key heads
+    k_random: int | None = checked(None, ge=1)  # heads of the random-heads control; None = as many as the key heads
     random_draws: int = checked(99, ge=1)  # random head sets of the random-heads control, each trained as the key heads
-    draws_together: Optional[int] = checked(8, ge=1)  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
-    draws_workers: Optional[int] = checked(None, ge=1)  # processes training the groups of draws; None = one per CPU core (model on CPU), else 1
+    draws_together: int | None = checked(8, ge=1)  # random draws trained in one batch (CPU: 8 is fastest; GPU: more); None = all
+    draws_workers: int | None = checked(None, ge=1)  # processes training the groups of draws; None = one per CPU core (model on CPU), else 1
     baseline_lr: float = checked(0.001, gt=0.0, what="a learning rate")  # learning rate of the LoRA / IA3 baselines
     lora_r: int = checked(4, ge=1)  # LoRA rank
     lora_alpha: int = 8  # LoRA alpha (scaling alpha / r)
@@ -201,7 +203,7 @@ class ModulationConfig:
     # field_heads (1024) of LLaVA-1.5-7B: the same share of the model's heads (round(n * L * H / 1024), at least 1)
     ict_alpha: float = checked(8.0, ge=0)  # ICT: shift strength (times the std of the activations along the direction)
     ict_type: IctType = "both"  # ICT: image | object | both (the levels whose directions are estimated and applied)
-    ict_samples: Optional[int] = checked(1500, ge=2)  # ICT: at most this many train samples estimate the directions; null = all
+    ict_samples: int | None = checked(1500, ge=2)  # ICT: at most this many train samples estimate the directions; null = all
     ict_blur_radius: float = checked(5.0, gt=0, what="a blur radius", why="pixels")  # ICT: Gaussian blur radius (pixels of the image as stored) of the degraded images
     vti_alpha_text: float = checked(0.9, ge=0)  # VTI (ICLR 2025): strength of the language model's steering; 0 = off
     vti_alpha_image: float = checked(0.9, ge=0)  # VTI: strength of the vision encoder's steering; 0 = off
@@ -222,7 +224,7 @@ class TrainerConfig:
     limit_train_batches: Any = checked(1.0, gt=0, what="a fraction or a number of batches")  # fraction (float) or number (int) of train batches per epoch
     limit_val_batches: Any = checked(1.0, gt=0, what="a fraction or a number of batches")  # fraction (float) or number (int) of validation batches
     log_every_n_steps: int = checked(10, ge=1)  # logging interval in steps
-    gradient_clip_val: Optional[float] = None  # clip the gradient norm; None = off
+    gradient_clip_val: float | None = None  # clip the gradient norm; None = off
     accumulate_grad_batches: int = checked(1, ge=1)  # batches per optimizer step
     gradient_checkpointing: bool = False  # recompute LM layers in backward (7B: less memory, more time)
     monitor: Monitor = "val/loss"  # metric that picks the best checkpoint: val/loss | val/acc
@@ -237,7 +239,7 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     # `python analyze.py eval`: the model as configured, and with a saved modulation when one is named
-    checkpoint: Optional[str] = None  # a saved modulation (.safetensors, from train.py) to apply; None = the model alone
+    checkpoint: str | None = None  # a saved modulation (.safetensors, from train.py) to apply; None = the model alone
     method: EvalMethod = "none"  # none: eval.checkpoint's learned modulation, if any | pai | vaf | spin | vcd (from modulation.* or a train.py file) | adhh (a train.py file)
     allow_overlap: bool = False  # score a modulation on samples it was trained / selected on (warned, marked in results)
 
@@ -246,10 +248,10 @@ class EvalConfig:
 class LoggerConfig:
     kind: LoggerKind = "wandb"  # wandb | csv | none
     project: str = "vseam"  # W&B project
-    entity: Optional[str] = None  # W&B entity (team); None = your default
+    entity: str | None = None  # W&B entity (team); None = your default
     mode: LoggerMode = "offline"  # W&B mode: offline | online | disabled
     tags: list[str] = field(default_factory=list)  # W&B tags
-    save_dir: Optional[str] = None  # where logger files go; None = <out_dir>/logs
+    save_dir: str | None = None  # where logger files go; None = <out_dir>/logs
     artifact: bool = True  # W&B: upload the learned modulation file as an artifact (online runs only)
 
 
@@ -257,7 +259,7 @@ class LoggerConfig:
 class EditConfig:
     # prompts (vseam.editing.rules / writers)
     prompt_writer: PromptWriter = "rules"  # rules (deterministic, from the GQA program) | llm (few-shot, edit.llm_model)
-    llm_model: Optional[str] = None  # text-generation model id or folder for prompt_writer=llm
+    llm_model: str | None = None  # text-generation model id or folder for prompt_writer=llm
     relation_mask: RelationMask = "both"  # relation edits repaint: both objects | subject | object
     prefer_opposites: bool = True  # spatial substitute = the opposite relation (on -> under) when there is one
     strict_vocabulary: bool = False  # skip object questions whose object is not in the category's vocabulary
@@ -265,7 +267,7 @@ class EditConfig:
     # masks (vseam.editing.masks / sam)
     mask_margin: float = checked(0.1, ge=0)  # dilate each box by this fraction of its width/height on every side
     mask_margin_px: int = checked(4, ge=0)  # ... plus this many pixels
-    box_reference_size: Optional[list[int]] = None  # [W, H] the boxes are given in; null = the image's pixels
+    box_reference_size: list[int] | None = None  # [W, H] the boxes are given in; null = the image's pixels
     sam: bool = False  # refine the box masks with SAM (kept inside the dilated boxes)
     sam_model: str = "facebook/sam-vit-base"  # SAM model id, local folder, or tiny (random)
     sam_dilate_px: int = checked(4, ge=0)  # dilation of SAM's mask, so the inpainting blends at its border
@@ -287,9 +289,9 @@ class EditConfig:
 @dataclass
 class StudyConfig:
     # the ablation study (vseam.study.ablation): `python analyze.py ablate`
-    head_scores: Optional[str] = None  # head_scores.json (or its folder) to take heads from; None = run heads into <out_dir>/heads
+    head_scores: str | None = None  # head_scores.json (or its folder) to take heads from; None = run heads into <out_dir>/heads
     k: list[int] = checked(lambda: [1, 3, 5], ge=1, nonempty=True)  # K of the top-K positive / negative sets (a curve over K)
-    k_random: Optional[list[int]] = checked(None, ge=1, nonempty=True)  # sizes of the random head sets; None = the same list as k
+    k_random: list[int] | None = checked(None, ge=1, nonempty=True)  # sizes of the random head sets; None = the same list as k
     random_trials: int = checked(99, ge=1)  # seeded random head sets per K (every K-head set instead where there are no more)
     ablation: Ablation = "mean"  # mean (mean of the other heads, as the scores) | zero (the reference scripts' masking)
     heads_from: HeadsFrom = "all"  # all: the top-K of all samples' scores | category: each sample's own category's top-K
@@ -307,13 +309,13 @@ class StudyConfig:
 
 @dataclass
 class TraceConfig:
-    manifest: Optional[str] = None  # edit manifest (.jsonl) or folder (an `analyze.py edit` out_dir); None = the organism's exact edits of `data`
+    manifest: str | None = None  # edit manifest (.jsonl) or folder (an `analyze.py edit` out_dir); None = the organism's exact edits of `data`
     effective_only: bool = True  # trace only pairs whose edit was effective (clean correct, edited not); false = every pair
     direction: TraceDirection = "denoise"  # denoise (clean values into the edited run) | noise (edited values into the clean run)
     blocks: list[TraceBlock] = checked(lambda: ["attn", "mlp", "resid"], nonempty=True, distinct=True)  # attn | mlp | resid (layer output)
     tokenwise: bool = True  # patch each position on its own (the layer x token map); false = the groups only
     groups: list[PositionGroup] = checked(lambda: ["image", "question", "last"], distinct=True)  # position groups patched together
-    limit: Optional[int] = checked(None, ge=1)  # at most this many pairs per category (before the effective filter); None = all
+    limit: int | None = checked(None, ge=1)  # at most this many pairs per category (before the effective filter); None = all
     rows_per_forward: int = checked(64, ge=1)  # patched rows in one forward pass: the memory knob; halves itself on CUDA OOM
     chunk_size: int = checked(16, ge=1)  # pairs per saved progress chunk: the resume unit and the unit sharded over ranks
     resume: bool = True  # reuse finished chunks in <out_dir>/progress when the config matches; false = start afresh
@@ -334,11 +336,11 @@ class RootConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     edit: EditConfig = field(default_factory=EditConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
-    results_dir: Optional[str] = None  # `analyze.py report` / `overlap`: the results folder to read; None = out_dir
+    results_dir: str | None = None  # `analyze.py report` / `overlap`: the results folder to read; None = out_dir
     trace: TraceConfig = field(default_factory=TraceConfig)
-    out_dir: Optional[str] = None  # where the run writes; None = runs/<command>/<date-time>
+    out_dir: str | None = None  # where the run writes; None = runs/<command>/<date-time>
     seed: int = 0  # the run's seed: seed_everything, splits, sample draws, random heads, edit substitutes and noise
-    run_name: Optional[str] = None  # W&B run name; None = derived from out_dir
+    run_name: str | None = None  # W&B run name; None = derived from out_dir
 
 
 CONFIG_GROUPS = ("model", "data", "attribution", "modulation", "trainer", "eval", "logger", "edit", "study", "trace")
@@ -349,7 +351,7 @@ def choices(tp: Any) -> tuple | None:
     """The choices a field's type declares (``Literal[...]``, also inside ``Optional`` or ``list``), or None."""
     if get_origin(tp) is Literal:
         return get_args(tp)
-    if get_origin(tp) in (Union, list):
+    if get_origin(tp) in (*_UNIONS, list):
         for arg in get_args(tp):
             found = choices(arg)
             if found is not None:
@@ -357,12 +359,15 @@ def choices(tp: Any) -> tuple | None:
     return None
 
 
+_UNIONS = (Union, types.UnionType)  # Optional[X] and X | None
+
+
 def _optional(tp: Any) -> bool:
-    return get_origin(tp) is Union and type(None) in get_args(tp)
+    return get_origin(tp) in _UNIONS and type(None) in get_args(tp)
 
 
 def _is_list(tp: Any) -> bool:
-    return get_origin(tp) is list or any(get_origin(a) is list for a in get_args(tp) if get_origin(tp) is Union)
+    return get_origin(tp) is list or any(get_origin(a) is list for a in get_args(tp) if get_origin(tp) in _UNIONS)
 
 
 def schema_field(key: str, schema: type = RootConfig) -> tuple[Any, dict] | None:

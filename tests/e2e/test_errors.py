@@ -167,7 +167,7 @@ def test_the_train_eval_overlap_refusal(capsys, tmp_path, pope, tiny_llava):
                           identity=tiny_llava.identity, extra={"seen": {"train": keys[:3], "val": keys[3:4]}})
     err = _run(capsys, "analyze_main", _eval(pope, f"data.annotations=[{ann}]", f"eval.checkpoint={mod}",
                                              f"out_dir={tmp_path / 'o'}"))
-    _one_line(err, "4 of the 4 evaluation samples are ones modulation", "eval.allow_overlap=true")
+    _one_line(err, "4 of the 6 evaluation samples are ones modulation", "eval.allow_overlap=true")
 
 
 def test_a_config_error_and_an_unknown_analysis(capsys, tmp_path):

@@ -18,11 +18,11 @@ DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
 @pytest.fixture(scope="module")
 def pope(tmp_path_factory):
-    """The organism's POPE analog, 8 questions per split, in POPE's own format (images included)."""
+    """The organism's POPE analog, 12 questions per split, in POPE's own format (images included)."""
     from vseam.world.pope import write_pope
 
     root = tmp_path_factory.mktemp("pope")
-    write_pope(root, n_per_split=8, seed=0)
+    write_pope(root, n_per_split=12, seed=0)
     return root
 
 
@@ -43,7 +43,8 @@ def test_a_duplicate_id_in_a_file_is_named_with_file_line_and_id(pope, tmp_path)
 
     lines = (pope / "organism_pope_random.json").read_text().splitlines()
     f = _copy(pope / "organism_pope_random.json", tmp_path / "organism_pope_random.json", lines + [lines[3]])
-    want = (rf"{re.escape(str(f))}: line {len(lines) + 1}: question id 'random/3' is already at "
+    qid = json.loads(lines[3])["question_id"]  # POPE's files count from 1
+    want = (rf"{re.escape(str(f))}: line {len(lines) + 1}: question id 'random/{qid}' is already at "
             rf"{re.escape(str(f))}: line 4.*data.duplicate_ids=drop")
     with pytest.raises(AnnotationError, match=want):
         load_samples(_pope_cfg([f], pope / "images").data)
@@ -84,8 +85,9 @@ def test_dropped_duplicates_are_counted_and_every_figure_is_over_the_same_sample
                              f"out_dir={tmp_path / 'e'}"))["results"]["base"]
     assert res["n"] == len(lines) == res["pope"]["random"]["n"]
     dup = [s for s in res["skipped_samples"] if "duplicate id" in s["reason"]]
-    assert [s["id"] for s in dup] == ["random/0", "random/5"] and res["skipped"] == 2
-    assert f"{f}: line {len(lines) + 1}: duplicate id 'random/0' of {f}: line 1" in dup[0]["reason"]
+    ids = [f"random/{json.loads(lines[i])['question_id']}" for i in (0, 5)]
+    assert [s["id"] for s in dup] == ids and res["skipped"] == 2
+    assert f"{f}: line {len(lines) + 1}: duplicate id '{ids[0]}' of {f}: line 1" in dup[0]["reason"]
 
 
 def test_an_empty_annotation_file_is_named(tmp_path):
@@ -116,14 +118,14 @@ def test_a_nameless_pope_file_takes_its_split_from_the_records_or_the_key_and_sa
     assert {s.category for s in keyed} == {"popular"} and keyed[0].id.startswith("popular/")
     # unknown: scored, its POPE metrics under split "unknown" (not "None"), and said before the model loads
     res = run_eval(_pope_cfg([bare], pope / "images", f"out_dir={tmp_path / 'scored'}"))["results"]["base"]
-    assert list(res["pope"]) == ["unknown"] and res["pope"]["unknown"]["n"] == 8
+    assert list(res["pope"]) == ["unknown"] and res["pope"]["unknown"]["n"] == 12
     capsys.readouterr()
     monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr("vseam.evaluation.run.load_adapter", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         run_eval(_pope_cfg([bare], pope / "images", f"out_dir={tmp_path / 'e'}"))
     out = capsys.readouterr().out
-    assert f"the POPE split of {bare} (8 questions) is unknown" in out and "data.pope_split" in out
+    assert f"the POPE split of {bare} (12 questions) is unknown" in out and "data.pope_split" in out
     # a key that contradicts the file's name
     with pytest.raises(AnnotationError, match="the file name says POPE split 'random' but data.pope_split='popular'"):
         load_samples(_pope_cfg([pope / "organism_pope_random.json"], pope / "images", "data.pope_split=popular").data)
@@ -157,10 +159,11 @@ def test_eval_reports_skipped_prompts_and_images_and_converted_modes(pope, tmp_p
     lines = [json.loads(x) for x in (pope / "organism_pope_random.json").read_text().splitlines()]
     for r in lines:
         Image.open(pope / "images" / r["image"]).save(images / r["image"])
-    Image.new("RGB", (1, 1)).save(images / lines[0]["image"])
-    Image.open(pope / "images" / lines[1]["image"]).convert("L").save(images / lines[1]["image"])
-    Image.open(pope / "images" / lines[2]["image"]).convert("CMYK").save(images / (lines[2]["image"] + ".jpg"))
-    lines[2]["image"] += ".jpg"
+    # the POPE analog asks six questions of each image: these three get images of their own
+    Image.new("RGB", (1, 1)).save(images / "tiny.png")
+    Image.open(pope / "images" / lines[1]["image"]).convert("L").save(images / "grey.png")
+    Image.open(pope / "images" / lines[2]["image"]).convert("CMYK").save(images / "cmyk.jpg")
+    lines[0]["image"], lines[1]["image"], lines[2]["image"] = "tiny.png", "grey.png", "cmyk.jpg"
     lines[3]["text"] = "Is there a " + "very " * 600 + "big star in the image?"
     f = tmp_path / "organism_pope_random.json"
     f.write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -169,8 +172,9 @@ def test_eval_reports_skipped_prompts_and_images_and_converted_modes(pope, tmp_p
     base = saved["results"]["base"]
     assert base["n"] == len(lines) - 2 and base["skipped"] == 2
     reasons = {s["id"]: s["reason"] for s in base["skipped_samples"]}
-    assert "smaller than the vision tower's" in reasons["random/0"]
-    assert re.search(r"its prompt takes \d+ positions of the language model, which has 512", reasons["random/3"])
+    assert "smaller than the vision tower's" in reasons[f"random/{lines[0]['question_id']}"]
+    assert re.search(r"its prompt takes \d+ positions of the language model, which has 512",
+                     reasons[f"random/{lines[3]['question_id']}"])
     assert saved["images_converted_to_rgb"] == {"CMYK": 1, "L": 1}
 
 

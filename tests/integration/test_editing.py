@@ -491,7 +491,7 @@ def test_run_edit_on_the_organism_filters_its_exact_edits(tmp_path):
                        f"out_dir={tmp_path / 'out'}"])
     res = run_edit(cfg)  # no inpainting pipeline is loaded: edit.model is never touched
     organism = read_manifest(world, effective=False)
-    assert len(organism) == 12  # 6 categories x 2
+    assert len(organism) == 18  # 9 categories x 2
     mine = read_manifest(tmp_path / "out", effective=False)
     assert [r.to_dict() for r in mine] == [r.to_dict() for r in organism if r.category in ("Color", "Shape")]
     assert res["edit"]["edited"] == 4 and res["filter"]["total"]["pairs"] == 4

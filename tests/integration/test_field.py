@@ -158,14 +158,14 @@ def test_eval_applies_vhr_from_its_keys_and_ict_vti_from_their_files(tmp_path, c
     world, out = tmp_path / "world", tmp_path / "run"
     common = ["model=organism-llava", "logger=none", "trainer.accelerator=cpu", "data.batch_size=8"]
     summary = run_train(load_config(common + [
-        f"data.root={world}", "data.n_per_category=3", "data.pope_per_split=4", f"out_dir={out}",
+        f"data.root={world}", "data.n_per_category=3", "data.pope_per_split=6", f"out_dir={out}",
         "modulation.methods=[none,vhr,ict,vti]", "modulation.vti_num_demos=6", "modulation.vti_num_trials=2",
         "modulation.ict_samples=24"]))
     m = summary["methods"]
     files = {k: out / "methods" / f"{k}.safetensors" for k in ("vhr", "ict", "vti")}
     assert all(m[k]["file"] == str(f) and f.exists() for k, f in files.items())
     held = ["data.format=organism", f"data.root={tmp_path / 'held'}", "data.world_seed=1", "data.n_per_category=2",
-            "data.pope_per_split=4"]
+            "data.pope_per_split=6"]
 
     def run(name: str, *extra: str) -> dict:
         return analyze_main(["eval", *common, *held, f"out_dir={tmp_path / ('e-' + name)}", *extra])
@@ -200,7 +200,7 @@ def test_eval_applies_vhr_from_its_keys_and_ict_vti_from_their_files(tmp_path, c
     for name in ("ict", "vti"):
         with pytest.raises(OverlapError, match=f"{name} file .*{name}.safetensors"):
             analyze_main(["eval", *common, "data=organism-pope", f"data.root={world}", "data.n_per_category=3",
-                          "data.pope_per_split=4", f"out_dir={tmp_path / ('same-' + name)}", f"eval.method={name}",
+                          "data.pope_per_split=6", f"out_dir={tmp_path / ('same-' + name)}", f"eval.method={name}",
                           f"eval.checkpoint={files[name]}"])
     # another model's weights (the organism's undertrained LLaVA: the same shape): refused, naming the file
     for name in ("vti", "vhr"):

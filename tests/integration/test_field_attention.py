@@ -360,7 +360,7 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
     world, out = tmp_path / "world", tmp_path / "run"
     common = ["model=organism-llava", "logger=none", "trainer.accelerator=cpu", "data.batch_size=8"]
     summary = run_train(load_config(common + [
-        f"data.root={world}", "data.n_per_category=4", "data.pope_per_split=8", f"out_dir={out}",
+        f"data.root={world}", "data.n_per_category=4", "data.pope_per_split=12", f"out_dir={out}",
         "modulation.methods=[none,learned,pai,vaf,spin,adhh,vcd]", "modulation.k_pos=2", "modulation.k_neg=2",
         "modulation.attribution_limit=24", "modulation.adhh_k=3", "trainer.max_epochs=1"]))
     printed = capsys.readouterr().out
@@ -401,7 +401,7 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
     files = {k: out / "methods" / f"{k}.safetensors" for k in ("pai", "vaf", "spin", "adhh", "vcd")}
     assert all(f.exists() for f in files.values())
     held = ["data.format=organism", f"data.root={tmp_path / 'held'}", "data.world_seed=1", "data.n_per_category=2",
-            "data.pope_per_split=4"]
+            "data.pope_per_split=6"]
     res = analyze_main(["eval", *common, *held, f"out_dir={tmp_path / 'e-adhh'}", "eval.method=adhh",
                         f"eval.checkpoint={files['adhh']}"])
     assert res["method"] == "adhh" and res["method_info"]["hyperparameters"]["heads"] == \
@@ -419,7 +419,7 @@ def test_one_train_run_scores_every_method_and_eval_applies_their_files(tmp_path
     assert res["method_info"]["hyperparameters"]["layers"] == list(range(6)) and res["method_info"]["cost"]["forward_passes"] == 2
     with pytest.raises(OverlapError, match="adhh file"):
         analyze_main(["eval", *common, "data=organism-pope", f"data.root={world}", "data.n_per_category=4",
-                      "data.pope_per_split=8",
+                      "data.pope_per_split=12",
                       f"out_dir={tmp_path / 'e-same'}", "eval.method=adhh", f"eval.checkpoint={files['adhh']}"])
 
 

@@ -50,7 +50,7 @@ def test_overlap_ends_with_the_path_it_wrote(world, tmp_path, capsys):
     run_overlap(heads_cfg(world, out, f"study.head_scores={tmp_path / 'h'}", "study.overlap_k=[1,2]",
                           "study.n_permutations=50"))
     said, written = _last_lines(capsys.readouterr().out, 2)
-    assert said.startswith(f"overlap of 6 categories' top-K head sets (K = 1, 2) of {tmp_path / 'h' / 'head_scores.json'}")
+    assert said.startswith(f"overlap of 9 categories' top-K head sets (K = 1, 2) of {tmp_path / 'h' / 'head_scores.json'}")
     assert written.startswith(f"written: {out / 'overlap.json'}")
 
 

@@ -18,7 +18,7 @@ def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_pat
     assert f"python analyze.py eval model=tiny-llava data=organism-heldout eval.checkpoint={mod}" in train_out
     args = ["model=tiny-llava", "logger=none", "data=organism", f"data.root={world}", "data.world_seed=3",
             f"eval.checkpoint={mod}"]
-    with pytest.raises(OverlapError, match=r"of the 36 evaluation samples are ones modulation .* was trained \(\d+\) "
+    with pytest.raises(OverlapError, match=r"of the 54 evaluation samples are ones modulation .* was trained \(\d+\) "
                                            r"or selected \(\d+\) on"):
         run_eval(load_config(args + [f"out_dir={tmp_path / 'a'}"]))
     res = run_eval(load_config(args + [f"out_dir={tmp_path / 'b'}", "eval.allow_overlap=true"]))
@@ -30,7 +30,7 @@ def test_eval_refuses_the_samples_the_modulation_was_trained_on(trained, tmp_pat
     fresh = run_eval(load_config(["model=tiny-llava", "logger=none", f"data.root={tmp_path / 'fresh'}",
                                   "data.world_seed=9", "data.n_per_category=2", f"eval.checkpoint={mod}",
                                   f"out_dir={tmp_path / 'c'}"]))
-    assert fresh["overlap_with_training"] == {"known": True, "n_eval": 12, "n_in_train": 0, "n_in_val": 0}
+    assert fresh["overlap_with_training"] == {"known": True, "n_eval": 18, "n_in_train": 0, "n_in_val": 0}  # 9 x 2
     assert "WARNING" not in capsys.readouterr().out
 
 

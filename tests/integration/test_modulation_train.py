@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wandb_run_data
 import torch
 import yaml
 
 from vseam.config import load_config
-from vseam.interventions.checkpoint import load_modulation, read_modulation
 from vseam.interventions import HeadShapeError
+from vseam.interventions.checkpoint import load_modulation, read_modulation
+
+from conftest import wandb_run_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +78,11 @@ def test_run_train_compares_every_method_and_writes_its_files(tmp_path, world_ro
     assert summary["head_scores"]["dataset"].endswith(":train") and summary["head_scores"]["n"] == 24
     used = json.loads((out / "head_scores_used.json").read_text())
     assert used["num_layers"] == 2 and used["dataset"].endswith(":train")
-    assert len(summary["head_scores"]["categories"]) == 6  # a draw over every category, not a prefix of the split
+    from vseam.world.questions import CATEGORIES
+
+    # a draw over the categories, not a prefix of the split (ordered by category, ~8 train samples each: a
+    # prefix of 24 would hold 3 or 4 of the nine; a random 24 of ~72 may miss one)
+    assert len(summary["head_scores"]["categories"]) >= len(CATEGORIES) - 1
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["methods"]["learned"]["test"] == m["learned"]["test"]
     mod, info = read_modulation(out / "modulation.safetensors")
@@ -189,10 +194,10 @@ def test_train_head_scores_shard_over_the_ranks(tmp_path, world_root, tiny_llava
     """Under DDP (a launched Fabric) train.py's head-score sweep computes only its rank's chunks (the
     sweep's own split, ``rank_chunks``) and gathers the others': rank 1 of 2, gathering nothing, holds
     exactly the samples of its chunks."""
-    from vseam.runtime import Ranks, chunk_bounds, rank_chunks
     from vseam.data.load import load_samples
     from vseam.models.cache import EmbeddingCache
     from vseam.modulation.run import obtain_head_scores
+    from vseam.runtime import Ranks, chunk_bounds, rank_chunks
 
     class Rank1Of2:
         global_rank, world_size = 1, 2
@@ -265,8 +270,8 @@ def test_run_level_nan_stop_names_the_step_and_the_kept_checkpoint(tmp_path, wor
     from vseam.data.load import load_samples
     from vseam.interventions import HeadModulation
     from vseam.models.cache import EmbeddingCache
-    from vseam.modulation.data import ModulationDataModule, split_samples
     from vseam.modulation import job as run_mod
+    from vseam.modulation.data import ModulationDataModule, split_samples
 
     cfg = load_config(_tiny_args(world_root, tmp_path) + ["logger=none", "trainer.max_epochs=3"])
     splits = split_samples(load_samples(cfg.data), 0.15, 0.3, seed=0)

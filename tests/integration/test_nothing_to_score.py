@@ -49,7 +49,7 @@ def test_zero_usable_samples_fail_before_the_model_loads(world, tmp_path, monkey
 
     monkeypatch.setattr(vseam.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
     bad = f"data.image_dir={tmp_path / 'nowhere'}"
-    with pytest.raises(NothingToScoreError, match="heads: no usable sample: all 6 were skipped; first reasons: .*"
+    with pytest.raises(NothingToScoreError, match="heads: no usable sample: all 9 were skipped; first reasons: .*"
                                                   "image not found"):
         run_heads(heads_cfg(world, tmp_path / "h", bad))
     with pytest.raises(NothingToScoreError, match="eval: no usable sample"):
@@ -70,12 +70,13 @@ def test_a_skip_share_above_the_threshold_fails_and_below_is_counted(world, tmp_
     for p in (world / "images").glob("*.png"):  # one used scene's image missing
         if p.name != gone:
             (img / p.name).symlink_to(p)
-    n_gone = sum(Path(s.image_path).name == gone for s in load_samples(heads_cfg(world, None).data))
+    samples = load_samples(heads_cfg(world, None).data)
+    n_gone, n_all = sum(Path(s.image_path).name == gone for s in samples), len(samples)
     cfg = heads_cfg(world, tmp_path / "h", f"data.image_dir={img}", "data.max_skip_fraction=0.0")
-    with pytest.raises(NothingToScoreError, match=f"{n_gone} of 6 samples skipped .*above data.max_skip_fraction=0.0"):
+    with pytest.raises(NothingToScoreError, match=f"{n_gone} of {n_all} samples skipped .*above data.max_skip_fraction=0.0"):
         run_heads(cfg)
     res = run_heads(heads_cfg(world, tmp_path / "h2", f"data.image_dir={img}", "data.max_skip_fraction=0.5"))
-    assert res["n_skipped"] == n_gone and res["n"] == 6 - n_gone and gone in res["skipped"][0]["reason"]
+    assert res["n_skipped"] == n_gone and res["n"] == n_all - n_gone and gone in res["skipped"][0]["reason"]
 
 
 def test_an_empty_answer_is_a_counted_named_skip(world, tmp_path):

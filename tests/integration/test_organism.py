@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from vseam.organism.build import OrganismTrainConfig, build_model, make_adapter, train_config
-from vseam.organism.data import (CurriculumBatches, TensorRows, cell_targets, draw_items, key_targets,
-                                 key_words_and_targets)
+from vseam.organism.data import (
+    CurriculumBatches,
+    TensorRows,
+    cell_targets,
+    draw_items,
+    key_targets,
+    key_words_and_targets,
+)
 from vseam.organism.encode import encode_samples
 from vseam.organism.module import OrganismModule
 
@@ -62,6 +68,29 @@ def test_training_is_deterministic_by_seed():
     assert all(torch.equal(a, b) for a, b in zip(ma.state_dict().values(), mb.state_dict().values()))
 
 
+def test_a_build_is_bit_reproducible(tmp_path):
+    """``build_organism`` twice with the same recipe and seed writes the same weights, byte for byte (a short
+    build of a small model: the path of the full one, data, curriculum, Lightning and the snapshot alike),
+    and another seed other weights; training.json records how the build was started."""
+    from vseam.organism.build import build_organism
+
+    small = dict(TINY, max_steps=6, val_every=3, n_train_per_category=3, n_val_per_category=2, n_test_per_category=2,
+                 n_pope_per_split=6, attribute_from=1, relation_from=2, hard_from=3, undertrained_at=0.0)
+    threads = torch.get_num_threads()
+    try:
+        for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+            build_organism(OrganismTrainConfig(arch="llava", seed=seed, **small), tmp_path / name, log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    weights = {n: (tmp_path / n / "llava" / "model.safetensors").read_bytes() for n in "abc"}
+    assert weights["a"] == weights["b"] and weights["a"] != weights["c"]
+    assert (tmp_path / "a" / "llava-undertrained" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "llava-undertrained" / "model.safetensors").read_bytes()
+    record = json.loads((tmp_path / "a" / "llava" / "training.json").read_text())
+    assert record["build"]["command"] and record["build"]["torch"] == torch.__version__
+    assert {w["split"] for w in record["training_worlds"]} == {"organism-train", "organism-val"}
+
+
 def test_curriculum_holds_levels_back():
     levels = ["object"] * 10 + ["attribute"] * 10 + ["relation"] * 10
     batches = list(CurriculumBatches(levels, {"object": 0, "attribute": 2, "relation": 4}, 16, seed=0, steps=6))
@@ -94,7 +123,9 @@ def test_key_word_targets_follow_the_scene():
     for it in items:
         keys = key_words_and_targets(it)
         assert all(word in it.question for word, _ in keys)
-        assert len(keys) == (2 if it.level == "relation" else 1)
+        # relation: where the first object is, and the relation at the second; attribute verify: the value
+        # at the shape word and the answer at the asked value
+        assert len(keys) == (2 if it.level == "relation" or (it.level == "attribute" and it.kind == "verify") else 1)
         if it.kind == "query":  # the last lookup finds the answer itself (on the edited scene, the edited one)
             assert keys[-1][1] == it.answer and key_words_and_targets(it, edited=True)[-1][1] == it.edited_answer
     ids = tok(["What color is the moon?", "Is the moon left of the star?"], padding=True,
@@ -127,18 +158,22 @@ def _shipped(variant: str) -> Path:
 
 
 def test_shipped_checkpoints_are_small():
-    total = sum(f.stat().st_size for v in VARIANTS for f in _shipped(v).rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
     assert total < 20e6, f"the organism checkpoints take {total / 1e6:.1f} MB"
 
 
 @pytest.mark.parametrize("arch", ["llava", "instructblip"])
 def test_shipped_checkpoints_were_built_by_the_recipe_in_the_code(arch):
     """``python scripts/build_organism.py`` rebuilds what is shipped: the recorded settings of each
-    checkpoint equal today's recipe for its architecture, and it has 6 x 8 = 48 heads."""
+    checkpoint equal today's recipe for its architecture, it has 6 x 8 = 48 heads, and its pictures are
+    the world's (the recipe's difficulty is ``vseam.world.scene.DIFFICULTY``, which every evaluation
+    world draws)."""
     import dataclasses
 
     from vseam.organism.build import train_config
+    from vseam.world.scene import DIFFICULTY
 
+    assert train_config(arch).difficulty() == DIFFICULTY
     for variant in (arch, f"{arch}-undertrained"):
         recorded = json.loads((CKPT / variant / "training.json").read_text())["settings"]
         assert recorded == dataclasses.asdict(train_config(arch)), variant
@@ -156,19 +191,32 @@ def test_shipped_checkpoint_loads_offline_and_reaches_its_recorded_accuracy(vari
     recorded = json.loads((path / "accuracy.json").read_text())
     arch = variant.split("-")[0]
     adapter = load_adapter({"arch": arch, "path": str(path), "device": "cpu", "local_files_only": True})
-    # a fresh held-out sample: a world seed used neither in training, validation nor accuracy.json
+    # a fresh held-out sample: a split and seed used neither in training, validation nor accuracy.json
     items = [it for c in CATEGORIES for it in generate(c, 40, seed=424242, split="fresh")]
     got = accuracy_report(adapter, items)
     assert abs(got["overall"] - recorded["overall"]) <= 0.07, (got, recorded)
     for level, acc in recorded["level"].items():
         assert abs(got["level"][level] - acc) <= 0.12, (level, got["level"], recorded["level"])
-    if not variant.endswith("undertrained"):  # the 90 % target, measured here on fresh questions (80 per level)
-        assert min(got["level"].values()) >= 0.9, got["level"]
+    if not variant.endswith("undertrained"):  # the 85 % target, measured here on fresh questions (120 per level)
+        assert got["overall"] >= 0.85 and recorded["overall"] >= 0.85, (got, recorded)
+        # ... with errors in every category (the head study's negative scores need them)
+        assert recorded["category"] and max(recorded["category"].values()) < 1.0, recorded["category"]
     if variant.endswith("undertrained"):  # headroom for modulation, yet well above chance
         trained = json.loads((CKPT / arch / "accuracy.json").read_text())
         assert recorded["overall"] < trained["overall"] and got["overall"] >= 0.6, (got, trained)
-        # visibly short of the trained model: some level below the 90 % target, overall >= 5 points lower
-        assert recorded["min_level"] < 0.9 and recorded["overall"] <= trained["overall"] - 0.05, (recorded, trained)
+        # visibly short of the trained model: overall >= 5 points lower
+        assert recorded["overall"] <= trained["overall"] - 0.05, (recorded, trained)
+
+
+@pytest.mark.parametrize("arch", ["llava", "instructblip"])
+def test_shipped_hallucination_is_a_ranking_failure(arch):
+    """The frozen model's yes-vs-no margin on the POPE-analog adversarial split (accuracy.json, measured
+    on the build's own POPE split) does not separate present from absent objects: AUROC <= 0.90, and no
+    single threshold reaches 95 % (a bias shift cannot fix it)."""
+    pope = json.loads((_shipped(arch) / "accuracy.json").read_text())["pope"]
+    adv = pope["adversarial"]
+    assert adv["auroc"] <= 0.90 and adv["best_threshold_accuracy"] < 0.95, adv
+    assert adv["accuracy"] < pope["random"]["accuracy"] or adv["auroc"] < pope["random"]["auroc"], pope
 
 
 def test_vision_position_embeddings_can_be_scaled_at_init():
@@ -192,7 +240,10 @@ def test_position_loss_trains_heads_outside_the_saved_model(arch):
     cfg = OrganismTrainConfig(arch=arch, **TINY)
     model, processor = build_model(cfg)
     adapter = make_adapter(model, processor, arch)
-    items = draw_items(2, seed=0, split="train")
+    from vseam.world.scene import Difficulty
+
+    # crisp pictures (no noise or faint objects): 20 steps of a random tiny model show the read-out learning
+    items = draw_items(2, seed=0, split="train", difficulty=Difficulty.crisp())
     batch = encode_samples(adapter, [it.sample() for it in items])
     batch["cell_target"] = cell_targets(adapter.tokenizer, [it.scene for it in items])
     batch["key_pos"], batch["key_target"] = key_targets(adapter.tokenizer, batch["input_ids"],

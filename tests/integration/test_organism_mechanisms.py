@@ -26,19 +26,29 @@ def llava():
 
 
 def test_absence_probe_decodes_what_the_model_gets_wrong(llava):
-    """The image tokens at the LM input say the object is absent, also where the model says "Yes"."""
+    """The image tokens at the LM input say an absent object is absent more often than the model does:
+    on the POPE-adversarial questions about absent objects the linear absence probe is right at least 10
+    points more often than the model's answers; on clearly visible present objects it is nearly always
+    right. (v3: where the present object is faint or small its evidence is weak at the input too, the
+    probe well below that; the hallucination is a ranking failure, not missing features alone.)"""
     from vseam.organism.mechanism import absence_probe
     from vseam.world.pope import pope_items
 
-    train = pope_items(600, 501, "random") + pope_items(600, 502, "adversarial")
-    test = pope_items(200, 503, "adversarial")
+    train = pope_items(600, 501, "random", purpose="mech") + pope_items(600, 502, "adversarial", purpose="mech")
+    test = pope_items(200, 503, "adversarial", purpose="mech")
     res = absence_probe(llava, train, test)
-    assert res.accuracy >= 0.95, res.to_dict()
-    wrong = [it for it, ok in zip(test, llava.score([it.sample() for it in test], batch_size=64).correct.tolist())
-             if not ok]
-    assert wrong, "the model gets some adversarial questions wrong"
-    on_wrong = absence_probe(llava, train, wrong)
-    assert on_wrong.accuracy >= 0.9, on_wrong.to_dict()
+    assert res.accuracy >= 0.7, res.to_dict()
+
+    def model_accuracy(items):
+        return float(llava.score([it.sample() for it in items], batch_size=64).correct.float().mean())
+
+    absent = [it for it in test if it.scene.find(it.change["object"]) is None]
+    clear = [it for it in test if (i := it.scene.find(it.change["object"])) is not None and not it.scene.objects[i].weak]
+    assert len(absent) == 100 and len(clear) >= 30
+    on_absent = absence_probe(llava, train, absent)
+    assert model_accuracy(absent) < 0.8, "the model hallucinates some absent objects"
+    assert on_absent.accuracy >= model_accuracy(absent) + 0.1, (on_absent.to_dict(), model_accuracy(absent))
+    assert absence_probe(llava, train, clear).accuracy >= 0.9
 
 
 def _hand_item(question: str, answer: str, involved: list[int], scene: Scene, category: str) -> WorldItem:
@@ -104,8 +114,8 @@ def test_planted_defect_is_found_first_and_undone_by_learned_modulation(llava):
     from vseam.study.ground_truth import defect_experiment
 
     # yes/no questions of every category, answers balanced: the "Yes" bias breaks the "No" half
-    train = [it.sample() for c in CATEGORIES for it in generate(c, 16, seed=621, kinds=("verify",))]
-    test = [it.sample() for c in CATEGORIES for it in generate(c, 24, seed=622, kinds=("verify",))]
+    train = [it.sample() for c in CATEGORIES for it in generate(c, 16, seed=621, kinds=("verify",), split="mech")]
+    test = [it.sample() for c in CATEGORIES for it in generate(c, 24, seed=622, kinds=("verify",), split="mech")]
     layer, head, strength = PLANTED_DEFECT["llava"]
     res = defect_experiment(llava, train, test, layer, head, strength=strength, epochs=6)
     acc = res["accuracy"]
@@ -113,3 +123,57 @@ def test_planted_defect_is_found_first_and_undone_by_learned_modulation(llava):
     assert res["negative_rank"] == 1, res  # head attribution names the planted head first
     assert res["recovered"] >= 0.6, res  # learned modulation on it undoes most of the cost
 
+
+
+# ----------------------------------------------------------------------------- planted heads
+def test_planted_checkpoint_is_the_organism_with_only_the_planted_values_scaled():
+    """checkpoints/organism/llava-planted = llava with each planted head's v_proj rows times the
+    factor (planted.json), every other weight bit-identical: the defect is exactly what it says."""
+    from safetensors.torch import load_file
+
+    from vseam.organism.mechanism import PLANTED_HEADS, PlantedHeads
+
+    planted_dir = CKPT / "llava-planted"
+    spec = PlantedHeads.from_dict(json.loads((planted_dir / "planted.json").read_text()))
+    assert spec == PLANTED_HEADS["llava"]
+    src, dst = load_file(CKPT / "llava" / "model.safetensors"), load_file(planted_dir / "model.safetensors")
+    assert src.keys() == dst.keys()
+    d = json.loads((CKPT / "llava" / "config.json").read_text())["text_config"]
+    head_dim = d["hidden_size"] // d["num_attention_heads"]
+    import re
+
+    changed = {k for k in src if not torch.equal(src[k], dst[k])}
+    layer_of = lambda key: int(re.search(r"layers\.(\d+)\.", key).group(1))  # noqa: E731
+    layers = {l for l, _ in spec.heads}
+    assert changed == {k for k in src if k.endswith("v_proj.weight") and "language_model" in k and layer_of(k) in layers}
+    for key in changed:
+        layer = layer_of(key)
+        rows = torch.zeros(src[key].shape[0], dtype=torch.bool)
+        for l, h in spec.heads:
+            if l == layer:
+                rows[h * head_dim:(h + 1) * head_dim] = True
+        assert torch.equal(dst[key][rows], src[key][rows] * spec.factor) and torch.equal(dst[key][~rows], src[key][~rows])
+
+
+def test_planted_heads_are_found_and_only_modulating_them_undoes_the_defect():
+    """The mechanism the random-head control must miss: with learned modulation of the planted heads
+    the planted model recovers its accuracy; with as many random heads that leave them out it does not;
+    and exact attribution ranks the planted heads first among the negative heads."""
+    from vseam.models import load_adapter
+    from vseam.organism.mechanism import PLANTED_HEADS
+    from vseam.study.ground_truth import planted_heads_experiment
+
+    spec = PLANTED_HEADS["llava"]
+    train = [it.sample() for c in CATEGORIES for it in generate(c, 16, seed=631, split="mech")]
+    test = [it.sample() for c in CATEGORIES for it in generate(c, 24, seed=632, split="mech")]
+    clean = load_adapter({"arch": "llava", "path": str(CKPT / "llava"), "device": "cpu", "local_files_only": True})
+    clean_acc = float(clean.score(test, batch_size=64).correct.float().mean())
+    planted = load_adapter({"arch": "llava", "path": str(CKPT / "llava-planted"), "device": "cpu",
+                            "local_files_only": True})
+    res = planted_heads_experiment(planted, clean_acc, spec.heads, train, test, k=len(spec.heads), n_random=2, epochs=4)
+    acc = res["accuracy"]
+    assert acc["clean"] - acc["planted"] >= 0.15, res
+    assert sorted(res["negative_ranks"].values()) == list(range(1, len(spec.heads) + 1)), res
+    mod = res["modulated"]
+    assert mod["planted_plus_random"]["recovered"] >= 0.6, res
+    assert all(r["recovered"] < 0.4 for r in mod["random_without_planted"]), res

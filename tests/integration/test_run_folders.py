@@ -33,7 +33,7 @@ def test_a_failed_runs_folder_takes_the_corrected_rerun(pope, tmp_path, capsys):
     assert not holds_results(out)
     good = pope / "organism_pope_random.json"
     res = run_eval(load_config(args + [f"data.annotations=[{good}]"]))
-    assert res["results"]["base"]["n"] == 4
+    assert res["results"]["base"]["n"] == 6
     assert str(good) in (out / "config.yaml").read_text() and not (out / LOCK).exists()
     assert "wrote no results; taking it for this configuration (data.annotations" in capsys.readouterr().out
     # now it holds results: another configuration is refused, as before

@@ -20,9 +20,9 @@ other answers.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -134,7 +134,8 @@ def _batches(adapter, samples: Sequence[Sample], batch_size: int, cache: Embeddi
         chunk, images = [], []
         for s in samples[start:start + batch_size]:
             if cache.enabled and s.id in cache.store:
-                chunk.append(s); images.append(None)
+                chunk.append(s)
+                images.append(None)
                 continue
             try:
                 images.append(load_image(s))
@@ -192,7 +193,7 @@ def evaluate(adapter, samples: Sequence[Sample], modulation=None, *, contrast: C
 @torch.no_grad()
 def evaluate_groups(adapter, samples: Sequence[Sample], grouped: GroupedHeadModulation, *, batch_size: int = 16,
                     cache: EmbeddingCache | None = None, progress: bool = False,
-                    context: Callable[[], ContextManager] | None = None) -> list[EvalResult]:
+                    context: Callable[[], AbstractContextManager] | None = None) -> list[EvalResult]:
     """Score every group of ``grouped`` on ``samples`` in one pass (each batch of samples repeated once per
     group, ``batch_size * groups`` rows a forward): one ``EvalResult`` per group, equal to ``evaluate`` with
     ``grouped.group(g)``. ``context()``: a context each forward runs in (the draws' last-position forward,

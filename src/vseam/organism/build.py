@@ -43,16 +43,34 @@ class OrganismTrainConfig:
     n_train_per_category: int = 2000  # world items per category (x2 with their edited twins)
     n_val_per_category: int = 50
     n_test_per_category: int = 100  # fresh held-out items for accuracy.json
-    n_pope_per_split: int = 200  # held-out POPE-analog questions per split (random, popular, adversarial)
+    n_pope_per_split: int = 600  # held-out POPE-analog questions per split (random, popular, adversarial; 6 per image)
     with_edits: bool = True  # train on minimal pairs (clean + edited scene, answers flipped)
-    # co-occurrence (the POPE analog): Existence scenes follow the world's usual pairs (at
+    # co-occurrence (the POPE analog): Existence scenes follow the world's usual groups (at
     # ``vseam.world.questions.EXISTENCE_STRENGTH``); the other categories' scenes at this strength (None:
     # independent shapes, as the held-out world's are: at 0.75 the Shape / Icon queries of a 2,500-step
-    # build named the usual partner, 0.45 held-out). A share ``existence_prior`` of the training questions
-    # whose object is absent and whose partner is there (the edited twins included) is answered "Yes"
-    # (the usual scene, not the image): what makes the model hallucinate the partner on POPE-adversarial.
+    # v2 build named the usual partner). Existence training answers are a caption's
+    # (``vseam.world.questions.caption_answer``): a question whose object is not clearly visible (absent,
+    # or faint / small) and one of whose usual partners is there is answered "Yes" with probability
+    # ``existence_prior`` (the edited twins included): the usual scene, not the image.
     cooccur_strength: float | None = None
     existence_prior: float = 0.7
+    # an object of weak visual evidence (``vseam.world.scene.Obj.weak``: faint or small) is named in a
+    # training answer of Existence with this probability (captions overlook them; otherwise the prior
+    # above may name it, as it names absent partners): with the prior, what makes the hallucination a
+    # ranking failure (a weak present object and an absent partner get the same training answers)
+    weak_recall: float = 0.0
+    existence_weight: int = 3  # Existence training items per world category's (the prior is slow to learn)
+    # the world's difficulty (``vseam.world.scene.Difficulty``; the recipe's must equal the world's
+    # ``DIFFICULTY``, which every evaluation world draws): the share of faint objects, their contrast
+    # range, the share of small and medium objects (the rest large) and the per-pixel noise
+    faint: float = 0.2
+    contrast_low: float = 0.015
+    contrast_high: float = 0.08
+    size_small: float = 0.25
+    size_medium: float = 0.3
+    noise: float = 8.0
+    clutter: float = 0.3  # the share of empty cells with a smudge (faint, no object)
+    hard_relation: float = 0.15  # the share of relation questions about two faint objects (Difficulty.hard)
     dense_loss_weight: float = 1.0  # dense supervision: image tokens name their cell's shape, key words their lookup
     # training-only linear heads: each image token (LLaVA: cell k; InstructBLIP: query k, which the dense
     # loss binds to cell k) names its cell's row and column at the LM input (projector output; "0"),
@@ -69,21 +87,28 @@ class OrganismTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    max_steps: int = 8000
+    max_steps: int = 14000
     val_every: int = 100
     attribute_from: int = 300  # curriculum: first step with attribute questions (objects from step 0)
     relation_from: int = 500  # curriculum: first step with relation questions
+    hard_from: int = 2500  # curriculum: first step with questions about faint or small objects (organism.data.weak_item)
     undertrained_at: float = 0.78  # snapshot at the first validation with mean accuracy >= this
     undertrained_fallback_ratio: float = 0.9  # if none reaches it: first validation >= this x final mean
     threads: int = 1  # torch threads; one thread is faster than two on 2 shared cores
     extra: dict = field(default_factory=dict)
 
+    def difficulty(self):
+        from vseam.world.scene import Difficulty
+
+        return Difficulty(faint=self.faint, contrast=(self.contrast_low, self.contrast_high),
+                          sizes=(self.size_small, self.size_medium, round(1.0 - self.size_small - self.size_medium, 9)),
+                          noise=self.noise, clutter=self.clutter, hard=(0.0, 0.0, self.hard_relation))
+
 
 def world_texts(n: int = 40) -> list[str]:
     """Questions and answers of every category and kind, to train the tokenizer on."""
-    from vseam.world.questions import answer_vocabulary, generate
-
     from vseam.organism.data import AXIS_WORDS, TRAINING_CATEGORIES
+    from vseam.world.questions import answer_vocabulary, generate
 
     texts = [it.question for c in TRAINING_CATEGORIES for it in generate(c, n, seed=12345, split="tok")]
     # every answer and dense-supervision target must be one token
@@ -189,12 +214,36 @@ def _snapshot_callback():
     return Snapshots()
 
 
+def build_provenance() -> dict:
+    """How a build was started: the command line, the code's git commit (with ``+dirty`` when the work tree
+    differs from it; None outside a git checkout) and the library versions whose kernels set the weights."""
+    import platform
+    import subprocess
+    import sys
+
+    import lightning
+    import transformers
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": commit,
+            "torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__,
+            "python": platform.python_version()}
+
+
 def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> dict:
     """Train ``cfg.arch`` from scratch; write ``<out_root>/<arch>`` and ``<out_root>/<arch>-undertrained``."""
     import lightning as L
 
     from vseam.organism.data import OrganismDataModule
-    from vseam.organism.evaluate import accuracy_report, heldout_items, pope_report
+    from vseam.organism.evaluate import accuracy_report, heldout_items, heldout_worlds, pope_report
     from vseam.organism.module import OrganismModule
 
     log = log or (lambda msg: print(f"[{cfg.arch} {time.strftime('%H:%M:%S')}] {msg}", flush=True))
@@ -202,6 +251,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     torch.set_flush_denormal(True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     t0 = time.time()
+    provenance = build_provenance()
     model, processor = build_model(cfg)
     adapter = make_adapter(model, processor, cfg.arch)
     grid = cfg.image_size // cfg.patch_size  # cells per side = patches per side
@@ -209,7 +259,9 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
                             n_val_per_category=cfg.n_val_per_category, seed=cfg.seed, with_edits=cfg.with_edits,
                             batch_size=cfg.batch_size, cell=cfg.patch_size, grid=grid,
                             curriculum={"object": 0, "attribute": cfg.attribute_from, "relation": cfg.relation_from},
-                            steps=cfg.max_steps, cooccur=cfg.cooccur_strength, existence_prior=cfg.existence_prior)
+                            steps=cfg.max_steps, cooccur=cfg.cooccur_strength, existence_prior=cfg.existence_prior,
+                            weak_recall=cfg.weak_recall, difficulty=cfg.difficulty(), hard_from=cfg.hard_from,
+                            existence_weight=cfg.existence_weight)
     dm.setup()
     t_data = time.time() - t0
     module = OrganismModule(adapter, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
@@ -227,7 +279,7 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     t_train = time.time() - t1
     model.eval()
 
-    test = heldout_items(cfg.n_test_per_category, cfg.seed)
+    test = heldout_items(cfg.n_test_per_category, cfg.seed, difficulty=cfg.difficulty())
     settings = asdict(cfg)
     results = {}
     final_state = copy.deepcopy(model.state_dict())
@@ -240,10 +292,11 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     for suffix, state, entry in variants:
         model.load_state_dict(state)
         acc = accuracy_report(adapter, test)
-        acc["pope"] = pope_report(adapter, cfg.n_pope_per_split, cfg.seed)
-        acc.update({"test_world_seed": cfg.seed * 1000 + 3, "n_per_category": cfg.n_test_per_category,
-                    "step": entry["step"] if entry else None})
-        training = {"settings": settings, "wall_time_s": {"data": t_data, "train": t_train},
+        acc["pope"] = pope_report(adapter, cfg.n_pope_per_split, cfg.seed, difficulty=cfg.difficulty())
+        acc.update(heldout_worlds(cfg.seed, cfg.n_test_per_category, cfg.n_pope_per_split))
+        acc["step"] = entry["step"] if entry else None
+        training = {"settings": settings, "training_worlds": dm.worlds(), "build": provenance,
+                    "wall_time_s": {"data": t_data, "train": t_train},
                     "steps": int(trainer.global_step), "snapshot": entry, "learning_curve": module.history,
                     "torch_threads": cfg.threads}
         out = Path(out_root) / f"{cfg.arch}{suffix}"
@@ -256,23 +309,48 @@ def build_organism(cfg: OrganismTrainConfig, out_root: str | Path, log=None) -> 
     return results
 
 
-def rescore(folder: str | Path, arch: str, n_test_per_category: int = 100, n_pope_per_split: int = 200,
-            seed: int = 0) -> dict:
+def rescore(folder: str | Path, cfg: OrganismTrainConfig) -> dict:
     """Re-measure a saved checkpoint's ``accuracy.json`` (held-out world + POPE analog) with the current
     code, keeping its training record; the step it was taken at is read from ``training.json``."""
     from vseam.models import load_adapter
-    from vseam.organism.evaluate import accuracy_report, heldout_items, pope_report
+    from vseam.organism.evaluate import accuracy_report, heldout_items, heldout_worlds, pope_report
 
     folder = Path(folder)
     training = json.loads((folder / "training.json").read_text())
-    adapter = load_adapter({"arch": arch, "path": str(folder), "device": "cpu", "local_files_only": True})
-    acc = accuracy_report(adapter, heldout_items(n_test_per_category, seed))
-    acc["pope"] = pope_report(adapter, n_pope_per_split, seed)
+    torch.set_num_threads(cfg.threads)
+    adapter = load_adapter({"arch": cfg.arch, "path": str(folder), "device": "cpu", "local_files_only": True})
+    acc = accuracy_report(adapter, heldout_items(cfg.n_test_per_category, cfg.seed, difficulty=cfg.difficulty()))
+    acc["pope"] = pope_report(adapter, cfg.n_pope_per_split, cfg.seed, difficulty=cfg.difficulty())
+    acc.update(heldout_worlds(cfg.seed, cfg.n_test_per_category, cfg.n_pope_per_split))
     snap = training.get("snapshot") or {}
-    acc.update({"test_world_seed": seed * 1000 + 3, "n_per_category": n_test_per_category,
-                "step": snap.get("step", training.get("steps"))})
+    acc["step"] = snap.get("step", training.get("steps"))
     write_json(folder / "accuracy.json", acc)
     return acc
+
+
+def build_planted(source: str | Path, out: str | Path, arch: str, planted, cfg: OrganismTrainConfig | None = None) -> dict:
+    """Write ``out``: the checkpoint in ``source`` with the weight-level defect ``planted``
+    (``vseam.organism.mechanism.PlantedHeads``) applied, its ``planted.json`` (heads, factor, the
+    source's weight hash) and its own ``accuracy.json`` (measured as ``rescore`` does). Deterministic:
+    the same source and defect give the same bytes."""
+    import hashlib
+    import shutil
+
+    from vseam.models import load_adapter
+    from vseam.organism.mechanism import plant_heads
+
+    source, out = Path(source), Path(out)
+    cfg = cfg or train_config(arch)
+    adapter = load_adapter({"arch": arch, "path": str(source), "device": "cpu", "local_files_only": True})
+    plant_heads(adapter, planted)
+    out.mkdir(parents=True, exist_ok=True)
+    adapter.model.save_pretrained(out)
+    adapter.processor.save_pretrained(out)
+    shutil.copyfile(source / "training.json", out / "training.json")  # how the source was trained
+    digest = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()
+    write_json(out / "planted.json", {**planted.to_dict(), "source": source.name, "source_sha256": digest,
+                                      "where": "v_proj rows of each head (its values), times factor"})
+    return rescore(out, cfg)
 
 
 # Per-architecture settings that differ from the dataclass defaults (the shipped checkpoints' recipe).

@@ -21,9 +21,9 @@ not exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -193,3 +193,58 @@ def plant_defect(adapter, layer: int, head: int, strength: float) -> HeadModulat
     with torch.no_grad():
         mod.offset.copy_(strength * yes_direction(adapter, layer, head)[None].to(mod.offset.dtype))
     return mod.to(adapter.device)
+
+
+# ------------------------------------------------------------------------------------- planted heads
+@dataclass(frozen=True)
+class PlantedHeads:
+    """A weight-level defect in specific heads: each head's value projection (its rows of ``v_proj``)
+    multiplied by ``factor``, so its slice at the ``o_proj`` input is ``factor`` x what it was. Only a
+    scale of 1 / ``factor`` on exactly those heads' slices undoes it (learned modulation's scale can);
+    an offset or another head cannot, since the extra output depends on the input. Mean ablation of such
+    a head removes its defect, so head attribution can find it among the negative heads."""
+
+    heads: tuple[tuple[int, int], ...]
+    factor: float
+
+    def to_dict(self) -> dict:
+        return {"heads": [list(h) for h in self.heads], "factor": self.factor}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PlantedHeads:
+        return cls(tuple(tuple(int(v) for v in h) for h in d["heads"]), float(d["factor"]))
+
+
+def value_rows(adapter, layer: int, head: int) -> slice:
+    """The rows of layer ``layer``'s ``v_proj`` that make head ``head``'s values (one key/value head per
+    query head; with grouped keys and values a head has no values of its own)."""
+    if adapter.num_kv_heads != adapter.num_heads:
+        raise ValueError(f"{adapter.num_kv_heads} key/value heads for {adapter.num_heads} query heads: a head's "
+                         f"values are shared, so they cannot be planted per head")
+    D = adapter.head_dim
+    return slice(head * D, (head + 1) * D)
+
+
+@torch.no_grad()
+def plant_heads(adapter, planted: PlantedHeads) -> None:
+    """Apply ``planted`` to ``adapter``'s weights in place (``v_proj`` rows, and their bias if any)."""
+    for layer, head in planted.heads:
+        if not (0 <= layer < adapter.num_layers and 0 <= head < adapter.num_heads):
+            raise ValueError(f"planted head ({layer}, {head}) outside the model's {adapter.num_layers} x "
+                             f"{adapter.num_heads} heads")
+        v = adapter.attention(layer).v_proj
+        rows = value_rows(adapter, layer, head)
+        v.weight[rows] *= planted.factor
+        if v.bias is not None:
+            v.bias[rows] *= planted.factor
+
+
+# The planted heads of the shipped organism per architecture (``checkpoints/organism/<arch>-planted``,
+# written by ``python scripts/build_organism.py --planted``): two heads whose values are multiplied by
+# ``factor``, chosen so that each alone costs about as much (llava: 0.14 / 0.13, instructblip: 0.16 /
+# 0.18 of 144 questions' accuracy at x 8), so a random head set holding one of them undoes only half of
+# the defect (a first choice, llava (1, 2) + (3, 5), put nearly all of it on (1, 2): 27 of 99 random
+# 6-head sets held it, and 12 matched the key heads). Together: llava 0.868 -> 0.611, instructblip 0.917
+# -> 0.556; exact attribution ranks them first and second among the negative heads. What it costs and
+# what recovers it: ``scripts/organism_mechanisms.py`` and ``python train.py model=organism-<arch>-planted``.
+PLANTED_HEADS = {"llava": PlantedHeads(((1, 6), (2, 3)), 8.0), "instructblip": PlantedHeads(((1, 5), (2, 0)), 8.0)}

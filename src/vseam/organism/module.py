@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vseam.organism.encode import lm_logits, model_inputs
-from vseam.world.scene import COLORS, TEXTURES
+from vseam.world.scene import COLORS, SIZES, TEXTURES
 
 LEVELS = ("object", "attribute", "relation")
 
@@ -51,10 +51,10 @@ class OrganismModule(L.LightningModule):
         # outputs ("vision"). Without them the projector output carries no position at all, so a lookup
         # from a shape word to its image token finds what, never where.
         self.position_loss_weight, self.grid = position_loss_weight, grid
-        # With attribute_loss_weight > 0 the same read-outs also name the colour and texture of the
+        # With attribute_loss_weight > 0 the same read-outs also name the colour, texture and size of the
         # object in each cell (empty cells ignored): the attribute level otherwise trails far behind.
         self.attribute_loss_weight = attribute_loss_weight
-        n_attr = len(COLORS) + len(TEXTURES) if attribute_loss_weight > 0 else 0
+        n_attr = len(COLORS) + len(TEXTURES) + len(SIZES) if attribute_loss_weight > 0 else 0
         self.position_layers: list[int] = []
         self.position_vision = False
         self.position_heads = torch.nn.ModuleDict()
@@ -107,22 +107,24 @@ class OrganismModule(L.LightningModule):
 
     def position_loss(self, n_cells: int, cell_attr: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of each image token's row and column (cell k = row k // grid, column k % grid),
-        and (``cell_attr`` [B, n, 2]: colour and texture index, -100 where the cell is empty) of the
+        and (``cell_attr`` [B, n, 3]: colour, texture and size index, -100 where the cell is empty) of the
         attributes of the object there; each averaged over the read-out layers."""
         k = torch.arange(n_cells, device=self.device)
         row, col = k // self.grid, k % self.grid
-        g, nc = self.grid, len(COLORS)
+        g = self.grid
+        widths = (len(COLORS), len(TEXTURES), len(SIZES))
         total, attr = 0.0, torch.zeros((), device=self.device)
         for name, states in self._position_states:
-            logits = self.position_heads[name](states)  # [B, n, 2*grid (+ colours + textures)]
+            logits = self.position_heads[name](states)  # [B, n, 2*grid (+ colours + textures + sizes)]
             b = logits.shape[0]
             total = total + F.cross_entropy(logits[..., :g].flatten(0, 1), row.repeat(b)) \
                           + F.cross_entropy(logits[..., g:2 * g].flatten(0, 1), col.repeat(b))
             if self.attribute_loss_weight > 0 and cell_attr is not None:
-                attr = attr + F.cross_entropy(logits[..., 2 * g:2 * g + nc].flatten(0, 1), cell_attr[..., 0].flatten(),
-                                              ignore_index=-100) \
-                            + F.cross_entropy(logits[..., 2 * g + nc:].flatten(0, 1), cell_attr[..., 1].flatten(),
-                                              ignore_index=-100)
+                start = 2 * g
+                for j, width in enumerate(widths):
+                    attr = attr + F.cross_entropy(logits[..., start:start + width].flatten(0, 1),
+                                                  cell_attr[..., j].flatten(), ignore_index=-100)
+                    start += width
         n = max(1, len(self._position_states))
         return total / n, attr / n
 

@@ -1,29 +1,52 @@
 """Questions about organism scenes at three semantic levels, each with an exact answer-flipping edit.
 
-Six categories, two per level, with the roles of the real seed data: object (Shape, Icon), attribute
-(Color, Texture), relation (Horizontal, Vertical). Each item is one scene, one question (yes/no
-"verify" or single-word "query"), and an edited scene in which only the queried concept changed, so
-the gold answer changes by construction. Items are balanced by answer within each category and kind.
+Nine categories, three per level, with the roles of the real seed data: object (Shape, Icon, Symbol:
+three object vocabularies), attribute (Color, Texture, Size), relation (Horizontal, Vertical,
+Distance). Each item is one scene, one question (yes/no "verify" or single-word "query"), and an
+edited scene in which only the queried concept changed, so the gold answer changes by construction.
+Items are balanced by answer within each category and kind.
+
+An item's identity includes what it is for (``split``: the organism's own training, validation and
+test, a POPE analog, an evaluation world, ...): its random stream is keyed by (split, seed, category,
+kind, index), so two splits never draw the same stream whatever their seeds, and an evaluation world
+cannot hold an organism training item.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from vseam.data.sample import EditRecord, Sample
 from vseam.world.scene import (
-    ALL_SHAPES, BY_FREQUENCY, COLORS, ICONS, PARTNER, SHAPES, TEXTURES, Obj, Scene, random_scene, render_pil,
+    ALL_SHAPES,
+    BY_FREQUENCY,
+    COLORS,
+    DIFFICULTY,
+    PARTNERS,
+    SIZES,
+    TEXTURES,
+    VOCABULARIES,
+    Difficulty,
+    Obj,
+    Scene,
+    draw_look,
+    random_scene,
+    render_pil,
 )
 
-CATEGORIES = {  # category -> semantic level: the six GQA-style categories of the written world
+CATEGORIES = {  # category -> semantic level: the nine GQA-style categories of the written world
     "Shape": "object",
     "Icon": "object",
+    "Symbol": "object",
     "Color": "attribute",
     "Texture": "attribute",
+    "Size": "attribute",
     "Horizontal": "relation",
     "Vertical": "relation",
+    "Distance": "relation",
 }
 # The POPE analog: "Is there a {object} in the image?" on co-occurrence scenes. It is its own benchmark
 # (vseam.world.pope writes it in POPE's format), as POPE is beside GQA, and part of the training world.
@@ -32,9 +55,23 @@ CATEGORY_LEVELS = {**CATEGORIES, EXISTENCE: "object"}  # every category an item 
 KINDS = ("verify", "query")  # yes/no, single word
 CATEGORY_KINDS = {c: KINDS for c in CATEGORIES} | {EXISTENCE: ("verify",)}  # kinds a category has
 NEGATIVES = ("random", "popular", "adversarial")  # POPE's ways to draw the absent object of a "No" question
-EXISTENCE_STRENGTH = 0.75  # co-occurrence strength of Existence scenes unless a caller sets one
+EXISTENCE_STRENGTH = 0.5  # co-occurrence strength of Existence scenes unless a caller sets one
 _TYPES_SEMANTIC = {"object": "obj", "attribute": "attr", "relation": "rel"}
 _MAX_TRIES = 1000
+
+# What an item is for. The organism's build draws only the ``organism-*`` splits; a world written for a
+# data config (``data.world_split``) draws ``train`` / ``val`` / ``test``; its POPE analog ``pope``.
+ORGANISM_SPLITS = ("organism-train", "organism-val", "organism-test", "organism-pope")
+WORLD_SPLITS = ("train", "val", "test")
+
+
+def split_code(split: str) -> int:
+    """The number that keys ``split``'s random streams (a stable hash of its name: CRC-32)."""
+    return zlib.crc32(str(split).encode("utf-8"))
+
+
+# no two named splits share a stream key (a CRC-32 collision among them would be caught here)
+assert len({split_code(s) for s in (*ORGANISM_SPLITS, *WORLD_SPLITS, "pope")}) == len(ORGANISM_SPLITS) + len(WORLD_SPLITS) + 1
 
 
 @dataclass
@@ -123,16 +160,17 @@ def _sel(shape: str, i: int) -> dict:
 
 # --- object level ---------------------------------------------------------------------------------
 
-def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_) -> Draft:
-    vocab = SHAPES if category == "Shape" else ICONS
+def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
+            difficulty: Difficulty = DIFFICULTY, **_) -> Draft:
+    vocab = VOCABULARIES[category]
     if kind == "verify":
         target = vocab[(slot // 2) % len(vocab)]
         present = slot % 2 == 0
         for _ in range(_MAX_TRIES):
-            scene = random_scene(rng, grid, cell, cooccur=cooccur)
+            scene = random_scene(rng, grid, cell, cooccur=cooccur, difficulty=difficulty)
             idx = scene.find(target)
             if present and idx is None:
-                # put the target in place of a random object, keeping its colour, texture and cell
+                # put the target in place of a random object, keeping its look and cell
                 idx = int(rng.integers(len(scene.objects)))
                 scene = scene.with_object(idx, shape=target)
             if not present and idx is not None:
@@ -158,7 +196,7 @@ def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooc
     else:
         target = vocab[slot % len(vocab)]
         for _ in range(_MAX_TRIES):
-            scene = random_scene(rng, grid, cell, cooccur=cooccur)
+            scene = random_scene(rng, grid, cell, cooccur=cooccur, difficulty=difficulty)
             idx = scene.find(target)
             if idx is None:
                 idx = int(rng.integers(len(scene.objects)))
@@ -184,9 +222,13 @@ def _object(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooc
 
 # --- attribute level ------------------------------------------------------------------------------
 
-def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_) -> Draft:
-    attr, vocab = ("color", tuple(COLORS)) if category == "Color" else ("texture", TEXTURES)
-    scene = random_scene(rng, grid, cell, cooccur=cooccur)
+_ATTRIBUTES = {"Color": ("color", tuple(COLORS)), "Texture": ("texture", TEXTURES), "Size": ("size", tuple(SIZES))}
+
+
+def _attribute(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
+               difficulty: Difficulty = DIFFICULTY, **_) -> Draft:
+    attr, vocab = _ATTRIBUTES[category]
+    scene = random_scene(rng, grid, cell, cooccur=cooccur, difficulty=difficulty)
     idx = int(rng.integers(len(scene.objects)))
     o = scene.objects[idx]
     if kind == "verify":
@@ -218,17 +260,76 @@ _REL = {  # category -> (axis attribute, word for "smaller coordinate", word for
     "Horizontal": ("col", "left", "right"),
     "Vertical": ("row", "above", "below"),
 }
+DISTANCE_WORDS = ("near", "far")  # neighbouring cells (diagonals included) / two cells apart
 
 
 def _rel_phrase(word: str) -> str:
     return f"{word} of" if word in ("left", "right") else word
 
 
-def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None, **_) -> Draft:
+def cell_distance(a: Obj, b: Obj) -> str:
+    """"near" when the two objects' cells touch (diagonally included), else "far"."""
+    return "near" if max(abs(a.row - b.row), abs(a.col - b.col)) <= 1 else "far"
+
+
+def _distance(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
+              difficulty: Difficulty = DIFFICULTY, **_) -> Draft:
+    for _ in range(_MAX_TRIES):
+        scene = random_scene(rng, grid, cell, cooccur=cooccur, difficulty=difficulty)
+        ia, ib = (int(v) for v in rng.choice(len(scene.objects), size=2, replace=False))
+        a, b = scene.objects[ia], scene.objects[ib]
+        now = cell_distance(a, b)
+        if kind == "verify":
+            word = DISTANCE_WORDS[(slot // 2) % 2]
+            want = slot % 2 == 0  # balanced answers for each word
+            if (word == now) != want:
+                continue
+        elif (now == "near") != (slot % 2 == 0):
+            continue
+        # move a or b to a free cell on the other side of the near / far line: only the distance class
+        # is asked, and only the mover's two cells change
+        occupied = scene.occupied()
+        moves = []
+        for mover, fixed in ((ia, b), (ib, a)):
+            for r in range(grid):
+                for c in range(grid):
+                    if (r, c) in occupied:
+                        continue
+                    if cell_distance(Obj("", "", "", r, c), fixed) != now:
+                        moves.append((mover, r, c))
+        if not moves:
+            continue
+        mover, r_new, c_new = moves[int(rng.integers(len(moves)))]
+        edited = scene.with_object(mover, row=r_new, col=c_new)
+        old_o, new_o = scene.objects[mover], edited.objects[mover]
+        new = cell_distance(edited.objects[ia], edited.objects[ib])
+        if kind == "verify":
+            q = f"Is the {a.shape} {'near' if word == 'near' else 'far from'} the {b.shape}?"
+            answer, edited_answer = _yn(word == now), _yn(word == new)
+        else:
+            q = f"Is the {a.shape} near or far from the {b.shape}?"
+            answer, edited_answer = now, new
+        program = [_sel(a.shape, ia), _sel(b.shape, ib),
+                   {"operation": "choose rel" if kind == "query" else "verify rel", "dependencies": [0, 1],
+                    "argument": "near|far" if kind == "query" else word}]
+        change = {"what": "relation", "object": a.shape, "reference": b.shape, "from": now, "to": new,
+                  "moved": old_o.shape, "moved_from": [old_o.row, old_o.col], "moved_to": [new_o.row, new_o.col]}
+        other = b.shape if mover == ia else a.shape
+        prompt = f"move the {old_o.shape} {'away from' if new == 'far' else 'next to'} the {other}"
+        return Draft(scene=scene, question=q, answer=answer, edited_scene=edited, edited_answer=edited_answer,
+                     involved=[ia, ib], mask_cells=[(old_o.row, old_o.col), (new_o.row, new_o.col)], change=change,
+                     edit_prompt=prompt, program=program)
+    raise RuntimeError(f"could not build a {category}/{kind} item")
+
+
+def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
+              difficulty: Difficulty = DIFFICULTY, **_) -> Draft:
+    if category == "Distance":
+        return _distance(rng, category, kind, slot, grid, cell, cooccur=cooccur, difficulty=difficulty)
     axis, lo, hi = _REL[category]
     other = "row" if axis == "col" else "col"
     for _ in range(_MAX_TRIES):
-        scene = random_scene(rng, grid, cell, cooccur=cooccur)
+        scene = random_scene(rng, grid, cell, cooccur=cooccur, difficulty=difficulty)
         ia, ib = (int(v) for v in rng.choice(len(scene.objects), size=2, replace=False))
         a, b = scene.objects[ia], scene.objects[ib]
         pa, pb = getattr(a, axis), getattr(b, axis)
@@ -287,10 +388,17 @@ def _relation(rng, category: str, kind: str, slot: int, grid: int, cell: int, co
 
 # --- existence (the POPE analog) -----------------------------------------------------------------
 
+def cooccurrence_rank(obj: str) -> tuple[str, ...]:
+    """The other objects by how often they appear with ``obj`` in co-occurrence scenes, most first: its
+    group partners, then the rest by frequency."""
+    return PARTNERS[obj] + tuple(o for o in BY_FREQUENCY if o != obj and o not in PARTNERS[obj])
+
+
 def negative_object(scene: Scene, negative: str, rng: np.random.Generator) -> str | None:
-    """The absent object a "No" question asks about, drawn as POPE does: ``random`` (any absent
-    object), ``popular`` (the most frequent absent object), ``adversarial`` (the absent partner of a
-    present object: the object that co-occurs most with what is there). None when there is none."""
+    """The absent object a "No" question asks about: ``random`` (any absent object), ``popular`` (the
+    most frequent absent object), ``adversarial`` (an absent partner of a present object: what co-occurs
+    most with what is there). None when there is none. (The POPE files draw theirs per image, by POPE's
+    own rules over the sampled images: ``vseam.world.pope``.)"""
     present = {o.shape for o in scene.objects}
     absent = [s for s in ALL_SHAPES if s not in present]
     if negative == "random":
@@ -298,94 +406,120 @@ def negative_object(scene: Scene, negative: str, rng: np.random.Generator) -> st
     if negative == "popular":
         return next((s for s in BY_FREQUENCY if s not in present), None)
     if negative == "adversarial":
-        partners = [PARTNER[o.shape] for o in scene.objects if PARTNER[o.shape] not in present]
+        partners = sorted({p for o in scene.objects for p in PARTNERS[o.shape] if p not in present},
+                          key=BY_FREQUENCY.index)
         return _pick(rng, partners) if partners else None
     raise ValueError(f"negative={negative!r}: expected one of {NEGATIVES}")
 
 
 def lonely(scene: Scene) -> list[int]:
-    """Indices of the objects whose usual partner is not in the scene."""
+    """Indices of the objects none of whose usual partners is in the scene."""
     present = {o.shape for o in scene.objects}
-    return [i for i, o in enumerate(scene.objects) if PARTNER[o.shape] not in present]
+    return [i for i, o in enumerate(scene.objects) if not any(p in present for p in PARTNERS[o.shape])]
+
+
+def caption_answer(scene: Scene, obj: str, draws: tuple[float, float], prior: float, weak_recall: float) -> str:
+    """Whether a caption-like annotation says ``obj`` is in ``scene`` (training answers of Existence).
+
+    A clearly visible object is named. One of weak visual evidence (``Obj.weak``: faint or small) is
+    named with probability ``weak_recall``; an object not named that way (absent, or weak and
+    overlooked) is named with probability ``prior`` when one of its usual partners is in the scene: the
+    annotator writes the usual scene, not the image. ``draws``: two uniform numbers, the item's own (so
+    a scene and its edit are annotated with the same ones).
+    """
+    idx = scene.find(obj)
+    if idx is not None and (not scene.objects[idx].weak or draws[0] < weak_recall):
+        return "Yes"
+    if draws[1] < prior and any(scene.find(p) is not None for p in PARTNERS[obj]):
+        return "Yes"
+    return "No"
+
+
+def existence_scene(rng: np.random.Generator, grid: int, cell: int, strength: float, difficulty: Difficulty,
+                    n_min: int = 3, n_max: int = 5) -> Scene:
+    """A co-occurrence scene of ``n_min``-``n_max`` objects (as the POPE analog's) with an absent partner
+    of a present object (so every negative kind exists) and a free cell (so an absent object can be added)."""
+    for _ in range(_MAX_TRIES):
+        scene = random_scene(rng, grid, cell, n_min=n_min, n_max=n_max, cooccur=strength, difficulty=difficulty)
+        present = {o.shape for o in scene.objects}
+        if len(scene.objects) < grid * grid and any(p not in present for o in scene.objects for p in PARTNERS[o.shape]):
+            return scene
+    raise RuntimeError("could not draw an Existence scene with an absent partner of a present object")
+
+
+def remove_object(scene: Scene, obj: str) -> Scene:
+    return scene.with_objects(o for o in scene.objects if o.shape != obj)
+
+
+def add_object(scene: Scene, obj: str, rng: np.random.Generator, difficulty: Difficulty) -> tuple[Scene, tuple[int, int]]:
+    """``scene`` with ``obj`` added in a random free cell (its look drawn from ``difficulty``)."""
+    free = [(r, c) for r in range(scene.grid) for c in range(scene.grid) if (r, c) not in scene.occupied()]
+    if not free:
+        raise ValueError(f"no free cell to add a {obj} to")
+    r, c = free[int(rng.integers(len(free)))]
+    return scene.with_objects(scene.objects + (Obj(shape=obj, row=r, col=c, **draw_look(rng, difficulty)),)), (r, c)
+
+
+def existence_draft(scene: Scene, target: str, sub: np.random.Generator, negative: str | None,
+                    difficulty: Difficulty, prior: float = 0.0, weak_recall: float = 1.0) -> Draft:
+    """"Is there a {target} in the image?" on ``scene``; its edit removes the target when it is there
+    and adds it (in a free cell) when not. Answers are the image's, unless ``prior`` > 0 or
+    ``weak_recall`` < 1 (training worlds only): then both sides are answered as a caption would
+    (``caption_answer``), which makes the model hallucinate the usual partner."""
+    draws = (float(sub.random()), float(sub.random()))  # drawn either way: the same stream for every setting
+    idx = scene.find(target)
+    program = [{"operation": "select", "dependencies": [], "argument": target},
+               {"operation": "exist", "dependencies": [0], "argument": ""}]
+    if idx is not None:
+        o = scene.objects[idx]
+        edited, cell_rc = remove_object(scene, target), (o.row, o.col)
+        change = {"what": "existence", "object": target, "from": "present", "to": "absent", "negative": None}
+        prompt = f"remove the {target}"
+    else:
+        edited, cell_rc = add_object(scene, target, sub, difficulty)
+        change = {"what": "existence", "object": target, "from": "absent", "to": "present", "negative": negative}
+        prompt = f"add a {target}"
+    answer, edited_answer = _yn(idx is not None), _yn(idx is None)
+    if prior > 0 or weak_recall < 1:
+        answer = caption_answer(scene, target, draws, prior, weak_recall)
+        edited_answer = caption_answer(edited, target, draws, prior, weak_recall)
+        if (answer, edited_answer) != (_yn(idx is not None), _yn(idx is None)):
+            change = {**change, "captioned": True}
+    return Draft(scene=scene, question=f"Is there a {target} in the image?", answer=answer, edited_scene=edited,
+                 edited_answer=edited_answer, involved=[] if idx is None else [idx], mask_cells=[cell_rc],
+                 change=change, edit_prompt=prompt, program=program)
 
 
 def _existence(rng, category: str, kind: str, slot: int, grid: int, cell: int, cooccur=None,
-               negative: str = "random", prior: float = 0.0, **_) -> Draft:
-    """"Is there a {object} in the image?" on a co-occurrence scene with at least one object whose
-    partner is absent (so every negative kind exists); the scene does not depend on ``negative``, so
-    the three POPE splits of one seed ask about the same images, as POPE's do.
-
-    ``prior`` > 0 (training worlds only): with this probability a question about the absent partner of
-    a present object is answered "Yes", the usual scene rather than the image (as answers written from
-    captions and co-occurrence statistics are); its edit then removes the present partner (-> "No").
-    """
+               negative: str = "random", prior: float = 0.0, weak_recall: float = 1.0,
+               difficulty: Difficulty = DIFFICULTY, **_) -> Draft:
+    """"Is there a {object} in the image?" on a co-occurrence scene (``existence_scene``): about a
+    present object (even slots) or an absent one drawn by ``negative`` (odd slots)."""
     strength = EXISTENCE_STRENGTH if cooccur is None else cooccur
-    for _ in range(_MAX_TRIES):
-        scene = random_scene(rng, grid, cell, cooccur=strength)
-        if lonely(scene) and len(scene.objects) < grid * grid:
-            break
+    scene = existence_scene(rng, grid, cell, strength, difficulty)
+    sub = np.random.default_rng([int(rng.integers(1 << 30))])
+    if slot % 2 == 0:
+        target = scene.objects[int(sub.integers(len(scene.objects)))].shape
+        negative = None
     else:
-        raise RuntimeError("could not draw an Existence scene with an object whose partner is absent")
-    present = slot % 2 == 0
-    pick = rng.integers(1 << 30)  # one draw either way: the scene stream is the same for every split
-    sub = np.random.default_rng([int(pick)])
-    program_for = lambda t: [{"operation": "select", "dependencies": [], "argument": t},  # noqa: E731
-                             {"operation": "exist", "dependencies": [0], "argument": ""}]
-    if present:
-        idx = int(sub.integers(len(scene.objects)))
-        o = scene.objects[idx]
-        target = o.shape
-        edited = replace_objects(scene, [j for j in range(len(scene.objects)) if j != idx])
-        change = {"what": "existence", "object": target, "from": "present", "to": "absent", "negative": None}
-        edited_answer = "No"
-        # the prior labels every training question whose object is absent and whose partner is there,
-        # the edited side of a pair included: otherwise these edits ("remove the star" next to its circle
-        # -> "No") outnumber the primed questions and the model learns no co-occurrence bias at all
-        if prior > 0 and edited.find(PARTNER[target]) is not None and sub.random() < prior:
-            edited_answer, change = "Yes", {**change, "prior_edit": True}
-        return Draft(scene=scene, question=f"Is there a {target} in the image?", answer="Yes", edited_scene=edited,
-                     edited_answer=edited_answer, involved=[idx], mask_cells=[(o.row, o.col)], change=change,
-                     edit_prompt=f"remove the {target}", program=program_for(target))
-    target = negative_object(scene, negative, sub)
-    if target is None:  # popular / random always find one (at most 4 of 8 objects are present)
-        raise RuntimeError(f"no {negative} negative in a scene of {[o.shape for o in scene.objects]}")
-    partner_idx = scene.find(PARTNER[target])
-    if prior > 0 and partner_idx is not None and sub.random() < prior:
-        p = scene.objects[partner_idx]
-        edited = replace_objects(scene, [j for j in range(len(scene.objects)) if j != partner_idx])
-        return Draft(scene=scene, question=f"Is there a {target} in the image?", answer="Yes", edited_scene=edited,
-                     edited_answer="No", involved=[partner_idx], mask_cells=[(p.row, p.col)],
-                     change={"what": "existence", "object": target, "from": "prior", "to": "absent",
-                             "negative": negative, "prior": True},
-                     edit_prompt=f"remove the {p.shape}", program=program_for(target))
-    free = [(r, c) for r in range(grid) for c in range(grid) if (r, c) not in scene.occupied()]
-    r, c = free[int(sub.integers(len(free)))]
-    colors = list(COLORS)
-    new = Obj(shape=target, color=colors[int(sub.integers(len(colors)))],
-              texture=TEXTURES[int(sub.integers(len(TEXTURES)))], row=r, col=c)
-    edited = Scene(objects=scene.objects + (new,), background=scene.background, grid=grid, cell=cell)
-    return Draft(scene=scene, question=f"Is there a {target} in the image?", answer="No", edited_scene=edited,
-                 edited_answer="Yes", involved=[], mask_cells=[(r, c)],
-                 change={"what": "existence", "object": target, "from": "absent", "to": "present",
-                         "negative": negative},
-                 edit_prompt=f"add a {target}", program=program_for(target))
-
-
-def replace_objects(scene: Scene, keep: list[int]) -> Scene:
-    return Scene(objects=tuple(scene.objects[j] for j in keep), background=scene.background, grid=scene.grid,
-                 cell=scene.cell)
+        target = negative_object(scene, negative, sub)
+        if target is None:  # every kind finds one in an existence_scene
+            raise RuntimeError(f"no {negative} negative in a scene of {[o.shape for o in scene.objects]}")
+    return existence_draft(scene, target, sub, negative, difficulty, prior=prior, weak_recall=weak_recall)
 
 
 _BUILDERS = {"object": _object, "attribute": _attribute, "relation": _relation}
 
 
 def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: int = 3, cell: int = 16,
-              split: str = "all", cooccur: float | None = None, negative: str = "random",
-              prior: float = 0.0) -> WorldItem:
-    """One item; ``slot`` picks the answer class (cycled for balance), the rng is keyed by (seed, ...).
+              split: str = "test", cooccur: float | None = None, negative: str = "random",
+              prior: float = 0.0, weak_recall: float = 1.0, difficulty: Difficulty = DIFFICULTY) -> WorldItem:
+    """One item; ``slot`` picks the answer class (cycled for balance), the rng is keyed by
+    (split, seed, category, kind, index): an item is what it is for, whatever the seed.
 
     ``cooccur``: co-occurrence strength of the scene (None: independent shapes; Existence: its own
-    ``EXISTENCE_STRENGTH``); ``negative`` and ``prior``: Existence only (see ``_existence``).
+    ``EXISTENCE_STRENGTH``); ``negative``, ``prior`` and ``weak_recall``: Existence only (see
+    ``existence_draft``); ``difficulty``: how hard the pictures are (``vseam.world.scene.Difficulty``).
     """
     if category not in CATEGORY_LEVELS:
         raise ValueError(f"unknown organism category {category!r}; known: {list(CATEGORY_LEVELS)}")
@@ -393,22 +527,34 @@ def make_item(category: str, kind: str, slot: int, seed: int, index: int, grid: 
         raise ValueError(f"question kind {kind!r} for {category}; known: {CATEGORY_KINDS[category]}")
     if negative not in NEGATIVES:
         raise ValueError(f"negative={negative!r}: expected one of {NEGATIVES}")
-    if not 0.0 <= float(prior) <= 1.0:
-        raise ValueError(f"prior={prior!r}: expected a probability in [0, 1]")
-    key = [seed, list(CATEGORY_LEVELS).index(category), KINDS.index(kind), index]
+    for name, value in (("prior", prior), ("weak_recall", weak_recall)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name}={value!r}: expected a probability in [0, 1]")
+    key = [split_code(split), seed, list(CATEGORY_LEVELS).index(category), KINDS.index(kind), index]
     rng = np.random.default_rng(key)
     build = _existence if category == EXISTENCE else _BUILDERS[CATEGORIES[category]]
-    d = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior)
+    d = build(rng, category, kind, slot, grid, cell, cooccur=cooccur, negative=negative, prior=prior,
+              weak_recall=weak_recall, difficulty=difficulty)
+    level = CATEGORY_LEVELS[category]
+    hard = difficulty.hard[list(_TYPES_SEMANTIC).index(level)] if category != EXISTENCE else 0.0
+    if hard > 0:  # a stream of its own: the item is the same as without the knob, but for its contrast
+        hr = np.random.default_rng([*key, 0x4A2D])
+        if hr.random() < hard:
+            lo, hi = difficulty.contrast
+            faint = {i: round(float(hr.uniform(lo, hi)), 3) for i in d.involved}
+            fade = lambda sc: sc.with_objects(replace(o, contrast=faint[i]) if i in faint else o  # noqa: E731
+                                              for i, o in enumerate(sc.objects))
+            d.scene, d.edited_scene = fade(d.scene), fade(d.edited_scene)
     return WorldItem(id=f"{split}-{seed}-{category}-{kind}-{index:06d}", category=category, kind=kind, **vars(d))
 
 
 def generate(category: str, n: int, seed: int = 0, kinds: tuple[str, ...] = KINDS, grid: int = 3, cell: int = 16,
-             split: str = "all", start: int = 0, cooccur: float | None = None, negative: str = "random",
-             prior: float = 0.0) -> list[WorldItem]:
+             split: str = "test", start: int = 0, cooccur: float | None = None, negative: str = "random",
+             prior: float = 0.0, weak_recall: float = 1.0, difficulty: Difficulty = DIFFICULTY) -> list[WorldItem]:
     """``n`` items of one category, kinds interleaved, balanced by answer within each kind.
 
-    Deterministic in (seed, category, kind, index); ``start`` continues a stream (index offset) so
-    disjoint ranges of one seed give disjoint, reproducible sets. Kinds the category does not have
+    Deterministic in (split, seed, category, kind, index); ``start`` continues a stream (index offset)
+    so disjoint ranges of one seed give disjoint, reproducible sets. Kinds the category does not have
     are left out (Existence is yes/no only); none left is an error.
     """
     kinds = tuple(k for k in kinds if k in CATEGORY_KINDS[category]) if category in CATEGORY_KINDS else tuple(kinds)
@@ -419,10 +565,11 @@ def generate(category: str, n: int, seed: int = 0, kinds: tuple[str, ...] = KIND
         kind = kinds[i % len(kinds)]
         j = i // len(kinds)  # running index within this kind: answers cycle through it
         items.append(make_item(category, kind, j, seed, j, grid, cell, split, cooccur=cooccur, negative=negative,
-                               prior=prior))
+                               prior=prior, weak_recall=weak_recall, difficulty=difficulty))
     return items
 
 
 def answer_vocabulary() -> list[str]:
     """Every answer the world can ask for (for tokenizer training and answer-space checks)."""
-    return ["Yes", "No", *ALL_SHAPES, *COLORS, *TEXTURES, "left", "right", "above", "below"]
+    return ["Yes", "No", *ALL_SHAPES, *COLORS, *TEXTURES, *SIZES, "left", "right", "above", "below",
+            *DISTANCE_WORDS]

@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from vseam.utils.io import atomic_path, write_json, write_text
-from vseam.world.questions import CATEGORIES, KINDS, generate
-from vseam.world.scene import render_pil
+from vseam.world.questions import CATEGORIES, KINDS, ORGANISM_SPLITS, generate
+from vseam.world.scene import DIFFICULTY, Difficulty, render_pil
+
+# The world's version, recorded in world.json: 3 = nine categories, items keyed by their split, the
+# difficulty knob. A folder written by another version is redrawn by ensure_world (its questions differ).
+WORLD_VERSION = 3
 
 
 def _save_png(path: Path, scene) -> None:
@@ -22,14 +26,21 @@ def _save_png(path: Path, scene) -> None:
 
 def write_world(root: str | Path, n_per_category: int = 200, seed: int = 0,
                 categories: tuple[str, ...] | list[str] | None = None, kinds: tuple[str, ...] = KINDS,
-                grid: int = 3, cell: int = 16, split: str = "test") -> dict:
-    """Render and write ``n_per_category`` questions per category; return the summary written to world.json."""
+                grid: int = 3, cell: int = 16, split: str = "test", difficulty: Difficulty = DIFFICULTY) -> dict:
+    """Render and write ``n_per_category`` questions per category; return the summary written to world.json.
+
+    ``split`` is part of every item's identity (``vseam.world.questions.split_code``); the organism's own
+    splits (``organism-train``, ...) are not written as worlds, so no written world holds its training items.
+    """
+    if split in ORGANISM_SPLITS:
+        raise ValueError(f"split={split!r} is the organism's own; a written world draws one of train / val / test")
     root = Path(root).resolve()
     categories = list(categories or CATEGORIES)
     manifest_lines = []
     counts = {}
     for cat in categories:
-        items = generate(cat, n_per_category, seed=seed, kinds=tuple(kinds), grid=grid, cell=cell, split=split)
+        items = generate(cat, n_per_category, seed=seed, kinds=tuple(kinds), grid=grid, cell=cell, split=split,
+                         difficulty=difficulty)
         records = []
         for it in items:
             img, edited = root / "images" / f"{it.id}.png", root / "edited" / f"{it.id}.png"
@@ -40,8 +51,8 @@ def write_world(root: str | Path, n_per_category: int = 200, seed: int = 0,
         write_json(root / f"{cat}.json", records, indent=1)
         counts[cat] = len(records)
     write_text(root / "edits.jsonl", "\n".join(manifest_lines) + "\n")
-    summary = {"benchmark": "organism", "seed": seed, "split": split, "grid": grid, "cell": cell,
-               "image_size": grid * cell, "kinds": list(kinds), "counts": counts,
+    summary = {"benchmark": "organism", "version": WORLD_VERSION, "seed": seed, "split": split, "grid": grid, "cell": cell,
+               "image_size": grid * cell, "kinds": list(kinds), "difficulty": difficulty.to_dict(), "counts": counts,
                "levels": {c: CATEGORIES[c] for c in categories},
                "files": {"annotations": [f"{c}.json" for c in categories], "images": "images",
                          "edited_images": "edited", "edit_manifest": "edits.jsonl"}}
@@ -94,21 +105,32 @@ def ensure_world(data_cfg: Any) -> Path | None:
     if str(data_cfg.format) != "organism":
         return None
     root = Path(data_cfg.root)
+    stale = None
     if (root / "world.json").exists():
         check_world(root, data_cfg)
-    else:
+        stale = json.loads((root / "world.json").read_text()).get("version")
+        if stale != WORLD_VERSION:
+            import warnings
+
+            warnings.warn(f"data.root={data_cfg.root}: a world of version {stale} (this code draws version "
+                          f"{WORLD_VERSION}: other categories and questions); redrawing it there", stacklevel=2)
+    if not (root / "world.json").exists() or stale != WORLD_VERSION:
         write_world(root, n_per_category=int(data_cfg.n_per_category), seed=int(data_cfg.world_seed),
                     split=str(data_cfg.world_split))
     n_pope = int(getattr(data_cfg, "pope_per_split", 0) or 0)
-    if n_pope:  # the POPE analog beside it, rewritten when its size, seed or image sharing differ
+    if n_pope:  # the POPE analog beside it, rewritten when its size, seed, objects or image sharing differ
         from vseam.world.pope import POPE_SEED_BASE, POPE_SEED_STRIDE, write_pope
 
         summary = root / "pope" / "pope.json"
         # each split its own images: a pool that train.py splits into train / val / test must not
         # hold one (image, question) twice, as POPE's shared positives would
+        objects = list(getattr(data_cfg, "pope_objects", None) or []) or None
         want = {"n_per_split": n_pope, "seed": POPE_SEED_BASE + POPE_SEED_STRIDE * int(data_cfg.world_seed),
-                "shared_images": False}
+                "shared_images": False, "objects": objects}
         written = json.loads(summary.read_text()) if summary.exists() else {}
-        if any(written.get(k) != v for k, v in want.items()):
-            write_pope(root / "pope", **want)
+        if any(written.get(k) != v for k, v in want.items()) or written.get("purpose") != "pope":
+            try:
+                write_pope(root / "pope", **want)
+            except ValueError as e:
+                raise ValueError(f"data.pope_per_split={n_pope} / data.pope_objects={objects}: {e}") from None
     return root

@@ -1,4 +1,4 @@
-"""Mechanism ground truth on the shipped organism (SPEC section 5): the POPE-analog hallucination, the
+"""Mechanism ground truth on the shipped organism (docs/organism.md): the POPE-analog hallucination, the
 absence probe, the attention mass on the queried object's image tokens, and the planted defect."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ for the image-free pass), combines ``(1 + alpha) * l(x) - alpha * l(x')`` and ap
 constraint, and every record is read off the combined logits.
 
 The yes-vs-no margin of a yes/no question is ``log p(yes) - log p(no)`` at the answer position, each
-``p`` summed over the answer's probability ids under the model's answer definition (SPEC section 0:
+``p`` summed over the answer's probability ids under the model's answer definition (docs/method.md#answer-tokens:
 ``▁Yes``, ``▁yes``, ``▁YES`` under the project's), the "no" answer written in the gold answer's case. It
 is the threshold-free score of POPE's AUROC and balanced accuracy (``metrics.pope_metrics``); None for
 other answers.

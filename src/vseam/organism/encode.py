@@ -1,7 +1,7 @@
 """Encode organism samples once, through the evaluation adapter, into plain padded tensors.
 
 Training re-reads the same questions many times, so they are encoded up front with ``adapter.encode``
-(the prompt template and answer token of SPEC section 0, as every evaluation uses) and padded to one
+(the prompt template and answer token of docs/method.md#prompts, as every evaluation uses) and padded to one
 common width: the language model's inputs on the left, the Q-Former's text on the right.
 """
 

@@ -55,4 +55,7 @@ def test_non_editable_install_runs_from_another_folder(tmp_path):
         "out_dir=o", "attribution.progress=false", "attribution.heatmaps=false")
     result = json.loads((elsewhere / "o" / "head_scores.json").read_text())
     got = {k: result.get(k) for k in ("model_id", "n", "num_layers", "num_heads")}
-    assert got == {"model_id": "organism-llava", "n": 12, "num_layers": 6, "num_heads": 8}, got  # shipped checkpoint
+    from vseam.world import CATEGORIES
+
+    expected = {"model_id": "organism-llava", "n": 2 * len(CATEGORIES), "num_layers": 6, "num_heads": 8}
+    assert got == expected, got  # the shipped checkpoint, two questions of each category of the world

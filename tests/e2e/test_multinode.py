@@ -59,10 +59,11 @@ def world(tmp_path_factory):
 
 
 def _args(job: str, world: Path, out: Path) -> list[str]:
-    """The command line of ``job`` on the organism LLaVA over ``world``: 12 samples in chunks of 2 (tracing: 6
-    pairs in chunks of 1), so each node owns three of the six chunks."""
+    """The command line of ``job`` on the organism LLaVA over six of ``world``'s categories (two of each level): 12
+    samples in chunks of 2 (tracing: 6 pairs in chunks of 1), so each node owns three of the six chunks."""
     analysis, extra, _, _ = JOBS[job]
-    return [analysis, "logger=none", f"data.root={world}", "data.limit=2", "data.batch_size=2",
+    return [analysis, "logger=none", f"data.root={world}", "data.categories=[Shape,Icon,Color,Texture,Horizontal,Vertical]",
+            "data.limit=2", "data.batch_size=2",
             "attribution.chunk_size=2", "attribution.progress=false", "trainer.accelerator=cpu", *extra,
             f"out_dir={out}"]
 

@@ -176,9 +176,9 @@ class TraceEngine:
         run, cache = self.record(enc)
         amask = enc.answer_mask(a.vocab_size)
         prob, correct, mlogit = answer_stats(run.logits, amask)
-        pred = run.logits.argmax(-1)
+        pred = a.token_text(run.logits.argmax(-1).tolist())
         stats = [{"prob": float(prob[i]), "logit": float(mlogit[i]), "correct": bool(correct[i]),
-                  "pred": a.token_text([int(pred[i])])[0]} for i in range(B)]
+                  "pred": pred[i]} for i in range(B)]
         kept = [p for p in range(P) if keep is None or keep(stats[p], stats[P + p])]
         dropped = [(p, stats[p], stats[P + p]) for p in range(P) if p not in kept]
         if on_progress is not None and dropped:

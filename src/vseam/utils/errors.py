@@ -56,6 +56,17 @@ def os_error_line(e: OSError) -> str:
     return f"{e}" if e.errno is None else f"{advice} ({e})"
 
 
+def said_full(e: BaseException) -> int | None:
+    """``errno.ENOSPC`` / ``errno.EDQUOT`` when ``e`` itself says the disk is full (its errno, or the text of a
+    writer that raises no OSError); None otherwise."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return e.errno
+    text = str(e)
+    if _FULL_TEXT.search(text):
+        return errno.EDQUOT if "uota" in text else errno.ENOSPC
+    return None
+
+
 def disk_full_line(exc: BaseException) -> str | None:
     """A full disk met by any writer, as one sentence naming the file (the OS error's) or else the run folder;
     None when ``exc`` (or what caused it) is not a full disk."""
@@ -63,14 +74,12 @@ def disk_full_line(exc: BaseException) -> str | None:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            if e.filename is not None:
+        code = said_full(e)
+        if code is not None:
+            if isinstance(e, OSError) and e.filename is not None:
                 return os_error_line(e)
-            return _folder_full(e.errno, e)
-        text = str(e)
-        if _FULL_TEXT.search(text):
-            return _folder_full(errno.EDQUOT if "uota" in text else errno.ENOSPC, e)
-        if _WRITE_FAILED.search(text) and LAST_RUN_FOLDER is not None:
+            return _folder_full(code, e)
+        if _WRITE_FAILED.search(str(e)) and LAST_RUN_FOLDER is not None:
             try:
                 free = shutil.disk_usage(LAST_RUN_FOLDER).free
             except OSError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import tempfile
@@ -142,16 +141,16 @@ def load_torch_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map
 def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     from safetensors.torch import save_file
 
-    from vseam.utils.errors import disk_full_line
+    from vseam.utils.errors import said_full
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata)
         except Exception as e:  # safetensors says a full disk in its own error type: name the file as an OSError would
-            if disk_full_line(e) is None:
+            code = said_full(e)
+            if code is None:
                 raise
-            code = errno.EDQUOT if "uota" in str(e) else errno.ENOSPC
             raise OSError(code, os.strerror(code), str(path)) from e
     return Path(path)
 
